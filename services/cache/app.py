@@ -1,0 +1,35 @@
+"""Composition root of the cache: settings -> Redis -> core -> gRPC service."""
+
+from __future__ import annotations
+
+import redis.asyncio as aioredis
+
+from llmgw.cache.v1 import cache_pb2_grpc
+from llmgw.kit.server import GrpcService
+from llmgw.services.cache.core import RedisCache
+from llmgw.services.cache.server import SERVICE_NAME, CacheServicer
+from llmgw.services.cache.settings import CacheSettings
+
+__all__ = ["build", "build_core"]
+
+
+def build_core(settings: CacheSettings) -> RedisCache:
+    redis = aioredis.Redis.from_url(settings.redis_url, socket_timeout=1.0, socket_connect_timeout=0.5)
+    return RedisCache(
+        redis,
+        prefix=settings.key_prefix,
+        ttl_s=settings.ttl_s,
+        max_entry_bytes=settings.max_entry_bytes,
+        timeout_s=settings.redis_timeout_s,
+        unset_temperature_is_deterministic=settings.unset_temperature_is_deterministic,
+    )
+
+
+async def build(settings: CacheSettings) -> GrpcService:
+    core = build_core(settings)
+    return GrpcService(
+        name="cache",
+        servicers=[(CacheServicer(core), cache_pb2_grpc.add_CacheServicer_to_server, SERVICE_NAME)],
+        ready=core.ready,
+        on_stop=core.close,
+    )

@@ -1,0 +1,18 @@
+"""Cache settings (environment variables are the field names in upper case)."""
+
+from __future__ import annotations
+
+from llmgw.kit.settings import ServiceSettings
+
+
+class CacheSettings(ServiceSettings):
+    port: int = 50062
+    redis_url: str = "redis://127.0.0.1:6379/0"
+    key_prefix: str = "llmgw:cache"
+    ttl_s: int = 3600
+    # Entries larger than this (compressed) are not stored.
+    max_entry_bytes: int = 256 * 1024
+    # A lookup never waits longer than this on Redis; after it the request goes on as a miss.
+    redis_timeout_s: float = 0.05
+    # Unset temperature means the route default, which is 0 in the shipped routes.
+    unset_temperature_is_deterministic: bool = True

@@ -1,0 +1,1 @@
+"""The ingress: auth, validation, and orchestration of limiter, cache and router per request."""

@@ -1,0 +1,59 @@
+"""Composition root of the ingress: settings -> peers (gRPC clients) + publisher -> core -> gRPC."""
+
+from __future__ import annotations
+
+import asyncio
+
+from llmgw.gateway.v1 import gateway_pb2_grpc
+from llmgw.kit.health import peer_serving
+from llmgw.kit.kafka import KafkaPublisher
+from llmgw.kit.server import GrpcService
+from llmgw.prompts import Registry
+from llmgw.services.cache.server import CacheClient
+from llmgw.services.ingress.auth import ApiKeys
+from llmgw.services.ingress.core import Gateway
+from llmgw.services.ingress.server import SERVICE_NAME, GatewayServicer
+from llmgw.services.ingress.settings import IngressSettings
+from llmgw.services.limiter.server import LimiterClient
+from llmgw.services.router.server import RouterClient
+
+__all__ = ["build"]
+
+
+async def build(settings: IngressSettings) -> GrpcService:
+    limiter = LimiterClient(settings.limiter_addr)
+    cache = CacheClient(settings.cache_addr)
+    router = RouterClient(settings.router_addr)
+    publisher = KafkaPublisher(
+        settings.kafka_bootstrap, queue_size=settings.event_queue_size, idempotent=settings.kafka_idempotence
+    )
+    await publisher.start()
+    core = Gateway(
+        limiter=limiter,
+        cache=cache,
+        router=router,
+        events=publisher,
+        registry=Registry.load(settings.prompts_dir),
+        api_keys=ApiKeys.parse(settings.api_keys.get_secret_value()),
+        default_label=settings.default_label,
+        default_max_tokens=settings.default_max_tokens,
+        limiter_fail_open=settings.limiter_fail_open,
+    )
+
+    async def ready() -> bool:
+        # The gateway needs its peers; Kafka is not required (events wait in the queue).
+        checks = await asyncio.gather(*(peer_serving(c.channel) for c in (limiter, cache, router)))
+        return all(checks)
+
+    async def on_stop() -> None:
+        await core.drain()
+        await publisher.stop()
+        for c in (limiter, cache, router):
+            await c.close()
+
+    return GrpcService(
+        name="ingress",
+        servicers=[(GatewayServicer(core), gateway_pb2_grpc.add_GatewayServicer_to_server, SERVICE_NAME)],
+        ready=ready,
+        on_stop=on_stop,
+    )

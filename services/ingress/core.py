@@ -1,0 +1,313 @@
+"""The ingress core: one request through auth'd tenant -> validation -> limiter + cache (together)
+-> router -> reply; cache store, limiter settle and events happen after the reply, off the path.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from collections.abc import AsyncIterator, Coroutine
+from dataclasses import dataclass, replace
+from typing import Any
+
+from prometheus_client import Counter
+
+from llmgw.domain import CacheEntry, Chunk, Completion, Decision, KeyMaterial, LimitStatus, LookupResult, RouteCall
+from llmgw.kit.errors import Aborted, LlmgwError, RateLimited
+from llmgw.kit.kafka import REQUESTS_TOPIC, RESPONSES_TOPIC
+from llmgw.kit.logging import get_logger
+from llmgw.ports import CachePort, EventSink, LimiterPort, RouterPort
+from llmgw.prompts import PromptVersion, Registry
+from llmgw.services.ingress.auth import ApiKeys
+from llmgw.services.ingress.events import request_event, response_event
+from llmgw.services.ingress.request import CacheMode, GatewayRequest
+
+__all__ = ["Gateway", "Reply", "remaining_metadata"]
+
+_log = get_logger(__name__)
+REQUESTS = Counter("llmgw_requests_total", "Gateway requests by outcome", ["tenant", "status", "cache"])
+DEPENDENCY_ERRORS = Counter("llmgw_ingress_dependency_errors_total", "Limiter/cache calls that failed", ["peer"])
+
+# Finish reasons that must never be cached: the answer is not a complete, normal one.
+_UNCACHEABLE_FINISH = frozenset({"length", "max_tokens", "refusal", "content_filter", "error"})
+
+
+@dataclass(frozen=True, slots=True)
+class Reply:
+    request_id: str
+    completion: Completion
+    prompt_version: str
+    cache_hit: bool
+    limits: tuple[LimitStatus, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class _Admitted:
+    request_id: str
+    tenant: str
+    req: GatewayRequest
+    version: PromptVersion | None
+    route: str
+    key: KeyMaterial
+    started: float
+
+    @property
+    def prompt_version(self) -> str:
+        return self.version.id if self.version else ""
+
+    def call(self) -> RouteCall:
+        return RouteCall(
+            route=self.req.route,
+            request_id=self.request_id,
+            tenant=self.tenant,
+            prompt=self.req.prompt,
+            prompt_version=self.prompt_version,
+            variables=self.req.variables,
+            messages=self.req.messages,
+            sampling=self.req.sampling,
+        )
+
+
+def estimate_tokens(text_len: int) -> int:
+    # About four characters a token; issue #3 replaces this with a real tokenizer.
+    return max(1, text_len // 4)
+
+
+class Gateway:
+    def __init__(
+        self,
+        *,
+        limiter: LimiterPort,
+        cache: CachePort,
+        router: RouterPort,
+        events: EventSink,
+        registry: Registry,
+        api_keys: ApiKeys,
+        default_label: str = "production",
+        default_max_tokens: int = 512,
+        limiter_fail_open: bool = True,
+    ) -> None:
+        self._limiter = limiter
+        self._cache = cache
+        self._router = router
+        self._events = events
+        self._registry = registry
+        self._keys = api_keys
+        self._default_label = default_label
+        self._default_max_tokens = default_max_tokens
+        self._limiter_fail_open = limiter_fail_open
+        self._background: set[asyncio.Task[Any]] = set()
+
+    # ---- helpers ----
+
+    def _later(self, coro: Coroutine[Any, Any, Any]) -> None:
+        """Run after the reply; failures are logged, never raised into a request."""
+
+        async def guarded() -> None:
+            try:
+                await coro
+            except Exception as exc:  # background bookkeeping must not crash anything
+                _log.warning("background_task_failed", error=repr(exc))
+
+        task = asyncio.get_running_loop().create_task(guarded())
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    async def drain(self, timeout_s: float = 5.0) -> None:
+        """Wait for after-reply work (tests, graceful stop)."""
+        if self._background:
+            await asyncio.wait(set(self._background), timeout=timeout_s)
+
+    def _admit(self, authorization: str | None, req: GatewayRequest, *, request_id: str, stream: bool) -> _Admitted:
+        started = time.perf_counter()
+        tenant = ""
+        try:
+            tenant = self._keys.tenant_for(authorization)
+            req.validate_shape()
+            version = None
+            if req.prompt:
+                version = self._registry.resolve(req.prompt, req.label or self._default_label)
+                version.validate(req.variables)
+        except LlmgwError as exc:
+            self._publish_outcome(request_id, tenant, req, "", req.route, exc, started)
+            raise
+        route = req.route or (version.route if version else "")
+        req_with_route = req if req.route or not route else replace(req, route=route)
+        key = KeyMaterial(
+            tenant=tenant,
+            route=route,
+            prompt=req.prompt,
+            prompt_version=version.id if version else "",
+            variables=req.variables,
+            messages=req.messages,
+            sampling=req.sampling,
+        )
+        admitted = _Admitted(request_id, tenant, req_with_route, version, route, key, started)
+        self._events.publish(
+            REQUESTS_TOPIC,
+            request_id,
+            request_event(req, request_id=request_id, tenant=tenant, prompt_version=admitted.prompt_version,
+                          route=route, stream=stream),
+        )
+        return admitted
+
+    def _estimate(self, a: _Admitted) -> int:
+        chars = sum(len(v) for v in a.req.variables.values()) + sum(len(m.content) for m in a.req.messages)
+        if a.version is not None:
+            tpl = a.version.spec.template
+            chars += len(tpl.system) + sum(len(m.content) for m in tpl.messages)
+        return estimate_tokens(chars) + (a.req.sampling.max_tokens or self._default_max_tokens)
+
+    async def _check(self, a: _Admitted) -> Decision:
+        try:
+            return await self._limiter.check(
+                [("tenant", a.tenant)], requests=1, tokens=self._estimate(a), request_id=a.request_id
+            )
+        except LlmgwError as exc:
+            if not exc.retriable:
+                raise
+            DEPENDENCY_ERRORS.labels("limiter").inc()
+            _log.warning("limiter_unreachable", error=exc.message, fail_open=self._limiter_fail_open)
+            if self._limiter_fail_open:
+                return Decision(allowed=True)
+            raise
+
+    async def _lookup(self, a: _Admitted) -> LookupResult:
+        read = a.req.cache_mode == CacheMode.DEFAULT
+        try:
+            return await self._cache.lookup(a.key, read=read)
+        except LlmgwError as exc:
+            # Never a failed request because of the cache: go on as a miss.
+            DEPENDENCY_ERRORS.labels("cache").inc()
+            _log.warning("cache_unreachable", error=exc.message)
+            return LookupResult(key="", cacheable=False)
+
+    async def _gate(self, a: _Admitted) -> tuple[Decision, LookupResult]:
+        """Limiter check and cache lookup run concurrently (one round trip of latency, not two)."""
+        check = asyncio.ensure_future(self._check(a))
+        lookup = asyncio.ensure_future(self._lookup(a))
+        try:
+            decision = await check
+        except BaseException:
+            lookup.cancel()
+            raise
+        if not decision.allowed:
+            lookup.cancel()
+            raise RateLimited(
+                f"rate limit {decision.limit_name!r} exceeded for tenant {a.tenant!r}",
+                retry_after_s=decision.retry_after_ms / 1000,
+                limit=decision.limit_name,
+                metadata=remaining_metadata(decision.statuses),
+            )
+        return decision, await lookup
+
+    def _publish_outcome(
+        self, request_id: str, tenant: str, req: GatewayRequest, prompt_version: str, route: str,
+        exc: LlmgwError | None, started: float, completion: Completion | None = None, cache_hit: bool = False,
+    ) -> None:
+        status = exc.code.name if exc else "OK"
+        REQUESTS.labels(tenant, status, "hit" if cache_hit else "miss").inc()
+        c = completion
+        self._events.publish(
+            RESPONSES_TOPIC,
+            request_id,
+            response_event(
+                request_id=request_id, tenant=tenant, prompt=req.prompt, prompt_version=prompt_version,
+                route=route, status=status, latency_ms=(time.perf_counter() - started) * 1000,
+                text=c.text if c else "", provider=c.provider if c else "", model=c.model if c else "",
+                error=exc.message if exc else "", usage=c.usage if c else None, cache_hit=cache_hit,
+                attempts=c.attempts if c else tuple(getattr(exc, "attempts", ()) or ()),
+            ),
+        )
+
+    def _finish(self, a: _Admitted, decision: Decision, lookup: LookupResult, completion: Completion,
+                chunks: tuple[str, ...], *, hit: bool) -> None:
+        """After-reply bookkeeping: settle the token reservation, store, publish."""
+        actual = 0 if hit else completion.usage.total_tokens
+        if decision.reservation_id:
+            self._later(self._limiter.settle(decision.reservation_id, actual))
+        if (not hit and lookup.cacheable and lookup.key and a.req.cache_mode != CacheMode.BYPASS
+                and completion.finish_reason not in _UNCACHEABLE_FINISH):
+            entry = CacheEntry(text=completion.text, provider=completion.provider, model=completion.model,
+                               usage=completion.usage, chunks=chunks, stored_at=time.time())
+            self._later(self._cache.store(lookup.key, entry, tenant=a.tenant, prompt=a.req.prompt))
+        self._publish_outcome(a.request_id, a.tenant, a.req, a.prompt_version, a.route, None, a.started,
+                              completion, hit)
+
+    def _failed(self, a: _Admitted, decision: Decision | None, exc: LlmgwError) -> None:
+        if decision is not None and decision.reservation_id:
+            self._later(self._limiter.settle(decision.reservation_id, 0))
+        self._publish_outcome(a.request_id, a.tenant, a.req, a.prompt_version, a.route, exc, a.started)
+
+    # ---- the two entry points ----
+
+    async def complete(self, authorization: str | None, req: GatewayRequest, *, request_id: str = "") -> Reply:
+        """``authorization`` is the caller's header value, ``Bearer <api key>``."""
+        rid = request_id or uuid.uuid4().hex
+        a = self._admit(authorization, req, request_id=rid, stream=False)
+        decision: Decision | None = None
+        try:
+            decision, lookup = await self._gate(a)
+            if lookup.hit and lookup.entry is not None:
+                e = lookup.entry
+                completion = Completion(text=e.text, provider=e.provider, model=e.model, usage=e.usage)
+                self._finish(a, decision, lookup, completion, (), hit=True)
+                return Reply(rid, completion, a.prompt_version, True, decision.statuses)
+            completion = await self._router.route(a.call())
+        except LlmgwError as exc:
+            self._failed(a, decision, exc)
+            raise
+        self._finish(a, decision, lookup, completion, (), hit=False)
+        return Reply(rid, completion, a.prompt_version, False, decision.statuses)
+
+    async def stream(
+        self, authorization: str | None, req: GatewayRequest, *, request_id: str = ""
+    ) -> AsyncIterator[Chunk | Reply]:
+        """Yields text Chunks, then one final Reply with the metadata."""
+        rid = request_id or uuid.uuid4().hex
+        a = self._admit(authorization, req, request_id=rid, stream=True)
+        decision: Decision | None = None
+        try:
+            decision, lookup = await self._gate(a)
+        except LlmgwError as exc:
+            self._failed(a, decision, exc)
+            raise
+        if lookup.hit and lookup.entry is not None:
+            e = lookup.entry
+            # Replay with the original chunk boundaries; a plain entry replays as one chunk.
+            for piece in e.chunks or (e.text,):
+                yield Chunk(delta=piece)
+            completion = Completion(text=e.text, provider=e.provider, model=e.model, usage=e.usage)
+            self._finish(a, decision, lookup, completion, (), hit=True)
+            yield Reply(rid, completion, a.prompt_version, True, decision.statuses)
+            return
+        pieces: list[str] = []
+        final: Completion | None = None
+        try:
+            async for chunk in self._router.stream(a.call()):
+                if chunk.final:
+                    final = chunk.completion
+                    break
+                pieces.append(chunk.delta)
+                yield chunk
+        except LlmgwError as exc:
+            self._failed(a, decision, exc)
+            raise
+        except BaseException:
+            # The client went away mid-stream: an aborted stream is never cached.
+            self._failed(a, decision, Aborted("stream aborted by the client"))
+            raise
+        if final is None:
+            exc2 = Aborted("provider stream ended without a final chunk")
+            self._failed(a, decision, exc2)
+            raise exc2
+        completion = Completion(text="".join(pieces), provider=final.provider, model=final.model,
+                                usage=final.usage, attempts=final.attempts, finish_reason=final.finish_reason)
+        self._finish(a, decision, lookup, completion, tuple(pieces), hit=False)
+        yield Reply(rid, completion, a.prompt_version, False, decision.statuses)
+
+
+def remaining_metadata(statuses: tuple[LimitStatus, ...]) -> dict[str, str]:
+    """``x-ratelimit-remaining-<limit>`` for every limit that applied: callers can pace themselves."""
+    return {f"x-ratelimit-remaining-{s.name}": str(s.remaining) for s in statuses}

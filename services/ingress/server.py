@@ -1,0 +1,100 @@
+"""gRPC adapter for the public Gateway API: proto -> core -> proto."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator
+
+import grpc
+
+from llmgw.convert import attempts_to_pb, messages_from_pb, sampling_from_pb, usage_to_pb
+from llmgw.domain import Chunk
+from llmgw.gateway.v1 import gateway_pb2, gateway_pb2_grpc
+from llmgw.kit.errors import InvalidArgument
+from llmgw.kit.server import REQUEST_ID_KEY
+from llmgw.services.ingress.core import Gateway, Reply, remaining_metadata
+from llmgw.services.ingress.request import CacheMode, GatewayRequest
+
+__all__ = ["GatewayServicer", "SERVICE_NAME"]
+
+SERVICE_NAME = gateway_pb2.DESCRIPTOR.services_by_name["Gateway"].full_name
+
+
+def request_from_pb(r: gateway_pb2.CompleteRequest) -> GatewayRequest:
+    try:
+        mode = CacheMode(r.cache_mode)
+    except ValueError as exc:
+        raise InvalidArgument("cache_mode", f"unknown value {r.cache_mode}") from exc
+    return GatewayRequest(
+        prompt=r.prompt,
+        label=r.label,
+        variables=dict(r.variables),
+        messages=messages_from_pb(r.messages),
+        route=r.route,
+        sampling=sampling_from_pb(r.sampling),
+        cache_mode=mode,
+        metadata=dict(r.metadata),
+    )
+
+
+def _header(context: grpc.aio.ServicerContext, name: str) -> str | None:
+    for key, value in context.invocation_metadata() or ():
+        if key == name and isinstance(value, str):
+            return value
+    return None
+
+
+def _request_id(context: grpc.aio.ServicerContext) -> str:
+    # A caller-supplied id (e.g. from its own trace) is kept, so its logs and our events join up.
+    return _header(context, REQUEST_ID_KEY) or uuid.uuid4().hex
+
+
+def _reply_metadata(reply: Reply) -> tuple[tuple[str, str], ...]:
+    return ((REQUEST_ID_KEY, reply.request_id), *remaining_metadata(reply.limits).items())
+
+
+class GatewayServicer(gateway_pb2_grpc.GatewayServicer):
+    def __init__(self, core: Gateway) -> None:
+        self._core = core
+
+    async def Complete(
+        self, request: gateway_pb2.CompleteRequest, context: grpc.aio.ServicerContext
+    ) -> gateway_pb2.CompleteResponse:
+        reply = await self._core.complete(
+            _header(context, "authorization"), request_from_pb(request), request_id=_request_id(context)
+        )
+        context.set_trailing_metadata(_reply_metadata(reply))
+        c = reply.completion
+        return gateway_pb2.CompleteResponse(
+            request_id=reply.request_id,
+            text=c.text,
+            provider=c.provider,
+            model=c.model,
+            prompt_version=reply.prompt_version,
+            cache_hit=reply.cache_hit,
+            usage=usage_to_pb(c.usage),
+            attempts=attempts_to_pb(c.attempts),
+        )
+
+    async def StreamComplete(
+        self, request: gateway_pb2.CompleteRequest, context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[gateway_pb2.CompleteChunk]:
+        request_id = _request_id(context)
+        async for item in self._core.stream(
+            _header(context, "authorization"), request_from_pb(request), request_id=request_id
+        ):
+            if isinstance(item, Chunk):
+                yield gateway_pb2.CompleteChunk(request_id=request_id, delta=item.delta)
+                continue
+            context.set_trailing_metadata(_reply_metadata(item))
+            c = item.completion
+            yield gateway_pb2.CompleteChunk(
+                request_id=item.request_id,
+                final=True,
+                provider=c.provider,
+                model=c.model,
+                prompt_version=item.prompt_version,
+                cache_hit=item.cache_hit,
+                usage=usage_to_pb(c.usage),
+                attempts=attempts_to_pb(c.attempts),
+            )

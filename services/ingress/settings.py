@@ -1,0 +1,28 @@
+"""Ingress settings (environment variables are the field names in upper case)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import SecretStr
+
+from llmgw.kit.settings import ServiceSettings
+
+
+class IngressSettings(ServiceSettings):
+    port: int = 50050
+    limiter_addr: str = "127.0.0.1:50061"
+    cache_addr: str = "127.0.0.1:50062"
+    router_addr: str = "127.0.0.1:50063"
+    kafka_bootstrap: str = "127.0.0.1:9092"
+    # On for Apache Kafka; off for the embedded Tansu broker (it refuses InitProducerId).
+    kafka_idempotence: bool = False
+    event_queue_size: int = 10_000
+    # "key=tenant,key2=tenant2"; from a k8s Secret in production. Never logged.
+    api_keys: SecretStr = SecretStr("")
+    prompts_dir: Path = Path("prompts")
+    default_label: str = "production"
+    # Estimated output tokens reserved when the request sets no max_tokens.
+    default_max_tokens: int = 512
+    # When the limiter service is unreachable: admit (and count the miss) rather than fail.
+    limiter_fail_open: bool = True

@@ -1,0 +1,89 @@
+"""The limiter's Redis scripts. GCRA (generic cell rate algorithm), one TAT per bucket.
+
+For a limit of L units per period P (ms): the emission interval is T = P / L. A bucket stores its
+theoretical arrival time (TAT). Charging c units moves TAT to max(TAT, now) + c*T; that is allowed
+while the new TAT is within P of now, so a full burst of L fits and the rate holds exactly, with
+no fixed-window edge doubling. Time is the Redis server's (TIME), so replica clocks don't matter.
+"""
+
+# KEYS: bucket keys..., then the reservation key (always last).
+# ARGV: 1 = bucket count n, 2 = reservation payload (JSON) or "", 3 = reservation TTL ms,
+#       then per bucket i: T_ms, period_ms, cost, shadow(0|1), unit_is_tokens(0|1).
+# Returns: {denied, retry_after_ms, denied_index, then per bucket: admitted, remaining, reset_ms}.
+CHECK = r"""
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + tonumber(t[2]) / 1000
+local n = tonumber(ARGV[1])
+local out = {}
+local tats = {}
+local denied, retry, deny_idx = 0, 0, 0
+for i = 1, n do
+  local b = 3 + (i - 1) * 5
+  local T, period, cost = tonumber(ARGV[b + 1]), tonumber(ARGV[b + 2]), tonumber(ARGV[b + 3])
+  local shadow = ARGV[b + 4] == '1'
+  local tat = tonumber(redis.call('GET', KEYS[i])) or now
+  if tat < now then tat = now end
+  local new_tat = tat + cost * T
+  local allow_at = new_tat - period
+  local ok = allow_at <= now
+  local used = ok and new_tat or tat
+  local remaining = math.floor((period - (used - now)) / T)
+  if remaining < 0 then remaining = 0 end
+  tats[i] = new_tat
+  if not ok and not shadow then
+    denied = 1
+    local wait = allow_at - now
+    -- a cost larger than the whole limit can never pass: say so with the full period
+    if cost * T > period then wait = period end
+    if wait > retry then retry, deny_idx = wait, i end
+  end
+  out[#out + 1] = ok and 1 or 0
+  out[#out + 1] = remaining
+  out[#out + 1] = math.ceil(used - now)
+end
+if denied == 0 then
+  for i = 1, n do
+    if out[(i - 1) * 3 + 1] == 1 and tats[i] > now then
+      redis.call('SET', KEYS[i], string.format('%.3f', tats[i]), 'PX', math.ceil(tats[i] - now) + 1)
+    end
+  end
+  if ARGV[2] ~= '' then
+    redis.call('SET', KEYS[n + 1], ARGV[2], 'PX', tonumber(ARGV[3]))
+  end
+end
+local res = {denied, math.ceil(retry), deny_idx}
+for i = 1, #out do res[#res + 1] = out[i] end
+return res
+"""
+
+# KEYS[1]: reservation key. ARGV[1]: actual tokens.
+# The reservation payload is {"buckets": [[key, T_ms, reserved], ...]}; each bucket's TAT moves by
+# (actual - reserved) * T: a refund when the estimate was high, an extra charge when low.
+# Returns the tokens refunded (negative: charged extra), or false when the reservation is gone.
+SETTLE = r"""
+local raw = redis.call('GET', KEYS[1])
+if not raw then return false end
+redis.call('DEL', KEYS[1])
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + tonumber(t[2]) / 1000
+local actual = tonumber(ARGV[1])
+local res = cjson.decode(raw)
+local refunded = 0
+for _, b in ipairs(res.buckets) do
+  local key, T, reserved = b[1], tonumber(b[2]), tonumber(b[3])
+  refunded = reserved - actual
+  local tat = tonumber(redis.call('GET', key))
+  if tat then
+    local new_tat = tat + (actual - reserved) * T
+    if new_tat > now then
+      redis.call('SET', key, string.format('%.3f', new_tat), 'PX', math.ceil(new_tat - now) + 1)
+    else
+      redis.call('DEL', key)
+    end
+  elseif actual > reserved then
+    local new_tat = now + (actual - reserved) * T
+    redis.call('SET', key, string.format('%.3f', new_tat), 'PX', math.ceil(new_tat - now) + 1)
+  end
+end
+return refunded
+"""

@@ -1,0 +1,108 @@
+"""The limit rule model, loaded strictly from YAML (unknown keys are rejected).
+
+    domains:
+      gateway:                        # the domain the ingress checks
+        - match: {tenant: "*"}        # ordered descriptor keys; "*" = one bucket per value
+          limits:
+            - {name: tenant-rpm, unit: requests, limit: 60, per: minute}
+            - {name: tenant-tpm, unit: tokens, limit: 100000, per: minute, shadow: true}
+
+A rule applies when every key it matches is in the request's descriptor with a matching value.
+Every limit of every applying rule is decided together.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from llmgw.kit.errors import ConfigError
+from llmgw.kit.settings import load_yaml
+
+__all__ = ["DESCRIPTOR_KEYS", "Limit", "Rule", "RuleSet", "load_rules", "parse_rules"]
+
+DESCRIPTOR_KEYS = ("tenant", "api_key", "route", "prompt", "provider", "model")
+PERIOD_MS = {"second": 1_000, "minute": 60_000, "hour": 3_600_000, "day": 86_400_000}
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Limit(_Strict):
+    name: str = Field(min_length=1, pattern=r"^[A-Za-z0-9_.\-]+$")
+    unit: Literal["requests", "tokens"]
+    limit: int = Field(gt=0)
+    per: Literal["second", "minute", "hour", "day"]
+    # Count and report, never refuse: for trying a new limit in production.
+    shadow: bool = False
+
+    @property
+    def period_ms(self) -> int:
+        return PERIOD_MS[self.per]
+
+
+class Rule(_Strict):
+    match: dict[str, str]
+    limits: list[Limit] = Field(min_length=1)
+
+    @field_validator("match")
+    @classmethod
+    def _known_keys(cls, value: dict[str, str]) -> dict[str, str]:
+        if not value:
+            raise ValueError("match needs at least one descriptor key")
+        for key in value:
+            if key not in DESCRIPTOR_KEYS:
+                raise ValueError(f"unknown descriptor key {key!r}; expected one of {', '.join(DESCRIPTOR_KEYS)}")
+        return value
+
+    def applies(self, descriptor: Mapping[str, str]) -> bool:
+        return all(
+            key in descriptor and (want == "*" or descriptor[key] == want) for key, want in self.match.items()
+        )
+
+    def bucket(self, descriptor: Mapping[str, str]) -> str:
+        """The part of the Redis key naming this rule's bucket for one descriptor."""
+        return "|".join(f"{key}={descriptor[key]}" for key in self.match)
+
+
+class RuleSet(_Strict):
+    domains: dict[str, list[Rule]]
+
+    def matching(self, domain: str, descriptor: Mapping[str, str]) -> list[tuple[Rule, Limit]]:
+        return [
+            (rule, limit) for rule in self.domains.get(domain, []) if rule.applies(descriptor) for limit in rule.limits
+        ]
+
+    @field_validator("domains")
+    @classmethod
+    def _unique_names(cls, value: dict[str, list[Rule]]) -> dict[str, list[Rule]]:
+        for domain, rules in value.items():
+            seen: set[str] = set()
+            for rule in rules:
+                for limit in rule.limits:
+                    if limit.name in seen:
+                        raise ValueError(f"domain {domain!r}: limit name {limit.name!r} is used twice")
+                    seen.add(limit.name)
+        return value
+
+
+def parse_rules(data: object, *, source: str = "<rules>") -> RuleSet:
+    try:
+        return RuleSet.model_validate(data)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in err['loc'])}: {err['msg']}" for err in exc.errors()
+        )
+        raise ConfigError(f"{source}: {problems}") from exc
+
+
+def load_rules(path: str | Path) -> RuleSet:
+    return parse_rules(load_yaml(path), source=str(path))
+
+
+def descriptor_dict(descriptor: Sequence[tuple[str, str]]) -> dict[str, str]:
+    return dict(descriptor)

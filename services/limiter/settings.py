@@ -1,0 +1,21 @@
+"""Limiter settings (environment variables are the field names in upper case)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from llmgw.kit.settings import ServiceSettings
+
+DEFAULT_RULES = Path(__file__).with_name("limits.yaml")
+
+
+class LimiterSettings(ServiceSettings):
+    port: int = 50061
+    redis_url: str = "redis://127.0.0.1:6379/0"
+    # Rules file (YAML); reloaded when it changes, a bad new file is rejected and the old one kept.
+    limits_file: Path = DEFAULT_RULES
+    key_prefix: str = "llmgw:rl"
+    # A check never waits longer than this on Redis, then fails open (or closed).
+    redis_timeout_s: float = 0.05
+    fail_open: bool = True
+    reload_interval_s: float = 2.0

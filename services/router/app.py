@@ -1,0 +1,47 @@
+"""Composition root of the router: settings -> config + registry -> providers -> core -> gRPC."""
+
+from __future__ import annotations
+
+from llmgw.kit.server import GrpcService
+from llmgw.prompts import Registry
+from llmgw.router.v1 import router_pb2_grpc
+from llmgw.services.router.config import RouterConfig, load_router_config
+from llmgw.services.router.core import Router
+from llmgw.services.router.providers import make_provider
+from llmgw.services.router.server import SERVICE_NAME, RouterServicer
+from llmgw.services.router.settings import RouterSettings
+
+__all__ = ["build", "build_core"]
+
+
+def _with_overrides(cfg: RouterConfig, settings: RouterSettings) -> RouterConfig:
+    providers = dict(cfg.providers)
+    for name, url in (("openai", settings.openai_base_url), ("anthropic", settings.anthropic_base_url)):
+        if url and name in providers:
+            providers[name] = providers[name].model_copy(update={"base_url": url})  # type: ignore[index]
+    return cfg.model_copy(update={"providers": providers})
+
+
+def build_core(settings: RouterSettings) -> tuple[Router, list[object]]:
+    cfg = _with_overrides(load_router_config(settings.routes_file), settings)
+    providers = {name: make_provider(name, pcfg) for name, pcfg in cfg.providers.items()}
+    return Router(cfg, providers, Registry.load(settings.prompts_dir)), list(providers.values())
+
+
+async def build(settings: RouterSettings) -> GrpcService:
+    core, providers = build_core(settings)
+
+    async def ready() -> bool:
+        # The router has no backing store; it is ready once its config and SDK clients exist.
+        return True
+
+    async def on_stop() -> None:
+        for p in providers:
+            await p.close()  # type: ignore[attr-defined]
+
+    return GrpcService(
+        name="router",
+        servicers=[(RouterServicer(core), router_pb2_grpc.add_RouterServicer_to_server, SERVICE_NAME)],
+        ready=ready,
+        on_stop=on_stop,
+    )

@@ -1,0 +1,116 @@
+"""gRPC adapter for the router: proto -> core -> proto."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import grpc
+
+from llmgw.convert import (
+    attempts_from_pb,
+    completion_fields,
+    messages_from_pb,
+    messages_to_pb,
+    sampling_from_pb,
+    sampling_to_pb,
+    usage_from_pb,
+    usage_to_pb,
+    attempts_to_pb,
+)
+from llmgw.domain import Chunk, Completion, RouteCall
+from llmgw.kit.client import GrpcClient, translate_rpc_errors
+from llmgw.router.v1 import router_pb2, router_pb2_grpc
+from llmgw.services.router.core import Router
+
+__all__ = ["RouterClient", "RouterServicer", "SERVICE_NAME"]
+
+SERVICE_NAME = router_pb2.DESCRIPTOR.services_by_name["Router"].full_name
+
+
+def call_from_pb(r: router_pb2.RouteRequest) -> RouteCall:
+    return RouteCall(
+        route=r.route,
+        request_id=r.request_id,
+        tenant=r.tenant,
+        prompt=r.prompt,
+        prompt_version=r.prompt_version,
+        variables=dict(r.variables),
+        messages=messages_from_pb(r.messages),
+        sampling=sampling_from_pb(r.sampling),
+    )
+
+
+def call_to_pb(c: RouteCall) -> router_pb2.RouteRequest:
+    return router_pb2.RouteRequest(
+        request_id=c.request_id,
+        route=c.route,
+        prompt=c.prompt,
+        prompt_version=c.prompt_version,
+        variables=dict(c.variables),
+        messages=messages_to_pb(c.messages),
+        sampling=sampling_to_pb(c.sampling),
+        tenant=c.tenant,
+    )
+
+
+def _completion_from(pb: router_pb2.RouteResponse | router_pb2.RouteChunk, text: str) -> Completion:
+    return Completion(
+        text=text,
+        provider=pb.provider,
+        model=pb.model,
+        usage=usage_from_pb(pb.usage),
+        attempts=attempts_from_pb(pb.attempts),
+        finish_reason=pb.finish_reason,
+    )
+
+
+class RouterServicer(router_pb2_grpc.RouterServicer):
+    def __init__(self, core: Router) -> None:
+        self._core = core
+
+    async def Route(
+        self, request: router_pb2.RouteRequest, context: grpc.aio.ServicerContext
+    ) -> router_pb2.RouteResponse:
+        completion = await self._core.route(call_from_pb(request))
+        return router_pb2.RouteResponse(**completion_fields(completion))  # type: ignore[arg-type]
+
+    async def StreamRoute(
+        self, request: router_pb2.RouteRequest, context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[router_pb2.RouteChunk]:
+        async for chunk in self._core.stream(call_from_pb(request)):
+            if chunk.final and chunk.completion is not None:
+                c = chunk.completion
+                yield router_pb2.RouteChunk(
+                    final=True, provider=c.provider, model=c.model, usage=usage_to_pb(c.usage),
+                    attempts=attempts_to_pb(c.attempts), finish_reason=c.finish_reason,
+                )
+            else:
+                yield router_pb2.RouteChunk(delta=chunk.delta)
+
+
+class RouterClient(GrpcClient):
+    """``RouterPort`` over gRPC. No client timeout of its own: the caller's deadline bounds it."""
+
+    peer = "router"
+
+    def __init__(self, address: str, *, timeout_s: float = 120.0) -> None:
+        super().__init__(address, timeout_s=timeout_s)
+        self._stub = router_pb2_grpc.RouterStub(self.channel)
+
+    async def route(self, call: RouteCall) -> Completion:
+        with translate_rpc_errors(self.peer):
+            pb = await self._stub.Route(
+                call_to_pb(call), timeout=self.timeout_s, metadata=self.metadata(call.request_id)
+            )
+        return _completion_from(pb, pb.text)
+
+    async def stream(self, call: RouteCall) -> AsyncIterator[Chunk]:
+        with translate_rpc_errors(self.peer):
+            stream = self._stub.StreamRoute(
+                call_to_pb(call), timeout=self.timeout_s, metadata=self.metadata(call.request_id)
+            )
+            async for pb in stream:
+                if pb.final:
+                    yield Chunk(delta="", final=True, completion=_completion_from(pb, ""))
+                else:
+                    yield Chunk(delta=pb.delta)

@@ -1,0 +1,18 @@
+"""Router settings (environment variables are the field names in upper case)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from llmgw.kit.settings import ServiceSettings
+
+DEFAULT_ROUTES = Path(__file__).with_name("routes.yaml")
+
+
+class RouterSettings(ServiceSettings):
+    port: int = 50063
+    routes_file: Path = DEFAULT_ROUTES
+    prompts_dir: Path = Path("prompts")
+    # Overrides the providers' base_url in the routes file (the embedded fake providers).
+    openai_base_url: str | None = None
+    anthropic_base_url: str | None = None

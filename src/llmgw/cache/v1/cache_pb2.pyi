@@ -1,0 +1,107 @@
+from llmgw.gateway.v1 import gateway_pb2 as _gateway_pb2
+from google.protobuf.internal import containers as _containers
+from google.protobuf import descriptor as _descriptor
+from google.protobuf import message as _message
+from collections.abc import Iterable as _Iterable, Mapping as _Mapping
+from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
+
+DESCRIPTOR: _descriptor.FileDescriptor
+
+class KeyMaterial(_message.Message):
+    __slots__ = ("tenant", "prompt", "prompt_version", "variables", "messages", "route", "sampling")
+    class VariablesEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: str
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
+    TENANT_FIELD_NUMBER: _ClassVar[int]
+    PROMPT_FIELD_NUMBER: _ClassVar[int]
+    PROMPT_VERSION_FIELD_NUMBER: _ClassVar[int]
+    VARIABLES_FIELD_NUMBER: _ClassVar[int]
+    MESSAGES_FIELD_NUMBER: _ClassVar[int]
+    ROUTE_FIELD_NUMBER: _ClassVar[int]
+    SAMPLING_FIELD_NUMBER: _ClassVar[int]
+    tenant: str
+    prompt: str
+    prompt_version: str
+    variables: _containers.ScalarMap[str, str]
+    messages: _containers.RepeatedCompositeFieldContainer[_gateway_pb2.Message]
+    route: str
+    sampling: _gateway_pb2.Sampling
+    def __init__(self, tenant: _Optional[str] = ..., prompt: _Optional[str] = ..., prompt_version: _Optional[str] = ..., variables: _Optional[_Mapping[str, str]] = ..., messages: _Optional[_Iterable[_Union[_gateway_pb2.Message, _Mapping]]] = ..., route: _Optional[str] = ..., sampling: _Optional[_Union[_gateway_pb2.Sampling, _Mapping]] = ...) -> None: ...
+
+class Entry(_message.Message):
+    __slots__ = ("text", "provider", "model", "usage", "chunks", "stored_at")
+    TEXT_FIELD_NUMBER: _ClassVar[int]
+    PROVIDER_FIELD_NUMBER: _ClassVar[int]
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    USAGE_FIELD_NUMBER: _ClassVar[int]
+    CHUNKS_FIELD_NUMBER: _ClassVar[int]
+    STORED_AT_FIELD_NUMBER: _ClassVar[int]
+    text: str
+    provider: str
+    model: str
+    usage: _gateway_pb2.Usage
+    chunks: _containers.RepeatedScalarFieldContainer[str]
+    stored_at: float
+    def __init__(self, text: _Optional[str] = ..., provider: _Optional[str] = ..., model: _Optional[str] = ..., usage: _Optional[_Union[_gateway_pb2.Usage, _Mapping]] = ..., chunks: _Optional[_Iterable[str]] = ..., stored_at: _Optional[float] = ...) -> None: ...
+
+class LookupRequest(_message.Message):
+    __slots__ = ("key", "read")
+    KEY_FIELD_NUMBER: _ClassVar[int]
+    READ_FIELD_NUMBER: _ClassVar[int]
+    key: KeyMaterial
+    read: bool
+    def __init__(self, key: _Optional[_Union[KeyMaterial, _Mapping]] = ..., read: _Optional[bool] = ...) -> None: ...
+
+class LookupResponse(_message.Message):
+    __slots__ = ("hit", "entry", "key", "cacheable")
+    HIT_FIELD_NUMBER: _ClassVar[int]
+    ENTRY_FIELD_NUMBER: _ClassVar[int]
+    KEY_FIELD_NUMBER: _ClassVar[int]
+    CACHEABLE_FIELD_NUMBER: _ClassVar[int]
+    hit: bool
+    entry: Entry
+    key: str
+    cacheable: bool
+    def __init__(self, hit: _Optional[bool] = ..., entry: _Optional[_Union[Entry, _Mapping]] = ..., key: _Optional[str] = ..., cacheable: _Optional[bool] = ...) -> None: ...
+
+class StoreRequest(_message.Message):
+    __slots__ = ("key", "entry", "tenant", "prompt")
+    KEY_FIELD_NUMBER: _ClassVar[int]
+    ENTRY_FIELD_NUMBER: _ClassVar[int]
+    TENANT_FIELD_NUMBER: _ClassVar[int]
+    PROMPT_FIELD_NUMBER: _ClassVar[int]
+    key: str
+    entry: Entry
+    tenant: str
+    prompt: str
+    def __init__(self, key: _Optional[str] = ..., entry: _Optional[_Union[Entry, _Mapping]] = ..., tenant: _Optional[str] = ..., prompt: _Optional[str] = ...) -> None: ...
+
+class StoreResponse(_message.Message):
+    __slots__ = ("stored",)
+    STORED_FIELD_NUMBER: _ClassVar[int]
+    stored: bool
+    def __init__(self, stored: _Optional[bool] = ...) -> None: ...
+
+class StatsRequest(_message.Message):
+    __slots__ = ("tenant",)
+    TENANT_FIELD_NUMBER: _ClassVar[int]
+    tenant: str
+    def __init__(self, tenant: _Optional[str] = ...) -> None: ...
+
+class StatsResponse(_message.Message):
+    __slots__ = ("hits", "misses", "stores", "tokens_saved", "cost_saved_usd")
+    HITS_FIELD_NUMBER: _ClassVar[int]
+    MISSES_FIELD_NUMBER: _ClassVar[int]
+    STORES_FIELD_NUMBER: _ClassVar[int]
+    TOKENS_SAVED_FIELD_NUMBER: _ClassVar[int]
+    COST_SAVED_USD_FIELD_NUMBER: _ClassVar[int]
+    hits: int
+    misses: int
+    stores: int
+    tokens_saved: int
+    cost_saved_usd: float
+    def __init__(self, hits: _Optional[int] = ..., misses: _Optional[int] = ..., stores: _Optional[int] = ..., tokens_saved: _Optional[int] = ..., cost_saved_usd: _Optional[float] = ...) -> None: ...

@@ -1,0 +1,38 @@
+"""The shared ``__main__`` of every gRPC service: settings, logging, build, serve, graceful stop."""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+from collections.abc import Awaitable, Callable
+from typing import TypeVar
+
+from llmgw.kit.errors import ConfigError
+from llmgw.kit.logging import configure
+from llmgw.kit.server import GrpcService, serve_forever
+from llmgw.kit.settings import ServiceSettings, load_settings
+
+__all__ = ["run_service"]
+
+S = TypeVar("S", bound=ServiceSettings)
+
+
+def run_service(name: str, settings_cls: type[S], build: Callable[[S], Awaitable[GrpcService]]) -> None:
+    async def _main() -> None:
+        settings = load_settings(settings_cls)
+        configure(settings.log_level, service=name)
+        service = await build(settings)
+        await serve_forever(
+            service,
+            host=settings.host,
+            port=settings.port,
+            metrics_port=settings.metrics_port,
+            grace=settings.shutdown_grace_s,
+        )
+
+    try:
+        asyncio.run(_main())
+    except ConfigError as exc:
+        # Fail fast with the setting or file named, not a traceback.
+        print(f"{name}: {exc.message}", file=sys.stderr)
+        sys.exit(2)

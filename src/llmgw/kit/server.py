@@ -1,0 +1,230 @@
+"""One bootstrap for every gRPC service: interceptors, truthful health, reflection, graceful stop.
+
+A service supplies its servicers and a readiness probe (is Redis/Kafka/the model reachable?).
+Health starts NOT_SERVING, turns SERVING only once the probe passes, follows the probe while
+running, and turns NOT_SERVING on SIGTERM before the server drains and stops.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import signal
+import time
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import grpc
+import structlog
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_health.v1._async import HealthServicer
+from grpc_reflection.v1alpha import reflection
+
+from llmgw.kit.errors import LlmgwError
+from llmgw.kit.logging import get_logger
+from llmgw.kit.metrics import RPC_HANDLED, RPC_LATENCY, SERVING, start_metrics_server
+
+__all__ = ["GrpcService", "RunningServer", "serve_forever", "start_server", "REQUEST_ID_KEY"]
+
+REQUEST_ID_KEY = "x-request-id"
+_log = get_logger(__name__)
+
+Probe = Callable[[], Awaitable[bool]]
+
+
+@dataclass
+class GrpcService:
+    """What a service hands to the bootstrap."""
+
+    name: str  # short name for logs and metrics, e.g. "limiter"
+    # (servicer, add_XServicer_to_server, full service name) triples.
+    servicers: Sequence[tuple[Any, Callable[[Any, grpc.aio.Server], None], str]]
+    ready: Probe
+    probe_interval_s: float = 2.0
+    on_stop: Callable[[], Awaitable[None]] | None = None
+
+
+def _request_id(context: grpc.aio.ServicerContext) -> str:
+    for key, value in context.invocation_metadata() or ():
+        if key == REQUEST_ID_KEY and isinstance(value, str) and value:
+            return value
+    return uuid.uuid4().hex
+
+
+class _Interceptor(grpc.aio.ServerInterceptor):
+    """Binds the request id for logs, records metrics and maps LlmgwError to a gRPC status."""
+
+    def __init__(self, service: str) -> None:
+        self._service = service
+
+    async def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
+        handler_call_details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler:
+        handler = await continuation(handler_call_details)
+        if handler is None:
+            return handler
+        method = handler_call_details.method.rsplit("/", 1)[-1]
+        if method in ("Check", "Watch") and "grpc.health" in handler_call_details.method:
+            return handler
+        if "ServerReflection" in handler_call_details.method:
+            return handler
+        if handler.unary_unary is not None:
+            return grpc.unary_unary_rpc_method_handler(
+                self._wrap_unary(handler.unary_unary, method),
+                request_deserializer=handler.request_deserializer,
+                response_serializer=handler.response_serializer,
+            )
+        if handler.unary_stream is not None:
+            return grpc.unary_stream_rpc_method_handler(
+                self._wrap_stream(handler.unary_stream, method),
+                request_deserializer=handler.request_deserializer,
+                response_serializer=handler.response_serializer,
+            )
+        return handler
+
+    def _wrap_unary(self, behavior: Any, method: str) -> Any:
+        async def wrapped(request: Any, context: grpc.aio.ServicerContext) -> Any:
+            start = time.perf_counter()
+            structlog.contextvars.bind_contextvars(request_id=_request_id(context))
+            code = grpc.StatusCode.OK
+            try:
+                return await behavior(request, context)
+            except LlmgwError as exc:
+                code = exc.code
+                await _abort(context, exc)
+            except Exception:
+                code = grpc.StatusCode.UNKNOWN
+                raise
+            finally:
+                self._record(method, code, start)
+
+        return wrapped
+
+    def _wrap_stream(self, behavior: Any, method: str) -> Any:
+        async def wrapped(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
+            start = time.perf_counter()
+            structlog.contextvars.bind_contextvars(request_id=_request_id(context))
+            code = grpc.StatusCode.OK
+            try:
+                async for item in behavior(request, context):
+                    yield item
+            except LlmgwError as exc:
+                code = exc.code
+                await _abort(context, exc)
+            except Exception:
+                code = grpc.StatusCode.UNKNOWN
+                raise
+            finally:
+                self._record(method, code, start)
+
+        return wrapped
+
+    def _record(self, method: str, code: grpc.StatusCode, start: float) -> None:
+        RPC_HANDLED.labels(self._service, method, code.name).inc()
+        RPC_LATENCY.labels(self._service, method).observe(time.perf_counter() - start)
+
+
+async def _abort(context: grpc.aio.ServicerContext, exc: LlmgwError) -> None:
+    if exc.code == grpc.StatusCode.INTERNAL:
+        _log.error("internal_error", error=exc.message)
+    await context.abort(exc.code, exc.message, trailing_metadata=tuple(exc.metadata.items()))
+
+
+@dataclass
+class RunningServer:
+    server: grpc.aio.Server
+    port: int
+    health: HealthServicer
+    service: GrpcService
+    _names: list[str] = field(default_factory=list)
+    _watch: asyncio.Task[None] | None = None
+    _stopped: bool = False
+
+    @property
+    def address(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    async def set_serving(self, serving: bool) -> None:
+        status = (
+            health_pb2.HealthCheckResponse.SERVING
+            if serving
+            else health_pb2.HealthCheckResponse.NOT_SERVING
+        )
+        for name in ["", *self._names]:
+            await self.health.set(name, status)
+        SERVING.labels(self.service.name).set(1 if serving else 0)
+
+    async def _follow_probe(self) -> None:
+        # Health tells the truth while running: a lost Redis or broker turns it NOT_SERVING.
+        last: bool | None = None
+        while True:
+            try:
+                # asyncio.timeout, not wait_for: on 3.11 wait_for can swallow a cancel and the
+                # probe loop would outlive stop().
+                async with asyncio.timeout(max(1.0, self.service.probe_interval_s)):
+                    ok = await self.service.ready()
+            except Exception as exc:  # a probe failing for any reason means "not ready"
+                _log.warning("readiness_probe_failed", service=self.service.name, error=repr(exc))
+                ok = False
+            if ok != last:
+                await self.set_serving(ok)
+                _log.info("health", service=self.service.name, serving=ok)
+                last = ok
+            await asyncio.sleep(self.service.probe_interval_s if ok else min(0.5, self.service.probe_interval_s))
+
+    async def stop(self, grace: float = 5.0) -> None:
+        """Idempotent graceful stop: NOT_SERVING first, then drain for ``grace`` seconds."""
+        if self._stopped:
+            return
+        self._stopped = True
+        if self._watch is not None:
+            self._watch.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._watch
+        await self.health.enter_graceful_shutdown()
+        SERVING.labels(self.service.name).set(0)
+        await self.server.stop(grace)
+        if self.service.on_stop is not None:
+            await self.service.on_stop()
+
+
+async def start_server(service: GrpcService, *, host: str = "127.0.0.1", port: int = 0) -> RunningServer:
+    """Start the gRPC server; health follows the service's readiness probe from here on."""
+    server = grpc.aio.server(
+        interceptors=[_Interceptor(service.name)],
+        options=[("grpc.so_reuseport", 0)],
+    )
+    names = []
+    for servicer, add, full_name in service.servicers:
+        add(servicer, server)
+        names.append(full_name)
+    health = HealthServicer()
+    health_pb2_grpc.add_HealthServicer_to_server(health, server)
+    reflection.enable_server_reflection(
+        [*names, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME],
+        server,
+    )
+    bound = server.add_insecure_port(f"{host}:{port}")
+    running = RunningServer(server=server, port=bound, health=health, service=service, _names=names)
+    await running.set_serving(False)
+    await server.start()
+    running._watch = asyncio.create_task(running._follow_probe(), name=f"{service.name}-health")
+    _log.info("listening", service=service.name, port=bound)
+    return running
+
+
+async def serve_forever(service: GrpcService, *, host: str, port: int, metrics_port: int, grace: float) -> None:
+    """Entry point for a service process: serve until SIGTERM/SIGINT, then stop gracefully."""
+    start_metrics_server(metrics_port)
+    running = await start_server(service, host=host, port=port)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+    _log.info("stopping", service=service.name, grace_s=grace)
+    await running.stop(grace)

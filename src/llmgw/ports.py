@@ -1,0 +1,48 @@
+"""The seams between services, as Protocols.
+
+The ingress talks to the limiter, cache and router only through these, so the same ingress core
+runs against gRPC clients (the real deployment) or the in-process cores (tests, benchmarks).
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Sequence
+from typing import Protocol
+
+from llmgw.domain import CacheEntry, Chunk, Completion, Decision, KeyMaterial, LookupResult, RouteCall
+
+__all__ = ["CachePort", "EventSink", "LimiterPort", "RouterPort"]
+
+Descriptor = Sequence[tuple[str, str]]
+
+
+class LimiterPort(Protocol):
+    async def check(
+        self,
+        descriptor: Descriptor,
+        *,
+        requests: int = 1,
+        tokens: int = 0,
+        request_id: str = "",
+        domain: str = "gateway",
+    ) -> Decision: ...
+
+    async def settle(self, reservation_id: str, actual_tokens: int) -> int: ...
+
+
+class CachePort(Protocol):
+    async def lookup(self, key: KeyMaterial, *, read: bool = True) -> LookupResult: ...
+
+    async def store(self, key: str, entry: CacheEntry, *, tenant: str, prompt: str) -> bool: ...
+
+
+class RouterPort(Protocol):
+    async def route(self, call: RouteCall) -> Completion: ...
+
+    def stream(self, call: RouteCall) -> AsyncIterator[Chunk]: ...
+
+
+class EventSink(Protocol):
+    """Where the ingress hands events; must never block the request path."""
+
+    def publish(self, topic: str, key: str, value: bytes) -> None: ...

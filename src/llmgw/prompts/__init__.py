@@ -1,0 +1,12 @@
+"""The prompt registry: prompts as reviewed files, immutable content-hashed versions, labels.
+
+    prompts/<name>/versions/<vN>.yaml   one immutable version each
+    prompts/<name>/labels.yaml          label -> version, e.g. ``production: v2``
+
+A version's id is ``<vN>@<sha256 prefix of the file>``: editing a released file changes its id,
+so caches and events never confuse two contents under one name.
+"""
+
+from llmgw.prompts.registry import PromptVersion, Registry, Template
+
+__all__ = ["PromptVersion", "Registry", "Template"]

@@ -1,0 +1,60 @@
+"""Small helpers for calling the gateway and reading topics in tests."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import Iterable
+from typing import Any
+
+import grpc
+from aiokafka import AIOKafkaConsumer
+
+from llmgw.gateway.v1 import gateway_pb2, gateway_pb2_grpc
+
+KEY = "test-key"
+
+
+def auth(key: str = KEY) -> tuple[tuple[str, str], ...]:
+    return (("authorization", f"Bearer {key}"),)
+
+
+def prompt_request(text: str = "hello world", **kw: Any) -> gateway_pb2.CompleteRequest:
+    return gateway_pb2.CompleteRequest(prompt="summarize", variables={"text": text}, **kw)
+
+
+class Client:
+    def __init__(self, address: str) -> None:
+        self.channel = grpc.aio.insecure_channel(address)
+        self.stub = gateway_pb2_grpc.GatewayStub(self.channel)
+
+    async def complete(self, req: gateway_pb2.CompleteRequest, key: str | None = KEY) -> Any:
+        return await self.stub.Complete(req, metadata=auth(key) if key else (), timeout=10)
+
+    async def stream(self, req: gateway_pb2.CompleteRequest, key: str = KEY) -> list[gateway_pb2.CompleteChunk]:
+        return [c async for c in self.stub.StreamComplete(req, metadata=auth(key), timeout=10)]
+
+    async def close(self) -> None:
+        await self.channel.close()
+
+
+async def read_topic(bootstrap: str, topic: str, want: Iterable[str], *, timeout_s: float = 20.0) -> dict[str, bytes]:
+    """Read ``topic`` from the beginning until every key in ``want`` was seen; returns key -> value."""
+    wanted = set(want)
+    consumer = AIOKafkaConsumer(
+        topic, bootstrap_servers=bootstrap, auto_offset_reset="earliest", enable_auto_commit=False,
+        group_id=f"test-{uuid.uuid4().hex[:8]}",
+    )
+    await consumer.start()
+    seen: dict[str, bytes] = {}
+    try:
+        deadline = asyncio.get_running_loop().time() + timeout_s
+        while not wanted <= set(seen) and asyncio.get_running_loop().time() < deadline:
+            batch = await consumer.getmany(timeout_ms=500)
+            for records in batch.values():
+                for r in records:
+                    if r.key is not None:
+                        seen[r.key.decode()] = r.value
+    finally:
+        await consumer.stop()
+    return {k: v for k, v in seen.items() if k in wanted}
