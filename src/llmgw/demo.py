@@ -1,0 +1,132 @@
+"""The short demo ``llmgw up --demo`` runs: what the gateway does, shown against live services."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+import uuid
+from collections.abc import Sequence
+
+import aiohttp
+import grpc
+from aiokafka import AIOKafkaConsumer
+
+from llmgw.events.v1 import events_pb2
+from llmgw.gateway.v1 import gateway_pb2, gateway_pb2_grpc
+from llmgw.kit.kafka import DRIFT_TOPIC, REQUESTS_TOPIC, RESPONSES_TOPIC
+
+__all__ = ["run_demo"]
+
+DEMO_KEY = "demo-key"
+LIMITED_KEY = "limited-key"
+
+
+def _h(title: str) -> None:
+    print(f"\n=== {title} ===", flush=True)
+
+
+def _md(key: str) -> tuple[tuple[str, str], ...]:
+    return (("authorization", f"Bearer {key}"),)
+
+
+def _attempts(resp: gateway_pb2.CompleteResponse) -> str:
+    return ", ".join(f"{a.provider}/{a.model}={a.status}" for a in resp.attempts) or "-"
+
+
+async def _read(kafka: str, topic: str, keys: set[str], timeout_s: float) -> dict[str, bytes]:
+    consumer = AIOKafkaConsumer(topic, bootstrap_servers=kafka, auto_offset_reset="earliest",
+                                enable_auto_commit=False, group_id=f"demo-{uuid.uuid4().hex[:6]}")
+    await consumer.start()
+    found: dict[str, bytes] = {}
+    try:
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline and (not keys or not keys <= set(found)):
+            for records in (await consumer.getmany(timeout_ms=500)).values():
+                for r in records:
+                    k = r.key.decode() if r.key else ""
+                    if not keys or k in keys:
+                        found[k] = r.value
+            if not keys and found:
+                break
+    finally:
+        await consumer.stop()
+    return found
+
+
+async def run_demo(address: str, *, kafka: str, fake_url: str | None) -> list[str]:
+    """Runs the demo and returns the request ids it made (the e2e test checks them on Kafka)."""
+    ids: list[str] = []
+    async with grpc.aio.insecure_channel(address) as channel:
+        gw = gateway_pb2_grpc.GatewayStub(channel)
+        req = gateway_pb2.CompleteRequest(
+            prompt="summarize",
+            variables={"text": "Kafka keeps an ordered, replayable log of events for every consumer."},
+        )
+
+        _h("1. a completion (prompt 'summarize', label production)")
+        r1 = await gw.Complete(req, metadata=_md(DEMO_KEY), timeout=30)
+        ids.append(r1.request_id)
+        print(f"text:     {r1.text}\nprovider: {r1.provider}/{r1.model}  version: {r1.prompt_version}"
+              f"  cache_hit: {r1.cache_hit}\nusage:    {r1.usage.input_tokens} in, {r1.usage.output_tokens} out,"
+              f" ${r1.usage.cost_usd:.8f}")
+
+        _h("2. the same request again: answered from the cache")
+        await asyncio.sleep(0.2)  # the cache store runs after the first reply was sent
+        r2 = await gw.Complete(req, metadata=_md(DEMO_KEY), timeout=30)
+        ids.append(r2.request_id)
+        print(f"text:     {r2.text}\ncache_hit: {r2.cache_hit}")
+
+        _h("3. a tenant over its limit (2 requests/minute): RESOURCE_EXHAUSTED with retry-after")
+        bypass = gateway_pb2.CompleteRequest(
+            messages=[gateway_pb2.Message(role="user", content="What is a token bucket?")],
+            cache_mode=gateway_pb2.CompleteRequest.BYPASS,
+        )
+        for i in range(3):
+            try:
+                call = gw.Complete(bypass, metadata=_md(LIMITED_KEY), timeout=30)
+                resp = await call
+                ids.append(resp.request_id)
+                remaining = dict(await call.trailing_metadata() or ()).get("x-ratelimit-remaining-limited-rpm")
+                print(f"request {i + 1}: OK (remaining this minute: {remaining})")
+            except grpc.aio.AioRpcError as exc:
+                md = dict(exc.trailing_metadata() or ())
+                print(f"request {i + 1}: {exc.code().name}: {exc.details()} (retry-after: {md.get('retry-after')}s)")
+
+        _h("4. OpenAI fails: fallback to Anthropic with the prompt's Anthropic variant")
+        if fake_url:
+            async with aiohttp.ClientSession() as http:
+                await http.post(f"{fake_url}/_control/openai", json={"fail_next": 1, "status": 503})
+        fb = gateway_pb2.CompleteRequest(
+            prompt="summarize", variables={"text": "Fallback keeps the app up when one provider is down."},
+        )
+        r4 = await gw.Complete(fb, metadata=_md(DEMO_KEY), timeout=30)
+        ids.append(r4.request_id)
+        print(f"text:     {r4.text}\nprovider: {r4.provider}\nattempts: {_attempts(r4)}")
+
+        _h("5. streaming")
+        chunks = [c async for c in gw.StreamComplete(
+            gateway_pb2.CompleteRequest(prompt="classify-ticket", variables={"ticket": "I was charged twice"}),
+            metadata=_md(DEMO_KEY), timeout=30)]
+        ids.append(chunks[-1].request_id)
+        print(f"{len(chunks) - 1} chunks: {''.join(c.delta for c in chunks)!r}  (final: {chunks[-1].provider})")
+
+    _h("6. the events on Kafka")
+    wanted = set(ids)
+    reqs = await _read(kafka, REQUESTS_TOPIC, wanted, 20)
+    resps = await _read(kafka, RESPONSES_TOPIC, wanted, 20)
+    print(f"llm.requests:  {len(reqs)} of {len(wanted)} requests")
+    print(f"llm.responses: {len(resps)} of {len(wanted)} requests")
+    for rid in ids[:2]:
+        if rid in resps:
+            ev = events_pb2.ResponseEvent.FromString(resps[rid])
+            print(f"  {rid[:8]}… status={ev.status} cache_hit={ev.cache_hit} provider={ev.provider}"
+                  f" latency={ev.latency_ms:.1f}ms")
+    drift = await _read(kafka, DRIFT_TOPIC, set(), 30)
+    for key, value in list(drift.items())[:2]:
+        rec = json.loads(value)
+        print(f"llm.drift: segment={key} window={rec['window']['n']} inputs "
+              f"centroid_distance={rec['statistics']['centroid_cosine_distance']}")
+    if not drift:
+        print("llm.drift: no window closed yet")
+    return ids

@@ -1,0 +1,169 @@
+"""``llmgw up``: the whole system on its embedded default, every service its own process.
+
+Starts Redis (the machine's redis-server) and Tansu (Kafka) on free ports, creates the topics,
+starts the fake providers unless real keys are set, then limiter, cache, router, drift and
+ingress; waits until each reports SERVING on grpc.health.v1; optionally runs the demo. Ctrl-C
+(or SIGTERM) stops everything it started, in reverse order, and leaves no process behind.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import grpc
+
+from llmgw.kit.embedded import LocalProcess, free_port, spawn, start_redis, start_tansu, wait_tcp
+from llmgw.kit.health import peer_serving
+from llmgw.kit.kafka import ensure_topics
+
+__all__ = ["System", "main", "start_system"]
+
+REPO = Path(__file__).resolve().parents[2]
+DEMO_KEY = "demo-key"
+LIMITED_KEY = "limited-key"
+
+# Demo limits: everyone 60/min; the "limited" tenant 2/min so the demo can show a rejection.
+DEMO_LIMITS = """\
+domains:
+  gateway:
+    - match: {tenant: "*"}
+      limits:
+        - {name: tenant-rpm, unit: requests, limit: 60, per: minute}
+        - {name: tenant-tpm, unit: tokens, limit: 200000, per: minute}
+    - match: {tenant: limited}
+      limits:
+        - {name: limited-rpm, unit: requests, limit: 2, per: minute}
+"""
+
+
+def _say(msg: str) -> None:
+    print(f"llmgw up | {msg}", flush=True)
+
+
+@dataclass
+class System:
+    workdir: Path
+    ingress_addr: str = ""
+    kafka: str = ""
+    fake_url: str | None = None
+    procs: list[LocalProcess] = field(default_factory=list)
+
+    def stop(self) -> None:
+        for p in reversed(self.procs):
+            p.stop()
+        self.procs.clear()
+
+    def check_alive(self) -> None:
+        for p in self.procs:
+            if not p.alive():
+                raise RuntimeError(f"{p.name} exited (code {p.popen.returncode}); see {self.workdir}/logs/{p.name}.log")
+
+
+async def _wait_serving(system: System, name: str, address: str, timeout_s: float) -> None:
+    deadline = time.monotonic() + timeout_s
+    async with grpc.aio.insecure_channel(address) as ch:
+        while time.monotonic() < deadline:
+            system.check_alive()
+            if await peer_serving(ch):
+                return
+            await asyncio.sleep(0.2)
+    raise TimeoutError(f"{name} at {address} not SERVING after {timeout_s}s")
+
+
+async def start_system(workdir: Path, *, ingress_port: int = 50050, with_drift: bool = True) -> System:
+    logs = workdir / "logs"
+    logs.mkdir(parents=True, exist_ok=True)
+    system = System(workdir)
+    try:
+        redis = start_redis(log=logs / "redis.log")
+        system.procs.append(redis)
+        tansu = start_tansu(log=logs / "tansu.log")
+        system.procs.append(tansu)
+        system.kafka = tansu.address
+        _say(f"redis on {redis.address}, kafka (tansu) on {tansu.address}")
+        await ensure_topics(tansu.address)
+        _say("topics llm.requests, llm.responses, llm.drift created")
+
+        env: dict[str, str] = {"LOG_LEVEL": "info", "PYTHONUNBUFFERED": "1"}
+        if not (os.environ.get("OPENAI_API_KEY") and os.environ.get("ANTHROPIC_API_KEY")):
+            port = free_port()
+            system.procs.append(spawn("fake-providers", [sys.executable, "-m", "llmgw.fakeproviders", "--port",
+                                                          str(port)], port, log=logs / "fake-providers.log"))
+            wait_tcp("127.0.0.1", port)
+            system.fake_url = f"http://127.0.0.1:{port}"
+            if not os.environ.get("OPENAI_API_KEY"):
+                env["OPENAI_BASE_URL"] = f"{system.fake_url}/v1"
+                env["OPENAI_API_KEY"] = "fake-openai-key"
+            if not os.environ.get("ANTHROPIC_API_KEY"):
+                env["ANTHROPIC_BASE_URL"] = system.fake_url
+                env["ANTHROPIC_API_KEY"] = "fake-anthropic-key"
+            _say(f"fake providers on {system.fake_url} (set OPENAI_API_KEY/ANTHROPIC_API_KEY for real ones)")
+        limits = workdir / "limits.yaml"
+        limits.write_text(DEMO_LIMITS)
+        ports = {name: free_port() for name in ("limiter", "cache", "router", "drift")}
+        ports["ingress"] = ingress_port
+        common = {**env, "REDIS_URL": f"redis://{redis.address}/0", "KAFKA_BOOTSTRAP": tansu.address}
+        services: dict[str, dict[str, str]] = {
+            "limiter": {"LIMITS_FILE": str(limits)},
+            "cache": {},
+            "router": {"PROMPTS_DIR": str(REPO / "prompts")},
+            "ingress": {
+                "LIMITER_ADDR": f"127.0.0.1:{ports['limiter']}",
+                "CACHE_ADDR": f"127.0.0.1:{ports['cache']}",
+                "ROUTER_ADDR": f"127.0.0.1:{ports['router']}",
+                "API_KEYS": f"{DEMO_KEY}=demo,{LIMITED_KEY}=limited",
+                "PROMPTS_DIR": str(REPO / "prompts"),
+            },
+        }
+        if with_drift:
+            services["drift"] = {"WINDOW_SIZE": "4", "REFERENCE_SIZE": "2", "WINDOW_SECONDS": "2"}
+        for name in ("limiter", "cache", "router", "drift", "ingress"):
+            if name not in services:
+                continue
+            proc_env = {**common, **services[name], "PORT": str(ports[name])}
+            system.procs.append(spawn(name, [sys.executable, "-m", f"llmgw.services.{name}"], ports[name],
+                                      log=logs / f"{name}.log", env=proc_env))
+        for name in ("limiter", "cache", "router", "drift", "ingress"):
+            if name in services:
+                # drift loads the embedding model first: give it longer.
+                await _wait_serving(system, name, f"127.0.0.1:{ports[name]}", 120 if name == "drift" else 30)
+                _say(f"{name:<8} SERVING on 127.0.0.1:{ports[name]}")
+        system.ingress_addr = f"127.0.0.1:{ports['ingress']}"
+        return system
+    except BaseException:
+        system.stop()
+        raise
+
+
+async def _run(args_demo: bool, exit_after: bool, workdir: Path, port: int) -> int:
+    system = await start_system(workdir, ingress_port=port)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        if args_demo:
+            from llmgw.demo import run_demo
+
+            await run_demo(system.ingress_addr, kafka=system.kafka, fake_url=system.fake_url)
+        if exit_after:
+            return 0
+        _say(f"gateway ready on {system.ingress_addr} (API key {DEMO_KEY!r}); logs in {workdir}/logs; Ctrl-C stops")
+        while not stop.is_set():
+            system.check_alive()
+            await asyncio.wait({asyncio.ensure_future(stop.wait())}, timeout=1.0)
+        return 0
+    finally:
+        _say("stopping")
+        system.stop()
+        _say("stopped; no process left behind")
+
+
+def main(*, demo: bool, exit_after_demo: bool, workdir: str, port: int) -> int:
+    return asyncio.run(_run(demo, exit_after_demo, Path(workdir).resolve(), port))
