@@ -4,7 +4,7 @@ VENV    ?= .venv
 BIN     := $(VENV)/bin
 PROTOS  := $(shell find proto -name '*.proto')
 
-.PHONY: install run demo test test-unit test-integration test-e2e proto lint typecheck bench check-config clean
+.PHONY: install run demo test test-unit check proto lint typecheck bench clean
 
 ## install: create the venv and install everything in ONE pip resolve (faust's click<8.4 vs huggingface-hub; pinned CPU torch)
 install: $(VENV)/.installed
@@ -27,12 +27,18 @@ demo: install
 test: install
 	$(BIN)/pytest
 
+## check: validate the shipped configs (limits, prompts) as CI does
+check: install
+	$(BIN)/llmgw limits check services/limiter/limits.yaml
+	$(BIN)/llmgw prompts list --dir prompts
+
 test-unit: install
 	$(BIN)/pytest -m "not integration and not e2e"
 
 ## proto: regenerate Python code from proto/ (never edit generated code)
 proto:
 	$(BIN)/python -m grpc_tools.protoc -I proto --python_out=src --pyi_out=src --grpc_python_out=src $(PROTOS)
+	for d in $$(cd proto && find llmgw -type d); do touch src/$$d/__init__.py; done
 
 lint:
 	$(BIN)/ruff check src services tests bench

@@ -16,6 +16,7 @@ local now = tonumber(t[1]) * 1000 + tonumber(t[2]) / 1000
 local n = tonumber(ARGV[1])
 local out = {}
 local tats = {}
+local olds = {}
 local denied, retry, deny_idx = 0, 0, 0
 for i = 1, n do
   local b = 3 + (i - 1) * 5
@@ -26,10 +27,8 @@ for i = 1, n do
   local new_tat = tat + cost * T
   local allow_at = new_tat - period
   local ok = allow_at <= now
-  local used = ok and new_tat or tat
-  local remaining = math.floor((period - (used - now)) / T)
-  if remaining < 0 then remaining = 0 end
   tats[i] = new_tat
+  olds[i] = tat
   if not ok and not shadow then
     denied = 1
     local wait = allow_at - now
@@ -38,8 +37,19 @@ for i = 1, n do
     if wait > retry then retry, deny_idx = wait, i end
   end
   out[#out + 1] = ok and 1 or 0
-  out[#out + 1] = remaining
-  out[#out + 1] = math.ceil(used - now)
+  out[#out + 1] = 0
+  out[#out + 1] = 0
+end
+-- Remaining budget as it stands after this decision: charged only if everything admitted.
+for i = 1, n do
+  local b = 3 + (i - 1) * 5
+  local T, period = tonumber(ARGV[b + 1]), tonumber(ARGV[b + 2])
+  local charged = denied == 0 and out[(i - 1) * 3 + 1] == 1
+  local used = charged and tats[i] or olds[i]
+  local remaining = math.floor((period - (used - now)) / T)
+  if remaining < 0 then remaining = 0 end
+  out[(i - 1) * 3 + 2] = remaining
+  out[(i - 1) * 3 + 3] = math.ceil(used - now)
 end
 if denied == 0 then
   for i = 1, n do

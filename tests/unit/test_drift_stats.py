@@ -1,0 +1,71 @@
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from llmgw.events.v1 import events_pb2
+from llmgw.gateway.v1 import gateway_pb2
+from llmgw.services.drift.app import GLOBAL_SEGMENT, process_window
+from llmgw.services.drift.detector import DriftDetector
+from llmgw.services.drift.stats import centroid, centroid_cosine_distance, mean_max_similarity
+from llmgw.services.drift.text import input_text, segment_of
+
+RNG = np.random.default_rng(0)
+
+
+def _cluster(center: np.ndarray, n: int, noise: float = 0.05) -> np.ndarray:
+    return (center + noise * RNG.standard_normal((n, center.size))).astype(np.float32)
+
+
+A = np.eye(16, dtype=np.float32)[0]
+B = np.eye(16, dtype=np.float32)[1]
+
+
+class TestStats:
+    def test_same_topic_is_close_and_new_topic_is_far(self) -> None:
+        ref = _cluster(A, 50)
+        same = centroid_cosine_distance(ref, _cluster(A, 20))
+        moved = centroid_cosine_distance(ref, _cluster(B, 20))
+        assert same < 0.05 < 0.5 < moved
+
+    def test_novelty_lowers_nearest_similarity(self) -> None:
+        ref = _cluster(A, 50)
+        assert mean_max_similarity(ref, _cluster(A, 10)) > 0.9 > 0.3 > mean_max_similarity(ref, _cluster(B, 10))
+
+    def test_centroid_rejects_empty(self) -> None:
+        with pytest.raises(ValueError):
+            centroid(np.zeros((0, 3), dtype=np.float32))
+
+
+class _Onehot:
+    """Embeds a text onto axis 0 or 1 by its first word: a deterministic stand-in for the model seam."""
+
+    def encode(self, texts: list[str]) -> np.ndarray:
+        return np.stack([A if "weather" in t else B for t in texts]).astype(np.float32)
+
+
+def _event(i: int, text: str, prompt: str = "summarize") -> bytes:
+    return events_pb2.RequestEvent(request_id=f"r{i}", tenant="acme", prompt=prompt,
+                                   variables={"text": text}).SerializeToString()
+
+
+class TestWindowProcessing:
+    def test_reference_first_then_records_per_segment_and_global(self) -> None:
+        det = DriftDetector(reference_size=4)
+        assert process_window([_event(i, "weather") for i in range(4)], _Onehot(), det) == []
+        recs = process_window([_event(i, "weather") for i in range(4, 8)], _Onehot(), det)
+        assert {r["segment"] for r in recs} == {GLOBAL_SEGMENT, "acme/summarize"}
+        assert all(r["statistics"]["centroid_cosine_distance"] == pytest.approx(0, abs=1e-6) for r in recs)
+        shifted = process_window([_event(i, "stocks") for i in range(8, 12)], _Onehot(), det)
+        assert all(r["statistics"]["centroid_cosine_distance"] > 0.9 for r in shifted)
+        assert shifted[0]["provisional"] and shifted[0]["examples"][0] == "text: stocks"
+
+    def test_undecodable_records_are_skipped_not_fatal(self) -> None:
+        det = DriftDetector(reference_size=1)
+        recs = process_window([b"\xff\x00garbage", _event(1, "weather"), _event(2, "weather")], _Onehot(), det)
+        assert recs and recs[0]["window"]["n"] == 1
+
+    def test_text_and_segment_extraction(self) -> None:
+        ev = events_pb2.RequestEvent(tenant="t", messages=[gateway_pb2.Message(role="system", content="s"),
+                                                           gateway_pb2.Message(role="user", content="q")])
+        assert input_text(ev) == "q" and segment_of(ev) == "t/-"

@@ -1,0 +1,48 @@
+from __future__ import annotations
+
+import grpc
+import pytest
+
+from llmgw.kit.errors import ConfigError, InvalidArgument, NotFound, RateLimited, Unavailable, from_status
+from llmgw.kit.logging import mask_secrets
+from llmgw.kit.settings import ServiceSettings, load_settings
+
+
+class TestErrorMapping:
+    def test_invalid_argument_round_trips_with_its_field(self) -> None:
+        err = InvalidArgument("variables.text", "missing")
+        back = from_status(err.code, err.message, err.metadata)
+        assert isinstance(back, InvalidArgument) and back.field == "variables.text" and back.message == err.message
+
+    def test_rate_limited_retry_after_rounds_up_and_round_trips(self) -> None:
+        err = RateLimited("over", retry_after_s=1.2, limit="tenant-rpm")
+        assert err.metadata["retry-after"] == "2"
+        back = from_status(err.code, err.message, err.metadata)
+        assert isinstance(back, RateLimited) and back.limit == "tenant-rpm" and back.retry_after_s == 2
+
+    def test_codes(self) -> None:
+        assert from_status(grpc.StatusCode.NOT_FOUND, "x").__class__ is NotFound
+        assert from_status(grpc.StatusCode.UNAVAILABLE, "x").retriable
+        assert not InvalidArgument("a", "b").retriable
+
+
+class TestSettings:
+    class S(ServiceSettings):
+        redis_url: str = "redis://x"
+        ratio: float = 0.5
+
+    def test_reads_upper_case_variables(self) -> None:
+        s = load_settings(self.S, {"PORT": "1234", "RATIO": "0.25", "UNRELATED": "x"})
+        assert s.port == 1234 and s.ratio == 0.25 and s.redis_url == "redis://x"
+
+    def test_bad_value_names_the_variable(self) -> None:
+        with pytest.raises(ConfigError, match="PORT"):
+            load_settings(self.S, {"PORT": "not-a-number"})
+
+    def test_secrets_are_masked_in_logs(self) -> None:
+        line = mask_secrets("key sk-abcdefghijklmnopqrstuv and Bearer demo-key-123")
+        assert "klmnop" not in line and "demo-key-123" not in line
+
+
+def test_unavailable_keeps_attempts() -> None:
+    assert Unavailable("x", attempts=[1, 2]).attempts == [1, 2]
