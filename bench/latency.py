@@ -37,7 +37,7 @@ LIMITS = """domains:
 
 def _pct(xs: list[float], p: float) -> float:
     s = sorted(xs)
-    return s[min(len(s) - 1, int(round(p / 100 * (len(s) - 1))))]
+    return s[min(len(s) - 1, round(p / 100 * (len(s) - 1)))]
 
 
 async def run(n: int) -> dict[str, dict[str, float]]:

@@ -7,6 +7,7 @@ import time
 import zlib
 
 import redis.asyncio as aioredis
+from llmgw.services.cache.keys import cache_key
 from prometheus_client import Counter
 from redis.exceptions import RedisError
 
@@ -14,7 +15,6 @@ from llmgw.cache.v1 import cache_pb2
 from llmgw.convert import entry_from_pb, entry_to_pb
 from llmgw.domain import CacheEntry, KeyMaterial, LookupResult
 from llmgw.kit.logging import get_logger
-from llmgw.services.cache.keys import cache_key
 
 __all__ = ["RedisCache"]
 
@@ -63,7 +63,7 @@ class RedisCache:
         try:
             async with asyncio.timeout(self._timeout):
                 raw = await self._redis.get(k)
-        except (RedisError, OSError, asyncio.TimeoutError) as exc:
+        except (TimeoutError, RedisError, OSError) as exc:
             ERRORS.labels("lookup").inc()
             _log.warning("cache_lookup_gave_up", error=repr(exc))
             return LookupResult(key=k, cacheable=cacheable)
@@ -94,7 +94,7 @@ class RedisCache:
         try:
             async with asyncio.timeout(self._timeout * 4):
                 await self._redis.set(key, blob, ex=self._ttl_s)
-        except (RedisError, OSError, asyncio.TimeoutError) as exc:
+        except (TimeoutError, RedisError, OSError) as exc:
             ERRORS.labels("store").inc()
             _log.warning("cache_store_gave_up", error=repr(exc))
             return False

@@ -13,7 +13,7 @@ import json
 
 from llmgw.domain import KeyMaterial
 
-__all__ = ["KEY_SCHEMA", "canonical_json", "cache_key"]
+__all__ = ["KEY_SCHEMA", "cache_key", "canonical_json"]
 
 # Bumped whenever the canonical form changes, so old entries are simply never read again.
 KEY_SCHEMA = 1

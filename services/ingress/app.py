@@ -4,11 +4,6 @@ from __future__ import annotations
 
 import asyncio
 
-from llmgw.gateway.v1 import gateway_pb2_grpc
-from llmgw.kit.health import peer_serving
-from llmgw.kit.kafka import KafkaPublisher
-from llmgw.kit.server import GrpcService
-from llmgw.prompts import Registry
 from llmgw.services.cache.server import CacheClient
 from llmgw.services.ingress.auth import ApiKeys
 from llmgw.services.ingress.core import Gateway
@@ -16,6 +11,12 @@ from llmgw.services.ingress.server import SERVICE_NAME, GatewayServicer
 from llmgw.services.ingress.settings import IngressSettings
 from llmgw.services.limiter.server import LimiterClient
 from llmgw.services.router.server import RouterClient
+
+from llmgw.gateway.v1 import gateway_pb2_grpc
+from llmgw.kit.health import peer_serving
+from llmgw.kit.kafka import KafkaPublisher
+from llmgw.kit.server import GrpcService
+from llmgw.prompts import Registry
 
 __all__ = ["build"]
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+
 from llmgw.kit.errors import ConfigError, Unauthenticated
 
 __all__ = ["ApiKeys"]

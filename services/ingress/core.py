@@ -11,6 +11,9 @@ from collections.abc import AsyncIterator, Coroutine
 from dataclasses import dataclass, replace
 from typing import Any
 
+from llmgw.services.ingress.auth import ApiKeys
+from llmgw.services.ingress.events import request_event, response_event
+from llmgw.services.ingress.request import CacheMode, GatewayRequest
 from prometheus_client import Counter
 
 from llmgw.domain import CacheEntry, Chunk, Completion, Decision, KeyMaterial, LimitStatus, LookupResult, RouteCall
@@ -19,9 +22,6 @@ from llmgw.kit.kafka import REQUESTS_TOPIC, RESPONSES_TOPIC
 from llmgw.kit.logging import get_logger
 from llmgw.ports import CachePort, EventSink, LimiterPort, RouterPort
 from llmgw.prompts import PromptVersion, Registry
-from llmgw.services.ingress.auth import ApiKeys
-from llmgw.services.ingress.events import request_event, response_event
-from llmgw.services.ingress.request import CacheMode, GatewayRequest
 
 __all__ = ["Gateway", "Reply", "remaining_metadata"]
 

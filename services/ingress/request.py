@@ -48,7 +48,8 @@ class GatewayRequest:
             if not m.content.strip():
                 raise InvalidArgument(f"messages[{i}].content", "must not be empty")
         if self.messages and self.messages[-1].role == "assistant":
-            raise InvalidArgument(f"messages[{len(self.messages) - 1}].role", "the last message must not be the assistant's")
+            last = len(self.messages) - 1
+            raise InvalidArgument(f"messages[{last}].role", "the last message must not be the assistant's")
         s = self.sampling
         if s.temperature is not None and not 0 <= s.temperature <= 2:
             raise InvalidArgument("sampling.temperature", "must be between 0 and 2")

@@ -6,14 +6,14 @@ import asyncio
 import contextlib
 
 import redis.asyncio as aioredis
-
-from llmgw.kit.reload import FileWatcher
-from llmgw.kit.server import GrpcService
-from llmgw.limiter.v1 import limiter_pb2_grpc
 from llmgw.services.limiter.core import RedisLimiter
 from llmgw.services.limiter.rules import load_rules
 from llmgw.services.limiter.server import SERVICE_NAME, LimiterServicer
 from llmgw.services.limiter.settings import LimiterSettings
+
+from llmgw.kit.reload import FileWatcher
+from llmgw.kit.server import GrpcService
+from llmgw.limiter.v1 import limiter_pb2_grpc
 
 __all__ = ["build"]
 

@@ -9,13 +9,13 @@ from collections.abc import Sequence
 from urllib.parse import quote
 
 import redis.asyncio as aioredis
+from llmgw.services.limiter import _lua
+from llmgw.services.limiter.rules import Limit, Rule, RuleSet
 from prometheus_client import Counter
 from redis.exceptions import RedisError
 
 from llmgw.domain import Decision, LimitStatus
 from llmgw.kit.logging import get_logger
-from llmgw.services.limiter import _lua
-from llmgw.services.limiter.rules import Limit, Rule, RuleSet
 
 __all__ = ["RedisLimiter"]
 
@@ -94,7 +94,7 @@ class RedisLimiter:
                     keys=[*keys, reservation or f"{self._prefix}:res:none"],
                     args=[len(keys), payload, self._reservation_ttl_ms, *argv],
                 )
-        except (RedisError, OSError, asyncio.TimeoutError) as exc:
+        except (TimeoutError, RedisError, OSError) as exc:
             REDIS_ERRORS.inc()
             _log.warning("limiter_redis_unavailable", error=repr(exc), fail_open=self._fail_open)
             DECISIONS.labels(domain, "fail_open" if self._fail_open else "fail_closed").inc()
@@ -134,7 +134,7 @@ class RedisLimiter:
         try:
             async with asyncio.timeout(self._timeout * 4):
                 refunded = await self._settle(keys=[reservation_id], args=[max(0, actual_tokens)])
-        except (RedisError, OSError, asyncio.TimeoutError) as exc:
+        except (TimeoutError, RedisError, OSError) as exc:
             REDIS_ERRORS.inc()
             _log.warning("limiter_settle_failed", error=repr(exc), reservation=reservation_id)
             return 0

@@ -9,7 +9,7 @@ from llmgw.kit.client import GrpcClient, translate_rpc_errors
 from llmgw.limiter.v1 import limiter_pb2, limiter_pb2_grpc
 from llmgw.ports import Descriptor, LimiterPort
 
-__all__ = ["LimiterClient", "LimiterServicer", "SERVICE_NAME"]
+__all__ = ["SERVICE_NAME", "LimiterClient", "LimiterServicer"]
 
 SERVICE_NAME = limiter_pb2.DESCRIPTOR.services_by_name["Limiter"].full_name
 

@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
-from llmgw.kit.server import GrpcService
-from llmgw.prompts import Registry
-from llmgw.router.v1 import router_pb2_grpc
 from llmgw.services.router.config import RouterConfig, load_router_config
 from llmgw.services.router.core import Router
 from llmgw.services.router.providers import make_provider
 from llmgw.services.router.server import SERVICE_NAME, RouterServicer
 from llmgw.services.router.settings import RouterSettings
+
+from llmgw.kit.server import GrpcService
+from llmgw.prompts import Registry
+from llmgw.router.v1 import router_pb2_grpc
 
 __all__ = ["build", "build_core"]
 

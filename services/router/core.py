@@ -8,15 +8,15 @@ import time
 from collections.abc import AsyncIterator, Mapping
 from typing import Any
 
+from llmgw.services.router.config import RouterConfig, Target
+from llmgw.services.router.errors import ProviderError
+from llmgw.services.router.providers import Provider
 from prometheus_client import Counter, Histogram
 
 from llmgw.domain import Attempt, Chunk, Completion, Message, RouteCall, Sampling
 from llmgw.kit.errors import InvalidArgument, NotFound, Unavailable
 from llmgw.kit.logging import get_logger
 from llmgw.prompts import Registry
-from llmgw.services.router.config import RouterConfig, Target
-from llmgw.services.router.errors import ProviderError
-from llmgw.services.router.providers import Provider
 
 __all__ = ["Router"]
 

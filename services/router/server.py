@@ -5,9 +5,11 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 
 import grpc
+from llmgw.services.router.core import Router
 
 from llmgw.convert import (
     attempts_from_pb,
+    attempts_to_pb,
     completion_fields,
     messages_from_pb,
     messages_to_pb,
@@ -15,14 +17,12 @@ from llmgw.convert import (
     sampling_to_pb,
     usage_from_pb,
     usage_to_pb,
-    attempts_to_pb,
 )
 from llmgw.domain import Chunk, Completion, RouteCall
 from llmgw.kit.client import GrpcClient, translate_rpc_errors
 from llmgw.router.v1 import router_pb2, router_pb2_grpc
-from llmgw.services.router.core import Router
 
-__all__ = ["RouterClient", "RouterServicer", "SERVICE_NAME"]
+__all__ = ["SERVICE_NAME", "RouterClient", "RouterServicer"]
 
 SERVICE_NAME = router_pb2.DESCRIPTOR.services_by_name["Router"].full_name
 

@@ -6,7 +6,6 @@ import asyncio
 import json
 import time
 import uuid
-from collections.abc import Sequence
 
 import aiohttp
 import grpc

@@ -126,7 +126,9 @@ async def start_system(workdir: Path, *, ingress_port: int = 50050, with_drift: 
         for name in ("limiter", "cache", "router", "drift", "ingress"):
             if name not in services:
                 continue
-            proc_env = {**common, **services[name], "PORT": str(ports[name])}
+            metrics = free_port()
+            proc_env = {**common, **services[name], "PORT": str(ports[name]), "METRICS_PORT": str(metrics)}
+            _say(f"{name:<8} starting: gRPC 127.0.0.1:{ports[name]}, metrics http://127.0.0.1:{metrics}/metrics")
             system.procs.append(spawn(name, [sys.executable, "-m", f"llmgw.services.{name}"], ports[name],
                                       log=logs / f"{name}.log", env=proc_env))
         for name in ("limiter", "cache", "router", "drift", "ingress"):

@@ -8,11 +8,11 @@ from pathlib import Path
 
 import pytest
 import redis.asyncio as aioredis
+from llmgw.services.limiter.core import RedisLimiter
+from llmgw.services.limiter.rules import load_rules, parse_rules
 
 from llmgw.kit.embedded import free_port
 from llmgw.kit.reload import FileWatcher
-from llmgw.services.limiter.core import RedisLimiter
-from llmgw.services.limiter.rules import load_rules, parse_rules
 
 pytestmark = pytest.mark.integration
 

@@ -153,5 +153,5 @@ async def _settle(stack: Stack) -> None:
     from llmgw.services.ingress.core import Gateway
 
     servicer = stack.ingress.service.servicers[0][0]
-    core: Gateway = servicer._core  # noqa: SLF001 (test reaches the composed core)
+    core: Gateway = servicer._core
     await core.drain()

@@ -140,10 +140,12 @@ async def openai_chat(request: web.Request) -> web.StreamResponse:
         })
     base = {"id": cid, "object": "chat.completion.chunk", "created": created, "model": model}
     events: list[tuple[str | None, Any]] = [
-        (None, {**base, "choices": [{"index": 0, "delta": {"role": "assistant", "content": ""}, "finish_reason": None}]})
+        (None, {**base, "choices": [{"index": 0, "delta": {"role": "assistant", "content": ""},
+                                     "finish_reason": None}]})
     ]
     events += [
-        (None, {**base, "choices": [{"index": 0, "delta": {"content": c}, "finish_reason": None}]}) for c in _chunks(text)
+        (None, {**base, "choices": [{"index": 0, "delta": {"content": c}, "finish_reason": None}]})
+        for c in _chunks(text)
     ]
     events.append((None, {**base, "choices": [{"index": 0, "delta": {}, "finish_reason": finish}]}))
     if (body.get("stream_options") or {}).get("include_usage"):

@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import Mapping
-from typing import Any
 
 from aiokafka import AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
@@ -20,7 +19,7 @@ from prometheus_client import Counter, Gauge
 
 from llmgw.kit.logging import get_logger
 
-__all__ = ["DRIFT_TOPIC", "KafkaPublisher", "REQUESTS_TOPIC", "RESPONSES_TOPIC", "ensure_topics"]
+__all__ = ["DRIFT_TOPIC", "REQUESTS_TOPIC", "RESPONSES_TOPIC", "KafkaPublisher", "ensure_topics"]
 
 REQUESTS_TOPIC = "llm.requests"
 RESPONSES_TOPIC = "llm.responses"

@@ -26,7 +26,7 @@ from llmgw.kit.errors import LlmgwError
 from llmgw.kit.logging import get_logger
 from llmgw.kit.metrics import RPC_HANDLED, RPC_LATENCY, SERVING, start_metrics_server
 
-__all__ = ["GrpcService", "RunningServer", "serve_forever", "start_server", "REQUEST_ID_KEY"]
+__all__ = ["REQUEST_ID_KEY", "GrpcService", "RunningServer", "serve_forever", "start_server"]
 
 REQUEST_ID_KEY = "x-request-id"
 _log = get_logger(__name__)
