@@ -2,19 +2,19 @@
 
 from __future__ import annotations
 
-import redis.asyncio as aioredis
 from llmgw.services.cache.core import RedisCache
 from llmgw.services.cache.server import SERVICE_NAME, CacheServicer
 from llmgw.services.cache.settings import CacheSettings
 
 from llmgw.cache.v1 import cache_pb2_grpc
+from llmgw.kit.redis import connect
 from llmgw.kit.server import GrpcService
 
 __all__ = ["build", "build_core"]
 
 
 def build_core(settings: CacheSettings) -> RedisCache:
-    redis = aioredis.Redis.from_url(settings.redis_url, socket_timeout=1.0, socket_connect_timeout=0.5)
+    redis = connect(settings.redis_url, settings.redis_password)
     return RedisCache(
         redis,
         prefix=settings.key_prefix,

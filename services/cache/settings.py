@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+from pydantic import SecretStr
+
 from llmgw.kit.settings import ServiceSettings
 
 
 class CacheSettings(ServiceSettings):
     port: int = 50062
     redis_url: str = "redis://127.0.0.1:6379/0"
+    # Kept out of REDIS_URL so it can come from a Secret; never logged.
+    redis_password: SecretStr | None = None
     key_prefix: str = "llmgw:cache"
     ttl_s: int = 3600
     # Entries larger than this (compressed) are not stored.

@@ -14,7 +14,7 @@ from llmgw.services.router.server import RouterClient
 
 from llmgw.gateway.v1 import gateway_pb2_grpc
 from llmgw.kit.health import peer_serving
-from llmgw.kit.kafka import KafkaPublisher
+from llmgw.kit.kafka import KafkaPublisher, KafkaSecurity
 from llmgw.kit.server import GrpcService
 from llmgw.prompts import Registry
 
@@ -25,8 +25,15 @@ async def build(settings: IngressSettings) -> GrpcService:
     limiter = LimiterClient(settings.limiter_addr)
     cache = CacheClient(settings.cache_addr)
     router = RouterClient(settings.router_addr)
+    security = KafkaSecurity(
+        protocol=settings.kafka_security_protocol,
+        sasl_mechanism=settings.kafka_sasl_mechanism,
+        username=settings.kafka_sasl_username,
+        password=settings.kafka_sasl_password.get_secret_value() if settings.kafka_sasl_password else None,
+    )
     publisher = KafkaPublisher(
-        settings.kafka_bootstrap, queue_size=settings.event_queue_size, idempotent=settings.kafka_idempotence
+        settings.kafka_bootstrap, queue_size=settings.event_queue_size, idempotent=settings.kafka_idempotence,
+        security=security,
     )
     await publisher.start()
     core = Gateway(

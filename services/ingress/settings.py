@@ -18,6 +18,10 @@ class IngressSettings(ServiceSettings):
     # On for Apache Kafka; off for the embedded Tansu broker (it refuses InitProducerId).
     kafka_idempotence: bool = False
     event_queue_size: int = 10_000
+    kafka_security_protocol: str = "PLAINTEXT"
+    kafka_sasl_mechanism: str = "PLAIN"
+    kafka_sasl_username: str | None = None
+    kafka_sasl_password: SecretStr | None = None
     # "key=tenant,key2=tenant2"; from a k8s Secret in production. Never logged.
     api_keys: SecretStr = SecretStr("")
     prompts_dir: Path = Path("prompts")

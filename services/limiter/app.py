@@ -5,12 +5,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 
-import redis.asyncio as aioredis
 from llmgw.services.limiter.core import RedisLimiter
 from llmgw.services.limiter.rules import load_rules
 from llmgw.services.limiter.server import SERVICE_NAME, LimiterServicer
 from llmgw.services.limiter.settings import LimiterSettings
 
+from llmgw.kit.redis import connect
 from llmgw.kit.reload import FileWatcher
 from llmgw.kit.server import GrpcService
 from llmgw.limiter.v1 import limiter_pb2_grpc
@@ -19,9 +19,7 @@ __all__ = ["build"]
 
 
 async def build(settings: LimiterSettings) -> GrpcService:
-    redis = aioredis.Redis.from_url(
-        settings.redis_url, socket_timeout=1.0, socket_connect_timeout=0.5, health_check_interval=10
-    )
+    redis = connect(settings.redis_url, settings.redis_password)
     core = RedisLimiter(
         redis,
         load_rules(settings.limits_file),

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from pydantic import SecretStr
+
 from llmgw.kit.settings import ServiceSettings
 
 DEFAULT_RULES = Path(__file__).with_name("limits.yaml")
@@ -12,6 +14,8 @@ DEFAULT_RULES = Path(__file__).with_name("limits.yaml")
 class LimiterSettings(ServiceSettings):
     port: int = 50061
     redis_url: str = "redis://127.0.0.1:6379/0"
+    # Kept out of REDIS_URL so it can come from a Secret; never logged.
+    redis_password: SecretStr | None = None
     # Rules file (YAML); reloaded when it changes, a bad new file is rejected and the old one kept.
     limits_file: Path = DEFAULT_RULES
     key_prefix: str = "llmgw:rl"

@@ -41,6 +41,25 @@ def _prompts_list(args: argparse.Namespace) -> int:
     return 0
 
 
+def _topics_create(args: argparse.Namespace) -> int:
+    import asyncio
+    import os
+
+    from llmgw.kit.kafka import DEFAULT_TOPICS, KafkaSecurity, ensure_topics
+
+    security = KafkaSecurity(
+        protocol=os.environ.get("KAFKA_SECURITY_PROTOCOL", "PLAINTEXT"),
+        sasl_mechanism=os.environ.get("KAFKA_SASL_MECHANISM", "PLAIN"),
+        username=os.environ.get("KAFKA_SASL_USERNAME"),
+        password=os.environ.get("KAFKA_SASL_PASSWORD"),
+    )
+    topics = {name: args.partitions or parts for name, parts in DEFAULT_TOPICS.items()}
+    asyncio.run(ensure_topics(args.bootstrap, topics, replication=args.replication,
+                              retention_ms=args.retention_ms, security=security))
+    print(f"topics ready on {args.bootstrap}: {', '.join(topics)}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="llmgw", description="llmgw: an LLM gateway.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -61,6 +80,14 @@ def main(argv: list[str] | None = None) -> int:
     plist = prompts.add_parser("list", help="prompts and their production versions")
     plist.add_argument("--dir", default="prompts")
     plist.set_defaults(func=_prompts_list)
+
+    topics = sub.add_parser("topics", help="Kafka topics").add_subparsers(dest="sub", required=True)
+    tcreate = topics.add_parser("create", help="create llm.requests, llm.responses, llm.drift if missing")
+    tcreate.add_argument("--bootstrap", required=True)
+    tcreate.add_argument("--partitions", type=int, default=0, help="default: 3 for events, 1 for drift")
+    tcreate.add_argument("--replication", type=int, default=1)
+    tcreate.add_argument("--retention-ms", type=int, default=None)
+    tcreate.set_defaults(func=_topics_create)
 
     args = parser.parse_args(argv)
     try:

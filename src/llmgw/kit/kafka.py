@@ -11,10 +11,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
 
 from aiokafka import AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaError, TopicAlreadyExistsError
+from aiokafka.helpers import create_ssl_context
 from prometheus_client import Counter, Gauge
 
 from llmgw.kit.logging import get_logger
@@ -32,14 +35,41 @@ PUBLISHED = Counter("llmgw_events_published_total", "Events acknowledged by the 
 DROPPED = Counter("llmgw_events_dropped_total", "Events dropped because the queue was full", ["topic"])
 
 
-async def ensure_topics(bootstrap: str, topics: Mapping[str, int] | None = None, *, replication: int = 1) -> None:
+@dataclass(frozen=True)
+class KafkaSecurity:
+    """TLS/SASL for a real cluster; the defaults (plaintext) suit the embedded broker."""
+
+    protocol: str = "PLAINTEXT"  # PLAINTEXT | SSL | SASL_PLAINTEXT | SASL_SSL
+    sasl_mechanism: str = "PLAIN"  # PLAIN | SCRAM-SHA-256 | SCRAM-SHA-512
+    username: str | None = None
+    password: str | None = None
+
+    def client_kwargs(self) -> dict[str, Any]:
+        kw: dict[str, Any] = {"security_protocol": self.protocol}
+        if self.protocol in ("SSL", "SASL_SSL"):
+            kw["ssl_context"] = create_ssl_context()
+        if self.protocol.startswith("SASL"):
+            kw.update(sasl_mechanism=self.sasl_mechanism, sasl_plain_username=self.username,
+                      sasl_plain_password=self.password)
+        return kw
+
+
+async def ensure_topics(
+    bootstrap: str,
+    topics: Mapping[str, int] | None = None,
+    *,
+    replication: int = 1,
+    retention_ms: int | None = None,
+    security: KafkaSecurity | None = None,
+) -> None:
     """Create topics explicitly (auto-created ones get the broker's default partition count)."""
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, **(security or KafkaSecurity()).client_kwargs())
     await admin.start()
     try:
         existing = set(await admin.list_topics())
         new = [
-            NewTopic(name, num_partitions=parts, replication_factor=replication)
+            NewTopic(name, num_partitions=parts, replication_factor=replication,
+                     topic_configs={"retention.ms": str(retention_ms)} if retention_ms else None)
             for name, parts in (topics or DEFAULT_TOPICS).items()
             if name not in existing
         ]
@@ -61,12 +91,14 @@ class KafkaPublisher:
         idempotent: bool = False,
         linger_ms: int = 5,
         batch: int = 500,
+        security: KafkaSecurity | None = None,
     ) -> None:
         self._bootstrap = bootstrap
         self._queue: asyncio.Queue[tuple[str, bytes, bytes]] = asyncio.Queue(maxsize=queue_size)
         self._idempotent = idempotent
         self._linger_ms = linger_ms
         self._batch = batch
+        self._security = security or KafkaSecurity()
         self._task: asyncio.Task[None] | None = None
         self._producer: AIOKafkaProducer | None = None
         self._connecting: AIOKafkaProducer | None = None
@@ -98,6 +130,7 @@ class KafkaPublisher:
                 enable_idempotence=self._idempotent,
                 linger_ms=self._linger_ms,
                 request_timeout_ms=10_000,
+                **self._security.client_kwargs(),
             )
             self._connecting = producer
             try:

@@ -26,9 +26,12 @@ from llmgw.kit.errors import LlmgwError
 from llmgw.kit.logging import get_logger
 from llmgw.kit.metrics import RPC_HANDLED, RPC_LATENCY, SERVING, start_metrics_server
 
-__all__ = ["REQUEST_ID_KEY", "GrpcService", "RunningServer", "serve_forever", "start_server"]
+__all__ = ["LIVENESS_SERVICE", "REQUEST_ID_KEY", "GrpcService", "RunningServer", "serve_forever", "start_server"]
 
 REQUEST_ID_KEY = "x-request-id"
+# Health name for liveness probes: SERVING while the process runs, whatever its dependencies do,
+# so a Redis outage makes pods unready (no traffic) without restarting them all.
+LIVENESS_SERVICE = "liveness"
 _log = get_logger(__name__)
 
 Probe = Callable[[], Awaitable[bool]]
@@ -211,6 +214,7 @@ async def start_server(service: GrpcService, *, host: str = "127.0.0.1", port: i
     bound = server.add_insecure_port(f"{host}:{port}")
     running = RunningServer(server=server, port=bound, health=health, service=service, _names=names)
     await running.set_serving(False)
+    await health.set(LIVENESS_SERVICE, health_pb2.HealthCheckResponse.SERVING)
     await server.start()
     running._watch = asyncio.create_task(running._follow_probe(), name=f"{service.name}-health")
     _log.info("listening", service=service.name, port=bound)
