@@ -4,7 +4,7 @@ VENV    ?= .venv
 BIN     := $(VENV)/bin
 PROTOS  := $(shell find proto -name '*.proto')
 
-.PHONY: install run demo test test-unit check proto lint typecheck bench clean
+.PHONY: install run demo test test-unit check manifests proto lint typecheck bench clean
 
 ## install: create the venv and install everything in ONE pip resolve (faust's click<8.4 vs huggingface-hub; pinned CPU torch)
 install: $(VENV)/.installed
@@ -31,6 +31,11 @@ test: install
 check: install
 	$(BIN)/llmgw limits check services/limiter/limits.yaml
 	$(BIN)/llmgw prompts list --dir prompts
+	$(BIN)/python deploy/k8s/render.py --check
+
+## manifests: sync the chart's files/ (limits, routes, prompts) and render deploy/k8s/manifests/base from the chart
+manifests: install
+	$(BIN)/python deploy/k8s/render.py
 
 test-unit: install
 	$(BIN)/pytest -m "not integration and not e2e"

@@ -27,6 +27,9 @@ __all__ = ["Gateway", "Reply", "remaining_metadata"]
 
 _log = get_logger(__name__)
 REQUESTS = Counter("llmgw_requests_total", "Gateway requests by outcome", ["tenant", "status", "cache"])
+TOKENS = Counter("llmgw_tokens_total", "Provider tokens used (cache hits excluded)",
+                 ["tenant", "provider", "model", "direction"])
+COST = Counter("llmgw_cost_usd_total", "Provider cost in USD (priced models only)", ["tenant", "provider", "model"])
 DEPENDENCY_ERRORS = Counter("llmgw_ingress_dependency_errors_total", "Limiter/cache calls that failed", ["peer"])
 
 # Finish reasons that must never be cached: the answer is not a complete, normal one.
@@ -225,6 +228,12 @@ class Gateway:
                 chunks: tuple[str, ...], *, hit: bool) -> None:
         """After-reply bookkeeping: settle the token reservation, store, publish."""
         actual = 0 if hit else completion.usage.total_tokens
+        if not hit:
+            u, labels = completion.usage, (a.tenant, completion.provider, completion.model)
+            TOKENS.labels(*labels, "input").inc(u.input_tokens)
+            TOKENS.labels(*labels, "output").inc(u.output_tokens)
+            if u.cost_usd is not None:
+                COST.labels(*labels).inc(u.cost_usd)
         if decision.reservation_id:
             self._later(self._limiter.settle(decision.reservation_id, actual))
         if (not hit and lookup.cacheable and lookup.key and a.req.cache_mode != CacheMode.BYPASS

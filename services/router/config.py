@@ -24,7 +24,7 @@ from llmgw.domain import Sampling, Usage
 from llmgw.kit.errors import ConfigError
 from llmgw.kit.settings import load_yaml
 
-__all__ = ["Price", "ProviderConfig", "RouteConfig", "RouterConfig", "Target", "load_router_config"]
+__all__ = ["BreakerConfig", "Price", "ProviderConfig", "RouteConfig", "RouterConfig", "Target", "load_router_config"]
 
 ProviderName = Literal["openai", "anthropic"]
 
@@ -71,11 +71,19 @@ class Price(_Strict):
     output: float = Field(ge=0)
 
 
+class BreakerConfig(_Strict):
+    # Consecutive failures (retryable or configuration) that open a target's circuit.
+    failure_threshold: int = Field(default=5, ge=1)
+    # How long an open circuit skips the target before one probe call is let through.
+    open_seconds: float = Field(default=30.0, gt=0)
+
+
 class RouterConfig(_Strict):
     providers: dict[ProviderName, ProviderConfig]
     routes: dict[str, RouteConfig]
     pricing: dict[str, Price] = {}
     default_route: str = "default"
+    breaker: BreakerConfig = BreakerConfig()
 
     @model_validator(mode="after")
     def _consistent(self) -> RouterConfig:

@@ -5,13 +5,14 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from typing import Any
 
+from llmgw.services.router.breaker import Breaker, State
 from llmgw.services.router.config import RouterConfig, Target
 from llmgw.services.router.errors import ProviderError
 from llmgw.services.router.providers import Provider
-from prometheus_client import Counter, Histogram
+from prometheus_client import Counter, Gauge, Histogram
 
 from llmgw.domain import Attempt, Chunk, Completion, Message, RouteCall, Sampling
 from llmgw.kit.errors import InvalidArgument, NotFound, Unavailable
@@ -27,16 +28,50 @@ CONFIG_ALERTS = Counter(
     "llmgw_router_config_errors_total", "Provider calls failing because of our configuration (401/403/404)",
     ["provider", "model"],
 )
+BREAKER_STATE = Gauge(
+    "llmgw_router_breaker_state", "Circuit state per target: 0 closed, 1 half-open, 2 open", ["provider", "model"]
+)
 PROVIDER_LATENCY = Histogram("llmgw_router_provider_seconds", "Provider call latency", ["provider", "model"])
 
 
 class Router:
     """Implements ``llmgw.ports.RouterPort``."""
 
-    def __init__(self, config: RouterConfig, providers: Mapping[str, Provider], registry: Registry) -> None:
+    def __init__(
+        self,
+        config: RouterConfig,
+        providers: Mapping[str, Provider],
+        registry: Registry,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self._config = config
         self._providers = providers
         self._registry = registry
+        self._clock = clock
+        self._breakers: dict[tuple[str, str], Breaker] = {}
+
+    def breaker(self, target: Target) -> Breaker:
+        key = (target.provider, target.model)
+        if key not in self._breakers:
+
+            def changed(state: State, provider: str = target.provider, model: str = target.model) -> None:
+                BREAKER_STATE.labels(provider, model).set(int(state))
+                _log.warning("circuit_state", provider=provider, model=model, state=state.name.lower())
+
+            cfg = self._config.breaker
+            self._breakers[key] = Breaker(failure_threshold=cfg.failure_threshold, open_seconds=cfg.open_seconds,
+                                          clock=self._clock, on_change=changed)
+            BREAKER_STATE.labels(*key).set(0)
+        return self._breakers[key]
+
+    def _skip(self, target: Target, attempts: list[Attempt]) -> bool:
+        """True (and a 'skipped' attempt recorded) when the target's circuit is open."""
+        if self.breaker(target).allow():
+            return False
+        attempts.append(Attempt(target.provider, target.model, "skipped", "circuit open", 0.0))
+        ATTEMPTS.labels(target.provider, target.model, "skipped").inc()
+        return True
 
     def _route(self, call: RouteCall) -> tuple[str, list[Target], Sampling]:
         name = call.route or self._config.default_route
@@ -56,6 +91,10 @@ class Router:
 
     def _note_failure(self, target: Target, exc: ProviderError) -> None:
         ATTEMPTS.labels(target.provider, target.model, exc.kind).inc()
+        if exc.kind == "caller":
+            self.breaker(target).release()
+        else:
+            self.breaker(target).failure()
         if exc.kind == "config":
             CONFIG_ALERTS.labels(target.provider, target.model).inc()
         _log.warning("provider_failed", provider=target.provider, model=target.model, kind=exc.kind,
@@ -68,6 +107,8 @@ class Router:
             system, messages = self._render(call, target.provider)
             provider = self._providers[target.provider]
             for attempt_no in range(target.attempts):
+                if self._skip(target, attempts):
+                    break
                 start = time.perf_counter()
                 try:
                     reply = await provider.complete(target.model, system, messages, sampling, target.timeout_s)
@@ -81,7 +122,11 @@ class Router:
                         await asyncio.sleep(min(exc.retry_after_s or 0.05 * 2**attempt_no, 2.0))
                         continue
                     break
+                except BaseException:
+                    self.breaker(target).release()  # cancelled: no verdict on the target
+                    raise
                 ms = (time.perf_counter() - start) * 1000
+                self.breaker(target).success()
                 PROVIDER_LATENCY.labels(target.provider, target.model).observe(ms / 1000)
                 ATTEMPTS.labels(target.provider, target.model, "ok").inc()
                 attempts.append(Attempt(target.provider, target.model, "ok", "", ms))
@@ -103,6 +148,8 @@ class Router:
         name, targets, sampling = self._route(call)
         attempts: list[Attempt] = []
         for index, target in enumerate(targets):
+            if self._skip(target, attempts):
+                continue
             system, messages = self._render(call, target.provider)
             provider = self._providers[target.provider]
             start = time.perf_counter()
@@ -116,6 +163,9 @@ class Router:
                 if exc.kind == "caller":
                     raise InvalidArgument("request", exc.message) from exc
                 continue
+            except BaseException:
+                self.breaker(target).release()
+                raise
             if index:
                 FALLBACKS.labels(name).inc()
             piece = first
@@ -127,7 +177,11 @@ class Router:
                 self._note_failure(target, exc)
                 raise Unavailable(f"stream from {target.provider}/{target.model} failed after the first chunk: "
                                   f"{exc.message}") from exc
+            except BaseException:
+                self.breaker(target).release()  # the caller went away mid-stream
+                raise
             ms = (time.perf_counter() - start) * 1000
+            self.breaker(target).success()
             ATTEMPTS.labels(target.provider, target.model, "ok").inc()
             attempts.append(Attempt(target.provider, target.model, "ok", "", ms))
             yield Chunk(

@@ -99,3 +99,62 @@ class TestStream:
             async for c in router.stream(CALL):
                 got.append(c)
         assert len(got) == 2 and a.calls == []
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+class TestCircuitBreaker:
+    def _router(self, clock: FakeClock) -> tuple[Router, ScriptedProvider, ScriptedProvider]:
+        cfg = CONFIG.model_copy(update={"breaker": CONFIG.breaker.model_copy(
+            update={"failure_threshold": 2, "open_seconds": 10})})
+        o, a = ScriptedProvider("openai", []), ScriptedProvider("anthropic", [])
+        return Router(cfg, {"openai": o, "anthropic": a}, Registry.load(REPO / "prompts"), clock=clock), o, a
+
+    async def test_opens_after_threshold_skips_then_probes_and_closes(self) -> None:
+        clock = FakeClock()
+        router, o, _ = self._router(clock)
+        o.script = ["retryable", "retryable"]
+        for _ in range(2):
+            await router.route(CALL)
+        assert router.breaker(CONFIG.routes["default"].targets[0]).state.name == "OPEN"
+        calls_before = len(o.calls)
+        c = await router.route(CALL)
+        assert len(o.calls) == calls_before, "an open circuit makes no attempt"
+        assert [(x.provider, x.status, x.error) for x in c.attempts][0] == ("openai", "skipped", "circuit open")
+        clock.now += 11  # cool-down over: one probe goes through and closes the circuit
+        c = await router.route(CALL)
+        assert c.provider == "openai" and len(o.calls) == calls_before + 1
+        assert router.breaker(CONFIG.routes["default"].targets[0]).state.name == "CLOSED"
+
+    async def test_failed_probe_reopens(self) -> None:
+        clock = FakeClock()
+        router, o, _ = self._router(clock)
+        o.script = ["retryable", "retryable", "config"]
+        for _ in range(2):
+            await router.route(CALL)
+        clock.now += 11
+        c = await router.route(CALL)
+        assert c.provider == "anthropic" and c.attempts[0].status == "error"
+        assert router.breaker(CONFIG.routes["default"].targets[0]).state.name == "OPEN"
+
+    async def test_caller_faults_never_open_the_circuit(self) -> None:
+        router, o, _ = self._router(FakeClock())
+        o.script = ["caller"] * 3
+        for _ in range(3):
+            with pytest.raises(InvalidArgument):
+                await router.route(CALL)
+        assert router.breaker(CONFIG.routes["default"].targets[0]).state.name == "CLOSED"
+
+    async def test_streams_skip_an_open_circuit(self) -> None:
+        router, o, _ = self._router(FakeClock())
+        o.script = ["retryable", "retryable"]
+        for _ in range(2):
+            await router.route(CALL)
+        chunks = [c async for c in router.stream(CALL)]
+        assert chunks[-1].completion is not None and chunks[-1].completion.attempts[0].status == "skipped"

@@ -1,0 +1,167 @@
+"""The Helm chart and kustomize overlays, checked offline: Helm's own engine (helm-python-sdk)
+renders and lints, every object is validated against the Kubernetes schemas, and the properties
+ops rely on are asserted."""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import helm_python as helm
+import kubernetes_validate
+import pytest
+import yaml
+
+REPO = Path(__file__).resolve().parents[2]
+CHART = REPO / "deploy" / "k8s" / "helm" / "llmgw"
+K8S_VERSION = "1.30.0"
+COMPONENTS = ("ingress", "limiter", "cache", "router", "drift")
+CRDS = {"ServiceMonitor"}
+
+
+def render(values: dict[str, Any] | None = None) -> list[dict[str, Any]]:
+    out = helm.Chart.load(str(CHART)).render(values, name="llmgw", namespace="llmgw", is_install=True)
+    docs: list[dict[str, Any]] = []
+    for path, text in out.items():
+        if path.endswith("NOTES.txt"):
+            continue
+        docs += [d for d in yaml.safe_load_all(text) if d]
+    return docs
+
+
+def kustomize(overlay: str) -> list[dict[str, Any]]:
+    text = subprocess.run(["kubectl", "kustomize", str(REPO / "deploy/k8s/manifests/overlays" / overlay)],
+                          check=True, capture_output=True, text=True).stdout
+    return [d for d in yaml.safe_load_all(text) if d]
+
+
+def validate_all(docs: list[dict[str, Any]]) -> None:
+    for doc in docs:
+        if doc["kind"] in CRDS:
+            continue
+        kubernetes_validate.validate(doc, K8S_VERSION, strict=True)
+
+
+def of_kind(docs: list[dict[str, Any]], kind: str) -> dict[str, dict[str, Any]]:
+    return {d["metadata"]["name"]: d for d in docs if d["kind"] == kind}
+
+
+EVERYTHING_ON = {
+    "networkPolicy": {"enabled": True, "ingressFromNamespaces": {"team": "apps"}},
+    "serviceMonitor": {"enabled": True},
+    "redis": {"url": "rediss://redis:6380/0", "passwordSecret": "redis-auth"},
+    "kafka": {"bootstrap": "kafka:9093", "securityProtocol": "SASL_SSL", "saslSecret": "kafka-user",
+              "topics": {"partitions": 12, "replicationFactor": 3, "retentionMs": 86400000}},
+}
+
+
+class TestHelmChart:
+    def test_lint_is_clean(self) -> None:
+        report = helm.lint(str(CHART), strict=True)
+        assert report["errors"] == []
+        assert [m for m in report["messages"] if m["severity"] >= 2] == []
+
+    @pytest.mark.parametrize("values", [None, EVERYTHING_ON, {"drift": {"enabled": False}}])
+    def test_every_rendered_object_is_valid_kubernetes(self, values: dict[str, Any] | None) -> None:
+        validate_all(render(values))
+
+    def test_schema_rejects_bad_values_naming_the_key(self) -> None:
+        chart = helm.Chart.load(str(CHART))
+        for bad, key in [({"ingress": {"replicas": "two"}}, "/ingress/replicas"),
+                         ({"redis": {"url": "http://x"}}, "/redis/url"),
+                         ({"typo": 1}, "typo")]:
+            with pytest.raises(helm.HelmValuesError, match=re.escape(key)):
+                chart.validate_schema(bad)
+
+    def test_one_deployment_per_service_with_probes_security_and_resources(self) -> None:
+        deployments = of_kind(render(), "Deployment")
+        assert set(deployments) == {f"llmgw-{c}" for c in COMPONENTS}
+        for name, d in deployments.items():
+            pod = d["spec"]["template"]["spec"]
+            assert pod["securityContext"]["runAsNonRoot"] is True
+            assert pod["terminationGracePeriodSeconds"] >= 20
+            (c,) = pod["containers"]
+            assert "grpc" in c["readinessProbe"] and "grpc" in c["livenessProbe"], name
+            assert c["livenessProbe"]["grpc"]["service"] == "liveness"
+            sc = c["securityContext"]
+            assert sc["readOnlyRootFilesystem"] is True and sc["allowPrivilegeEscalation"] is False
+            assert sc["capabilities"]["drop"] == ["ALL"]
+            assert {"cpu", "memory"} <= set(c["resources"]["requests"]) and {"cpu", "memory"} <= set(c["resources"]["limits"])
+            assert re.fullmatch(r"llmgw/llmgw-\w+:\d+\.\d+\.\d+", c["image"]), "images carry a version tag"
+
+    def test_hpas_for_ingress_and_router_and_a_pdb_per_service(self) -> None:
+        docs = render()
+        assert set(of_kind(docs, "HorizontalPodAutoscaler")) == {"llmgw-ingress", "llmgw-router"}
+        assert set(of_kind(docs, "PodDisruptionBudget")) == {f"llmgw-{c}" for c in COMPONENTS}
+        # An autoscaled Deployment leaves replicas to the HPA.
+        assert "replicas" not in of_kind(docs, "Deployment")["llmgw-ingress"]["spec"]
+
+    def test_secrets_only_by_reference_never_in_configmaps(self) -> None:
+        docs = render(EVERYTHING_ON)
+        for cm in of_kind(docs, "ConfigMap").values():
+            blob = json.dumps(cm["data"])
+            assert not re.search(r"sk-[A-Za-z0-9]{8}|api_key:\s*\S|password:\s*\S", blob), cm["metadata"]["name"]
+        secret_vars = {"API_KEYS", "OPENAI_API_KEY", "ANTHROPIC_API_KEY", "REDIS_PASSWORD", "KAFKA_SASL_PASSWORD"}
+        for d in of_kind(docs, "Deployment").values():
+            for env in d["spec"]["template"]["spec"]["containers"][0]["env"]:
+                if env["name"] in secret_vars:
+                    assert "value" not in env and "secretKeyRef" in env["valueFrom"], env["name"]
+        assert not of_kind(docs, "Secret"), "the chart reads an existing Secret; it never creates one"
+
+    def test_topics_job_is_a_pre_install_hook(self) -> None:
+        job = of_kind(render(EVERYTHING_ON), "Job")["llmgw-topics"]
+        assert job["metadata"]["annotations"]["helm.sh/hook"] == "pre-install,pre-upgrade"
+        cmd = job["spec"]["template"]["spec"]["containers"][0]["command"]
+        assert cmd[:3] == ["llmgw", "topics", "create"] and "12" in cmd
+
+    def test_optional_network_policies_and_service_monitor(self) -> None:
+        assert not of_kind(render(), "NetworkPolicy")
+        docs = render(EVERYTHING_ON)
+        assert set(of_kind(docs, "NetworkPolicy")) == {f"llmgw-{c}" for c in ("ingress", "limiter", "cache", "router")}
+        assert of_kind(docs, "ServiceMonitor")
+
+    def test_prompts_and_configs_are_mounted_where_services_read_them(self) -> None:
+        docs = render()
+        prompts = of_kind(docs, "ConfigMap")["llmgw-prompts"]["data"]
+        assert "summarize__versions__v1.yaml" in prompts
+        router = of_kind(docs, "Deployment")["llmgw-router"]["spec"]["template"]["spec"]
+        env = {e["name"]: e.get("value") for e in router["containers"][0]["env"]}
+        assert env["PROMPTS_DIR"] == "/etc/llmgw/prompts" and env["ROUTES_FILE"] == "/etc/llmgw/config/routes.yaml"
+        items = next(v for v in router["volumes"] if v["name"] == "prompts")["configMap"]["items"]
+        assert {"key": "summarize__versions__v1.yaml", "path": "summarize/versions/v1.yaml"} in items
+
+
+class TestKustomize:
+    @pytest.mark.parametrize("overlay", ["dev", "prod"])
+    def test_overlays_render_and_validate(self, overlay: str) -> None:
+        docs = kustomize(overlay)
+        validate_all(docs)
+        assert {d["metadata"]["namespace"] for d in docs} == {"llmgw-dev" if overlay == "dev" else "llmgw"}
+
+    def test_dev_is_small_and_prod_is_pinned(self) -> None:
+        dev = of_kind(kustomize("dev"), "Deployment")
+        assert dev["llmgw-cache"]["spec"]["replicas"] == 1
+        env = {e["name"]: e.get("value") for e in dev["llmgw-cache"]["spec"]["template"]["spec"]["containers"][0]["env"]}
+        assert env["LOG_LEVEL"] == "debug"
+        prod = of_kind(kustomize("prod"), "Deployment")
+        assert prod["llmgw-limiter"]["spec"]["replicas"] == 3
+        assert all(d["spec"]["template"]["spec"]["containers"][0]["image"].endswith(":0.1.0") for d in prod.values())
+
+    def test_rendered_manifests_and_chart_files_are_in_sync(self) -> None:
+        proc = subprocess.run([sys.executable, str(REPO / "deploy/k8s/render.py"), "--check"],
+                              capture_output=True, text=True)
+        assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+def test_dashboard_uses_only_metrics_the_code_exports() -> None:
+    dash = json.loads((REPO / "deploy/k8s/grafana/llmgw-dashboard.json").read_text())
+    exprs = [t["expr"] for p in dash["panels"] for t in p["targets"]]
+    names = {m.removesuffix("_bucket") for e in exprs for m in re.findall(r"\b(llmgw_[a-z_]+)", e)}
+    source = "\n".join(p.read_text() for p in [*(REPO / "src").rglob("*.py"), *(REPO / "services").rglob("*.py")])
+    for name in names:
+        base = name.removesuffix("_total")
+        assert f'"{name}"' in source or f'"{base}_total"' in source or f'"{base}"' in source, name
