@@ -30,7 +30,7 @@ test: install
 ## check: validate the shipped configs (limits, prompts) as CI does
 check: install
 	$(BIN)/llmgw limits check services/limiter/limits.yaml
-	$(BIN)/llmgw prompts list --dir prompts
+	$(BIN)/llmgw prompts validate --dir prompts
 	$(BIN)/python deploy/k8s/render.py --check
 
 ## manifests: sync the chart's files/ (limits, routes, prompts) and render deploy/k8s/manifests/base from the chart

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable, Callable
 
 from llmgw.services.cache.server import CacheClient
 from llmgw.services.ingress.auth import ApiKeys
@@ -11,14 +12,47 @@ from llmgw.services.ingress.server import SERVICE_NAME, GatewayServicer
 from llmgw.services.ingress.settings import IngressSettings
 from llmgw.services.limiter.server import LimiterClient
 from llmgw.services.router.server import RouterClient
+from redis.exceptions import RedisError
 
 from llmgw.gateway.v1 import gateway_pb2_grpc
 from llmgw.kit.health import peer_serving
 from llmgw.kit.kafka import KafkaPublisher, KafkaSecurity
+from llmgw.kit.logging import get_logger
+from llmgw.kit.redis import connect
 from llmgw.kit.server import GrpcService
-from llmgw.prompts import Registry
+from llmgw.prompts import LabelStore, Registry
 
 __all__ = ["build"]
+
+_log = get_logger(__name__)
+
+
+async def _follow_labels(settings: IngressSettings, registry: Registry) -> Callable[[], Awaitable[None]]:
+    """Follow the live label store, so a promote or rollback needs no restart; returns its stop."""
+    if not settings.labels_redis_url:
+        return _nothing
+    redis = connect(settings.labels_redis_url, settings.labels_redis_password)
+    store = LabelStore(redis)
+    try:
+        for name in registry.names():
+            await store.seed(name, registry.labels(name))
+        registry.apply_labels(await store.get_all(registry.names()))
+    except (RedisError, OSError) as exc:  # start on the files' labels; the follower catches up
+        _log.warning("label_store_unreachable_at_start", error=repr(exc))
+    task = asyncio.get_running_loop().create_task(
+        store.follow(registry.names(), registry.apply_labels, settings.labels_poll_s), name="labels"
+    )
+
+    async def stop() -> None:
+        task.cancel()
+        await asyncio.wait({task}, timeout=1.0)
+        await redis.aclose()
+
+    return stop
+
+
+async def _nothing() -> None:
+    return None
 
 
 async def build(settings: IngressSettings) -> GrpcService:
@@ -36,12 +70,14 @@ async def build(settings: IngressSettings) -> GrpcService:
         security=security,
     )
     await publisher.start()
+    registry = Registry.load(settings.prompts_dir)
+    stop_labels = await _follow_labels(settings, registry)
     core = Gateway(
         limiter=limiter,
         cache=cache,
         router=router,
         events=publisher,
-        registry=Registry.load(settings.prompts_dir),
+        registry=registry,
         api_keys=ApiKeys.parse(settings.api_keys.get_secret_value()),
         default_label=settings.default_label,
         default_max_tokens=settings.default_max_tokens,
@@ -54,6 +90,7 @@ async def build(settings: IngressSettings) -> GrpcService:
         return all(checks)
 
     async def on_stop() -> None:
+        await stop_labels()
         await core.drain()
         await publisher.stop()
         for c in (limiter, cache, router):

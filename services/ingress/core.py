@@ -54,6 +54,7 @@ class _Admitted:
     route: str
     key: KeyMaterial
     started: float
+    deadline: float | None = None
 
     @property
     def prompt_version(self) -> str:
@@ -69,6 +70,7 @@ class _Admitted:
             variables=self.req.variables,
             messages=self.req.messages,
             sampling=self.req.sampling,
+            deadline=self.deadline,
         )
 
 
@@ -122,7 +124,10 @@ class Gateway:
         if self._background:
             await asyncio.wait(set(self._background), timeout=timeout_s)
 
-    def _admit(self, authorization: str | None, req: GatewayRequest, *, request_id: str, stream: bool) -> _Admitted:
+    def _admit(
+        self, authorization: str | None, req: GatewayRequest, *, request_id: str, stream: bool,
+        time_remaining: float | None = None,
+    ) -> _Admitted:
         started = time.perf_counter()
         tenant = ""
         try:
@@ -131,7 +136,8 @@ class Gateway:
             version = None
             if req.prompt:
                 version = self._registry.resolve(req.prompt, req.label or self._default_label)
-                version.validate(req.variables)
+                # Defaults filled in: a caller passing a default explicitly hits the same cache entry.
+                req = replace(req, variables=version.variables(req.variables))
         except LlmgwError as exc:
             self._publish_outcome(request_id, tenant, req, "", req.route, exc, started)
             raise
@@ -146,7 +152,8 @@ class Gateway:
             messages=req.messages,
             sampling=req.sampling,
         )
-        admitted = _Admitted(request_id, tenant, req_with_route, version, route, key, started)
+        deadline = time.monotonic() + time_remaining if time_remaining is not None else None
+        admitted = _Admitted(request_id, tenant, req_with_route, version, route, key, started, deadline)
         self._events.publish(
             REQUESTS_TOPIC,
             request_id,
@@ -158,7 +165,7 @@ class Gateway:
     def _estimate(self, a: _Admitted) -> int:
         chars = sum(len(v) for v in a.req.variables.values()) + sum(len(m.content) for m in a.req.messages)
         if a.version is not None:
-            tpl = a.version.spec.template
+            tpl = a.version.any_template()
             chars += len(tpl.system) + sum(len(m.content) for m in tpl.messages)
         return estimate_tokens(chars) + (a.req.sampling.max_tokens or self._default_max_tokens)
 
@@ -251,10 +258,14 @@ class Gateway:
 
     # ---- the two entry points ----
 
-    async def complete(self, authorization: str | None, req: GatewayRequest, *, request_id: str = "") -> Reply:
-        """``authorization`` is the caller's header value, ``Bearer <api key>``."""
+    async def complete(
+        self, authorization: str | None, req: GatewayRequest, *, request_id: str = "",
+        time_remaining: float | None = None,
+    ) -> Reply:
+        """``authorization`` is the caller's header value, ``Bearer <api key>``; ``time_remaining``
+        the caller's deadline in seconds, passed on to the router."""
         rid = request_id or uuid.uuid4().hex
-        a = self._admit(authorization, req, request_id=rid, stream=False)
+        a = self._admit(authorization, req, request_id=rid, stream=False, time_remaining=time_remaining)
         decision: Decision | None = None
         try:
             decision, lookup = await self._gate(a)
@@ -271,11 +282,12 @@ class Gateway:
         return Reply(rid, completion, a.prompt_version, False, decision.statuses)
 
     async def stream(
-        self, authorization: str | None, req: GatewayRequest, *, request_id: str = ""
+        self, authorization: str | None, req: GatewayRequest, *, request_id: str = "",
+        time_remaining: float | None = None,
     ) -> AsyncIterator[Chunk | Reply]:
         """Yields text Chunks, then one final Reply with the metadata."""
         rid = request_id or uuid.uuid4().hex
-        a = self._admit(authorization, req, request_id=rid, stream=True)
+        a = self._admit(authorization, req, request_id=rid, stream=True, time_remaining=time_remaining)
         decision: Decision | None = None
         try:
             decision, lookup = await self._gate(a)

@@ -61,7 +61,8 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServicer):
         self, request: gateway_pb2.CompleteRequest, context: grpc.aio.ServicerContext
     ) -> gateway_pb2.CompleteResponse:
         reply = await self._core.complete(
-            _header(context, "authorization"), request_from_pb(request), request_id=_request_id(context)
+            _header(context, "authorization"), request_from_pb(request), request_id=_request_id(context),
+            time_remaining=context.time_remaining(),
         )
         context.set_trailing_metadata(_reply_metadata(reply))
         c = reply.completion
@@ -81,7 +82,8 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServicer):
     ) -> AsyncIterator[gateway_pb2.CompleteChunk]:
         request_id = _request_id(context)
         async for item in self._core.stream(
-            _header(context, "authorization"), request_from_pb(request), request_id=request_id
+            _header(context, "authorization"), request_from_pb(request), request_id=request_id,
+            time_remaining=context.time_remaining(),
         ):
             if isinstance(item, Chunk):
                 yield gateway_pb2.CompleteChunk(request_id=request_id, delta=item.delta)

@@ -25,6 +25,11 @@ class IngressSettings(ServiceSettings):
     # "key=tenant,key2=tenant2"; from a k8s Secret in production. Never logged.
     api_keys: SecretStr = SecretStr("")
     prompts_dir: Path = Path("prompts")
+    # The live label store (Redis); empty: labels come from the files only.
+    labels_redis_url: str = ""
+    labels_redis_password: SecretStr | None = None
+    # How often label moves are picked up (a promote/rollback takes effect within this).
+    labels_poll_s: float = 1.0
     default_label: str = "production"
     # Estimated output tokens reserved when the request sets no max_tokens.
     default_max_tokens: int = 512

@@ -47,6 +47,10 @@ class Target(_Strict):
     timeout_s: float = Field(default=30.0, gt=0)
     # Tries on this target before falling back (1 = no retry).
     attempts: int = Field(default=1, ge=1, le=5)
+    # Retry backoff: full jitter, uniform(0, base * 2**n) seconds.
+    backoff_base_s: float = Field(default=0.1, gt=0)
+    # A provider's retry-after longer than this means: fall back now instead of waiting.
+    max_retry_wait_s: float = Field(default=2.0, ge=0)
 
 
 class _Defaults(_Strict):

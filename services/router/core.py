@@ -4,6 +4,7 @@ retry retryable failures within the target, fall back to the next, and report ev
 from __future__ import annotations
 
 import asyncio
+import random
 import time
 from collections.abc import AsyncIterator, Callable, Mapping
 from typing import Any
@@ -14,10 +15,10 @@ from llmgw.services.router.errors import ProviderError
 from llmgw.services.router.providers import Provider
 from prometheus_client import Counter, Gauge, Histogram
 
-from llmgw.domain import Attempt, Chunk, Completion, Message, RouteCall, Sampling
-from llmgw.kit.errors import InvalidArgument, NotFound, Unavailable
+from llmgw.domain import Attempt, Chunk, Completion, RouteCall, Sampling
+from llmgw.kit.errors import DeadlineExceeded, InvalidArgument, NotFound, Unavailable
 from llmgw.kit.logging import get_logger
-from llmgw.prompts import Registry
+from llmgw.prompts import PromptVersion, Registry
 
 __all__ = ["Router"]
 
@@ -44,11 +45,13 @@ class Router:
         registry: Registry,
         *,
         clock: Callable[[], float] = time.monotonic,
+        rng: random.Random | None = None,
     ) -> None:
         self._config = config
         self._providers = providers
         self._registry = registry
         self._clock = clock
+        self._rng = rng or random.Random()
         self._breakers: dict[tuple[str, str], Breaker] = {}
 
     def breaker(self, target: Target) -> Breaker:
@@ -65,26 +68,16 @@ class Router:
             BREAKER_STATE.labels(*key).set(0)
         return self._breakers[key]
 
-    def _skip(self, target: Target, attempts: list[Attempt]) -> bool:
-        """True (and a 'skipped' attempt recorded) when the target's circuit is open."""
-        if self.breaker(target).allow():
-            return False
-        attempts.append(Attempt(target.provider, target.model, "skipped", "circuit open", 0.0))
-        ATTEMPTS.labels(target.provider, target.model, "skipped").inc()
-        return True
-
-    def _route(self, call: RouteCall) -> tuple[str, list[Target], Sampling]:
+    def _route(self, call: RouteCall) -> tuple[str, list[Target], Sampling, PromptVersion | None]:
         name = call.route or self._config.default_route
         route = self._config.routes.get(name)
         if route is None:
             raise NotFound(f"route {name!r} not found")
-        return name, route.targets, call.sampling.with_defaults(route.sampling_defaults)
-
-    def _render(self, call: RouteCall, provider: str) -> tuple[str, tuple[Message, ...]]:
-        if not call.prompt:
-            return "", call.messages
-        pv = self._registry.get(call.prompt, call.prompt_version)
-        return pv.render(call.variables, provider)
+        pv = self._registry.get(call.prompt, call.prompt_version) if call.prompt else None
+        sampling = call.sampling
+        if pv is not None:
+            sampling = sampling.with_defaults(pv.sampling)  # caller, then prompt version, then route
+        return name, route.targets, sampling.with_defaults(route.sampling_defaults), pv
 
     def _usage(self, model: str, tin: int, tout: int) -> Any:
         return self._config.usage(model, tin, tout)
@@ -100,30 +93,74 @@ class Router:
         _log.warning("provider_failed", provider=target.provider, model=target.model, kind=exc.kind,
                      error=exc.message)
 
+    def _usable(self, target: Target, pv: PromptVersion | None, attempts: list[Attempt]) -> bool:
+        """A target is tried only if the prompt version has a variant for its provider and its
+        circuit lets a call through; otherwise a 'skipped' attempt says why."""
+        reason = ""
+        if pv is not None and not pv.supports(target.provider):
+            reason = f"prompt {pv.name} {pv.id} has no variant for {target.provider}"
+        elif not self.breaker(target).allow():
+            reason = "circuit open"
+        if not reason:
+            return True
+        attempts.append(Attempt(target.provider, target.model, "skipped", reason, 0.0))
+        ATTEMPTS.labels(target.provider, target.model, "skipped").inc()
+        return False
+
+    @staticmethod
+    def _budget(call: RouteCall, target: Target) -> float:
+        """This attempt's timeout: the target's, cut to what is left of the caller's deadline."""
+        if call.deadline is None:
+            return target.timeout_s
+        left = call.deadline - time.monotonic()
+        if left <= 0.005:
+            raise DeadlineExceeded("the caller's deadline passed before a provider answered")
+        return min(target.timeout_s, left)
+
+    def _retry_wait(self, call: RouteCall, target: Target, exc: ProviderError, attempt_no: int) -> float | None:
+        """Seconds to wait before retrying this target, or None to move on to the next one."""
+        if exc.kind != "retryable" or attempt_no + 1 >= target.attempts:
+            return None
+        if exc.retry_after_s is not None:
+            wait = exc.retry_after_s
+            if wait > target.max_retry_wait_s:
+                return None  # the provider asks for longer than we would wait: fall back now
+        else:
+            # Full jitter: spreads retries of many callers instead of synchronising them.
+            wait = self._rng.uniform(0, target.backoff_base_s * 2**attempt_no)
+        if call.deadline is not None and time.monotonic() + wait >= call.deadline:
+            return None
+        return wait
+
     async def route(self, call: RouteCall) -> Completion:
-        name, targets, sampling = self._route(call)
+        name, targets, sampling, pv = self._route(call)
         attempts: list[Attempt] = []
         for index, target in enumerate(targets):
-            system, messages = self._render(call, target.provider)
+            if not self._usable(target, pv, attempts):
+                continue
+            system, messages = pv.render(call.variables, target.provider) if pv else ("", call.messages)
             provider = self._providers[target.provider]
             for attempt_no in range(target.attempts):
-                if self._skip(target, attempts):
+                if attempt_no and not self.breaker(target).allow():
                     break
                 start = time.perf_counter()
                 try:
-                    reply = await provider.complete(target.model, system, messages, sampling, target.timeout_s)
+                    reply = await provider.complete(
+                        target.model, system, messages, sampling, self._budget(call, target)
+                    )
                 except ProviderError as exc:
                     ms = (time.perf_counter() - start) * 1000
                     attempts.append(Attempt(target.provider, target.model, "error", exc.message, ms))
                     self._note_failure(target, exc)
                     if exc.kind == "caller":
                         raise InvalidArgument("request", exc.message) from exc
-                    if exc.kind == "retryable" and attempt_no + 1 < target.attempts:
-                        await asyncio.sleep(min(exc.retry_after_s or 0.05 * 2**attempt_no, 2.0))
-                        continue
-                    break
+                    wait = self._retry_wait(call, target, exc, attempt_no)
+                    if wait is None:
+                        break
+                    await asyncio.sleep(wait)
+                    continue
                 except BaseException:
-                    self.breaker(target).release()  # cancelled: no verdict on the target
+                    self.breaker(target).release()  # cancelled or out of time: no verdict on the target
                     raise
                 ms = (time.perf_counter() - start) * 1000
                 self.breaker(target).success()
@@ -145,16 +182,16 @@ class Router:
     async def stream(self, call: RouteCall) -> AsyncIterator[Chunk]:
         """Fallback is possible until the first chunk is out; after that a failure ends the
         stream with an error (never a silent truncation)."""
-        name, targets, sampling = self._route(call)
+        name, targets, sampling, pv = self._route(call)
         attempts: list[Attempt] = []
         for index, target in enumerate(targets):
-            if self._skip(target, attempts):
+            if not self._usable(target, pv, attempts):
                 continue
-            system, messages = self._render(call, target.provider)
+            system, messages = pv.render(call.variables, target.provider) if pv else ("", call.messages)
             provider = self._providers[target.provider]
             start = time.perf_counter()
-            pieces = provider.stream(target.model, system, messages, sampling, target.timeout_s)
             try:
+                pieces = provider.stream(target.model, system, messages, sampling, self._budget(call, target))
                 first = await anext(pieces)
             except ProviderError as exc:
                 attempts.append(Attempt(target.provider, target.model, "error", exc.message,

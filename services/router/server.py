@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import AsyncIterator
 
 import grpc
@@ -27,8 +28,9 @@ __all__ = ["SERVICE_NAME", "RouterClient", "RouterServicer"]
 SERVICE_NAME = router_pb2.DESCRIPTOR.services_by_name["Router"].full_name
 
 
-def call_from_pb(r: router_pb2.RouteRequest) -> RouteCall:
+def call_from_pb(r: router_pb2.RouteRequest, time_remaining: float | None = None) -> RouteCall:
     return RouteCall(
+        deadline=time.monotonic() + time_remaining if time_remaining is not None else None,
         route=r.route,
         request_id=r.request_id,
         tenant=r.tenant,
@@ -71,13 +73,13 @@ class RouterServicer(router_pb2_grpc.RouterServicer):
     async def Route(
         self, request: router_pb2.RouteRequest, context: grpc.aio.ServicerContext
     ) -> router_pb2.RouteResponse:
-        completion = await self._core.route(call_from_pb(request))
+        completion = await self._core.route(call_from_pb(request, context.time_remaining()))
         return router_pb2.RouteResponse(**completion_fields(completion))  # type: ignore[arg-type]
 
     async def StreamRoute(
         self, request: router_pb2.RouteRequest, context: grpc.aio.ServicerContext
     ) -> AsyncIterator[router_pb2.RouteChunk]:
-        async for chunk in self._core.stream(call_from_pb(request)):
+        async for chunk in self._core.stream(call_from_pb(request, context.time_remaining())):
             if chunk.final and chunk.completion is not None:
                 c = chunk.completion
                 yield router_pb2.RouteChunk(
@@ -97,17 +99,23 @@ class RouterClient(GrpcClient):
         super().__init__(address, timeout_s=timeout_s)
         self._stub = router_pb2_grpc.RouterStub(self.channel)
 
+    def _timeout(self, call: RouteCall) -> float:
+        # The caller's deadline travels on: gRPC propagates it to the router as its own deadline.
+        if call.deadline is None:
+            return self.timeout_s
+        return max(0.001, min(self.timeout_s, call.deadline - time.monotonic()))
+
     async def route(self, call: RouteCall) -> Completion:
         with translate_rpc_errors(self.peer):
             pb = await self._stub.Route(
-                call_to_pb(call), timeout=self.timeout_s, metadata=self.metadata(call.request_id)
+                call_to_pb(call), timeout=self._timeout(call), metadata=self.metadata(call.request_id)
             )
         return _completion_from(pb, pb.text)
 
     async def stream(self, call: RouteCall) -> AsyncIterator[Chunk]:
         with translate_rpc_errors(self.peer):
             stream = self._stub.StreamRoute(
-                call_to_pb(call), timeout=self.timeout_s, metadata=self.metadata(call.request_id)
+                call_to_pb(call), timeout=self._timeout(call), metadata=self.metadata(call.request_id)
             )
             async for pb in stream:
                 if pb.final:

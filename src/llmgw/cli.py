@@ -31,16 +31,6 @@ def _limits_check(args: argparse.Namespace) -> int:
     return 1 if bad else 0
 
 
-def _prompts_list(args: argparse.Namespace) -> int:
-    from llmgw.prompts import Registry
-
-    reg = Registry.load(args.dir)
-    for name in reg.names():
-        pv = reg.resolve(name, "production")
-        print(f"{name:<24} production -> {pv.id}")
-    return 0
-
-
 def _topics_create(args: argparse.Namespace) -> int:
     import asyncio
     import os
@@ -76,10 +66,9 @@ def main(argv: list[str] | None = None) -> int:
     check.add_argument("files", nargs="+")
     check.set_defaults(func=_limits_check)
 
-    prompts = sub.add_parser("prompts", help="the prompt registry").add_subparsers(dest="sub", required=True)
-    plist = prompts.add_parser("list", help="prompts and their production versions")
-    plist.add_argument("--dir", default="prompts")
-    plist.set_defaults(func=_prompts_list)
+    from llmgw.prompts.cli import add_parser as add_prompts
+
+    add_prompts(sub)
 
     topics = sub.add_parser("topics", help="Kafka topics").add_subparsers(dest="sub", required=True)
     tcreate = topics.add_parser("create", help="create llm.requests, llm.responses, llm.drift if missing")
@@ -90,8 +79,13 @@ def main(argv: list[str] | None = None) -> int:
     tcreate.set_defaults(func=_topics_create)
 
     args = parser.parse_args(argv)
+    from llmgw.kit.errors import LlmgwError
+
     try:
         return int(args.func(args))
+    except LlmgwError as exc:
+        print(f"llmgw: {exc.message}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         return 130
 

@@ -97,6 +97,8 @@ class RouteCall:
     variables: Mapping[str, str] = field(default_factory=dict)
     messages: tuple[Message, ...] = ()
     sampling: Sampling = Sampling()
+    # Absolute time.monotonic() by which the answer is needed (the caller's gRPC deadline).
+    deadline: float | None = None
 
 
 # ---- cache ----

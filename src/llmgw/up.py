@@ -118,6 +118,7 @@ async def start_system(workdir: Path, *, ingress_port: int = 50050, with_drift: 
                 "CACHE_ADDR": f"127.0.0.1:{ports['cache']}",
                 "ROUTER_ADDR": f"127.0.0.1:{ports['router']}",
                 "API_KEYS": f"{DEMO_KEY}=demo,{LIMITED_KEY}=limited",
+                "LABELS_REDIS_URL": f"redis://{redis.address}/0",
                 "PROMPTS_DIR": str(REPO / "prompts"),
             },
         }

@@ -126,7 +126,8 @@ class TestCircuitBreaker:
         calls_before = len(o.calls)
         c = await router.route(CALL)
         assert len(o.calls) == calls_before, "an open circuit makes no attempt"
-        assert [(x.provider, x.status, x.error) for x in c.attempts][0] == ("openai", "skipped", "circuit open")
+        first = c.attempts[0]
+        assert (first.provider, first.status, first.error) == ("openai", "skipped", "circuit open")
         clock.now += 11  # cool-down over: one probe goes through and closes the circuit
         c = await router.route(CALL)
         assert c.provider == "openai" and len(o.calls) == calls_before + 1

@@ -27,7 +27,8 @@ __all__ = ["DRIFT_TOPIC", "REQUESTS_TOPIC", "RESPONSES_TOPIC", "KafkaPublisher",
 REQUESTS_TOPIC = "llm.requests"
 RESPONSES_TOPIC = "llm.responses"
 DRIFT_TOPIC = "llm.drift"
-DEFAULT_TOPICS = {REQUESTS_TOPIC: 3, RESPONSES_TOPIC: 3, DRIFT_TOPIC: 1}
+AUDIT_TOPIC = "llm.audit"
+DEFAULT_TOPICS = {REQUESTS_TOPIC: 3, RESPONSES_TOPIC: 3, DRIFT_TOPIC: 1, AUDIT_TOPIC: 1}
 
 _log = get_logger(__name__)
 QUEUE_DEPTH = Gauge("llmgw_events_queue_depth", "Events waiting to be published")

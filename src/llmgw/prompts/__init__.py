@@ -7,6 +7,8 @@ A version's id is ``<vN>@<sha256 prefix of the file>``: editing a released file 
 so caches and events never confuse two contents under one name.
 """
 
-from llmgw.prompts.registry import PromptVersion, Registry, Template
+from llmgw.prompts.labels import LabelStore
+from llmgw.prompts.registry import PromptVersion, Registry
+from llmgw.prompts.spec import PromptSpec, Template
 
-__all__ = ["PromptVersion", "Registry", "Template"]
+__all__ = ["LabelStore", "PromptSpec", "PromptVersion", "Registry", "Template"]

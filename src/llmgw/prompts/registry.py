@@ -1,56 +1,48 @@
-"""Loading, resolving and rendering prompt versions."""
+"""Loading, resolving and rendering prompt versions (format: ``llmgw.prompts.spec``)."""
 
 from __future__ import annotations
 
 import hashlib
+import math
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 from jinja2 import StrictUndefined, TemplateError, meta
 from jinja2.sandbox import SandboxedEnvironment
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import ValidationError
 
-from llmgw.domain import Message
+from llmgw.domain import Message, Sampling
 from llmgw.kit.errors import ConfigError, InvalidArgument, NotFound
+from llmgw.kit.logging import get_logger
 from llmgw.kit.settings import load_yaml
+from llmgw.prompts.spec import PromptSpec, Template, VariableSpec
 
-__all__ = ["PromptVersion", "Registry", "Template"]
+__all__ = ["PromptVersion", "Registry"]
 
+_log = get_logger(__name__)
 _VERSION_FILE = re.compile(r"^v(\d+)\.ya?ml$")
+# Variables are data, never template code: values are passed to a sandboxed environment and
+# are never themselves parsed as templates.
 _ENV = SandboxedEnvironment(undefined=StrictUndefined, autoescape=False, keep_trailing_newline=False)
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class _Var(_Strict):
-    description: str = ""
-    required: bool = True
-    max_chars: int = Field(default=20_000, gt=0)
-
-
-class _Msg(_Strict):
-    role: str = Field(pattern=r"^(user|assistant)$")
-    content: str
-
-
-class Template(_Strict):
-    """One provider variant: a system prompt and a message list, both Jinja (sandboxed)."""
-
-    system: str = ""
-    messages: list[_Msg] = Field(min_length=1)
-
-
-class _VersionFile(_Strict):
-    description: str = ""
-    route: str = ""
-    variables: dict[str, _Var] = {}
-    template: Template
-    # Provider-specific variants (key: provider name); the default template serves the rest.
-    variants: dict[str, Template] = {}
+def _check_type(name: str, spec: VariableSpec, value: str) -> None:
+    field = f"variables.{name}"
+    if len(value) > spec.max_chars:
+        raise InvalidArgument(field, f"longer than {spec.max_chars} characters")
+    if spec.choices is not None and value not in spec.choices:
+        raise InvalidArgument(field, f"must be one of {', '.join(spec.choices)}")
+    try:
+        if spec.type == "integer":
+            int(value)
+        elif spec.type == "number" and not math.isfinite(float(value)):
+            raise ValueError(value)
+    except ValueError as exc:
+        raise InvalidArgument(field, f"expected {spec.type}, got {value!r}") from exc
+    if spec.type == "boolean" and value.lower() not in ("true", "false"):
+        raise InvalidArgument(field, f"expected true or false, got {value!r}")
 
 
 @dataclass(frozen=True)
@@ -58,8 +50,8 @@ class PromptVersion:
     name: str
     version: str  # "vN"
     digest: str
-    spec: _VersionFile
-    labels: tuple[str, ...] = field(default=())
+    spec: PromptSpec
+    source: str = ""
 
     @property
     def id(self) -> str:
@@ -69,28 +61,48 @@ class PromptVersion:
     def route(self) -> str:
         return self.spec.route
 
-    def validate(self, variables: Mapping[str, str]) -> None:
-        """Raise InvalidArgument naming the first bad variable."""
-        for name, var in self.spec.variables.items():
-            value = variables.get(name)
-            if value is None:
-                if var.required:
-                    raise InvalidArgument(f"variables.{name}", f"missing required variable of prompt {self.name!r}")
-                continue
-            if len(value) > var.max_chars:
-                raise InvalidArgument(f"variables.{name}", f"longer than {var.max_chars} characters")
-        for name in variables:
+    @property
+    def sampling(self) -> Sampling:
+        return self.spec.sampling.to_sampling()
+
+    def supports(self, provider: str) -> bool:
+        """Does this version have a template that works for ``provider``?"""
+        return provider in self.spec.variants or self.spec.template is not None
+
+    def variables(self, given: Mapping[str, str]) -> dict[str, str]:
+        """Validated variables with defaults filled in; InvalidArgument names the first bad one."""
+        for name in given:
             if name not in self.spec.variables:
                 raise InvalidArgument(f"variables.{name}", f"prompt {self.name!r} has no such variable")
+        out: dict[str, str] = {}
+        for name, spec in self.spec.variables.items():
+            value = given.get(name, spec.default)
+            if value is None:
+                if spec.required:
+                    raise InvalidArgument(f"variables.{name}", f"missing required variable of prompt {self.name!r}")
+                continue
+            _check_type(name, spec, value)
+            out[name] = value
+        return out
+
+    def validate(self, variables: Mapping[str, str]) -> None:
+        self.variables(variables)
 
     def template_for(self, provider: str) -> Template:
-        return self.spec.variants.get(provider, self.spec.template)
+        tpl = self.spec.variants.get(provider) or self.spec.template  # type: ignore[call-overload]
+        if tpl is None:
+            raise NotFound(f"prompt {self.name!r} {self.id} has no variant for provider {provider!r}")
+        return tpl
+
+    def any_template(self) -> Template:
+        """The generic template, else the first variant (e.g. for size estimates)."""
+        return self.spec.template or next(iter(self.spec.variants.values()))
 
     def render(self, variables: Mapping[str, str], provider: str = "") -> tuple[str, tuple[Message, ...]]:
         """(system prompt, messages) of the provider's variant, rendered with the variables."""
-        tpl = self.template_for(provider)
-        values = {name: variables.get(name, "") for name in self.spec.variables}
-        values.update(variables)
+        tpl = self.template_for(provider) if provider else self.any_template()
+        values: dict[str, str] = {name: "" for name in self.spec.variables}
+        values.update(self.variables(variables))
         try:
             system = _ENV.from_string(tpl.system).render(values) if tpl.system else ""
             msgs = tuple(Message(m.role, _ENV.from_string(m.content).render(values)) for m in tpl.messages)
@@ -100,7 +112,9 @@ class PromptVersion:
 
 
 class Registry:
-    """All prompts under a root directory, loaded once and kept in memory (no per-request reads)."""
+    """All prompts under a root directory, loaded once and kept in memory (no per-request reads).
+
+    Labels start from the files and follow the live label store when one is attached."""
 
     def __init__(self, versions: dict[str, dict[str, PromptVersion]], labels: dict[str, dict[str, str]]) -> None:
         self._versions = versions
@@ -122,12 +136,14 @@ class Registry:
                     raise ConfigError(f"{vfile}: version files are named vN.yaml")
                 raw = vfile.read_bytes()
                 try:
-                    spec = _VersionFile.model_validate(load_yaml(vfile))
+                    spec = PromptSpec.model_validate(load_yaml(vfile))
                 except ValidationError as exc:
-                    raise ConfigError(f"{vfile}: {exc.errors()[0]['loc']}: {exc.errors()[0]['msg']}") from exc
+                    err = exc.errors()[0]
+                    raise ConfigError(f"{vfile}: {'.'.join(map(str, err['loc']))}: {err['msg']}") from exc
                 _check_template_vars(vfile, spec)
                 version = f"v{m.group(1)}"
-                versions[name][version] = PromptVersion(name, version, hashlib.sha256(raw).hexdigest(), spec)
+                versions[name][version] = PromptVersion(name, version, hashlib.sha256(raw).hexdigest(), spec,
+                                                        raw.decode("utf-8"))
             label_file = pdir / "labels.yaml"
             label_map = load_yaml(label_file) if label_file.exists() else {}
             if not isinstance(label_map, dict):
@@ -140,6 +156,30 @@ class Registry:
 
     def names(self) -> list[str]:
         return sorted(self._versions)
+
+    def versions(self, name: str) -> list[PromptVersion]:
+        if name not in self._versions:
+            raise NotFound(f"prompt {name!r} not found")
+        return sorted(self._versions[name].values(), key=lambda v: int(v.version[1:]))
+
+    def labels(self, name: str) -> dict[str, str]:
+        return dict(self._labels.get(name, {}))
+
+    def apply_labels(self, live: Mapping[str, Mapping[str, str]]) -> list[tuple[str, str, str]]:
+        """Take label moves from the live store; returns the (prompt, label, version) that changed.
+        A label naming a version this process does not have is ignored (and logged)."""
+        changed = []
+        for name, labels in live.items():
+            for label, version in labels.items():
+                if version not in self._versions.get(name, {}):
+                    _log.warning("live_label_unknown_version", prompt=name, label=label, version=version)
+                    continue
+                if self._labels.setdefault(name, {}).get(label) != version:
+                    self._labels[name][label] = version
+                    changed.append((name, label, version))
+        for name, label, version in changed:
+            _log.info("label_moved", prompt=name, label=label, version=version)
+        return changed
 
     def resolve(self, name: str, label: str = "production") -> PromptVersion:
         if name not in self._versions:
@@ -158,9 +198,10 @@ class Registry:
         return pv
 
 
-def _check_template_vars(vfile: Path, spec: _VersionFile) -> None:
+def _check_template_vars(vfile: Path, spec: PromptSpec) -> None:
     """A template may only use declared variables: a typo fails at load, not at request time."""
-    for provider, tpl in [("default", spec.template), *spec.variants.items()]:
+    templates = ([("default", spec.template)] if spec.template else []) + list(spec.variants.items())
+    for provider, tpl in templates:
         for text in [tpl.system, *(m.content for m in tpl.messages)]:
             try:
                 used = meta.find_undeclared_variables(_ENV.parse(text))
