@@ -54,6 +54,7 @@ typecheck:
 ## bench: gateway vs direct SDK latency, side by side in one run
 bench: install
 	$(BIN)/python -m bench.latency
+	$(BIN)/python -m bench.fallback
 
 clean:
 	rm -rf $(VENV) .pytest_cache

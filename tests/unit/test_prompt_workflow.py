@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from llmgw.cli import main as cli
-from llmgw.kit.errors import InvalidArgument, NotFound
+from llmgw.kit.errors import ConfigError, InvalidArgument, NotFound
 from llmgw.prompts import Registry
 from llmgw.prompts.workflow import diff, move_label, new_version, rollback_target, validate_all
 
@@ -50,6 +50,14 @@ def test_promote_unknown_version_is_refused(root: Path) -> None:
 def test_validate_renders_every_variant(root: Path) -> None:
     lines = validate_all(root)
     assert any("summarize@v1" in ln and "anthropic" in ln for ln in lines)
+
+
+def test_a_released_version_cannot_be_edited(root: Path) -> None:
+    move_label(root, "summarize@v1", "staging")
+    f = root / "summarize" / "versions" / "v1.yaml"
+    f.write_text(f.read_text().replace("one sentence", "two sentences"))
+    with pytest.raises(ConfigError, match="immutable"):
+        validate_all(root)
 
 
 def test_cli_round_trip(root: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -31,6 +31,8 @@ class LabelMove:
     prompt: str
     label: str
     version: str
+    # The immutable id (vN@digest) released by this move: validate refuses a later edit of the file.
+    version_id: str
     previous: str | None
     actor: str
     reason: str
@@ -85,7 +87,7 @@ def move_label(root: Path, ref: str, label: str, *, reason: str = "promote", act
     pv = reg.get(name, version)
     labels_file = root / name / "labels.yaml"
     labels = reg.labels(name)
-    move = LabelMove(prompt=name, label=label, version=pv.version, previous=labels.get(label),
+    move = LabelMove(prompt=name, label=label, version=pv.version, version_id=pv.id, previous=labels.get(label),
                      actor=actor or getpass.getuser(), reason=reason, time=time.time())
     labels[label] = pv.version
     labels_file.write_text(yaml.safe_dump(labels, sort_keys=True))
@@ -108,12 +110,32 @@ def _sample(pv: PromptVersion) -> dict[str, str]:
     return {n: (v.choices[0] if v.choices else samples[v.type]) for n, v in pv.spec.variables.items()}
 
 
+def released_ids(root: Path, name: str) -> dict[str, str]:
+    """version -> the id it had when a label first pointed at it."""
+    path = _log_path(root, name)
+    released: dict[str, str] = {}
+    if path.exists():
+        for line in path.read_text().splitlines():
+            if line.strip():
+                entry = json.loads(line)
+                if entry.get("version_id"):
+                    released.setdefault(entry["version"], entry["version_id"])
+    return released
+
+
 def validate_all(root: Path) -> list[str]:
-    """Load every prompt and render every variant of every version with sample values."""
+    """Load every prompt, check released versions are unchanged, and render every variant of
+    every version with sample values."""
     reg = Registry.load(root)
     lines = []
     for name in reg.names():
+        released = released_ids(root, name)
         for pv in reg.versions(name):
+            if released.get(pv.version, pv.id) != pv.id:
+                raise ConfigError(
+                    f"{name}@{pv.version} was released as {released[pv.version]} but its file now hashes to "
+                    f"{pv.id}: released versions are immutable, create a new version (llmgw prompts new-version)"
+                )
             providers = list(pv.spec.variants) + (["default"] if pv.spec.template else [])
             for provider in providers:
                 pv.render(_sample(pv), "" if provider == "default" else provider)
