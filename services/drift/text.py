@@ -3,17 +3,15 @@
 from __future__ import annotations
 
 from llmgw.events.v1 import events_pb2
+from llmgw.inputs import embedding_text
 
 __all__ = ["input_text", "segment_of"]
 
 
 def input_text(event: events_pb2.RequestEvent) -> str:
-    if event.variables:
-        return "\n".join(f"{k}: {event.variables[k]}" for k in sorted(event.variables))
-    for m in reversed(event.messages):
-        if m.role == "user":
-            return m.content
-    return ""
+    if event.input_text:  # the tenant keeps raw input out of events: the ingress sent the text
+        return event.input_text
+    return embedding_text(event.variables, ((m.role, m.content) for m in event.messages))
 
 
 def segment_of(event: events_pb2.RequestEvent) -> str:

@@ -16,10 +16,12 @@ from redis.exceptions import RedisError
 
 from llmgw.gateway.v1 import gateway_pb2_grpc
 from llmgw.kit.health import peer_serving
-from llmgw.kit.kafka import KafkaPublisher, KafkaSecurity
+from llmgw.kit.kafka import DiscardingSink, KafkaPublisher, KafkaSecurity
 from llmgw.kit.logging import get_logger
+from llmgw.kit.redact import Redactor, load_redaction
 from llmgw.kit.redis import connect
 from llmgw.kit.server import GrpcService
+from llmgw.ports import EventSink
 from llmgw.prompts import LabelStore, Registry
 
 __all__ = ["build"]
@@ -68,17 +70,21 @@ async def build(settings: IngressSettings) -> GrpcService:
     publisher = KafkaPublisher(
         settings.kafka_bootstrap, queue_size=settings.event_queue_size, idempotent=settings.kafka_idempotence,
         security=security,
+        spool_dir=settings.spool_dir,
+        spool_max_bytes=settings.spool_max_bytes,
     )
     await publisher.start()
+    events: EventSink = publisher if settings.publish_events else DiscardingSink()
     registry = Registry.load(settings.prompts_dir)
     stop_labels = await _follow_labels(settings, registry)
     core = Gateway(
         limiter=limiter,
         cache=cache,
         router=router,
-        events=publisher,
+        events=events,
         registry=registry,
         api_keys=ApiKeys.parse(settings.api_keys.get_secret_value()),
+        redactor=Redactor(load_redaction(settings.redaction_file)),
         default_label=settings.default_label,
         default_max_tokens=settings.default_max_tokens,
         limiter_fail_open=settings.limiter_fail_open,

@@ -20,6 +20,7 @@ from llmgw.domain import CacheEntry, Chunk, Completion, Decision, KeyMaterial, L
 from llmgw.kit.errors import Aborted, LlmgwError, RateLimited
 from llmgw.kit.kafka import REQUESTS_TOPIC, RESPONSES_TOPIC
 from llmgw.kit.logging import get_logger
+from llmgw.kit.redact import Redactor
 from llmgw.ports import CachePort, EventSink, LimiterPort, RouterPort
 from llmgw.prompts import PromptVersion, Registry
 
@@ -89,6 +90,7 @@ class Gateway:
         events: EventSink,
         registry: Registry,
         api_keys: ApiKeys,
+        redactor: Redactor | None = None,
         default_label: str = "production",
         default_max_tokens: int = 512,
         limiter_fail_open: bool = True,
@@ -99,6 +101,7 @@ class Gateway:
         self._events = events
         self._registry = registry
         self._keys = api_keys
+        self._redactor = redactor or Redactor()
         self._default_label = default_label
         self._default_max_tokens = default_max_tokens
         self._limiter_fail_open = limiter_fail_open
@@ -158,7 +161,8 @@ class Gateway:
             REQUESTS_TOPIC,
             request_id,
             request_event(req, request_id=request_id, tenant=tenant, prompt_version=admitted.prompt_version,
-                          route=route, stream=stream),
+                          route=route, stream=stream, redact=self._redactor.for_tenant(tenant),
+                          raw_input=self._redactor.raw_input(tenant)),
         )
         return admitted
 
@@ -228,6 +232,7 @@ class Gateway:
                 text=c.text if c else "", provider=c.provider if c else "", model=c.model if c else "",
                 error=exc.message if exc else "", usage=c.usage if c else None, cache_hit=cache_hit,
                 attempts=c.attempts if c else tuple(getattr(exc, "attempts", ()) or ()),
+                redact=self._redactor.for_tenant(tenant),
             ),
         )
 

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 
 from llmgw.services.ingress.request import GatewayRequest
 
 from llmgw.convert import attempts_to_pb, messages_to_pb, sampling_to_pb, usage_to_pb
-from llmgw.domain import Attempt, Usage
+from llmgw.domain import Attempt, Message, Usage
 from llmgw.events.v1 import events_pb2
+from llmgw.inputs import embedding_text, input_sha256
 
 __all__ = ["SCHEMA_VERSION", "request_event", "response_event"]
 
@@ -16,7 +18,17 @@ SCHEMA_VERSION = 1
 
 
 def request_event(req: GatewayRequest, *, request_id: str, tenant: str, prompt_version: str, route: str,
-                  stream: bool) -> bytes:
+                  stream: bool, redact: Callable[[str], str], raw_input: bool = True) -> bytes:
+    """The admission event; every free text passes ``redact`` first. Without ``raw_input`` the
+    event carries a hash and the redacted embedding text instead of variables and messages."""
+    messages = [Message(m.role, redact(m.content)) for m in req.messages]
+    variables = {k: redact(v) for k, v in req.variables.items()}
+    extra: dict[str, str] = {}
+    if not raw_input:
+        pairs = [(m.role, m.content) for m in req.messages]
+        extra = {"input_sha256": input_sha256(req.variables, pairs),
+                 "input_text": redact(embedding_text(req.variables, pairs))}
+        messages, variables = [], {}
     return events_pb2.RequestEvent(
         schema_version=SCHEMA_VERSION,
         request_id=request_id,
@@ -26,11 +38,12 @@ def request_event(req: GatewayRequest, *, request_id: str, tenant: str, prompt_v
         prompt_version=prompt_version,
         label=req.label,
         route=route,
-        variables=dict(req.variables),
-        messages=messages_to_pb(req.messages),
+        variables=variables,
+        messages=messages_to_pb(messages),
         sampling=sampling_to_pb(req.sampling),
-        metadata=dict(req.metadata),
+        metadata={k: redact(v) for k, v in req.metadata.items()},
         stream=stream,
+        **extra,
     ).SerializeToString()
 
 
@@ -50,6 +63,7 @@ def response_event(
     usage: Usage | None = None,
     cache_hit: bool = False,
     attempts: tuple[Attempt, ...] = (),
+    redact: Callable[[str], str],
 ) -> bytes:
     return events_pb2.ResponseEvent(
         schema_version=SCHEMA_VERSION,
@@ -59,14 +73,15 @@ def response_event(
         prompt=prompt,
         prompt_version=prompt_version,
         route=route,
-        text=text,
+        text=redact(text),
         provider=provider,
         model=model,
         status=status,
-        error=error,
+        error=redact(error),
         latency_ms=latency_ms,
         usage=usage_to_pb(usage or Usage()),
         cache_hit=cache_hit,
-        attempts=attempts_to_pb(attempts),
+        attempts=attempts_to_pb(Attempt(a.provider, a.model, a.status, redact(a.error), a.latency_ms)
+                                for a in attempts),
     ).SerializeToString()
 

@@ -17,7 +17,13 @@ class IngressSettings(ServiceSettings):
     kafka_bootstrap: str = "127.0.0.1:9092"
     # On for Apache Kafka; off for the embedded Tansu broker (it refuses InitProducerId).
     kafka_idempotence: bool = False
+    # Off only to measure the publisher's overhead (bench/events.py): events are then discarded.
+    publish_events: bool = True
     event_queue_size: int = 10_000
+    # Where events wait on disk while the broker is away; default: a fresh temp directory.
+    # In k8s an emptyDir survives container restarts, so a crash loses nothing spooled.
+    spool_dir: Path | None = None
+    spool_max_bytes: int = 512 * 1024 * 1024
     kafka_security_protocol: str = "PLAINTEXT"
     kafka_sasl_mechanism: str = "PLAIN"
     kafka_sasl_username: str | None = None
@@ -25,6 +31,8 @@ class IngressSettings(ServiceSettings):
     # "key=tenant,key2=tenant2"; from a k8s Secret in production. Never logged.
     api_keys: SecretStr = SecretStr("")
     prompts_dir: Path = Path("prompts")
+    # Per-tenant redaction of events (format in llmgw.kit.redact); secrets are always removed.
+    redaction_file: Path | None = None
     # The live label store (Redis); empty: labels come from the files only.
     labels_redis_url: str = ""
     labels_redis_password: SecretStr | None = None

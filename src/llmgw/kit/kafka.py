@@ -1,28 +1,33 @@
 """Kafka plumbing: topic names, explicit topic creation, and the non-blocking event publisher.
 
 The request path only enqueues into a bounded queue; a background task batches to the broker.
-While the broker is unreachable, events wait in the queue and the producer keeps reconnecting;
-only a full queue drops (counted, logged). Idempotence is a setting: on for Apache Kafka, off for
-the embedded Tansu broker, which refuses InitProducerId.
+While the broker is unreachable or the queue is full, events go to an on-disk spool that is
+replayed in order when the broker returns; only a full spool drops (counted, alarmed).
+Idempotence is a setting: on for Apache Kafka, off for the embedded Tansu broker, which refuses
+InitProducerId; consumers de-duplicate by request id (the record key).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import tempfile
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from aiokafka import AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaError, TopicAlreadyExistsError
 from aiokafka.helpers import create_ssl_context
-from prometheus_client import Counter, Gauge
+from prometheus_client import Counter, Gauge, Histogram
 
 from llmgw.kit.logging import get_logger
+from llmgw.kit.spool import Record, Spool
 
-__all__ = ["DRIFT_TOPIC", "REQUESTS_TOPIC", "RESPONSES_TOPIC", "KafkaPublisher", "ensure_topics"]
+__all__ = ["DRIFT_TOPIC", "REQUESTS_TOPIC", "RESPONSES_TOPIC", "DiscardingSink", "KafkaPublisher", "ensure_topics"]
 
 REQUESTS_TOPIC = "llm.requests"
 RESPONSES_TOPIC = "llm.responses"
@@ -31,9 +36,12 @@ AUDIT_TOPIC = "llm.audit"
 DEFAULT_TOPICS = {REQUESTS_TOPIC: 3, RESPONSES_TOPIC: 3, DRIFT_TOPIC: 1, AUDIT_TOPIC: 1}
 
 _log = get_logger(__name__)
-QUEUE_DEPTH = Gauge("llmgw_events_queue_depth", "Events waiting to be published")
+QUEUE_DEPTH = Gauge("llmgw_events_queue_depth", "Events waiting in memory to be published")
+SPOOL_BYTES = Gauge("llmgw_events_spool_bytes", "Bytes of events spooled on disk")
+SPOOL_FULL = Gauge("llmgw_events_spool_full", "1 while the spool is at its cap and events are dropped (alarm)")
 PUBLISHED = Counter("llmgw_events_published_total", "Events acknowledged by the broker", ["topic"])
-DROPPED = Counter("llmgw_events_dropped_total", "Events dropped because the queue was full", ["topic"])
+DROPPED = Counter("llmgw_events_dropped_total", "Events dropped: only when the spool is full", ["topic"])
+PUBLISH_LATENCY = Histogram("llmgw_events_publish_seconds", "Broker acknowledgement time of a batch")
 
 
 @dataclass(frozen=True)
@@ -81,8 +89,22 @@ async def ensure_topics(
         await admin.close()
 
 
+class DiscardingSink:
+    """An ``EventSink`` that drops everything: only the baseline of the publisher benchmark."""
+
+    def publish(self, topic: str, key: str, value: bytes) -> None:
+        return None
+
+
 class KafkaPublisher:
-    """``llmgw.ports.EventSink`` over aiokafka. ``start``/``stop`` are explicit; stop is idempotent."""
+    """``llmgw.ports.EventSink`` over aiokafka. ``start``/``stop`` are explicit; stop is idempotent.
+
+    ``publish`` never waits: it puts the event on a bounded queue. A sender task batches the queue
+    to the broker (acks=all). While a batch cannot be delivered, or the queue is full, new events
+    go to the on-disk spool instead (written and fsync'd in batches by a flusher task); once the
+    broker takes events again the sender delivers, in order, the failed batch, the queue, then
+    the spool. Only a full spool (``spool_max_bytes``) drops events: counted and alarmed.
+    """
 
     def __init__(
         self,
@@ -93,34 +115,55 @@ class KafkaPublisher:
         linger_ms: int = 5,
         batch: int = 500,
         security: KafkaSecurity | None = None,
+        spool_dir: Path | None = None,
+        spool_max_bytes: int = 512 * 1024 * 1024,
+        request_timeout_ms: int = 5_000,
     ) -> None:
         self._bootstrap = bootstrap
-        self._queue: asyncio.Queue[tuple[str, bytes, bytes]] = asyncio.Queue(maxsize=queue_size)
+        self._queue: asyncio.Queue[Record] = asyncio.Queue(maxsize=queue_size)
         self._idempotent = idempotent
         self._linger_ms = linger_ms
         self._batch = batch
         self._security = security or KafkaSecurity()
-        self._task: asyncio.Task[None] | None = None
+        self._request_timeout_ms = request_timeout_ms
+        # A spool belongs to one publisher: two sharing a directory would replay each other's events.
+        directory = spool_dir or Path(tempfile.mkdtemp(prefix="llmgw-spool-"))
+        self._spool = Spool(directory, max_bytes=spool_max_bytes)
+        # True while new events must go to the spool to keep their order behind what waits.
+        self._spooling = not self._spool.empty()
+        self._to_spool: list[Record] = []
+        self._spool_lock = asyncio.Lock()
+        self._tasks: list[asyncio.Task[None]] = []
         self._producer: AIOKafkaProducer | None = None
         self._connecting: AIOKafkaProducer | None = None
         self.connected = asyncio.Event()
+        SPOOL_BYTES.set(self._spool.size)
 
     def publish(self, topic: str, key: str, value: bytes) -> None:
-        try:
-            self._queue.put_nowait((topic, key.encode(), value))
-        except asyncio.QueueFull:
-            DROPPED.labels(topic).inc()
-            _log.error("event_dropped_queue_full", topic=topic, key=key)
-            return
-        QUEUE_DEPTH.set(self._queue.qsize())
+        rec: Record = (topic, key.encode(), value)
+        if not self._spooling:
+            try:
+                self._queue.put_nowait(rec)
+                QUEUE_DEPTH.set(self._queue.qsize())
+                return
+            except asyncio.QueueFull:
+                self._spooling = True
+                _log.warning("event_queue_full_spooling_to_disk", queue=self._queue.maxsize)
+        self._to_spool.append(rec)
 
     @property
     def pending(self) -> int:
-        return self._queue.qsize()
+        """Events not yet handed to the broker (queue, spool buffer and spool files' records)."""
+        return self._queue.qsize() + len(self._to_spool) + (1 if not self._spool.empty() else 0)
+
+    @property
+    def spooling(self) -> bool:
+        return self._spooling
 
     async def start(self) -> None:
-        if self._task is None:
-            self._task = asyncio.create_task(self._run(), name="kafka-publisher")
+        if not self._tasks:
+            self._tasks = [asyncio.create_task(self._run(), name="kafka-publisher"),
+                           asyncio.create_task(self._flusher(), name="kafka-spool-flusher")]
 
     async def _connect(self) -> AIOKafkaProducer:
         delay = 0.2
@@ -130,7 +173,7 @@ class KafkaPublisher:
                 acks="all",
                 enable_idempotence=self._idempotent,
                 linger_ms=self._linger_ms,
-                request_timeout_ms=10_000,
+                request_timeout_ms=self._request_timeout_ms,
                 **self._security.client_kwargs(),
             )
             self._connecting = producer
@@ -148,50 +191,103 @@ class KafkaPublisher:
             _log.info("kafka_connected", bootstrap=self._bootstrap)
             return producer
 
+    async def _flusher(self) -> None:
+        """Writes spooled events to disk in batches (one fsync per batch), off the event loop."""
+        loop = asyncio.get_running_loop()
+        while True:
+            await asyncio.sleep(0.05)
+            if not self._to_spool:
+                continue
+            batch, self._to_spool = self._to_spool, []
+            async with self._spool_lock:
+                taken = await loop.run_in_executor(None, self._spool.append, batch)
+                SPOOL_BYTES.set(self._spool.size)
+            if taken < len(batch):
+                lost = len(batch) - taken
+                SPOOL_FULL.set(1)
+                for topic, _, _ in batch[taken:]:
+                    DROPPED.labels(topic).inc()
+                _log.error("event_spool_full_events_dropped", dropped=lost, max_bytes=self._spool.max_bytes)
+
     async def _run(self) -> None:
         self._producer = await self._connect()
+        loop = asyncio.get_running_loop()
         while True:
+            if not self._queue.empty():
+                batch = [self._queue.get_nowait() for _ in range(min(self._batch, self._queue.qsize()))]
+                QUEUE_DEPTH.set(self._queue.qsize())
+                await self._deliver(batch)
+                continue
+            if self._spooling:
+                if self._to_spool:
+                    await asyncio.sleep(0.06)  # let the flusher put them on disk, in order
+                    continue
+                async with self._spool_lock:
+                    records = await loop.run_in_executor(None, self._spool.take)
+                for i in range(0, len(records), self._batch):
+                    await self._deliver(records[i : i + self._batch])
+                async with self._spool_lock:
+                    await loop.run_in_executor(None, self._spool.done)
+                    SPOOL_BYTES.set(self._spool.size)
+                if records:
+                    _log.info("event_spool_replayed", events=len(records))
+                if self._spool.empty() and not self._to_spool and self._queue.empty():
+                    self._spooling = False  # no await since the checks: publish() sees it at once
+                    SPOOL_FULL.set(0)
+                continue
             first = await self._queue.get()
-            batch = [first]
-            while len(batch) < self._batch and not self._queue.empty():
-                batch.append(self._queue.get_nowait())
-            await self._send(batch)
-            QUEUE_DEPTH.set(self._queue.qsize())
+            self._queue.put_nowait(first)  # take it back with its batch on the next turn
 
-    async def _send(self, batch: list[tuple[str, bytes, bytes]]) -> None:
-        # Keep sending the same batch until the broker takes it: nothing is lost to a blip.
+    async def _deliver(self, batch: list[Record]) -> None:
+        """Send one batch until the broker acknowledges all of it; meanwhile new events spool."""
+        delay = 0.2
         while True:
             assert self._producer is not None
+            start = time.perf_counter()
             try:
                 futures = [await self._producer.send(t, value=v, key=k) for t, k, v in batch]
                 await asyncio.gather(*futures)
             except (KafkaError, OSError) as exc:
-                _log.warning("kafka_send_failed", error=repr(exc), events=len(batch))
-                await asyncio.sleep(0.5)
+                if not self._spooling:
+                    self._spooling = True
+                    _log.warning("kafka_unavailable_spooling_to_disk", error=repr(exc), events=len(batch))
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 5.0)
                 continue
+            PUBLISH_LATENCY.observe(time.perf_counter() - start)
             for t, _, _ in batch:
                 PUBLISHED.labels(t).inc()
             return
 
     async def flush(self, timeout_s: float = 5.0) -> bool:
-        """Wait until the queue is empty (or the timeout); True when everything was handed over."""
+        """Wait until everything was handed to the broker (or the timeout); True when it was."""
         deadline = asyncio.get_running_loop().time() + timeout_s
-        while self._queue.qsize() and asyncio.get_running_loop().time() < deadline:
-            await asyncio.sleep(0.01)
+        while (self._queue.qsize() or self._spooling) and asyncio.get_running_loop().time() < deadline:
+            await asyncio.sleep(0.02)
         if self._producer is not None:
-            with contextlib.suppress(KafkaError, OSError):
+            with contextlib.suppress(KafkaError, OSError, TimeoutError):
                 async with asyncio.timeout(max(0.1, deadline - asyncio.get_running_loop().time())):
                     await self._producer.flush()
-        return self._queue.qsize() == 0
+        return not (self._queue.qsize() or self._spooling)
 
     async def stop(self, timeout_s: float = 5.0) -> None:
-        if self._task is None:
+        """Deliver what it can within ``timeout_s``; whatever is left goes to the spool on disk,
+        so a restart sends it (nothing is lost to a shutdown)."""
+        if not self._tasks:
             return
         await self.flush(timeout_s)
-        task, self._task = self._task, None
-        task.cancel()
+        tasks, self._tasks = self._tasks, []
+        for t in tasks:
+            t.cancel()
         # aiokafka can swallow a cancel that lands inside producer.start(): never wait forever.
-        await asyncio.wait({task}, timeout=2.0)
+        await asyncio.wait(set(tasks), timeout=2.0)
+        leftover = [self._queue.get_nowait() for _ in range(self._queue.qsize())] + self._to_spool
+        self._to_spool = []
+        if leftover:
+            # Behind anything already spooled: the queue was older than the spool only while
+            # the spool was empty, which is the case whenever the queue holds events at stop.
+            self._spool.append(leftover)
+            _log.warning("events_left_in_spool_at_stop", events=len(leftover))
         if self._connecting is not None:
             with contextlib.suppress(Exception):
                 async with asyncio.timeout(2.0):
@@ -203,4 +299,3 @@ class KafkaPublisher:
 
     async def ready(self) -> bool:
         return self.connected.is_set()
-

@@ -6,21 +6,15 @@ Configured once by each service's ``__main__`` via ``configure()``, never at imp
 from __future__ import annotations
 
 import logging
-import re
 import sys
 from collections.abc import MutableMapping
 from typing import Any
 
 import structlog
 
+from llmgw.kit.redact import mask_secrets
+
 __all__ = ["configure", "get_logger", "mask_secrets"]
-
-# API keys of OpenAI (sk-...), Anthropic (sk-ant-...) and bearer tokens: masked in every log line.
-_SECRET = re.compile(r"(sk-[A-Za-z0-9_\-]{6})[A-Za-z0-9_\-]+|(Bearer\s+)\S+")
-
-
-def mask_secrets(text: str) -> str:
-    return _SECRET.sub(lambda m: (m.group(1) or m.group(2)) + "***", text)
 
 
 def _mask(_: Any, __: str, event: MutableMapping[str, Any]) -> MutableMapping[str, Any]:

@@ -1,0 +1,138 @@
+"""Events: redaction, and nothing lost while the broker is away (spool to disk, replay)."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+from pathlib import Path
+
+import pytest
+
+from llmgw.events.v1 import events_pb2
+from llmgw.gateway.v1 import gateway_pb2
+from llmgw.kit.embedded import free_port, start_tansu
+from llmgw.kit.kafka import ensure_topics
+from llmgw.stack import Stack, start_stack
+from tests.helpers import Client, read_topic
+
+pytestmark = pytest.mark.integration
+
+HIGH_LIMITS = "domains: {gateway: [{match: {tenant: '*'}, limits: [{name: rps, unit: requests, limit: 100000, per: second}]}]}"
+OUTAGE_S = float(os.environ.get("LLMGW_BROKER_OUTAGE_S", "30"))
+
+
+def _req(text: str) -> gateway_pb2.CompleteRequest:
+    return gateway_pb2.CompleteRequest(prompt="summarize", variables={"text": text},
+                                       cache_mode=gateway_pb2.CompleteRequest.BYPASS)
+
+
+async def _stack(redis_url: str, bootstrap: str, tmp_path: Path, **ingress: object) -> Stack:
+    limits = tmp_path / "limits.yaml"
+    limits.write_text(HIGH_LIMITS)
+    return await start_stack(redis_url=redis_url, kafka_bootstrap=bootstrap, limits_file=limits,
+                             ingress_overrides=ingress)
+
+
+def _publisher(stack: Stack):  # type: ignore[no-untyped-def]
+    return stack.ingress.service.servicers[0][0]._core._events  # noqa: SLF001 (the composed publisher)
+
+
+async def test_events_are_redacted_and_raw_input_can_stay_out(
+    redis_url: str, topics_ready: str, tmp_path: Path
+) -> None:
+    policy = tmp_path / "redaction.yaml"
+    policy.write_text("tenants:\n  globex: {raw_input: false}\n")
+    stack = await _stack(redis_url, topics_ready, tmp_path, redaction_file=policy)
+    client = Client(stack.ingress.address)
+    try:
+        secret = "my key is sk-proj-abcdefghijklmnopqrstu, mail me at jane@example.com"
+        a = await client.complete(_req(secret))
+        b = await client.complete(_req(secret), key="other-key")  # tenant globex
+        events = await read_topic(topics_ready, "llm.requests", {a.request_id, b.request_id})
+        responses = await read_topic(topics_ready, "llm.responses", {a.request_id})
+    finally:
+        await client.close()
+        await stack.stop()
+    ev_a = events_pb2.RequestEvent.FromString(events[a.request_id])
+    assert "abcdefghijklmnopqrstu" not in ev_a.variables["text"] and "jane@example.com" not in ev_a.variables["text"]
+    assert "[SECRET]" in ev_a.variables["text"] and "[EMAIL]" in ev_a.variables["text"]
+    out = events_pb2.ResponseEvent.FromString(responses[a.request_id])
+    assert "abcdefghijklmnopqrstu" not in out.text
+    ev_b = events_pb2.RequestEvent.FromString(events[b.request_id])
+    assert not ev_b.variables and len(ev_b.input_sha256) == 64
+    assert ev_b.input_text.startswith("text: my key is [SECRET]")
+
+
+async def test_broker_never_started_serves_spools_then_delivers(redis_url: str, tmp_path: Path) -> None:
+    port = free_port()
+    stack = await _stack(redis_url, f"127.0.0.1:{port}", tmp_path, event_queue_size=5,
+                         spool_dir=tmp_path / "spool")
+    client = Client(stack.ingress.address)
+    broker = None
+    try:
+        ids = [(await client.complete(_req(f"no broker {i}"))).request_id for i in range(20)]
+        await asyncio.sleep(0.3)
+        publisher = _publisher(stack)
+        assert publisher.spooling and any((tmp_path / "spool").iterdir())
+        broker = start_tansu(port)
+        await ensure_topics(broker.address)
+        assert await publisher.flush(timeout_s=30)
+        requests = await read_topic(broker.address, "llm.requests", set(ids))
+        responses = await read_topic(broker.address, "llm.responses", set(ids))
+        assert set(requests) == set(ids) and set(responses) == set(ids)
+    finally:
+        await client.close()
+        await stack.stop()
+        if broker is not None:
+            broker.stop()
+
+
+@pytest.mark.slow
+async def test_broker_unreachable_under_steady_load_loses_nothing(redis_url: str, tmp_path: Path) -> None:
+    """The broker process is frozen (SIGSTOP: connections hang, the nastiest kind of outage) for
+    OUTAGE_S seconds under steady load, then resumes with its data: every request succeeds and
+    every event arrives (at least once; exactly once per request id after de-duplication)."""
+    broker = start_tansu()
+    await ensure_topics(broker.address)
+    stack = await _stack(redis_url, broker.address, tmp_path, event_queue_size=20, spool_dir=tmp_path / "spool")
+    client = Client(stack.ingress.address)
+    ids: list[str] = []
+    errors: list[Exception] = []
+    stop = asyncio.Event()
+
+    async def load(w: int) -> None:
+        i = 0
+        while not stop.is_set():
+            i += 1
+            try:
+                ids.append((await client.complete(_req(f"w{w} n{i}"))).request_id)
+            except Exception as exc:  # any failure is a test failure, collected
+                errors.append(exc)
+            await asyncio.sleep(0.05)
+
+    try:
+        workers = [asyncio.create_task(load(w)) for w in range(3)]
+        await asyncio.sleep(1.0)
+        os.kill(broker.popen.pid, signal.SIGSTOP)
+        await asyncio.sleep(OUTAGE_S)
+        publisher = _publisher(stack)
+        spooled_during_outage = publisher.spooling
+        os.kill(broker.popen.pid, signal.SIGCONT)
+        await asyncio.sleep(1.0)
+        stop.set()
+        await asyncio.gather(*workers)
+        assert await publisher.flush(timeout_s=60), "the spool drains once the broker is back"
+        requests = await read_topic(broker.address, "llm.requests", set(ids), timeout_s=60)
+        responses = await read_topic(broker.address, "llm.responses", set(ids), timeout_s=60)
+    finally:
+        stop.set()
+        await client.close()
+        await stack.stop()
+        os.kill(broker.popen.pid, signal.SIGCONT)
+        broker.stop()
+    assert errors == []
+    assert spooled_during_outage
+    assert len(ids) > 50
+    assert set(requests) == set(ids) and set(responses) == set(ids)
+    assert not any((tmp_path / "spool").iterdir()) or all(p.stat().st_size == 0 for p in (tmp_path / "spool").iterdir())
