@@ -55,6 +55,7 @@ typecheck:
 bench: install
 	$(BIN)/python -m bench.latency
 	$(BIN)/python -m bench.fallback
+	$(BIN)/python -m bench.events
 
 clean:
 	rm -rf $(VENV) .pytest_cache

@@ -15,7 +15,7 @@ from llmgw.services.drift.text import input_text, segment_of
 from prometheus_client import Counter, Gauge
 
 from llmgw.events.v1 import events_pb2
-from llmgw.kit.kafka import DRIFT_TOPIC, REQUESTS_TOPIC
+from llmgw.kit.kafka import DRIFT_TOPIC
 from llmgw.kit.logging import get_logger
 
 __all__ = ["GLOBAL_SEGMENT", "create_app", "process_window"]
@@ -70,7 +70,7 @@ def create_app(settings: DriftSettings, embedder: Embedder) -> faust.App:
         broker_heartbeat_interval=settings.heartbeat_interval_s,
         broker_max_poll_interval=settings.max_poll_interval_s,
     )
-    requests = app.topic(REQUESTS_TOPIC, key_type=bytes, value_type=bytes, key_serializer="raw",
+    requests = app.topic(settings.requests_topic, key_type=bytes, value_type=bytes, key_serializer="raw",
                          value_serializer="raw")
     drift = app.topic(DRIFT_TOPIC, key_type=bytes, value_type=bytes, key_serializer="raw", value_serializer="raw")
     detector = DriftDetector(reference_size=settings.reference_size)

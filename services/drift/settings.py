@@ -10,6 +10,8 @@ class DriftSettings(ServiceSettings):
     port: int = 50064
     kafka_bootstrap: str = "127.0.0.1:9092"
     app_id: str = "llmgw-drift"
+    # The input topic: llm.requests, or a replayed window (llmgw events replay --to-topic ...).
+    requests_topic: str = "llm.requests"
     # Events per window; a window also closes after window_seconds with whatever it has.
     window_size: int = 20
     window_seconds: float = 10.0

@@ -35,7 +35,7 @@ async def _stack(redis_url: str, bootstrap: str, tmp_path: Path, **ingress: obje
 
 
 def _publisher(stack: Stack):  # type: ignore[no-untyped-def]
-    return stack.ingress.service.servicers[0][0]._core._events  # noqa: SLF001 (the composed publisher)
+    return stack.ingress.service.servicers[0][0]._core._events
 
 
 async def test_events_are_redacted_and_raw_input_can_stay_out(

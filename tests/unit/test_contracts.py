@@ -32,3 +32,21 @@ def test_public_field_names() -> None:
     resp = {f.name for f in gateway_pb2.CompleteResponse.DESCRIPTOR.fields}
     assert resp == {"request_id", "text", "provider", "model", "prompt_version", "cache_hit", "usage", "attempts"}
     assert [v.name for v in gateway_pb2.CompleteRequest.CacheMode.DESCRIPTOR.values] == ["DEFAULT", "BYPASS", "REFRESH"]
+
+
+def test_contracts_only_change_additively() -> None:
+    import json
+
+    from llmgw.contracts import LOCK, breaking_changes, snapshot
+
+    assert breaking_changes(json.loads(LOCK.read_text()), snapshot()) == []
+
+
+def test_the_evolution_check_catches_breaking_changes() -> None:
+    from llmgw.contracts import breaking_changes
+
+    old = {"m": {"a": [1, 9, 0], "b": [2, 9, 0]}}
+    assert breaking_changes(old, {"m": {"a": [1, 9, 0], "b": [2, 9, 0], "c": [3, 9, 0]}}) == []
+    assert breaking_changes(old, {"m": {"a": [1, 9, 0]}}) == ["m.b: field removed (reserve its number instead)"]
+    assert "changed" in breaking_changes(old, {"m": {"a": [1, 5, 0], "b": [2, 9, 0]}})[0]
+    assert "reuses number 2" in breaking_changes(old, {"m": {"a": [1, 9, 0], "b2": [2, 9, 0], "b": [4, 9, 0]}})[1]

@@ -34,5 +34,5 @@ def test_per_tenant_custom_patterns_and_raw_input(tmp_path: Path) -> None:
 def test_bad_config_names_the_key(tmp_path: Path) -> None:
     f = tmp_path / "r.yaml"
     f.write_text("tenants:\n  acme: {redact: [ssn]}\n")
-    with pytest.raises(ConfigError, match="tenants.acme.redact"):
+    with pytest.raises(ConfigError, match=r"tenants\.acme\.redact"):
         load_redaction(f)

@@ -1,0 +1,123 @@
+"""``llmgw events tail|replay``: the analyst's view of the event topics."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import uuid
+from datetime import datetime
+from typing import Any
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from google.protobuf.json_format import MessageToDict
+
+from llmgw.events.v1 import events_pb2
+from llmgw.kit.kafka import REQUESTS_TOPIC, RESPONSES_TOPIC, ensure_topics
+
+__all__ = ["add_parser", "decode"]
+
+_PROTO = {REQUESTS_TOPIC: events_pb2.RequestEvent, RESPONSES_TOPIC: events_pb2.ResponseEvent}
+
+
+def decode(topic: str, value: bytes) -> dict[str, Any]:
+    """A record as JSON: protobuf topics through their message type, JSON topics as they are."""
+    msg = _PROTO.get(topic)
+    if msg is not None:
+        return MessageToDict(msg.FromString(value), preserving_proto_field_name=True)
+    return dict(json.loads(value))
+
+
+def _matches(event: dict[str, Any], args: argparse.Namespace) -> bool:
+    return all(
+        want is None or str(event.get(field, "")) == want
+        for field, want in (("tenant", args.tenant), ("prompt", args.prompt), ("status", args.status))
+    )
+
+
+def _when(text: str) -> int:
+    """Unix seconds or ISO 8601 -> milliseconds."""
+    try:
+        return int(float(text) * 1000)
+    except ValueError:
+        return int(datetime.fromisoformat(text).timestamp() * 1000)
+
+
+async def _tail(args: argparse.Namespace) -> int:
+    consumer = AIOKafkaConsumer(args.topic, bootstrap_servers=args.bootstrap, enable_auto_commit=False,
+                                auto_offset_reset="earliest" if args.from_beginning else "latest",
+                                group_id=f"llmgw-tail-{uuid.uuid4().hex[:8]}")
+    await consumer.start()
+    shown = 0
+    try:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + args.timeout if args.timeout else None
+        while (deadline is None or loop.time() < deadline) and (not args.max or shown < args.max):
+            for records in (await consumer.getmany(timeout_ms=500)).values():
+                for r in records:
+                    event = decode(args.topic, r.value)
+                    if _matches(event, args):
+                        print(json.dumps(event, sort_keys=True), flush=True)
+                        shown += 1
+                        if args.max and shown >= args.max:
+                            return 0
+    finally:
+        await consumer.stop()
+    return 0
+
+
+async def _replay(args: argparse.Namespace) -> int:
+    start_ms, end_ms = _when(args.start), _when(args.end)
+    await ensure_topics(args.bootstrap, {args.to_topic: 3})
+    consumer = AIOKafkaConsumer(bootstrap_servers=args.bootstrap, enable_auto_commit=False)
+    producer = AIOKafkaProducer(bootstrap_servers=args.bootstrap, acks="all")
+    await consumer.start()
+    await producer.start()
+    sent = 0
+    try:
+        # The producer's public metadata call lists the partitions without joining a group.
+        parts = [TopicPartition(args.topic, p) for p in sorted(await producer.partitions_for(args.topic))]
+        consumer.assign(parts)
+        starts = await consumer.offsets_for_times({tp: start_ms for tp in parts})
+        ends = await consumer.end_offsets(parts)
+        for tp in parts:
+            found = starts.get(tp)
+            if found is None:
+                continue
+            consumer.seek(tp, found.offset)
+            done = False
+            while not done and (await consumer.position(tp)) < ends[tp]:
+                for records in (await consumer.getmany(tp, timeout_ms=1000)).values():
+                    for r in records:
+                        if r.timestamp > end_ms:
+                            done = True
+                            break
+                        await producer.send(args.to_topic, value=r.value, key=r.key)
+                        sent += 1
+        await producer.flush()
+    finally:
+        await producer.stop()
+        await consumer.stop()
+    print(f"replayed {sent} events from {args.topic} [{args.start} .. {args.end}] to {args.to_topic}")
+    return 0
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    events = sub.add_parser("events", help="the event topics").add_subparsers(dest="sub", required=True)
+    tail = events.add_parser("tail", help="print events as JSON lines, filtered")
+    tail.add_argument("--bootstrap", required=True)
+    tail.add_argument("--topic", default=RESPONSES_TOPIC)
+    tail.add_argument("--tenant")
+    tail.add_argument("--prompt")
+    tail.add_argument("--status", help="e.g. OK, RESOURCE_EXHAUSTED (llm.responses)")
+    tail.add_argument("--from-beginning", action="store_true")
+    tail.add_argument("--max", type=int, default=0, help="stop after this many events")
+    tail.add_argument("--timeout", type=float, default=0, help="stop after this many seconds")
+    tail.set_defaults(func=lambda a: asyncio.run(_tail(a)))
+    replay = events.add_parser("replay", help="re-feed a time window of a topic to another topic")
+    replay.add_argument("--bootstrap", required=True)
+    replay.add_argument("--topic", default=REQUESTS_TOPIC)
+    replay.add_argument("--from", dest="start", required=True, help="unix seconds or ISO 8601")
+    replay.add_argument("--to", dest="end", required=True, help="unix seconds or ISO 8601")
+    replay.add_argument("--to-topic", required=True, help="e.g. llm.requests.replay for a drift or eval run")
+    replay.set_defaults(func=lambda a: asyncio.run(_replay(a)))
