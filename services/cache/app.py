@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from llmgw.services.cache.core import RedisCache
+from llmgw.services.cache.policy import load_policy
 from llmgw.services.cache.server import SERVICE_NAME, CacheServicer
 from llmgw.services.cache.settings import CacheSettings
 
@@ -18,10 +19,10 @@ def build_core(settings: CacheSettings) -> RedisCache:
     return RedisCache(
         redis,
         prefix=settings.key_prefix,
-        ttl_s=settings.ttl_s,
-        max_entry_bytes=settings.max_entry_bytes,
+        policy=load_policy(settings.policy_file, ttl_s=settings.ttl_s, max_entry_bytes=settings.max_entry_bytes),
         timeout_s=settings.redis_timeout_s,
         unset_temperature_is_deterministic=settings.unset_temperature_is_deterministic,
+        lock_ttl_s=settings.single_flight_lock_s,
     )
 
 

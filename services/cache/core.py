@@ -1,13 +1,16 @@
-"""The cache core: lookup and store of compressed entries, policy, stats. Never fails a request."""
+"""The cache core: lookup and store of compressed entries, policy, single-flight, invalidation,
+stats. Never fails a request: Redis slow or down is a miss."""
 
 from __future__ import annotations
 
 import asyncio
 import time
+import uuid
 import zlib
 
 import redis.asyncio as aioredis
-from llmgw.services.cache.keys import cache_key
+from llmgw.services.cache.keys import cache_key, entry_pattern, lock_key, stats_key
+from llmgw.services.cache.policy import CachePolicy
 from prometheus_client import Counter
 from redis.exceptions import RedisError
 
@@ -19,10 +22,15 @@ from llmgw.kit.logging import get_logger
 __all__ = ["RedisCache"]
 
 _log = get_logger(__name__)
-LOOKUPS = Counter("llmgw_cache_lookups_total", "Cache lookups", ["tenant", "result"])
-TOKENS_SAVED = Counter("llmgw_cache_tokens_saved_total", "Provider tokens not spent thanks to hits", ["tenant"])
-COST_SAVED = Counter("llmgw_cache_cost_saved_usd_total", "Provider dollars not spent thanks to hits", ["tenant"])
+LOOKUPS = Counter("llmgw_cache_lookups_total", "Cache lookups", ["tenant", "prompt", "result"])
+TOKENS_SAVED = Counter("llmgw_cache_tokens_saved_total", "Provider tokens not spent thanks to hits",
+                       ["tenant", "prompt"])
+COST_SAVED = Counter("llmgw_cache_cost_saved_usd_total", "Provider dollars not spent thanks to hits",
+                     ["tenant", "prompt"])
+COALESCED = Counter("llmgw_cache_coalesced_total", "Misses answered by another request's provider call")
 ERRORS = Counter("llmgw_cache_redis_errors_total", "Cache operations that gave up on Redis", ["op"])
+
+_REDIS_ERRORS = (RedisError, OSError, TimeoutError)
 
 
 class RedisCache:
@@ -33,95 +41,171 @@ class RedisCache:
         redis: aioredis.Redis,
         *,
         prefix: str = "llmgw:cache",
-        ttl_s: int = 3600,
-        max_entry_bytes: int = 256 * 1024,
+        policy: CachePolicy | None = None,
         timeout_s: float = 0.05,
         unset_temperature_is_deterministic: bool = True,
+        lock_ttl_s: float = 30.0,
     ) -> None:
         self._redis = redis
         self._prefix = prefix
-        self._ttl_s = ttl_s
-        self._max_bytes = max_entry_bytes
+        self._policy = policy or CachePolicy()
         self._timeout = timeout_s
         self._unset_ok = unset_temperature_is_deterministic
+        self._lock_ttl_ms = int(lock_ttl_s * 1000)
         # Strong references to fire-and-forget stat updates (the loop only keeps weak ones).
         self._pending: set[asyncio.Task[None]] = set()
 
     def cacheable(self, key: KeyMaterial) -> bool:
-        """Only deterministic requests are cached: a sampled answer is not 'the same answer'."""
-        t = key.sampling.temperature
-        return (t is None and self._unset_ok) or t == 0
+        return self._policy.allows(key, unset_temperature_is_deterministic=self._unset_ok)
 
-    def _stats_key(self, tenant: str) -> str:
-        return f"{self._prefix}:stats:{tenant}"
+    async def _get(self, k: str) -> bytes | None:
+        async with asyncio.timeout(self._timeout):
+            raw: bytes | None = await self._redis.get(k)
+            return raw
+
+    def _hit(self, key: KeyMaterial, k: str, raw: bytes) -> LookupResult:
+        entry = entry_from_pb(cache_pb2.Entry.FromString(zlib.decompress(raw)))
+        labels = (key.tenant, key.prompt or "-")
+        LOOKUPS.labels(*labels, "hit").inc()
+        TOKENS_SAVED.labels(*labels).inc(entry.usage.total_tokens)
+        if entry.usage.cost_usd is not None:
+            COST_SAVED.labels(*labels).inc(entry.usage.cost_usd)
+        self._count(key.tenant, key.prompt, hits=1, tokens_saved=entry.usage.total_tokens,
+                    cost_saved_usd=entry.usage.cost_usd or 0.0)
+        return LookupResult(key=k, hit=True, entry=entry, cacheable=True)
+
+    async def _lead(self, k: str) -> bool:
+        """Take the single-flight lock of ``k``; it expires if its holder dies."""
+        async with asyncio.timeout(self._timeout):
+            return bool(await self._redis.set(lock_key(k, prefix=self._prefix), uuid.uuid4().hex, nx=True,
+                                              px=self._lock_ttl_ms))
+
+    async def _recheck(self, k: str) -> bytes | None:
+        """Just took the lock: the previous leader may have stored and released between our GET
+        and our lock. Then the entry is there: give the lock back and use it."""
+        raw = await self._get(k)
+        if raw is not None:
+            await self._redis.delete(lock_key(k, prefix=self._prefix))
+        return raw
 
     async def lookup(self, key: KeyMaterial, *, read: bool = True) -> LookupResult:
+        """A hit; or a miss that says whether this caller leads the provider call (``leader``) or
+        another identical request already does (``in_flight``: call ``wait``)."""
         k = cache_key(key, prefix=self._prefix)
-        cacheable = self.cacheable(key)
-        if not (read and cacheable):
-            return LookupResult(key=k, cacheable=cacheable)
+        if not self.cacheable(key):
+            return LookupResult(key=k, cacheable=False)
+        if not read:  # REFRESH/BYPASS: neither read nor wait for others; REFRESH still stores
+            return LookupResult(key=k, cacheable=True)
         try:
-            async with asyncio.timeout(self._timeout):
-                raw = await self._redis.get(k)
-        except (TimeoutError, RedisError, OSError) as exc:
+            raw = await self._get(k)
+            if raw is not None:
+                return self._hit(key, k, raw)
+            LOOKUPS.labels(key.tenant, key.prompt or "-", "miss").inc()
+            self._count(key.tenant, key.prompt, misses=1)
+            leader = await self._lead(k)
+            if leader and (raw := await self._recheck(k)) is not None:
+                return self._hit(key, k, raw)
+        except _REDIS_ERRORS as exc:
             ERRORS.labels("lookup").inc()
             _log.warning("cache_lookup_gave_up", error=repr(exc))
-            return LookupResult(key=k, cacheable=cacheable)
-        if raw is None:
-            LOOKUPS.labels(key.tenant, "miss").inc()
-            self._count(key.tenant, misses=1)
-            return LookupResult(key=k, cacheable=cacheable)
-        entry = entry_from_pb(cache_pb2.Entry.FromString(zlib.decompress(raw)))
-        LOOKUPS.labels(key.tenant, "hit").inc()
-        TOKENS_SAVED.labels(key.tenant).inc(entry.usage.total_tokens)
-        if entry.usage.cost_usd is not None:
-            COST_SAVED.labels(key.tenant).inc(entry.usage.cost_usd)
-        self._count(
-            key.tenant, hits=1, tokens_saved=entry.usage.total_tokens, cost_saved_usd=entry.usage.cost_usd or 0.0
-        )
-        return LookupResult(key=k, hit=True, entry=entry, cacheable=cacheable)
+            return LookupResult(key=k, cacheable=True)
+        return LookupResult(key=k, cacheable=True, leader=leader, in_flight=not leader)
 
-    async def store(self, key: str, entry: CacheEntry, *, tenant: str, prompt: str = "") -> bool:
+    async def wait(self, key: KeyMaterial, *, timeout_s: float) -> LookupResult:
+        """Wait (bounded) for the leader's entry. If the leader gave up or died, the first waiter
+        to notice becomes the new leader; on timeout the caller goes on alone."""
+        k = cache_key(key, prefix=self._prefix)
+        deadline = time.monotonic() + timeout_s
+        delay = 0.005
+        while time.monotonic() < deadline:
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 0.05)
+            try:
+                raw = await self._get(k)
+                if raw is not None:
+                    COALESCED.inc()
+                    return self._hit(key, k, raw)
+                if await self._lead(k):
+                    if (raw := await self._recheck(k)) is not None:
+                        COALESCED.inc()
+                        return self._hit(key, k, raw)
+                    return LookupResult(key=k, cacheable=True, leader=True)
+            except _REDIS_ERRORS as exc:  # one slow poll is not the end of the wait
+                ERRORS.labels("wait").inc()
+                _log.debug("cache_wait_poll_failed", error=repr(exc))
+        _log.warning("cache_wait_timed_out", key=k)
+        return LookupResult(key=k, cacheable=True)
+
+    async def release(self, key: str) -> None:
+        """The leader will not store (failure, uncacheable answer): let waiters go at once."""
+        try:
+            async with asyncio.timeout(self._timeout * 4):
+                await self._redis.delete(lock_key(key, prefix=self._prefix))
+        except _REDIS_ERRORS as exc:
+            ERRORS.labels("release").inc()
+            _log.warning("cache_release_gave_up", error=repr(exc))
+
+    async def store(self, key: str, entry: CacheEntry, *, tenant: str, prompt: str = "", route: str = "") -> bool:
+        policy = self._policy.for_request(prompt, route)
         if not entry.stored_at:
-            entry = CacheEntry(
-                text=entry.text, provider=entry.provider, model=entry.model, usage=entry.usage,
-                chunks=entry.chunks, stored_at=time.time(),
-            )
+            entry = CacheEntry(text=entry.text, provider=entry.provider, model=entry.model, usage=entry.usage,
+                               chunks=entry.chunks, stored_at=time.time())
         blob = zlib.compress(entry_to_pb(entry).SerializeToString(), 6)
-        if len(blob) > self._max_bytes:
-            _log.info("cache_entry_too_large", bytes=len(blob))
+        if len(blob) > policy.max_entry_bytes:
+            _log.info("cache_entry_too_large", bytes=len(blob), max_bytes=policy.max_entry_bytes)
+            await self.release(key)
             return False
         try:
             async with asyncio.timeout(self._timeout * 4):
-                await self._redis.set(key, blob, ex=self._ttl_s)
-        except (TimeoutError, RedisError, OSError) as exc:
+                pipe = self._redis.pipeline(transaction=False)
+                pipe.set(key, blob, ex=policy.ttl_s)
+                pipe.delete(lock_key(key, prefix=self._prefix))
+                await pipe.execute()
+        except _REDIS_ERRORS as exc:
             ERRORS.labels("store").inc()
             _log.warning("cache_store_gave_up", error=repr(exc))
             return False
-        self._count(tenant, stores=1)
+        self._count(tenant, prompt, stores=1)
         return True
 
-    def _count(self, tenant: str, **fields: float) -> None:
+    async def invalidate(self, *, tenant: str | None = None, prompt: str | None = None,
+                         version: str | None = None) -> int:
+        """Delete the entries matching; returns how many. Scans, never KEYS (no Redis stall)."""
+        pattern = entry_pattern(prefix=self._prefix, tenant=tenant, prompt=prompt, version=version)
+        deleted = 0
+        batch: list[bytes] = []
+        async for k in self._redis.scan_iter(match=pattern, count=1000):
+            batch.append(k)
+            if len(batch) >= 500:
+                deleted += await self._redis.unlink(*batch)
+                batch = []
+        if batch:
+            deleted += await self._redis.unlink(*batch)
+        _log.info("cache_invalidated", pattern=pattern, entries=deleted)
+        return deleted
+
+    def _count(self, tenant: str, prompt: str, **fields: float) -> None:
         # Stats are bookkeeping: fire and forget, never on the request's critical path.
-        task = asyncio.get_running_loop().create_task(self._incr(tenant, fields))
+        task = asyncio.get_running_loop().create_task(self._incr(tenant, prompt, fields))
         self._pending.add(task)
         task.add_done_callback(self._pending.discard)
 
-    async def _incr(self, tenant: str, fields: dict[str, float]) -> None:
+    async def _incr(self, tenant: str, prompt: str, fields: dict[str, float]) -> None:
         try:
             pipe = self._redis.pipeline(transaction=False)
-            for name, value in fields.items():
-                if isinstance(value, float):
-                    pipe.hincrbyfloat(self._stats_key(tenant), name, value)
-                else:
-                    pipe.hincrby(self._stats_key(tenant), name, int(value))
+            for key in (stats_key(tenant, prefix=self._prefix), stats_key(tenant, prompt or "-", prefix=self._prefix)):
+                for name, value in fields.items():
+                    if isinstance(value, float):
+                        pipe.hincrbyfloat(key, name, value)
+                    else:
+                        pipe.hincrby(key, name, int(value))
             await pipe.execute()
-        except (RedisError, OSError) as exc:
+        except _REDIS_ERRORS as exc:
             ERRORS.labels("stats").inc()
             _log.debug("cache_stats_failed", error=repr(exc))
 
-    async def stats(self, tenant: str) -> dict[str, float]:
-        raw = await self._redis.hgetall(self._stats_key(tenant))
+    async def stats(self, tenant: str, prompt: str | None = None) -> dict[str, float]:
+        raw = await self._redis.hgetall(stats_key(tenant, prompt, prefix=self._prefix))
         return {k.decode(): float(v) for k, v in raw.items()}
 
     async def ready(self) -> bool:

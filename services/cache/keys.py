@@ -1,9 +1,17 @@
 """The canonical cache key.
 
-Canonical JSON (sorted keys, no whitespace, floats as repr) of every field that changes the
-answer: tenant, prompt name and immutable version, variables, every raw message (system
+Canonical JSON (sorted keys, no whitespace) of every field that changes the answer: tenant,
+prompt name and immutable version, variables (defaults filled in), every raw message (system
 included), route, and all sampling parameters. Metadata and request ids are not part of it.
-The key is ``<prefix>:<tenant>:<sha256>``, so a tenant's entries can never collide with another's.
+
+Redis layout (``:`` separates, each part escaped):
+
+    <prefix>:<tenant>:<prompt or ->:<version or ->:<sha256>   an entry
+    <prefix>!lock:<sha256>                                    single-flight lock of an entry
+    <prefix>!stats:<tenant>[:<prompt>]                        counters
+
+Tenant, prompt and version are in clear so ``llmgw cache invalidate`` is a pattern scan; an entry
+of one tenant can never be read under another's key.
 """
 
 from __future__ import annotations
@@ -13,10 +21,15 @@ import json
 
 from llmgw.domain import KeyMaterial
 
-__all__ = ["KEY_SCHEMA", "cache_key", "canonical_json"]
+__all__ = ["KEY_SCHEMA", "cache_key", "canonical_json", "entry_pattern", "lock_key", "stats_key"]
 
 # Bumped whenever the canonical form changes, so old entries are simply never read again.
 KEY_SCHEMA = 1
+
+
+def _part(text: str) -> str:
+    # Escape what would break the layout or a SCAN pattern.
+    return "".join(f"%{ord(c):02X}" if c in ":%*?[]\\" else c for c in text) or "-"
 
 
 def canonical_json(k: KeyMaterial) -> str:
@@ -40,6 +53,24 @@ def canonical_json(k: KeyMaterial) -> str:
 
 def cache_key(k: KeyMaterial, *, prefix: str = "llmgw:cache") -> str:
     digest = hashlib.sha256(canonical_json(k).encode("utf-8")).hexdigest()
-    # Tenant in clear (escaped) so `invalidate --tenant` is a prefix scan, never a guess.
-    tenant = k.tenant.replace(":", "%3A")
-    return f"{prefix}:{tenant}:{digest}"
+    return f"{prefix}:{_part(k.tenant)}:{_part(k.prompt)}:{_part(k.prompt_version)}:{digest}"
+
+
+def lock_key(key: str, *, prefix: str = "llmgw:cache") -> str:
+    return f"{prefix}!lock:{key.rsplit(':', 1)[-1]}"
+
+
+def stats_key(tenant: str, prompt: str | None = None, *, prefix: str = "llmgw:cache") -> str:
+    base = f"{prefix}!stats:{_part(tenant)}"
+    return base if prompt is None else f"{base}:{_part(prompt)}"
+
+
+def entry_pattern(*, prefix: str, tenant: str | None = None, prompt: str | None = None,
+                  version: str | None = None) -> str:
+    """A SCAN pattern for the entries to invalidate; ``None`` matches anything."""
+    parts = [_part(x) if x is not None else "*" for x in (tenant, prompt)]
+    if version is None:
+        parts.append("*")
+    else:  # "v2" means every content of v2 ("v2@*"); "v2@abc…" one exact content
+        parts.append(_part(version) + ("" if "@" in version else "@*"))
+    return f"{prefix}:{':'.join(parts)}:*"

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from pydantic import SecretStr
 
 from llmgw.kit.settings import ServiceSettings
@@ -13,6 +15,8 @@ class CacheSettings(ServiceSettings):
     # Kept out of REDIS_URL so it can come from a Secret; never logged.
     redis_password: SecretStr | None = None
     key_prefix: str = "llmgw:cache"
+    # Per prompt/route policy (cacheable, TTL, max size); without it TTL_S and MAX_ENTRY_BYTES apply.
+    policy_file: Path | None = None
     ttl_s: int = 3600
     # Entries larger than this (compressed) are not stored.
     max_entry_bytes: int = 256 * 1024
@@ -20,3 +24,5 @@ class CacheSettings(ServiceSettings):
     redis_timeout_s: float = 0.05
     # Unset temperature means the route default, which is 0 in the shipped routes.
     unset_temperature_is_deterministic: bool = True
+    # A single-flight leader that dies without storing or releasing blocks waiters at most this long.
+    single_flight_lock_s: float = 30.0

@@ -88,6 +88,7 @@ async def build(settings: IngressSettings) -> GrpcService:
         default_label=settings.default_label,
         default_max_tokens=settings.default_max_tokens,
         limiter_fail_open=settings.limiter_fail_open,
+        single_flight_wait_s=settings.single_flight_wait_s,
     )
 
     async def ready() -> bool:

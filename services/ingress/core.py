@@ -94,6 +94,7 @@ class Gateway:
         default_label: str = "production",
         default_max_tokens: int = 512,
         limiter_fail_open: bool = True,
+        single_flight_wait_s: float = 10.0,
     ) -> None:
         self._limiter = limiter
         self._cache = cache
@@ -105,6 +106,7 @@ class Gateway:
         self._default_label = default_label
         self._default_max_tokens = default_max_tokens
         self._limiter_fail_open = limiter_fail_open
+        self._single_flight_wait_s = single_flight_wait_s
         self._background: set[asyncio.Task[Any]] = set()
 
     # ---- helpers ----
@@ -214,7 +216,19 @@ class Gateway:
                 limit=decision.limit_name,
                 metadata=remaining_metadata(decision.statuses),
             )
-        return decision, await lookup
+        found = await lookup
+        if found.in_flight:
+            found = await self._wait(a, found)
+        return decision, found
+
+    async def _wait(self, a: _Admitted, first: LookupResult) -> LookupResult:
+        """An identical request is already calling the provider: take its answer (bounded wait)."""
+        try:
+            return await self._cache.wait(a.key, timeout_s=self._single_flight_wait_s)
+        except LlmgwError as exc:
+            DEPENDENCY_ERRORS.labels("cache").inc()
+            _log.warning("cache_wait_failed", error=exc.message)
+            return LookupResult(key=first.key, cacheable=first.cacheable)
 
     def _publish_outcome(
         self, request_id: str, tenant: str, req: GatewayRequest, prompt_version: str, route: str,
@@ -252,11 +266,17 @@ class Gateway:
                 and completion.finish_reason not in _UNCACHEABLE_FINISH):
             entry = CacheEntry(text=completion.text, provider=completion.provider, model=completion.model,
                                usage=completion.usage, chunks=chunks, stored_at=time.time())
-            self._later(self._cache.store(lookup.key, entry, tenant=a.tenant, prompt=a.req.prompt))
+            self._later(self._cache.store(lookup.key, entry, tenant=a.tenant, prompt=a.req.prompt, route=a.route))
+        elif lookup.leader:
+            self._later(self._cache.release(lookup.key))  # waiters stop waiting for an entry that won't come
         self._publish_outcome(a.request_id, a.tenant, a.req, a.prompt_version, a.route, None, a.started,
                               completion, hit)
 
-    def _failed(self, a: _Admitted, decision: Decision | None, exc: LlmgwError) -> None:
+    def _failed(
+        self, a: _Admitted, decision: Decision | None, exc: LlmgwError, lookup: LookupResult | None = None
+    ) -> None:
+        if lookup is not None and lookup.leader:
+            self._later(self._cache.release(lookup.key))
         if decision is not None and decision.reservation_id:
             self._later(self._limiter.settle(decision.reservation_id, 0))
         self._publish_outcome(a.request_id, a.tenant, a.req, a.prompt_version, a.route, exc, a.started)
@@ -272,6 +292,7 @@ class Gateway:
         rid = request_id or uuid.uuid4().hex
         a = self._admit(authorization, req, request_id=rid, stream=False, time_remaining=time_remaining)
         decision: Decision | None = None
+        lookup: LookupResult | None = None
         try:
             decision, lookup = await self._gate(a)
             if lookup.hit and lookup.entry is not None:
@@ -281,7 +302,7 @@ class Gateway:
                 return Reply(rid, completion, a.prompt_version, True, decision.statuses)
             completion = await self._router.route(a.call())
         except LlmgwError as exc:
-            self._failed(a, decision, exc)
+            self._failed(a, decision, exc, lookup)
             raise
         self._finish(a, decision, lookup, completion, (), hit=False)
         return Reply(rid, completion, a.prompt_version, False, decision.statuses)
@@ -318,15 +339,15 @@ class Gateway:
                 pieces.append(chunk.delta)
                 yield chunk
         except LlmgwError as exc:
-            self._failed(a, decision, exc)
+            self._failed(a, decision, exc, lookup)
             raise
         except BaseException:
             # The client went away mid-stream: an aborted stream is never cached.
-            self._failed(a, decision, Aborted("stream aborted by the client"))
+            self._failed(a, decision, Aborted("stream aborted by the client"), lookup)
             raise
         if final is None:
             exc2 = Aborted("provider stream ended without a final chunk")
-            self._failed(a, decision, exc2)
+            self._failed(a, decision, exc2, lookup)
             raise exc2
         completion = Completion(text="".join(pieces), provider=final.provider, model=final.model,
                                 usage=final.usage, attempts=final.attempts, finish_reason=final.finish_reason)

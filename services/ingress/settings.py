@@ -41,5 +41,7 @@ class IngressSettings(ServiceSettings):
     default_label: str = "production"
     # Estimated output tokens reserved when the request sets no max_tokens.
     default_max_tokens: int = 512
+    # How long identical concurrent misses wait for the first one's answer before calling alone.
+    single_flight_wait_s: float = 10.0
     # When the limiter service is unreachable: admit (and count the miss) rather than fail.
     limiter_fail_open: bool = True

@@ -134,6 +134,10 @@ class LookupResult:
     hit: bool = False
     entry: CacheEntry | None = None
     cacheable: bool = True
+    # Single-flight: this caller makes the provider call and its store releases the others...
+    leader: bool = False
+    # ...or an identical request already does: wait for its entry (bounded) instead.
+    in_flight: bool = False
 
 
 # ---- limiter ----

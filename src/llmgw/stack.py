@@ -82,6 +82,7 @@ async def start_stack(
     routes_file: Path | None = None,
     fake: FakeProviderServer | None = None,
     ingress_overrides: dict[str, Any] | None = None,
+    cache_overrides: dict[str, Any] | None = None,
 ) -> Stack:
     """Start limiter, cache, router and ingress; keys get a fresh prefix so runs never collide."""
     prefix = f"llmgw-test-{uuid.uuid4().hex[:8]}"
@@ -91,7 +92,8 @@ async def start_stack(
         lim_kw["limits_file"] = limits_file
     limiter = await start_server(await build_limiter(load_settings(LimiterSettings, {}, **lim_kw)))
     cache = await start_server(
-        await build_cache(load_settings(CacheSettings, {}, redis_url=redis_url, key_prefix=f"{prefix}:cache"))
+        await build_cache(load_settings(CacheSettings, {}, redis_url=redis_url, key_prefix=f"{prefix}:cache",
+                                        **(cache_overrides or {})))
     )
     rt_kw: dict[str, Any] = {"prompts_dir": prompts_dir, "openai_base_url": fake.openai_url,
                              "anthropic_base_url": fake.anthropic_url}

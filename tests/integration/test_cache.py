@@ -58,3 +58,74 @@ async def test_redis_down_is_a_miss_not_an_error() -> None:
     assert not res.hit
     assert not await cache.store(res.key, ENTRY, tenant="acme")
     await dead.aclose()
+
+
+async def test_single_flight_lock_of_a_crashed_leader_expires(redis: aioredis.Redis) -> None:
+    cache = RedisCache(redis, prefix=f"t-{uuid.uuid4().hex[:8]}", lock_ttl_s=0.2)
+    leader = await cache.lookup(KEY)
+    assert leader.leader and not leader.in_flight
+    follower = await cache.lookup(KEY)
+    assert follower.in_flight and not follower.leader
+    # The leader never stores nor releases (it crashed): the follower takes over after the TTL.
+    took_over = await cache.wait(KEY, timeout_s=3)
+    assert took_over.leader and not took_over.hit
+
+
+async def test_waiters_get_the_leaders_entry(redis: aioredis.Redis) -> None:
+    cache = _cache(redis)
+    leader = await cache.lookup(KEY)
+    waiter = asyncio.create_task(cache.wait(KEY, timeout_s=3))
+    await asyncio.sleep(0.05)
+    await cache.store(leader.key, ENTRY, tenant="acme", prompt="p")
+    got = await waiter
+    assert got.hit and got.entry is not None and got.entry.text == ENTRY.text
+
+
+async def test_invalidate_by_tenant_prompt_and_version(redis: aioredis.Redis) -> None:
+    cache = _cache(redis)
+    keys = {
+        "a1": replace(KEY, tenant="a", prompt="p", prompt_version="v1@111"),
+        "a2": replace(KEY, tenant="a", prompt="p", prompt_version="v2@222"),
+        "aq": replace(KEY, tenant="a", prompt="q", prompt_version="v1@333"),
+        "b1": replace(KEY, tenant="b", prompt="p", prompt_version="v1@111"),
+    }
+    for k in keys.values():
+        await cache.store((await cache.lookup(k)).key, ENTRY, tenant=k.tenant, prompt=k.prompt)
+
+    async def hits() -> set[str]:
+        return {name for name, k in keys.items() if (await cache.lookup(k)).hit}
+
+    assert await hits() == set(keys)
+    assert await cache.invalidate(prompt="p", version="v1") == 2
+    assert await hits() == {"a2", "aq"}
+    assert await cache.invalidate(tenant="a") == 2
+    assert await hits() == set()
+
+
+async def test_policy_per_prompt_and_route(redis: aioredis.Redis) -> None:
+    from llmgw.services.cache.policy import CachePolicy
+
+    policy = CachePolicy.model_validate({
+        "default": {"ttl_s": 100},
+        "rules": [{"match": {"route": "creative"}, "cacheable": "never"},
+                  {"match": {"prompt": "p"}, "ttl_s": 5000, "cacheable": "always"}],
+    })
+    cache = RedisCache(redis, prefix=f"t-{uuid.uuid4().hex[:8]}", policy=policy)
+    assert not (await cache.lookup(replace(KEY, route="creative"))).cacheable
+    sampled = replace(KEY, sampling=Sampling(temperature=0.9))
+    res = await cache.lookup(sampled)
+    assert res.cacheable  # "always" for prompt p
+    await cache.store(res.key, ENTRY, tenant="acme", prompt="p", route="default")
+    assert 4000 < await redis.ttl(res.key) <= 5000
+
+
+async def test_stats_per_prompt(redis: aioredis.Redis) -> None:
+    cache = _cache(redis)
+    res = await cache.lookup(KEY)
+    await cache.store(res.key, ENTRY, tenant="acme", prompt="p")
+    await cache.lookup(KEY)
+    await cache.lookup(replace(KEY, prompt="other"))
+    await asyncio.sleep(0.05)
+    assert (await cache.stats("acme", "p"))["hits"] == 1
+    assert (await cache.stats("acme", "other"))["misses"] == 1
+    assert (await cache.stats("acme"))["misses"] == 2

@@ -57,28 +57,80 @@ class LookupRequest(_message.Message):
     def __init__(self, key: _Optional[_Union[KeyMaterial, _Mapping]] = ..., read: _Optional[bool] = ...) -> None: ...
 
 class LookupResponse(_message.Message):
-    __slots__ = ("hit", "entry", "key", "cacheable")
+    __slots__ = ("hit", "entry", "key", "cacheable", "leader", "in_flight")
     HIT_FIELD_NUMBER: _ClassVar[int]
     ENTRY_FIELD_NUMBER: _ClassVar[int]
     KEY_FIELD_NUMBER: _ClassVar[int]
     CACHEABLE_FIELD_NUMBER: _ClassVar[int]
+    LEADER_FIELD_NUMBER: _ClassVar[int]
+    IN_FLIGHT_FIELD_NUMBER: _ClassVar[int]
     hit: bool
     entry: Entry
     key: str
     cacheable: bool
-    def __init__(self, hit: _Optional[bool] = ..., entry: _Optional[_Union[Entry, _Mapping]] = ..., key: _Optional[str] = ..., cacheable: _Optional[bool] = ...) -> None: ...
+    leader: bool
+    in_flight: bool
+    def __init__(self, hit: _Optional[bool] = ..., entry: _Optional[_Union[Entry, _Mapping]] = ..., key: _Optional[str] = ..., cacheable: _Optional[bool] = ..., leader: _Optional[bool] = ..., in_flight: _Optional[bool] = ...) -> None: ...
+
+class WaitRequest(_message.Message):
+    __slots__ = ("key", "timeout_ms")
+    KEY_FIELD_NUMBER: _ClassVar[int]
+    TIMEOUT_MS_FIELD_NUMBER: _ClassVar[int]
+    key: KeyMaterial
+    timeout_ms: int
+    def __init__(self, key: _Optional[_Union[KeyMaterial, _Mapping]] = ..., timeout_ms: _Optional[int] = ...) -> None: ...
+
+class WaitResponse(_message.Message):
+    __slots__ = ("hit", "entry", "key", "leader")
+    HIT_FIELD_NUMBER: _ClassVar[int]
+    ENTRY_FIELD_NUMBER: _ClassVar[int]
+    KEY_FIELD_NUMBER: _ClassVar[int]
+    LEADER_FIELD_NUMBER: _ClassVar[int]
+    hit: bool
+    entry: Entry
+    key: str
+    leader: bool
+    def __init__(self, hit: _Optional[bool] = ..., entry: _Optional[_Union[Entry, _Mapping]] = ..., key: _Optional[str] = ..., leader: _Optional[bool] = ...) -> None: ...
+
+class ReleaseRequest(_message.Message):
+    __slots__ = ("key",)
+    KEY_FIELD_NUMBER: _ClassVar[int]
+    key: str
+    def __init__(self, key: _Optional[str] = ...) -> None: ...
+
+class ReleaseResponse(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class InvalidateRequest(_message.Message):
+    __slots__ = ("tenant", "prompt", "version")
+    TENANT_FIELD_NUMBER: _ClassVar[int]
+    PROMPT_FIELD_NUMBER: _ClassVar[int]
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    tenant: str
+    prompt: str
+    version: str
+    def __init__(self, tenant: _Optional[str] = ..., prompt: _Optional[str] = ..., version: _Optional[str] = ...) -> None: ...
+
+class InvalidateResponse(_message.Message):
+    __slots__ = ("deleted",)
+    DELETED_FIELD_NUMBER: _ClassVar[int]
+    deleted: int
+    def __init__(self, deleted: _Optional[int] = ...) -> None: ...
 
 class StoreRequest(_message.Message):
-    __slots__ = ("key", "entry", "tenant", "prompt")
+    __slots__ = ("key", "entry", "tenant", "prompt", "route")
     KEY_FIELD_NUMBER: _ClassVar[int]
     ENTRY_FIELD_NUMBER: _ClassVar[int]
     TENANT_FIELD_NUMBER: _ClassVar[int]
     PROMPT_FIELD_NUMBER: _ClassVar[int]
+    ROUTE_FIELD_NUMBER: _ClassVar[int]
     key: str
     entry: Entry
     tenant: str
     prompt: str
-    def __init__(self, key: _Optional[str] = ..., entry: _Optional[_Union[Entry, _Mapping]] = ..., tenant: _Optional[str] = ..., prompt: _Optional[str] = ...) -> None: ...
+    route: str
+    def __init__(self, key: _Optional[str] = ..., entry: _Optional[_Union[Entry, _Mapping]] = ..., tenant: _Optional[str] = ..., prompt: _Optional[str] = ..., route: _Optional[str] = ...) -> None: ...
 
 class StoreResponse(_message.Message):
     __slots__ = ("stored",)
@@ -87,10 +139,12 @@ class StoreResponse(_message.Message):
     def __init__(self, stored: _Optional[bool] = ...) -> None: ...
 
 class StatsRequest(_message.Message):
-    __slots__ = ("tenant",)
+    __slots__ = ("tenant", "prompt")
     TENANT_FIELD_NUMBER: _ClassVar[int]
+    PROMPT_FIELD_NUMBER: _ClassVar[int]
     tenant: str
-    def __init__(self, tenant: _Optional[str] = ...) -> None: ...
+    prompt: str
+    def __init__(self, tenant: _Optional[str] = ..., prompt: _Optional[str] = ...) -> None: ...
 
 class StatsResponse(_message.Message):
     __slots__ = ("hits", "misses", "stores", "tokens_saved", "cost_saved_usd")

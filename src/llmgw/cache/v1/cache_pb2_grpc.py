@@ -39,15 +39,30 @@ class CacheStub:
                 request_serializer=llmgw_dot_cache_dot_v1_dot_cache__pb2.LookupRequest.SerializeToString,
                 response_deserializer=llmgw_dot_cache_dot_v1_dot_cache__pb2.LookupResponse.FromString,
                 _registered_method=True)
+        self.Wait = channel.unary_unary(
+                '/llmgw.cache.v1.Cache/Wait',
+                request_serializer=llmgw_dot_cache_dot_v1_dot_cache__pb2.WaitRequest.SerializeToString,
+                response_deserializer=llmgw_dot_cache_dot_v1_dot_cache__pb2.WaitResponse.FromString,
+                _registered_method=True)
         self.Store = channel.unary_unary(
                 '/llmgw.cache.v1.Cache/Store',
                 request_serializer=llmgw_dot_cache_dot_v1_dot_cache__pb2.StoreRequest.SerializeToString,
                 response_deserializer=llmgw_dot_cache_dot_v1_dot_cache__pb2.StoreResponse.FromString,
                 _registered_method=True)
+        self.Release = channel.unary_unary(
+                '/llmgw.cache.v1.Cache/Release',
+                request_serializer=llmgw_dot_cache_dot_v1_dot_cache__pb2.ReleaseRequest.SerializeToString,
+                response_deserializer=llmgw_dot_cache_dot_v1_dot_cache__pb2.ReleaseResponse.FromString,
+                _registered_method=True)
         self.Stats = channel.unary_unary(
                 '/llmgw.cache.v1.Cache/Stats',
                 request_serializer=llmgw_dot_cache_dot_v1_dot_cache__pb2.StatsRequest.SerializeToString,
                 response_deserializer=llmgw_dot_cache_dot_v1_dot_cache__pb2.StatsResponse.FromString,
+                _registered_method=True)
+        self.Invalidate = channel.unary_unary(
+                '/llmgw.cache.v1.Cache/Invalidate',
+                request_serializer=llmgw_dot_cache_dot_v1_dot_cache__pb2.InvalidateRequest.SerializeToString,
+                response_deserializer=llmgw_dot_cache_dot_v1_dot_cache__pb2.InvalidateResponse.FromString,
                 _registered_method=True)
 
 
@@ -55,19 +70,42 @@ class CacheServicer:
     """Missing associated documentation comment in .proto file."""
 
     def Lookup(self, request, context):
-        """Missing associated documentation comment in .proto file."""
+        """A hit, or a miss that makes the caller the single-flight leader or tells it to Wait.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Wait(self, request, context):
+        """Wait (bounded) for the entry an identical in-flight request is producing.
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def Store(self, request, context):
-        """Missing associated documentation comment in .proto file."""
+        """Store an entry (and release the single-flight lock).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Release(self, request, context):
+        """A leader that will not store releases its waiters.
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def Stats(self, request, context):
         """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Invalidate(self, request, context):
+        """Delete entries by tenant, prompt and/or prompt version.
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
@@ -80,15 +118,30 @@ def add_CacheServicer_to_server(servicer, server):
                     request_deserializer=llmgw_dot_cache_dot_v1_dot_cache__pb2.LookupRequest.FromString,
                     response_serializer=llmgw_dot_cache_dot_v1_dot_cache__pb2.LookupResponse.SerializeToString,
             ),
+            'Wait': grpc.unary_unary_rpc_method_handler(
+                    servicer.Wait,
+                    request_deserializer=llmgw_dot_cache_dot_v1_dot_cache__pb2.WaitRequest.FromString,
+                    response_serializer=llmgw_dot_cache_dot_v1_dot_cache__pb2.WaitResponse.SerializeToString,
+            ),
             'Store': grpc.unary_unary_rpc_method_handler(
                     servicer.Store,
                     request_deserializer=llmgw_dot_cache_dot_v1_dot_cache__pb2.StoreRequest.FromString,
                     response_serializer=llmgw_dot_cache_dot_v1_dot_cache__pb2.StoreResponse.SerializeToString,
             ),
+            'Release': grpc.unary_unary_rpc_method_handler(
+                    servicer.Release,
+                    request_deserializer=llmgw_dot_cache_dot_v1_dot_cache__pb2.ReleaseRequest.FromString,
+                    response_serializer=llmgw_dot_cache_dot_v1_dot_cache__pb2.ReleaseResponse.SerializeToString,
+            ),
             'Stats': grpc.unary_unary_rpc_method_handler(
                     servicer.Stats,
                     request_deserializer=llmgw_dot_cache_dot_v1_dot_cache__pb2.StatsRequest.FromString,
                     response_serializer=llmgw_dot_cache_dot_v1_dot_cache__pb2.StatsResponse.SerializeToString,
+            ),
+            'Invalidate': grpc.unary_unary_rpc_method_handler(
+                    servicer.Invalidate,
+                    request_deserializer=llmgw_dot_cache_dot_v1_dot_cache__pb2.InvalidateRequest.FromString,
+                    response_serializer=llmgw_dot_cache_dot_v1_dot_cache__pb2.InvalidateResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -129,6 +182,33 @@ class Cache:
             _registered_method=True)
 
     @staticmethod
+    def Wait(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/llmgw.cache.v1.Cache/Wait',
+            llmgw_dot_cache_dot_v1_dot_cache__pb2.WaitRequest.SerializeToString,
+            llmgw_dot_cache_dot_v1_dot_cache__pb2.WaitResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
     def Store(request,
             target,
             options=(),
@@ -156,6 +236,33 @@ class Cache:
             _registered_method=True)
 
     @staticmethod
+    def Release(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/llmgw.cache.v1.Cache/Release',
+            llmgw_dot_cache_dot_v1_dot_cache__pb2.ReleaseRequest.SerializeToString,
+            llmgw_dot_cache_dot_v1_dot_cache__pb2.ReleaseResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
     def Stats(request,
             target,
             options=(),
@@ -172,6 +279,33 @@ class Cache:
             '/llmgw.cache.v1.Cache/Stats',
             llmgw_dot_cache_dot_v1_dot_cache__pb2.StatsRequest.SerializeToString,
             llmgw_dot_cache_dot_v1_dot_cache__pb2.StatsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Invalidate(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/llmgw.cache.v1.Cache/Invalidate',
+            llmgw_dot_cache_dot_v1_dot_cache__pb2.InvalidateRequest.SerializeToString,
+            llmgw_dot_cache_dot_v1_dot_cache__pb2.InvalidateResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -1,0 +1,84 @@
+"""Cache policy per prompt and route, loaded strictly from YAML (``CACHE_POLICY_FILE``).
+
+    default: {cacheable: deterministic, ttl_s: 3600, max_entry_bytes: 262144}
+    rules:                                   # first match wins; unset fields come from default
+      - match: {prompt: classify-ticket}
+        ttl_s: 86400
+      - match: {route: creative}
+        cacheable: never
+
+``cacheable``: ``deterministic`` (temperature 0, or unset with a route default of 0), ``always``
+(also sampled answers: the same question gets the first answer), or ``never``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from llmgw.domain import KeyMaterial
+from llmgw.kit.errors import ConfigError
+from llmgw.kit.settings import load_yaml
+
+__all__ = ["CachePolicy", "Policy", "load_policy"]
+
+Cacheable = Literal["deterministic", "always", "never"]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Policy(_Strict):
+    cacheable: Cacheable = "deterministic"
+    ttl_s: int = Field(default=3600, gt=0)
+    max_entry_bytes: int = Field(default=256 * 1024, gt=0)
+
+
+class _Override(_Strict):
+    cacheable: Cacheable | None = None
+    ttl_s: int | None = Field(default=None, gt=0)
+    max_entry_bytes: int | None = Field(default=None, gt=0)
+
+
+class _Match(_Strict):
+    prompt: str | None = None
+    route: str | None = None
+
+
+class _Rule(_Override):
+    match: _Match
+
+
+class CachePolicy(_Strict):
+    default: Policy = Policy()
+    rules: list[_Rule] = []
+
+    def for_request(self, prompt: str, route: str) -> Policy:
+        for rule in self.rules:
+            m = rule.match
+            if (m.prompt is None or m.prompt == prompt) and (m.route is None or m.route == route):
+                return self.default.model_copy(update=rule.model_dump(exclude={"match"}, exclude_none=True))
+        return self.default
+
+    def allows(self, key: KeyMaterial, *, unset_temperature_is_deterministic: bool = True) -> bool:
+        policy = self.for_request(key.prompt, key.route)
+        if policy.cacheable == "never":
+            return False
+        if policy.cacheable == "always":
+            return True
+        t = key.sampling.temperature
+        return t == 0 or (t is None and unset_temperature_is_deterministic)
+
+
+def load_policy(path: Path | None, *, ttl_s: int = 3600, max_entry_bytes: int = 256 * 1024) -> CachePolicy:
+    """The file's policy, or a default built from the plain TTL_S / MAX_ENTRY_BYTES settings."""
+    if path is None:
+        return CachePolicy(default=Policy(ttl_s=ttl_s, max_entry_bytes=max_entry_bytes))
+    try:
+        return CachePolicy.model_validate(load_yaml(path) or {})
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        raise ConfigError(f"{path}: {'.'.join(map(str, err['loc']))}: {err['msg']}") from exc
