@@ -32,6 +32,16 @@ ERRORS = Counter("llmgw_cache_redis_errors_total", "Cache operations that gave u
 
 _REDIS_ERRORS = (RedisError, OSError, TimeoutError)
 
+# One round trip, atomic with the leader's store (SET entry + DEL lock in MULTI): the entry, else
+# the single-flight lock if it is free (leader), else "in flight". No window in which a caller
+# sees neither the entry nor the lock and starts a second provider call.
+_LOOKUP = """
+local v = redis.call('GET', KEYS[1])
+if v then return {1, v} end
+if redis.call('SET', KEYS[2], ARGV[1], 'NX', 'PX', ARGV[2]) then return {2} end
+return {3}
+"""
+
 
 class RedisCache:
     """Implements ``llmgw.ports.CachePort``."""
@@ -52,16 +62,12 @@ class RedisCache:
         self._timeout = timeout_s
         self._unset_ok = unset_temperature_is_deterministic
         self._lock_ttl_ms = int(lock_ttl_s * 1000)
+        self._lookup_script = redis.register_script(_LOOKUP)
         # Strong references to fire-and-forget stat updates (the loop only keeps weak ones).
         self._pending: set[asyncio.Task[None]] = set()
 
     def cacheable(self, key: KeyMaterial) -> bool:
         return self._policy.allows(key, unset_temperature_is_deterministic=self._unset_ok)
-
-    async def _get(self, k: str) -> bytes | None:
-        async with asyncio.timeout(self._timeout):
-            raw: bytes | None = await self._redis.get(k)
-            return raw
 
     def _hit(self, key: KeyMaterial, k: str, raw: bytes) -> LookupResult:
         entry = entry_from_pb(cache_pb2.Entry.FromString(zlib.decompress(raw)))
@@ -74,19 +80,13 @@ class RedisCache:
                     cost_saved_usd=entry.usage.cost_usd or 0.0)
         return LookupResult(key=k, hit=True, entry=entry, cacheable=True)
 
-    async def _lead(self, k: str) -> bool:
-        """Take the single-flight lock of ``k``; it expires if its holder dies."""
+    async def _probe(self, k: str) -> tuple[bytes | None, bool]:
+        """(entry, leader): the entry if stored; else whether this caller took the lock."""
         async with asyncio.timeout(self._timeout):
-            return bool(await self._redis.set(lock_key(k, prefix=self._prefix), uuid.uuid4().hex, nx=True,
-                                              px=self._lock_ttl_ms))
-
-    async def _recheck(self, k: str) -> bytes | None:
-        """Just took the lock: the previous leader may have stored and released between our GET
-        and our lock. Then the entry is there: give the lock back and use it."""
-        raw = await self._get(k)
-        if raw is not None:
-            await self._redis.delete(lock_key(k, prefix=self._prefix))
-        return raw
+            res = await self._lookup_script(keys=[k, lock_key(k, prefix=self._prefix)],
+                                            args=[uuid.uuid4().hex, self._lock_ttl_ms])
+        code = int(res[0])
+        return (res[1] if code == 1 else None), code == 2
 
     async def lookup(self, key: KeyMaterial, *, read: bool = True) -> LookupResult:
         """A hit; or a miss that says whether this caller leads the provider call (``leader``) or
@@ -97,18 +97,15 @@ class RedisCache:
         if not read:  # REFRESH/BYPASS: neither read nor wait for others; REFRESH still stores
             return LookupResult(key=k, cacheable=True)
         try:
-            raw = await self._get(k)
-            if raw is not None:
-                return self._hit(key, k, raw)
-            LOOKUPS.labels(key.tenant, key.prompt or "-", "miss").inc()
-            self._count(key.tenant, key.prompt, misses=1)
-            leader = await self._lead(k)
-            if leader and (raw := await self._recheck(k)) is not None:
-                return self._hit(key, k, raw)
+            raw, leader = await self._probe(k)
         except _REDIS_ERRORS as exc:
             ERRORS.labels("lookup").inc()
             _log.warning("cache_lookup_gave_up", error=repr(exc))
             return LookupResult(key=k, cacheable=True)
+        if raw is not None:
+            return self._hit(key, k, raw)
+        LOOKUPS.labels(key.tenant, key.prompt or "-", "miss").inc()
+        self._count(key.tenant, key.prompt, misses=1)
         return LookupResult(key=k, cacheable=True, leader=leader, in_flight=not leader)
 
     async def wait(self, key: KeyMaterial, *, timeout_s: float) -> LookupResult:
@@ -121,18 +118,16 @@ class RedisCache:
             await asyncio.sleep(delay)
             delay = min(delay * 2, 0.05)
             try:
-                raw = await self._get(k)
-                if raw is not None:
-                    COALESCED.inc()
-                    return self._hit(key, k, raw)
-                if await self._lead(k):
-                    if (raw := await self._recheck(k)) is not None:
-                        COALESCED.inc()
-                        return self._hit(key, k, raw)
-                    return LookupResult(key=k, cacheable=True, leader=True)
+                raw, leader = await self._probe(k)
             except _REDIS_ERRORS as exc:  # one slow poll is not the end of the wait
                 ERRORS.labels("wait").inc()
                 _log.debug("cache_wait_poll_failed", error=repr(exc))
+                continue
+            if raw is not None:
+                COALESCED.inc()
+                return self._hit(key, k, raw)
+            if leader:
+                return LookupResult(key=k, cacheable=True, leader=True)
         _log.warning("cache_wait_timed_out", key=k)
         return LookupResult(key=k, cacheable=True)
 
@@ -157,7 +152,7 @@ class RedisCache:
             return False
         try:
             async with asyncio.timeout(self._timeout * 4):
-                pipe = self._redis.pipeline(transaction=False)
+                pipe = self._redis.pipeline(transaction=True)  # atomic with the lookup script
                 pipe.set(key, blob, ex=policy.ttl_s)
                 pipe.delete(lock_key(key, prefix=self._prefix))
                 await pipe.execute()

@@ -206,10 +206,12 @@ class Gateway:
         try:
             decision = await check
         except BaseException:
-            lookup.cancel()
+            lookup.add_done_callback(self._release_if_leader)
             raise
         if not decision.allowed:
-            lookup.cancel()
+            # Let the lookup finish (it is bounded): a refused request must not keep a
+            # single-flight lock that identical requests of other callers would wait on.
+            lookup.add_done_callback(self._release_if_leader)
             raise RateLimited(
                 f"rate limit {decision.limit_name!r} exceeded for tenant {a.tenant!r}",
                 retry_after_s=decision.retry_after_ms / 1000,
@@ -220,6 +222,10 @@ class Gateway:
         if found.in_flight:
             found = await self._wait(a, found)
         return decision, found
+
+    def _release_if_leader(self, done: asyncio.Future[LookupResult]) -> None:
+        if not done.cancelled() and done.exception() is None and done.result().leader:
+            self._later(self._cache.release(done.result().key))
 
     async def _wait(self, a: _Admitted, first: LookupResult) -> LookupResult:
         """An identical request is already calling the provider: take its answer (bounded wait)."""

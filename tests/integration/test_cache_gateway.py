@@ -142,3 +142,21 @@ async def test_cache_cli_invalidate_and_stats(stack: Stack, capsys: pytest.Captu
     assert not (await client.complete(prompt_request("cli"))).cache_hit
     assert await loop.run_in_executor(None, cli, ["cache", "invalidate", "--addr", addr]) == 1
     await client.close()
+
+
+async def test_a_refused_request_leaves_no_single_flight_lock(limited: Stack, redis_url: str) -> None:
+    from llmgw.kit.redis import connect
+
+    client = Client(limited.ingress.address)
+    for i in range(10):  # use up the 10 requests/minute with other questions
+        await client.complete(prompt_request(f"filler {i}"))
+    with pytest.raises(grpc.aio.AioRpcError):
+        await client.complete(prompt_request("refused"))
+    await client.close()
+    await _drain(limited)
+    await asyncio.sleep(0.1)
+    redis = connect(redis_url)
+    locks = [k async for k in redis.scan_iter(match=f"{limited.prefix}:cache!lock:*")]
+    await redis.aclose()
+    # Identical requests of this tenant would otherwise wait out the single-flight lock.
+    assert locks == []
