@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
+from llmgw.cache.v1 import cache_pb2_grpc
+from llmgw.kit.redis import connect
+from llmgw.kit.server import GrpcService
 from llmgw.services.cache.core import RedisCache
 from llmgw.services.cache.policy import load_policy
 from llmgw.services.cache.server import SERVICE_NAME, CacheServicer
 from llmgw.services.cache.settings import CacheSettings
-
-from llmgw.cache.v1 import cache_pb2_grpc
-from llmgw.kit.redis import connect
-from llmgw.kit.server import GrpcService
 
 __all__ = ["build", "build_core"]
 

@@ -9,8 +9,6 @@ import uuid
 import zlib
 
 import redis.asyncio as aioredis
-from llmgw.services.cache.keys import cache_key, entry_pattern, lock_key, stats_key
-from llmgw.services.cache.policy import CachePolicy
 from prometheus_client import Counter
 from redis.exceptions import RedisError
 
@@ -18,6 +16,8 @@ from llmgw.cache.v1 import cache_pb2
 from llmgw.convert import entry_from_pb, entry_to_pb
 from llmgw.domain import CacheEntry, KeyMaterial, LookupResult
 from llmgw.kit.logging import get_logger
+from llmgw.services.cache.keys import cache_key, entry_pattern, lock_key, stats_key
+from llmgw.services.cache.policy import CachePolicy
 
 __all__ = ["RedisCache"]
 

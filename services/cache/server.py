@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import grpc
-from llmgw.services.cache.core import RedisCache
 
 from llmgw.cache.v1 import cache_pb2, cache_pb2_grpc
 from llmgw.convert import entry_from_pb, entry_to_pb, key_from_pb, key_to_pb
 from llmgw.domain import CacheEntry, KeyMaterial, LookupResult
 from llmgw.kit.client import GrpcClient, translate_rpc_errors
 from llmgw.kit.errors import InvalidArgument
+from llmgw.services.cache.core import RedisCache
 
 __all__ = ["SERVICE_NAME", "CacheClient", "CacheServicer"]
 

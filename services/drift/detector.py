@@ -9,8 +9,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-from llmgw.services.drift.stats import centroid_cosine_distance, mean_max_similarity
 from numpy.typing import NDArray
+
+from llmgw.services.drift.stats import centroid_cosine_distance, mean_max_similarity
 
 __all__ = ["DRIFT_SCHEMA_VERSION", "DriftDetector", "SegmentState"]
 

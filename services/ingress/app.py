@@ -5,13 +5,6 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Awaitable, Callable
 
-from llmgw.services.cache.server import CacheClient
-from llmgw.services.ingress.auth import ApiKeys
-from llmgw.services.ingress.core import Gateway
-from llmgw.services.ingress.server import SERVICE_NAME, GatewayServicer
-from llmgw.services.ingress.settings import IngressSettings
-from llmgw.services.limiter.server import LimiterClient
-from llmgw.services.router.server import RouterClient
 from redis.exceptions import RedisError
 
 from llmgw.gateway.v1 import gateway_pb2_grpc
@@ -23,6 +16,13 @@ from llmgw.kit.redis import connect
 from llmgw.kit.server import GrpcService
 from llmgw.ports import EventSink
 from llmgw.prompts import LabelStore, Registry
+from llmgw.services.cache.server import CacheClient
+from llmgw.services.ingress.auth import ApiKeys
+from llmgw.services.ingress.core import Gateway
+from llmgw.services.ingress.server import SERVICE_NAME, GatewayServicer
+from llmgw.services.ingress.settings import IngressSettings
+from llmgw.services.limiter.server import LimiterClient
+from llmgw.services.router.server import RouterClient
 
 __all__ = ["build"]
 

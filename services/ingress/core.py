@@ -11,9 +11,6 @@ from collections.abc import AsyncIterator, Coroutine
 from dataclasses import dataclass, replace
 from typing import Any
 
-from llmgw.services.ingress.auth import ApiKeys
-from llmgw.services.ingress.events import request_event, response_event
-from llmgw.services.ingress.request import CacheMode, GatewayRequest
 from prometheus_client import Counter
 
 from llmgw.domain import CacheEntry, Chunk, Completion, Decision, KeyMaterial, LimitStatus, LookupResult, RouteCall
@@ -21,8 +18,12 @@ from llmgw.kit.errors import Aborted, LlmgwError, RateLimited
 from llmgw.kit.kafka import REQUESTS_TOPIC, RESPONSES_TOPIC
 from llmgw.kit.logging import get_logger
 from llmgw.kit.redact import Redactor
+from llmgw.kit.tokens import count_tokens
 from llmgw.ports import CachePort, EventSink, LimiterPort, RouterPort
 from llmgw.prompts import PromptVersion, Registry
+from llmgw.services.ingress.auth import ApiKeys
+from llmgw.services.ingress.events import request_event, response_event
+from llmgw.services.ingress.request import CacheMode, GatewayRequest
 
 __all__ = ["Gateway", "Reply", "remaining_metadata"]
 
@@ -75,9 +76,6 @@ class _Admitted:
         )
 
 
-def estimate_tokens(text_len: int) -> int:
-    # About four characters a token; issue #3 replaces this with a real tokenizer.
-    return max(1, text_len // 4)
 
 
 class Gateway:
@@ -169,11 +167,14 @@ class Gateway:
         return admitted
 
     def _estimate(self, a: _Admitted) -> int:
-        chars = sum(len(v) for v in a.req.variables.values()) + sum(len(m.content) for m in a.req.messages)
+        """Tokens to reserve: the prompt as it will be sent (counted with cl100k_base) plus the
+        most the answer may take. Settled against the provider's real usage afterwards."""
         if a.version is not None:
-            tpl = a.version.any_template()
-            chars += len(tpl.system) + sum(len(m.content) for m in tpl.messages)
-        return estimate_tokens(chars) + (a.req.sampling.max_tokens or self._default_max_tokens)
+            system, messages = a.version.render(a.req.variables)
+            text = system + "".join(m.content for m in messages)
+        else:
+            text = "".join(m.content for m in a.req.messages)
+        return count_tokens(text) + (a.req.sampling.max_tokens or self._default_max_tokens)
 
     async def _check(self, a: _Admitted) -> Decision:
         try:

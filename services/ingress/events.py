@@ -5,12 +5,11 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 
-from llmgw.services.ingress.request import GatewayRequest
-
 from llmgw.convert import attempts_to_pb, messages_to_pb, sampling_to_pb, usage_to_pb
 from llmgw.domain import Attempt, Message, Usage
 from llmgw.events.v1 import events_pb2
 from llmgw.inputs import embedding_text, input_sha256
+from llmgw.services.ingress.request import GatewayRequest
 
 __all__ = ["SCHEMA_VERSION", "request_event", "response_event"]
 

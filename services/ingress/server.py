@@ -6,14 +6,14 @@ import uuid
 from collections.abc import AsyncIterator
 
 import grpc
-from llmgw.services.ingress.core import Gateway, Reply, remaining_metadata
-from llmgw.services.ingress.request import CacheMode, GatewayRequest
 
 from llmgw.convert import attempts_to_pb, messages_from_pb, sampling_from_pb, usage_to_pb
 from llmgw.domain import Chunk
 from llmgw.gateway.v1 import gateway_pb2, gateway_pb2_grpc
 from llmgw.kit.errors import InvalidArgument
 from llmgw.kit.server import REQUEST_ID_KEY
+from llmgw.services.ingress.core import Gateway, Reply, remaining_metadata
+from llmgw.services.ingress.request import CacheMode, GatewayRequest
 
 __all__ = ["SERVICE_NAME", "GatewayServicer"]
 

@@ -5,15 +5,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 
-from llmgw.services.limiter.core import RedisLimiter
-from llmgw.services.limiter.rules import load_rules
-from llmgw.services.limiter.server import SERVICE_NAME, LimiterServicer
-from llmgw.services.limiter.settings import LimiterSettings
-
 from llmgw.kit.redis import connect
 from llmgw.kit.reload import FileWatcher
 from llmgw.kit.server import GrpcService
 from llmgw.limiter.v1 import limiter_pb2_grpc
+from llmgw.services.limiter.core import RedisLimiter
+from llmgw.services.limiter.rules import load_rules
+from llmgw.services.limiter.server import SERVICE_NAME, LimiterServicer
+from llmgw.services.limiter.settings import LimiterSettings
 
 __all__ = ["build"]
 
@@ -25,7 +24,7 @@ async def build(settings: LimiterSettings) -> GrpcService:
         load_rules(settings.limits_file),
         prefix=settings.key_prefix,
         timeout_s=settings.redis_timeout_s,
-        fail_open=settings.fail_open,
+        replicas=settings.replicas,
     )
     watcher = FileWatcher(settings.limits_file, load_rules, core.replace_rules)
     reload_task = asyncio.get_running_loop().create_task(watcher.run(settings.reload_interval_s))

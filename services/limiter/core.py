@@ -4,31 +4,38 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from urllib.parse import quote
 
 import redis.asyncio as aioredis
-from llmgw.services.limiter import _lua
-from llmgw.services.limiter.rules import Limit, Rule, RuleSet
 from prometheus_client import Counter
 from redis.exceptions import RedisError
 
 from llmgw.domain import Decision, LimitStatus
+from llmgw.kit.breaker import Breaker
 from llmgw.kit.logging import get_logger
+from llmgw.services.limiter import _lua
+from llmgw.services.limiter.local import Bucket, LocalGcra
+from llmgw.services.limiter.rules import Limit, Rule, RuleSet
 
 __all__ = ["RedisLimiter"]
 
 _log = get_logger(__name__)
 DECISIONS = Counter("llmgw_limiter_decisions_total", "Limiter decisions", ["domain", "result"])
-REDIS_ERRORS = Counter("llmgw_limiter_redis_errors_total", "Checks decided without Redis (fail-open/closed)")
+REDIS_ERRORS = Counter("llmgw_limiter_redis_errors_total", "Redis calls that failed or timed out")
+NEAR_LIMIT = Counter("llmgw_limiter_near_limit_total", "Admissions leaving less than 20% of a limit", ["limit"])
+SHADOW_HITS = Counter("llmgw_limiter_shadow_exceeded_total", "Shadow limits that would have refused", ["limit"])
+LOCAL_DECISIONS = Counter("llmgw_limiter_local_decisions_total", "Checks decided in process while Redis is out")
 
 
 class RedisLimiter:
     """Implements ``llmgw.ports.LimiterPort`` against Redis.
 
-    When Redis is slow or down the check gives up after ``timeout_s`` and fails open (or closed,
-    by setting) instead of stalling the request path.
+    When Redis is slow or down a check gives up after ``timeout_s``; after a few failures a breaker
+    stops trying for a while, and checks are decided in process per each limit's
+    ``on_redis_failure``, so a dead Redis never stalls the request path.
     """
 
     def __init__(
@@ -38,15 +45,20 @@ class RedisLimiter:
         *,
         prefix: str = "llmgw:rl",
         timeout_s: float = 0.05,
-        fail_open: bool = True,
         reservation_ttl_s: float = 600.0,
+        replicas: int = 1,
+        breaker: Breaker | None = None,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._redis = redis
         self._rules = rules
         self._prefix = prefix
         self._timeout = timeout_s
-        self._fail_open = fail_open
         self._reservation_ttl_ms = int(reservation_ttl_s * 1000)
+        self._replicas = max(1, replicas)
+        # While open, decisions never wait on Redis: a dead Redis costs nothing per request.
+        self._breaker = breaker or Breaker(failure_threshold=3, open_seconds=2.0, clock=clock)
+        self._local = LocalGcra(clock)
         self._check = redis.register_script(_lua.CHECK)
         self._settle = redis.register_script(_lua.SETTLE)
 
@@ -88,19 +100,20 @@ class RedisLimiter:
                 token_buckets.append([key, interval, tokens])
         reservation = f"{self._prefix}:res:{request_id or uuid.uuid4().hex}" if token_buckets else ""
         payload = json.dumps({"buckets": token_buckets}) if token_buckets else ""
+        if not self._breaker.allow():
+            return self._decide_locally(domain, desc, matched, requests, tokens)
         try:
             async with asyncio.timeout(self._timeout):
                 raw = await self._check(
                     keys=[*keys, reservation or f"{self._prefix}:res:none"],
                     args=[len(keys), payload, self._reservation_ttl_ms, *argv],
                 )
-        except (TimeoutError, RedisError, OSError) as exc:
+        except (RedisError, OSError, TimeoutError) as exc:
             REDIS_ERRORS.inc()
-            _log.warning("limiter_redis_unavailable", error=repr(exc), fail_open=self._fail_open)
-            DECISIONS.labels(domain, "fail_open" if self._fail_open else "fail_closed").inc()
-            if self._fail_open:
-                return Decision(allowed=True)
-            return Decision(allowed=False, retry_after_ms=1000, limit_name="limiter-unavailable")
+            self._breaker.failure()
+            _log.warning("limiter_redis_unavailable", error=repr(exc))
+            return self._decide_locally(domain, desc, matched, requests, tokens)
+        self._breaker.success()
         denied, retry_ms, deny_idx = int(raw[0]), int(raw[1]), int(raw[2])
         statuses = tuple(
             LimitStatus(
@@ -113,9 +126,7 @@ class RedisLimiter:
             )
             for i, (_, limit) in enumerate(matched)
         )
-        for i, (_, limit) in enumerate(matched):
-            if limit.shadow and int(raw[3 + i * 3]) == 0:
-                _log.info("shadow_limit_exceeded", limit=limit.name, domain=domain)
+        self._observe(domain, matched, [int(raw[3 + i * 3]) == 1 for i in range(len(matched))], statuses)
         if denied:
             DECISIONS.labels(domain, "over_limit").inc()
             return Decision(
@@ -127,9 +138,46 @@ class RedisLimiter:
         DECISIONS.labels(domain, "ok").inc()
         return Decision(allowed=True, statuses=statuses, reservation_id=reservation)
 
+    @staticmethod
+    def _observe(domain: str, matched: Sequence[tuple[Rule, Limit]], admitted: Sequence[bool],
+                 statuses: Sequence[LimitStatus]) -> None:
+        for (_, limit), ok, status in zip(matched, admitted, statuses, strict=True):
+            if limit.shadow and not ok:
+                SHADOW_HITS.labels(limit.name).inc()
+                _log.info("shadow_limit_exceeded", limit=limit.name, domain=domain)
+            elif ok and status.remaining < 0.2 * limit.limit:
+                NEAR_LIMIT.labels(limit.name).inc()
+
+    def _decide_locally(
+        self, domain: str, desc: dict[str, str], matched: list[tuple[Rule, Limit]], requests: int, tokens: int
+    ) -> Decision:
+        """Redis is out: each limit per its ``on_redis_failure`` — ``local`` applies limit/replicas
+        in this process, ``open`` admits, ``closed`` refuses."""
+        LOCAL_DECISIONS.inc()
+        if any(limit.on_redis_failure == "closed" and not limit.shadow for _, limit in matched):
+            name = next(limit.name for _, limit in matched if limit.on_redis_failure == "closed")
+            DECISIONS.labels(domain, "fail_closed").inc()
+            return Decision(allowed=False, retry_after_ms=1000, limit_name=name)
+        local = [(rule, limit) for rule, limit in matched if limit.on_redis_failure == "local"]
+        buckets = []
+        for rule, limit in local:
+            share = max(1, limit.limit // self._replicas)
+            buckets.append(Bucket(key=self._key(domain, rule, limit, desc), interval_ms=limit.period_ms / share,
+                                  period_ms=limit.period_ms, cost=requests if limit.unit == "requests" else tokens,
+                                  shadow=limit.shadow))
+        allowed, retry_ms, idx, results = self._local.check(buckets)
+        statuses = tuple(
+            LimitStatus(limit.name, limit.unit, max(1, limit.limit // self._replicas), rem, reset, limit.shadow)
+            for (_, limit), (_, rem, reset) in zip(local, results, strict=True)
+        )
+        DECISIONS.labels(domain, "local_ok" if allowed else "local_over_limit").inc()
+        if not allowed:
+            return Decision(allowed=False, retry_after_ms=retry_ms, limit_name=local[idx][1].name, statuses=statuses)
+        return Decision(allowed=True, statuses=statuses)
+
     async def settle(self, reservation_id: str, actual_tokens: int) -> int:
         """Replace a reservation's estimate by the real count; 0 when there is nothing to settle."""
-        if not reservation_id:
+        if not reservation_id or not self._breaker.allow():
             return 0
         try:
             async with asyncio.timeout(self._timeout * 4):

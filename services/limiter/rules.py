@@ -8,7 +8,8 @@
             - {name: tenant-tpm, unit: tokens, limit: 100000, per: minute, shadow: true}
 
 A rule applies when every key it matches is in the request's descriptor with a matching value.
-Every limit of every applying rule is decided together.
+Among applying rules on the same keys the most specific wins (per-value overrides); the limits of
+all winning rules are decided together, atomically.
 """
 
 from __future__ import annotations
@@ -39,6 +40,9 @@ class Limit(_Strict):
     per: Literal["second", "minute", "hour", "day"]
     # Count and report, never refuse: for trying a new limit in production.
     shadow: bool = False
+    # While Redis is unreachable: "local" applies limit / replicas in each process; "open" admits;
+    # "closed" refuses.
+    on_redis_failure: Literal["local", "open", "closed"] = "local"
 
     @property
     def period_ms(self) -> int:
@@ -64,6 +68,10 @@ class Rule(_Strict):
             key in descriptor and (want == "*" or descriptor[key] == want) for key, want in self.match.items()
         )
 
+    @property
+    def specificity(self) -> int:
+        return sum(value != "*" for value in self.match.values())
+
     def bucket(self, descriptor: Mapping[str, str]) -> str:
         """The part of the Redis key naming this rule's bucket for one descriptor."""
         return "|".join(f"{key}={descriptor[key]}" for key in self.match)
@@ -73,9 +81,16 @@ class RuleSet(_Strict):
     domains: dict[str, list[Rule]]
 
     def matching(self, domain: str, descriptor: Mapping[str, str]) -> list[tuple[Rule, Limit]]:
-        return [
-            (rule, limit) for rule in self.domains.get(domain, []) if rule.applies(descriptor) for limit in rule.limits
-        ]
+        """Every limit that applies. Among rules on the same descriptor keys, the most specific one
+        wins (a per-value override: ``{tenant: acme}`` replaces ``{tenant: "*"}`` for acme)."""
+        best: dict[tuple[str, ...], Rule] = {}
+        for rule in self.domains.get(domain, []):
+            if not rule.applies(descriptor):
+                continue
+            keys = tuple(rule.match)
+            if keys not in best or rule.specificity > best[keys].specificity:
+                best[keys] = rule
+        return [(rule, limit) for rule in best.values() for limit in rule.limits]
 
     @field_validator("domains")
     @classmethod

@@ -21,5 +21,6 @@ class LimiterSettings(ServiceSettings):
     key_prefix: str = "llmgw:rl"
     # A check never waits longer than this on Redis, then fails open (or closed).
     redis_timeout_s: float = 0.05
-    fail_open: bool = True
+    # Replicas of this service: while Redis is out each applies limit / REPLICAS locally.
+    replicas: int = 1
     reload_interval_s: float = 2.0

@@ -2,15 +2,15 @@
 
 from __future__ import annotations
 
+from llmgw.kit.server import GrpcService
+from llmgw.prompts import Registry
+from llmgw.router.v1 import router_pb2_grpc
+from llmgw.services.limiter.server import LimiterClient
 from llmgw.services.router.config import RouterConfig, load_router_config
 from llmgw.services.router.core import Router
 from llmgw.services.router.providers import make_provider
 from llmgw.services.router.server import SERVICE_NAME, RouterServicer
 from llmgw.services.router.settings import RouterSettings
-
-from llmgw.kit.server import GrpcService
-from llmgw.prompts import Registry
-from llmgw.router.v1 import router_pb2_grpc
 
 __all__ = ["build", "build_core"]
 
@@ -26,7 +26,11 @@ def _with_overrides(cfg: RouterConfig, settings: RouterSettings) -> RouterConfig
 def build_core(settings: RouterSettings) -> tuple[Router, list[object]]:
     cfg = _with_overrides(load_router_config(settings.routes_file), settings)
     providers = {name: make_provider(name, pcfg) for name, pcfg in cfg.providers.items()}
-    return Router(cfg, providers, Registry.load(settings.prompts_dir)), list(providers.values())
+    shaper = LimiterClient(settings.limiter_addr) if settings.limiter_addr else None
+    router = Router(cfg, providers, Registry.load(settings.prompts_dir), shaper=shaper,
+                    budget_wait_s=settings.provider_budget_wait_s)
+    closers: list[object] = [*providers.values(), *([shaper] if shaper else [])]
+    return router, closers
 
 
 async def build(settings: RouterSettings) -> GrpcService:

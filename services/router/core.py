@@ -6,19 +6,22 @@ from __future__ import annotations
 import asyncio
 import random
 import time
+import uuid
 from collections.abc import AsyncIterator, Callable, Mapping
 from typing import Any
 
-from llmgw.services.router.breaker import Breaker, State
-from llmgw.services.router.config import RouterConfig, Target
-from llmgw.services.router.errors import ProviderError
-from llmgw.services.router.providers import Provider
 from prometheus_client import Counter, Gauge, Histogram
 
-from llmgw.domain import Attempt, Chunk, Completion, RouteCall, Sampling
-from llmgw.kit.errors import DeadlineExceeded, InvalidArgument, NotFound, Unavailable
+from llmgw.domain import Attempt, Chunk, Completion, Message, RouteCall, Sampling
+from llmgw.kit.breaker import Breaker, State
+from llmgw.kit.errors import DeadlineExceeded, InvalidArgument, LlmgwError, NotFound, Unavailable
 from llmgw.kit.logging import get_logger
+from llmgw.kit.tokens import count_tokens
+from llmgw.ports import LimiterPort
 from llmgw.prompts import PromptVersion, Registry
+from llmgw.services.router.config import RouterConfig, Target
+from llmgw.services.router.errors import ProviderError
+from llmgw.services.router.providers import DEFAULT_MAX_TOKENS, Provider
 
 __all__ = ["Router"]
 
@@ -46,12 +49,19 @@ class Router:
         *,
         clock: Callable[[], float] = time.monotonic,
         rng: random.Random | None = None,
+        shaper: LimiterPort | None = None,
+        budget_wait_s: float = 1.0,
     ) -> None:
         self._config = config
         self._providers = providers
         self._registry = registry
         self._clock = clock
         self._rng = rng or random.Random()
+        # Outbound shaping: the limiter's "provider" domain mirrors each provider account's
+        # RPM/TPM, so our own traffic never earns a provider 429.
+        self._shaper = shaper
+        self._budget_wait_s = budget_wait_s
+        self._settles: set[asyncio.Task[int]] = set()
         self._breakers: dict[tuple[str, str], Breaker] = {}
 
     def breaker(self, target: Target) -> Breaker:
@@ -107,6 +117,42 @@ class Router:
         ATTEMPTS.labels(target.provider, target.model, "skipped").inc()
         return False
 
+    async def _reserve(self, call: RouteCall, target: Target, system: str, messages: tuple[Message, ...],
+                       sampling: Sampling, attempts: list[Attempt]) -> tuple[bool, str]:
+        """Ask the provider budget before a call: (go, reservation). Waits at most
+        ``budget_wait_s`` (and never past the deadline) for budget, else the target is skipped."""
+        if self._shaper is None:
+            return True, ""
+        prompt_tokens = count_tokens(system + "".join(m.content for m in messages))
+        tokens = prompt_tokens + (sampling.max_tokens or DEFAULT_MAX_TOKENS)
+        waited = 0.0
+        while True:
+            try:
+                d = await self._shaper.check([("provider", target.provider), ("model", target.model)], requests=1,
+                                             tokens=tokens, request_id=f"{call.request_id or uuid.uuid4().hex}-"
+                                             f"{target.provider}-{uuid.uuid4().hex[:6]}", domain="provider")
+            except LlmgwError as exc:  # shaping unavailable: the provider's own limits still apply
+                _log.warning("provider_budget_unavailable", error=exc.message)
+                return True, ""
+            if d.allowed:
+                return True, d.reservation_id
+            wait = d.retry_after_ms / 1000
+            late = call.deadline is not None and time.monotonic() + wait >= call.deadline
+            if waited + wait > self._budget_wait_s or late:
+                attempts.append(Attempt(target.provider, target.model, "skipped",
+                                        f"provider budget spent ({d.limit_name}, retry in {wait:.1f}s)", 0.0))
+                ATTEMPTS.labels(target.provider, target.model, "budget").inc()
+                return False, ""
+            await asyncio.sleep(wait)
+            waited += wait
+
+    def _settle(self, reservation: str, tokens: int) -> None:
+        if self._shaper is None or not reservation:
+            return
+        task = asyncio.get_running_loop().create_task(self._shaper.settle(reservation, tokens))
+        self._settles.add(task)
+        task.add_done_callback(self._settles.discard)
+
     @staticmethod
     def _budget(call: RouteCall, target: Target) -> float:
         """This attempt's timeout: the target's, cut to what is left of the caller's deadline."""
@@ -143,12 +189,17 @@ class Router:
             for attempt_no in range(target.attempts):
                 if attempt_no and not self.breaker(target).allow():
                     break
+                go, reservation = await self._reserve(call, target, system, messages, sampling, attempts)
+                if not go:
+                    self.breaker(target).release()
+                    break
                 start = time.perf_counter()
                 try:
                     reply = await provider.complete(
                         target.model, system, messages, sampling, self._budget(call, target)
                     )
                 except ProviderError as exc:
+                    self._settle(reservation, 0)
                     ms = (time.perf_counter() - start) * 1000
                     attempts.append(Attempt(target.provider, target.model, "error", exc.message, ms))
                     self._note_failure(target, exc)
@@ -163,6 +214,7 @@ class Router:
                     self.breaker(target).release()  # cancelled or out of time: no verdict on the target
                     raise
                 ms = (time.perf_counter() - start) * 1000
+                self._settle(reservation, reply.input_tokens + reply.output_tokens)
                 self.breaker(target).success()
                 PROVIDER_LATENCY.labels(target.provider, target.model).observe(ms / 1000)
                 ATTEMPTS.labels(target.provider, target.model, "ok").inc()
@@ -189,11 +241,16 @@ class Router:
                 continue
             system, messages = pv.render(call.variables, target.provider) if pv else ("", call.messages)
             provider = self._providers[target.provider]
+            go, reservation = await self._reserve(call, target, system, messages, sampling, attempts)
+            if not go:
+                self.breaker(target).release()
+                continue
             start = time.perf_counter()
             try:
                 pieces = provider.stream(target.model, system, messages, sampling, self._budget(call, target))
                 first = await anext(pieces)
             except ProviderError as exc:
+                self._settle(reservation, 0)
                 attempts.append(Attempt(target.provider, target.model, "error", exc.message,
                                         (time.perf_counter() - start) * 1000))
                 self._note_failure(target, exc)
@@ -218,6 +275,7 @@ class Router:
                 self.breaker(target).release()  # the caller went away mid-stream
                 raise
             ms = (time.perf_counter() - start) * 1000
+            self._settle(reservation, piece.input_tokens + piece.output_tokens)
             self.breaker(target).success()
             ATTEMPTS.labels(target.provider, target.model, "ok").inc()
             attempts.append(Attempt(target.provider, target.model, "ok", "", ms))

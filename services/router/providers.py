@@ -15,10 +15,10 @@ from typing import Any, Protocol
 
 import anthropic
 import openai
-from llmgw.services.router.config import ProviderConfig
-from llmgw.services.router.errors import ProviderError, classify_status
 
 from llmgw.domain import Message, Sampling
+from llmgw.services.router.config import ProviderConfig
+from llmgw.services.router.errors import ProviderError, classify_status
 
 __all__ = ["AnthropicProvider", "OpenAIProvider", "Provider", "ProviderReply", "StreamPiece", "make_provider"]
 

@@ -6,7 +6,6 @@ import time
 from collections.abc import AsyncIterator
 
 import grpc
-from llmgw.services.router.core import Router
 
 from llmgw.convert import (
     attempts_from_pb,
@@ -22,6 +21,7 @@ from llmgw.convert import (
 from llmgw.domain import Chunk, Completion, RouteCall
 from llmgw.kit.client import GrpcClient, translate_rpc_errors
 from llmgw.router.v1 import router_pb2, router_pb2_grpc
+from llmgw.services.router.core import Router
 
 __all__ = ["SERVICE_NAME", "RouterClient", "RouterServicer"]
 

@@ -16,3 +16,7 @@ class RouterSettings(ServiceSettings):
     # Overrides the providers' base_url in the routes file (the embedded fake providers).
     openai_base_url: str | None = None
     anthropic_base_url: str | None = None
+    # The limiter, for outbound shaping (its "provider" domain); empty: no shaping.
+    limiter_addr: str = ""
+    # How long a call may wait for provider budget before the router moves to the next target.
+    provider_budget_wait_s: float = 1.0

@@ -83,6 +83,7 @@ async def start_stack(
     fake: FakeProviderServer | None = None,
     ingress_overrides: dict[str, Any] | None = None,
     cache_overrides: dict[str, Any] | None = None,
+    router_overrides: dict[str, Any] | None = None,
 ) -> Stack:
     """Start limiter, cache, router and ingress; keys get a fresh prefix so runs never collide."""
     prefix = f"llmgw-test-{uuid.uuid4().hex[:8]}"
@@ -96,7 +97,8 @@ async def start_stack(
                                         **(cache_overrides or {})))
     )
     rt_kw: dict[str, Any] = {"prompts_dir": prompts_dir, "openai_base_url": fake.openai_url,
-                             "anthropic_base_url": fake.anthropic_url}
+                             "anthropic_base_url": fake.anthropic_url, "limiter_addr": limiter.address,
+                             **(router_overrides or {})}
     if routes_file:
         rt_kw["routes_file"] = routes_file
     router = await start_server(await build_router(load_settings(RouterSettings, {}, **rt_kw)))

@@ -31,6 +31,10 @@ LIMITED_KEY = "limited-key"
 # Demo limits: everyone 60/min; the "limited" tenant 2/min so the demo can show a rejection.
 DEMO_LIMITS = """\
 domains:
+  provider:
+    - match: {provider: "*", model: "*"}
+      limits:
+        - {name: provider-rpm, unit: requests, limit: 500, per: minute}
   gateway:
     - match: {tenant: "*"}
       limits:
@@ -112,7 +116,7 @@ async def start_system(workdir: Path, *, ingress_port: int = 50050, with_drift: 
         services: dict[str, dict[str, str]] = {
             "limiter": {"LIMITS_FILE": str(limits)},
             "cache": {},
-            "router": {"PROMPTS_DIR": str(REPO / "prompts")},
+            "router": {"PROMPTS_DIR": str(REPO / "prompts"), "LIMITER_ADDR": f"127.0.0.1:{ports['limiter']}"},
             "ingress": {
                 "LIMITER_ADDR": f"127.0.0.1:{ports['limiter']}",
                 "CACHE_ADDR": f"127.0.0.1:{ports['cache']}",

@@ -149,6 +149,9 @@ class TestKustomize:
         assert env["LOG_LEVEL"] == "debug"
         prod = of_kind(kustomize("prod"), "Deployment")
         assert prod["llmgw-limiter"]["spec"]["replicas"] == 3
+        for docs, n in ((dev, "1"), (prod, "3")):
+            env = {e["name"]: e.get("value") for e in docs["llmgw-limiter"]["spec"]["template"]["spec"]["containers"][0]["env"]}
+            assert env["REPLICAS"] == n, "the limiter's local fallback must know its replica count"
         assert all(d["spec"]["template"]["spec"]["containers"][0]["image"].endswith(":0.1.0") for d in prod.values())
 
     def test_rendered_manifests_and_chart_files_are_in_sync(self) -> None:

@@ -8,10 +8,10 @@ from dataclasses import replace
 
 import pytest
 import redis.asyncio as aioredis
-from llmgw.services.cache.core import RedisCache
 
 from llmgw.domain import CacheEntry, KeyMaterial, Sampling, Usage
 from llmgw.kit.embedded import free_port
+from llmgw.services.cache.core import RedisCache
 
 pytestmark = pytest.mark.integration
 

@@ -2,17 +2,18 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import uuid
 from pathlib import Path
 
 import pytest
 import redis.asyncio as aioredis
-from llmgw.services.limiter.core import RedisLimiter
-from llmgw.services.limiter.rules import load_rules, parse_rules
 
 from llmgw.kit.embedded import free_port
 from llmgw.kit.reload import FileWatcher
+from llmgw.services.limiter.core import RedisLimiter
+from llmgw.services.limiter.rules import load_rules, parse_rules
 
 pytestmark = pytest.mark.integration
 
@@ -68,14 +69,44 @@ async def test_tokens_are_reserved_then_settled(redis: aioredis.Redis) -> None:
     assert await lim.settle(d.reservation_id, 100) == 0  # settling twice does nothing
 
 
-async def test_redis_down_fails_open_without_stalling() -> None:
+async def test_redis_down_decides_per_limit_policy_without_stalling() -> None:
     dead = aioredis.Redis(port=free_port(), socket_connect_timeout=0.05)
-    lim = _limiter(dead, _rule({"tenant": "*"}, {"name": "rpm", "unit": "requests", "limit": 1, "per": "minute"}))
-    assert (await lim.check([("tenant", "a")])).allowed
-    closed = _limiter(dead, _rule({"tenant": "*"}, {"name": "rpm", "unit": "requests", "limit": 1, "per": "minute"}),
-                      fail_open=False)
+    rules = {"domains": {"gateway": [
+        {"match": {"tenant": "*"}, "limits": [{"name": "local", "unit": "requests", "limit": 4, "per": "minute"}]},
+        {"match": {"route": "*"}, "limits": [{"name": "open", "unit": "requests", "limit": 1, "per": "minute",
+                                              "on_redis_failure": "open"}]},
+    ]}}
+    lim = _limiter(dead, rules, replicas=2)
+    got = [(await lim.check([("tenant", "a"), ("route", "r")])).allowed for _ in range(4)]
+    # "local": 4 per minute over 2 replicas = 2 here; "open": ignored while Redis is out.
+    assert got == [True, True, False, False]
+    closed = _limiter(dead, _rule({"tenant": "*"}, {"name": "c", "unit": "requests", "limit": 100, "per": "minute",
+                                                    "on_redis_failure": "closed"}))
     assert not (await closed.check([("tenant", "a")])).allowed
     await dead.aclose()
+
+
+async def test_redis_stopped_mid_run_and_restarted() -> None:
+    from llmgw.kit.embedded import start_redis
+
+    proc = start_redis()
+    port = proc.port
+    redis = aioredis.Redis(port=port, socket_connect_timeout=0.05, socket_timeout=0.05)
+    lim = _limiter(redis, _rule({"tenant": "*"}, {"name": "rpm", "unit": "requests", "limit": 6, "per": "minute"}),
+                   replicas=3)
+    assert [(await lim.check([("tenant", "a")])).allowed for _ in range(2)] == [True, True]
+    proc.stop()
+    # Redis gone: the breaker opens after a few failures; each process admits 6 / 3 = 2 locally.
+    local = [(await lim.check([("tenant", "a")])).allowed for _ in range(4)]
+    assert local == [True, True, False, False]
+    proc2 = start_redis(port)
+    try:
+        await asyncio.sleep(2.2)  # the breaker's cool-down: the next check probes Redis again
+        back = await lim.check([("tenant", "a")])
+        assert back.allowed and back.statuses[0].limit == 6  # decided by Redis again (fresh server)
+    finally:
+        await redis.aclose()
+        proc2.stop()
 
 
 async def test_reload_keeps_old_rules_when_new_file_is_bad(redis: aioredis.Redis, tmp_path: Path) -> None:

@@ -191,3 +191,62 @@ async def test_rollback_under_load_switches_versions_without_failures(
     assert failures == []
     assert len(seen) > 20
     assert (root / "summarize" / "labels.yaml").read_text().strip() == "production: v1"
+
+
+async def test_outbound_shaping_moves_on_instead_of_earning_a_provider_429(
+    redis_url: str, topics_ready: str, tmp_path: Path
+) -> None:
+    limits = tmp_path / "limits.yaml"
+    limits.write_text(
+        "domains:\n"
+        "  gateway: [{match: {tenant: '*'}, limits: [{name: rpm, unit: requests, limit: 1000, per: minute}]}]\n"
+        "  provider: [{match: {provider: openai, model: '*'}, limits: [{name: openai-rpm, unit: requests, limit: 2, per: minute}]}]\n"
+    )
+    stack = await start_stack(redis_url=redis_url, kafka_bootstrap=topics_ready, limits_file=limits,
+                              router_overrides={"provider_budget_wait_s": 0.1})
+    client = Client(stack.ingress.address)
+    try:
+        got = [await client.complete(_msg(f"shaped {i}")) for i in range(3)]
+    finally:
+        await client.close()
+        await stack.stop()
+    assert [r.provider for r in got] == ["openai", "openai", "anthropic"]
+    assert stack.fake.state.calls["openai"] == 2  # the third never reached OpenAI
+    skipped = got[2].attempts[0]
+    assert skipped.status == "skipped" and "provider budget spent (openai-rpm" in skipped.error
+
+
+async def test_token_reservations_settle_to_real_usage_for_streams_and_failures(
+    redis_url: str, topics_ready: str, tmp_path: Path
+) -> None:
+    from llmgw.kit.redis import connect
+    from llmgw.services.limiter.core import RedisLimiter
+    from llmgw.services.limiter.rules import load_rules
+
+    limits = tmp_path / "limits.yaml"
+    limits.write_text("domains: {gateway: [{match: {tenant: '*'}, limits: [{name: tpm, unit: tokens, limit: 100000, per: hour}]}]}")
+    stack = await start_stack(redis_url=redis_url, kafka_bootstrap=topics_ready, limits_file=limits)
+    client = Client(stack.ingress.address)
+    redis = connect(redis_url)
+    probe = RedisLimiter(redis, load_rules(limits), prefix=f"{stack.prefix}:rl")
+
+    async def used() -> int:
+        await stack.ingress.service.servicers[0][0]._core.drain()  # noqa: SLF001 (settle runs after the reply)
+        d = await probe.check([("tenant", "acme")], tokens=0)
+        return 100000 - d.statuses[0].remaining
+
+    try:
+        chunks = await client.stream(_msg("stream and settle"))
+        usage = chunks[-1].usage
+        after_stream = await used()
+        # The reservation (prompt + 512 max tokens) was replaced by the real usage.
+        assert abs(after_stream - (usage.input_tokens + usage.output_tokens)) <= 1
+        for name in ("openai", "anthropic"):
+            stack.fake.state.faults[name].fail_next = 1
+        with pytest.raises(grpc.aio.AioRpcError):
+            await client.complete(_msg("fails"))
+        assert abs(await used() - after_stream) <= 1  # a failed call is refunded entirely
+    finally:
+        await redis.aclose()
+        await client.close()
+        await stack.stop()

@@ -3,9 +3,9 @@ from __future__ import annotations
 from dataclasses import replace
 
 import pytest
-from llmgw.services.cache.keys import cache_key, canonical_json
 
 from llmgw.domain import KeyMaterial, Message, Sampling
+from llmgw.services.cache.keys import cache_key, canonical_json
 
 BASE = KeyMaterial(
     tenant="acme",

@@ -2,13 +2,13 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+
+from llmgw.events.v1 import events_pb2
+from llmgw.gateway.v1 import gateway_pb2
 from llmgw.services.drift.app import GLOBAL_SEGMENT, process_window
 from llmgw.services.drift.detector import DriftDetector
 from llmgw.services.drift.stats import centroid, centroid_cosine_distance, mean_max_similarity
 from llmgw.services.drift.text import input_text, segment_of
-
-from llmgw.events.v1 import events_pb2
-from llmgw.gateway.v1 import gateway_pb2
 
 RNG = np.random.default_rng(0)
 

@@ -3,11 +3,11 @@ from __future__ import annotations
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from llmgw.services.ingress.auth import ApiKeys
-from llmgw.services.ingress.request import GatewayRequest
 
 from llmgw.domain import Message, Sampling
 from llmgw.kit.errors import InvalidArgument, Unauthenticated
+from llmgw.services.ingress.auth import ApiKeys
+from llmgw.services.ingress.request import GatewayRequest
 
 
 class TestAuth:

@@ -8,11 +8,11 @@ from pathlib import Path
 
 import jsonschema
 import numpy as np
-from llmgw.services.drift.app import process_window
-from llmgw.services.drift.detector import DriftDetector
 
 from llmgw.events.v1 import events_pb2
 from llmgw.prompts.workflow import move_label
+from llmgw.services.drift.app import process_window
+from llmgw.services.drift.detector import DriftDetector
 
 REPO = Path(__file__).resolve().parents[2]
 

@@ -5,12 +5,12 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from llmgw.services.router.config import RouterConfig
-from llmgw.services.router.core import Router
 
 from llmgw.domain import Message, RouteCall, Sampling
 from llmgw.kit.errors import InvalidArgument, NotFound, Unavailable
 from llmgw.prompts import Registry
+from llmgw.services.router.config import RouterConfig
+from llmgw.services.router.core import Router
 from llmgw.testing import ScriptedProvider
 
 REPO = Path(__file__).resolve().parents[2]

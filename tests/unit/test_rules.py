@@ -3,10 +3,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from llmgw.services.limiter.rules import parse_rules
 
 from llmgw.cli import main as cli
 from llmgw.kit.errors import ConfigError
+from llmgw.services.limiter.rules import parse_rules
 
 GOOD = {
     "domains": {

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import math
 import re
@@ -10,6 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from jinja2 import StrictUndefined, TemplateError, meta
+from jinja2 import Template as Template_
 from jinja2.sandbox import SandboxedEnvironment
 from pydantic import ValidationError
 
@@ -26,6 +28,12 @@ _VERSION_FILE = re.compile(r"^v(\d+)\.ya?ml$")
 # Variables are data, never template code: values are passed to a sandboxed environment and
 # are never themselves parsed as templates.
 _ENV = SandboxedEnvironment(undefined=StrictUndefined, autoescape=False, keep_trailing_newline=False)
+
+
+@functools.lru_cache(maxsize=4096)
+def _compiled(text: str) -> Template_:
+    # Compiling is the costly part of rendering: once per template text, not per request.
+    return _ENV.from_string(text)
 
 
 def _check_type(name: str, spec: VariableSpec, value: str) -> None:
@@ -104,8 +112,8 @@ class PromptVersion:
         values: dict[str, str] = {name: "" for name in self.spec.variables}
         values.update(self.variables(variables))
         try:
-            system = _ENV.from_string(tpl.system).render(values) if tpl.system else ""
-            msgs = tuple(Message(m.role, _ENV.from_string(m.content).render(values)) for m in tpl.messages)
+            system = _compiled(tpl.system).render(values) if tpl.system else ""
+            msgs = tuple(Message(m.role, _compiled(m.content).render(values)) for m in tpl.messages)
         except TemplateError as exc:
             raise InvalidArgument("variables", f"prompt {self.name!r} failed to render: {exc}") from exc
         return system, msgs

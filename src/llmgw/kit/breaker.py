@@ -1,8 +1,8 @@
-"""Circuit breaker per provider+model: closed -> open after N consecutive failures -> half-open
-after a cool-down (one probe call) -> closed on success, open again on failure.
+"""Circuit breaker: closed -> open after N consecutive failures -> half-open after a cool-down
+(one probe call) -> closed on success, open again on failure.
 
-While open, the router skips the target without an attempt: during an outage a request pays
-nothing for the dead target instead of a timeout per request.
+Used by the router per provider+model (an open target is skipped without a call) and by the
+limiter around Redis (while open, decisions are local instead of waiting on a dead Redis).
 """
 
 from __future__ import annotations
