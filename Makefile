@@ -56,6 +56,7 @@ bench: install
 	$(BIN)/python -m bench.latency
 	$(BIN)/python -m bench.fallback
 	$(BIN)/python -m bench.events
+	$(BIN)/python -m bench.limiter
 
 clean:
 	rm -rf $(VENV) .pytest_cache

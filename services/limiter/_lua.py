@@ -8,20 +8,26 @@ no fixed-window edge doubling. Time is the Redis server's (TIME), so replica clo
 
 # KEYS: bucket keys..., then the reservation key (always last).
 # ARGV: 1 = bucket count n, 2 = reservation payload (JSON) or "", 3 = reservation TTL ms,
-#       then per bucket i: T_ms, period_ms, cost, shadow(0|1), unit_is_tokens(0|1).
+#       4 = requests, 5 = tokens, 6 = the buckets' specs "T_ms,period_ms,shadow,is_tokens;..."
+#       (static per rule set, so the caller builds that string once; few arguments keep the
+#       client's encoding cost per decision low).
 # Returns: {denied, retry_after_ms, denied_index, then per bucket: admitted, remaining, reset_ms}.
 CHECK = r"""
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + tonumber(t[2]) / 1000
 local n = tonumber(ARGV[1])
+local requests, tokens = tonumber(ARGV[4]), tonumber(ARGV[5])
+local specs = {}
+for T, period, shadow, istok in string.gmatch(ARGV[6], "([^,;]+),([^,;]+),([^,;]+),([^,;]+)") do
+  specs[#specs + 1] = {tonumber(T), tonumber(period), shadow == '1', istok == '1'}
+end
 local out = {}
 local tats = {}
 local olds = {}
 local denied, retry, deny_idx = 0, 0, 0
 for i = 1, n do
-  local b = 3 + (i - 1) * 5
-  local T, period, cost = tonumber(ARGV[b + 1]), tonumber(ARGV[b + 2]), tonumber(ARGV[b + 3])
-  local shadow = ARGV[b + 4] == '1'
+  local T, period, shadow = specs[i][1], specs[i][2], specs[i][3]
+  local cost = specs[i][4] and tokens or requests
   local tat = tonumber(redis.call('GET', KEYS[i])) or now
   if tat < now then tat = now end
   local new_tat = tat + cost * T
@@ -42,8 +48,7 @@ for i = 1, n do
 end
 -- Remaining budget as it stands after this decision: charged only if everything admitted.
 for i = 1, n do
-  local b = 3 + (i - 1) * 5
-  local T, period = tonumber(ARGV[b + 1]), tonumber(ARGV[b + 2])
+  local T, period = specs[i][1], specs[i][2]
   local charged = denied == 0 and out[(i - 1) * 3 + 1] == 1
   local used = charged and tats[i] or olds[i]
   local remaining = math.floor((period - (used - now)) / T)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import time
 import uuid
@@ -28,6 +29,18 @@ REDIS_ERRORS = Counter("llmgw_limiter_redis_errors_total", "Redis calls that fai
 NEAR_LIMIT = Counter("llmgw_limiter_near_limit_total", "Admissions leaving less than 20% of a limit", ["limit"])
 SHADOW_HITS = Counter("llmgw_limiter_shadow_exceeded_total", "Shadow limits that would have refused", ["limit"])
 LOCAL_DECISIONS = Counter("llmgw_limiter_local_decisions_total", "Checks decided in process while Redis is out")
+
+
+def _spec(limit: Limit) -> str:
+    return f"{limit.period_ms / limit.limit!r},{limit.period_ms},{int(limit.shadow)},{int(limit.unit == 'tokens')}"
+
+
+def _specs(matched: Sequence[tuple[Rule, Limit]]) -> str:
+    # Limits are frozen pydantic models: this string is cheap to rebuild but cached anyway.
+    return ";".join(_spec_cached(limit) for _, limit in matched)
+
+
+_spec_cached = functools.lru_cache(maxsize=4096)(_spec)
 
 
 class RedisLimiter:
@@ -87,17 +100,12 @@ class RedisLimiter:
         if not matched:
             DECISIONS.labels(domain, "unlimited").inc()
             return Decision(allowed=True)
-        keys: list[str] = []
-        argv: list[str | int | float] = []
-        token_buckets: list[list[object]] = []
-        for rule, limit in matched:
-            key = self._key(domain, rule, limit, desc)
-            cost = requests if limit.unit == "requests" else tokens
-            interval = limit.period_ms / limit.limit
-            keys.append(key)
-            argv += [repr(interval), limit.period_ms, cost, int(limit.shadow), int(limit.unit == "tokens")]
-            if limit.unit == "tokens" and tokens > 0 and not limit.shadow:
-                token_buckets.append([key, interval, tokens])
+        keys = [self._key(domain, rule, limit, desc) for rule, limit in matched]
+        token_buckets = [
+            [key, limit.period_ms / limit.limit, tokens]
+            for key, (_, limit) in zip(keys, matched, strict=True)
+            if limit.unit == "tokens" and tokens > 0 and not limit.shadow
+        ]
         reservation = f"{self._prefix}:res:{request_id or uuid.uuid4().hex}" if token_buckets else ""
         payload = json.dumps({"buckets": token_buckets}) if token_buckets else ""
         if not self._breaker.allow():
@@ -106,7 +114,7 @@ class RedisLimiter:
             async with asyncio.timeout(self._timeout):
                 raw = await self._check(
                     keys=[*keys, reservation or f"{self._prefix}:res:none"],
-                    args=[len(keys), payload, self._reservation_ttl_ms, *argv],
+                    args=[len(keys), payload, self._reservation_ttl_ms, requests, tokens, _specs(matched)],
                 )
         except (RedisError, OSError, TimeoutError) as exc:
             REDIS_ERRORS.inc()
