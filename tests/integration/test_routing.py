@@ -231,7 +231,7 @@ async def test_token_reservations_settle_to_real_usage_for_streams_and_failures(
     probe = RedisLimiter(redis, load_rules(limits), prefix=f"{stack.prefix}:rl")
 
     async def used() -> int:
-        await stack.ingress.service.servicers[0][0]._core.drain()  # noqa: SLF001 (settle runs after the reply)
+        await stack.ingress.service.servicers[0][0]._core.drain()
         d = await probe.check([("tenant", "acme")], tokens=0)
         return 100000 - d.statuses[0].remaining
 
