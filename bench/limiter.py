@@ -22,7 +22,7 @@ from pathlib import Path
 import redis.asyncio as aioredis
 import yaml
 
-from bench.latency import _pct
+from bench._harness import pct
 from llmgw.kit.embedded import free_port, spawn, start_redis
 from llmgw.kit.health import peer_serving
 from llmgw.services.limiter.core import RedisLimiter
@@ -101,7 +101,7 @@ async def run(rounds: int, per_round: int, concurrency: int) -> None:
     for name in paths:
         r = statistics.median(rates[name])
         print(f"{name:<24} {r:>12,.0f} {r / base:>8.2f} {statistics.median(lats[name]):>8.2f} "
-              f"{_pct(lats[name], 99):>8.2f}")
+              f"{pct(lats[name], 99):>8.2f}")
 
 
 def main() -> None:

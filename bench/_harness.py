@@ -1,0 +1,81 @@
+"""What every benchmark shares: the embedded infrastructure, interleaved timing, the report.
+
+Paths are timed round-robin (each round calls every path once) so machine noise hits them alike;
+the first ``WARMUP`` rounds warm connections and code paths and are not counted.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import statistics
+import tempfile
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from llmgw.kit.embedded import start_redis, start_tansu
+from llmgw.kit.kafka import ensure_topics
+
+__all__ = ["LIMITS", "Infra", "infra", "interleave", "pct", "print_table", "summary"]
+
+WARMUP = 20
+# Limits no benchmark reaches: they measure the path, not the refusals.
+LIMITS = """domains:
+  gateway:
+    - match: {tenant: "*"}
+      limits:
+        - {name: bench-rps, unit: requests, limit: 1000000, per: second}
+"""
+
+
+@dataclass(frozen=True)
+class Infra:
+    redis_url: str
+    kafka: str
+    limits_file: Path
+
+    def stack_args(self) -> dict[str, Any]:
+        return {"redis_url": self.redis_url, "kafka_bootstrap": self.kafka, "limits_file": self.limits_file,
+                "api_keys": "bench-key=bench"}
+
+
+@contextlib.asynccontextmanager
+async def infra() -> AsyncIterator[Infra]:
+    redis, tansu = start_redis(), start_tansu()
+    tmp = Path(tempfile.mkdtemp())
+    (tmp / "limits.yaml").write_text(LIMITS)
+    try:
+        await ensure_topics(tansu.address)
+        yield Infra(f"redis://{redis.address}/0", tansu.address, tmp / "limits.yaml")
+    finally:
+        redis.stop()
+        tansu.stop()
+
+
+async def interleave(paths: Mapping[str, Callable[[int], Awaitable[Any]]], n: int) -> dict[str, list[float]]:
+    times: dict[str, list[float]] = {name: [] for name in paths}
+    for i in range(n + WARMUP):
+        for name, call in paths.items():
+            t0 = time.perf_counter()
+            await call(i)
+            if i >= WARMUP:
+                times[name].append((time.perf_counter() - t0) * 1000)
+    return times
+
+
+def pct(xs: list[float], p: float) -> float:
+    s = sorted(xs)
+    return s[min(len(s) - 1, round(p / 100 * (len(s) - 1)))]
+
+
+def summary(times: Mapping[str, list[float]]) -> dict[str, dict[str, float]]:
+    return {k: {"p50": statistics.median(v), "p99": pct(v, 99)} for k, v in times.items()}
+
+
+def print_table(title: str, res: Mapping[str, Mapping[str, float]], base: str) -> None:
+    b = res[base]
+    print(f"{title:<28} {'p50 ms':>8} {'p99 ms':>8} {'p50 ratio':>10} {'p99 ratio':>10}")
+    for name, r in res.items():
+        print(f"{name:<28} {r['p50']:>8.2f} {r['p99']:>8.2f} {r['p50'] / b['p50']:>10.2f} {r['p99'] / b['p99']:>10.2f}")
