@@ -27,8 +27,11 @@ demo: install
 test: install
 	$(BIN)/pytest
 
-## check: validate the shipped configs (limits, prompts) as CI does
+## check: lint, type-check, and validate the shipped configs (limits, prompts, deploy) as CI does
 check: install
+	$(BIN)/ruff check src services tests bench
+	$(BIN)/mypy
+	$(BIN)/python -m llmgw.contracts
 	$(BIN)/llmgw limits check services/limiter/limits.yaml
 	$(BIN)/llmgw prompts validate --dir prompts
 	$(BIN)/python deploy/k8s/render.py --check

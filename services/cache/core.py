@@ -201,7 +201,7 @@ class RedisCache:
 
     async def stats(self, tenant: str, prompt: str | None = None) -> dict[str, float]:
         raw = await self._redis.hgetall(stats_key(tenant, prompt, prefix=self._prefix))
-        return {k.decode(): float(v) for k, v in raw.items()}
+        return {(k.decode() if isinstance(k, bytes) else k): float(v) for k, v in raw.items()}
 
     async def ready(self) -> bool:
         return bool(await self._redis.ping())

@@ -19,7 +19,7 @@ def _with_overrides(cfg: RouterConfig, settings: RouterSettings) -> RouterConfig
     providers = dict(cfg.providers)
     for name, url in (("openai", settings.openai_base_url), ("anthropic", settings.anthropic_base_url)):
         if url and name in providers:
-            providers[name] = providers[name].model_copy(update={"base_url": url})  # type: ignore[index]
+            providers[name] = providers[name].model_copy(update={"base_url": url})
     return cfg.model_copy(update={"providers": providers})
 
 

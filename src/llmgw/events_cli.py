@@ -17,7 +17,7 @@ from llmgw.kit.kafka import REQUESTS_TOPIC, RESPONSES_TOPIC, ensure_topics
 
 __all__ = ["add_parser", "decode"]
 
-_PROTO = {REQUESTS_TOPIC: events_pb2.RequestEvent, RESPONSES_TOPIC: events_pb2.ResponseEvent}
+_PROTO: dict[str, Any] = {REQUESTS_TOPIC: events_pb2.RequestEvent, RESPONSES_TOPIC: events_pb2.ResponseEvent}
 
 
 def decode(topic: str, value: bytes) -> dict[str, Any]:

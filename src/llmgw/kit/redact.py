@@ -25,6 +25,7 @@ from llmgw.kit.settings import load_yaml
 __all__ = ["RedactionConfig", "Redactor", "load_redaction", "mask_secrets"]
 
 Kind = Literal["email", "phone", "card"]
+_DEFAULT_KINDS: tuple[Kind, ...] = ("email", "phone", "card")
 
 _SECRET = re.compile(r"\bsk-(?:ant-)?[A-Za-z0-9_\-]{8,}|\bBearer\s+[A-Za-z0-9._\-]{6,}")
 _EMAIL = re.compile(r"\b[A-Za-z0-9._%+\-]+@[A-Za-z0-9.\-]+\.[A-Za-z]{2,}\b")
@@ -55,7 +56,7 @@ def _card(m: re.Match[str]) -> str:
 class _Policy(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    redact: list[Kind] = Field(default_factory=lambda: ["email", "phone", "card"])
+    redact: list[Kind] = Field(default_factory=lambda: list(_DEFAULT_KINDS))
     patterns: list[str] = []
     raw_input: bool = True
 

@@ -45,7 +45,7 @@ class LabelStore:
         for label, version in labels.items():
             await self._redis.hsetnx(self._labels_key(prompt), label, version)
 
-    async def follow(self, prompts: list[str], apply: Callable[[dict[str, dict[str, str]]], None],
+    async def follow(self, prompts: list[str], apply: Callable[[dict[str, dict[str, str]]], object],
                      interval_s: float = 1.0) -> None:
         """Poll forever, calling ``apply`` with the store's labels; errors keep the last labels."""
         while True:
