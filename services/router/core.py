@@ -103,6 +103,16 @@ class Router:
         _log.warning("provider_failed", provider=target.provider, model=target.model, kind=exc.kind,
                      error=exc.message)
 
+    def _failed_attempt(self, target: Target, exc: ProviderError, start: float, reservation: str,
+                        attempts: list[Attempt]) -> None:
+        """Record a failed call; the caller's own fault ends the request (no retry, no fallback)."""
+        self._settle(reservation, 0)
+        attempts.append(Attempt(target.provider, target.model, "error", exc.message,
+                                (time.perf_counter() - start) * 1000))
+        self._note_failure(target, exc)
+        if exc.kind == "caller":
+            raise InvalidArgument("request", exc.message) from exc
+
     def _usable(self, target: Target, pv: PromptVersion | None, attempts: list[Attempt]) -> bool:
         """A target is tried only if the prompt version has a variant for its provider and its
         circuit lets a call through; otherwise a 'skipped' attempt says why."""
@@ -199,12 +209,7 @@ class Router:
                         target.model, system, messages, sampling, self._budget(call, target)
                     )
                 except ProviderError as exc:
-                    self._settle(reservation, 0)
-                    ms = (time.perf_counter() - start) * 1000
-                    attempts.append(Attempt(target.provider, target.model, "error", exc.message, ms))
-                    self._note_failure(target, exc)
-                    if exc.kind == "caller":
-                        raise InvalidArgument("request", exc.message) from exc
+                    self._failed_attempt(target, exc, start, reservation, attempts)
                     wait = self._retry_wait(call, target, exc, attempt_no)
                     if wait is None:
                         break
@@ -250,12 +255,7 @@ class Router:
                 pieces = provider.stream(target.model, system, messages, sampling, self._budget(call, target))
                 first = await anext(pieces)
             except ProviderError as exc:
-                self._settle(reservation, 0)
-                attempts.append(Attempt(target.provider, target.model, "error", exc.message,
-                                        (time.perf_counter() - start) * 1000))
-                self._note_failure(target, exc)
-                if exc.kind == "caller":
-                    raise InvalidArgument("request", exc.message) from exc
+                self._failed_attempt(target, exc, start, reservation, attempts)
                 continue
             except BaseException:
                 self.breaker(target).release()

@@ -89,40 +89,35 @@ class _Interceptor(grpc.aio.ServerInterceptor):
             )
         return handler
 
+    @contextlib.asynccontextmanager
+    async def _scope(self, context: grpc.aio.ServicerContext, method: str) -> AsyncIterator[None]:
+        """One RPC: request id bound for logs, LlmgwError mapped to its status, metrics recorded."""
+        start = time.perf_counter()
+        structlog.contextvars.bind_contextvars(request_id=_request_id(context))
+        code = grpc.StatusCode.OK
+        try:
+            yield
+        except LlmgwError as exc:
+            code = exc.code
+            await _abort(context, exc)
+        except Exception:
+            code = grpc.StatusCode.UNKNOWN
+            raise
+        finally:
+            self._record(method, code, start)
+
     def _wrap_unary(self, behavior: Any, method: str) -> Any:
         async def wrapped(request: Any, context: grpc.aio.ServicerContext) -> Any:
-            start = time.perf_counter()
-            structlog.contextvars.bind_contextvars(request_id=_request_id(context))
-            code = grpc.StatusCode.OK
-            try:
+            async with self._scope(context, method):
                 return await behavior(request, context)
-            except LlmgwError as exc:
-                code = exc.code
-                await _abort(context, exc)
-            except Exception:
-                code = grpc.StatusCode.UNKNOWN
-                raise
-            finally:
-                self._record(method, code, start)
 
         return wrapped
 
     def _wrap_stream(self, behavior: Any, method: str) -> Any:
         async def wrapped(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
-            start = time.perf_counter()
-            structlog.contextvars.bind_contextvars(request_id=_request_id(context))
-            code = grpc.StatusCode.OK
-            try:
+            async with self._scope(context, method):
                 async for item in behavior(request, context):
                     yield item
-            except LlmgwError as exc:
-                code = exc.code
-                await _abort(context, exc)
-            except Exception:
-                code = grpc.StatusCode.UNKNOWN
-                raise
-            finally:
-                self._record(method, code, start)
 
         return wrapped
 
