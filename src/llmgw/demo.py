@@ -124,8 +124,10 @@ async def run_demo(address: str, *, kafka: str, fake_url: str | None) -> list[st
     drift = await _read(kafka, DRIFT_TOPIC, set(), 30)
     for key, value in list(drift.items())[:2]:
         rec = json.loads(value)
+        st = rec["statistics"]
         print(f"llm.drift: segment={key} window={rec['window']['n']} inputs "
-              f"centroid_distance={rec['statistics']['centroid_cosine_distance']}")
+              f"centroid_distance={st['centroid_cosine_distance']} novelty={st['novelty_share']} "
+              f"p={st['p_value']:.3g} drift={rec['drift']}")
     if not drift:
         print("llm.drift: no window closed yet")
     return ids

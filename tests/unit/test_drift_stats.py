@@ -7,7 +7,15 @@ from llmgw.events.v1 import events_pb2
 from llmgw.gateway.v1 import gateway_pb2
 from llmgw.services.drift.app import GLOBAL_SEGMENT, process_window
 from llmgw.services.drift.detector import DriftDetector
-from llmgw.services.drift.stats import centroid, centroid_cosine_distance, mean_max_similarity
+from llmgw.services.drift.stats import (
+    assign,
+    centroid,
+    centroid_cosine_distance,
+    fit_cells,
+    g_test,
+    mean_max_similarity,
+    mmd2,
+)
 from llmgw.services.drift.text import input_text, segment_of
 
 RNG = np.random.default_rng(0)
@@ -69,3 +77,60 @@ class TestWindowProcessing:
         ev = events_pb2.RequestEvent(tenant="t", messages=[gateway_pb2.Message(role="system", content="s"),
                                                            gateway_pb2.Message(role="user", content="q")])
         assert input_text(ev) == "q" and segment_of(ev) == "t/-"
+
+
+class TestTopicMix:
+    """k-means cells + novelty cell + G-test, on synthetic embeddings with known topics."""
+
+    @staticmethod
+    def _topics(rng: np.random.Generator, centers: list[np.ndarray], weights: list[float], n: int) -> np.ndarray:
+        idx = rng.choice(len(centers), size=n, p=weights)
+        return np.stack([centers[i] + 0.05 * rng.standard_normal(centers[i].size) for i in idx]).astype(np.float32)
+
+    def setup_method(self) -> None:
+        self.rng = np.random.default_rng(1)
+        self.centers = [np.eye(16, dtype=np.float32)[i] for i in range(4)]
+        self.ref = self._topics(self.rng, self.centers[:3], [0.5, 0.3, 0.2], 300)
+        self.cells = fit_cells(self.ref, k=3, seed=0)
+
+    def test_stationary_windows_rarely_alarm(self) -> None:
+        ps = [g_test(self.cells.reference_counts,
+                     np.bincount(assign(self.cells, self._topics(self.rng, self.centers[:3], [0.5, 0.3, 0.2], 50)),
+                                 minlength=4))[1] for _ in range(40)]
+        assert sum(p < 0.001 for p in ps) <= 1
+
+    def test_a_new_topic_lands_in_the_novelty_cell_and_alarms(self) -> None:
+        win = self._topics(self.rng, self.centers, [0.4, 0.2, 0.2, 0.2], 50)  # 20% of a new topic
+        counts = np.bincount(assign(self.cells, win), minlength=4)
+        _, p, contrib = g_test(self.cells.reference_counts, counts)
+        assert p < 1e-6 and counts[3] >= 5 and int(np.argmax(contrib)) == 3
+
+    def test_a_shifted_mix_of_known_topics_alarms_and_names_the_cell(self) -> None:
+        win = self._topics(self.rng, self.centers[:3], [0.1, 0.1, 0.8], 60)
+        counts = np.bincount(assign(self.cells, win), minlength=4)
+        _, p, contrib = g_test(self.cells.reference_counts, counts)
+        grown = int(np.argmax(contrib))
+        assert p < 1e-6 and counts[grown] == counts[:3].max()
+
+    def test_cluster_ids_are_stable_across_refits(self) -> None:
+        again = fit_cells(self.ref, k=3, seed=0)
+        assert np.allclose(again.centroids, self.cells.centroids)
+
+    def test_mmd_grows_with_a_diffuse_shift(self) -> None:
+        same = mmd2(self.ref[:80], self._topics(self.rng, self.centers[:3], [0.5, 0.3, 0.2], 80))
+        moved = mmd2(self.ref[:80], self._topics(self.rng, self.centers[:3], [0.5, 0.3, 0.2], 80) + 0.15)
+        assert moved > 5 * max(same, 1e-4)
+
+
+def test_records_name_the_drifting_cell_with_examples() -> None:
+    class Axis:
+        def encode(self, texts: list[str]) -> np.ndarray:
+            return np.stack([np.eye(8, dtype=np.float32)[int(t.split()[-1])] for t in texts])
+
+    det = DriftDetector(reference_size=40)
+    ref = [_event(i, f"topic {i % 2}") for i in range(40)]
+    assert process_window(ref, Axis(), det) == []
+    recs = process_window([_event(100 + i, "topic 5") for i in range(20)], Axis(), det)
+    rec = next(r for r in recs if r["segment"] == "acme/summarize")
+    assert rec["drift"] and rec["statistics"]["novelty_share"] == 1.0
+    assert rec["cells"][0]["cell"] == "novel" and rec["cells"][0]["examples"][0] == "text: topic 5"
