@@ -84,10 +84,11 @@ async def start_system(workdir: Path, *, ingress_port: int = 50050, with_drift: 
     logs = workdir / "logs"
     logs.mkdir(parents=True, exist_ok=True)
     system = System(workdir)
+    used = {ingress_port}  # every port handed out here, so no two processes get the same one
     try:
-        redis = start_redis(log=logs / "redis.log")
+        redis = start_redis(free_port(used), log=logs / "redis.log")
         system.procs.append(redis)
-        tansu = start_tansu(log=logs / "tansu.log")
+        tansu = start_tansu(free_port(used), log=logs / "tansu.log")
         system.procs.append(tansu)
         system.kafka = tansu.address
         _say(f"redis on {redis.address}, kafka (tansu) on {tansu.address}")
@@ -96,7 +97,7 @@ async def start_system(workdir: Path, *, ingress_port: int = 50050, with_drift: 
 
         env: dict[str, str] = {"LOG_LEVEL": "info", "PYTHONUNBUFFERED": "1"}
         if not (os.environ.get("OPENAI_API_KEY") and os.environ.get("ANTHROPIC_API_KEY")):
-            port = free_port()
+            port = free_port(used)
             system.procs.append(spawn("fake-providers", [sys.executable, "-m", "llmgw.fakeproviders", "--port",
                                                           str(port)], port, log=logs / "fake-providers.log"))
             wait_tcp("127.0.0.1", port)
@@ -110,7 +111,7 @@ async def start_system(workdir: Path, *, ingress_port: int = 50050, with_drift: 
             _say(f"fake providers on {system.fake_url} (set OPENAI_API_KEY/ANTHROPIC_API_KEY for real ones)")
         limits = workdir / "limits.yaml"
         limits.write_text(DEMO_LIMITS)
-        ports = {name: free_port() for name in ("limiter", "cache", "router", "drift")}
+        ports = {name: free_port(used) for name in ("limiter", "cache", "router", "drift")}
         ports["ingress"] = ingress_port
         common = {**env, "REDIS_URL": f"redis://{redis.address}/0", "KAFKA_BOOTSTRAP": tansu.address}
         services: dict[str, dict[str, str]] = {
@@ -131,7 +132,7 @@ async def start_system(workdir: Path, *, ingress_port: int = 50050, with_drift: 
         for name in ("limiter", "cache", "router", "drift", "ingress"):
             if name not in services:
                 continue
-            metrics = free_port()
+            metrics = free_port(used)
             proc_env = {**common, **services[name], "PORT": str(ports[name]), "METRICS_PORT": str(metrics)}
             _say(f"{name:<8} starting: gRPC 127.0.0.1:{ports[name]}, metrics http://127.0.0.1:{metrics}/metrics")
             system.procs.append(spawn(name, [sys.executable, "-m", f"llmgw.services.{name}"], ports[name],

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -72,20 +73,34 @@ def test_ctrl_c_stops_everything(tmp_path: Path) -> None:
         cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
     )
     assert proc.stdout is not None
-    lines = []
-    deadline = time.monotonic() + 300
-    while time.monotonic() < deadline:
-        line = proc.stdout.readline()
-        lines.append(line)
-        if "gateway ready" in line or not line:
-            break
-    assert any("gateway ready" in ln for ln in lines), "".join(lines)
-    children = _descendants(proc.pid) + [p.pid for p in _spawned_by(tmp_path)]
-    assert len(set(children)) >= 6  # redis, tansu, fake providers, 5 services (some may share)
-    proc.send_signal(signal.SIGINT)
-    rest, _ = proc.communicate(timeout=60)
-    assert proc.returncode == 0, rest
-    assert "no process left behind" in rest
-    time.sleep(0.5)
-    assert [p for p in _spawned_by(tmp_path) if p.pid != proc.pid and p.is_running()
-            and p.status() != psutil.STATUS_ZOMBIE] == []
+    try:
+        lines = []
+        deadline = time.monotonic() + 300
+        while time.monotonic() < deadline:
+            line = proc.stdout.readline()
+            lines.append(line)
+            if "gateway ready" in line or not line:
+                break
+        assert any("gateway ready" in ln for ln in lines), "".join(lines)
+        children = _descendants(proc.pid) + [p.pid for p in _spawned_by(tmp_path)]
+        assert len(set(children)) >= 6  # redis, tansu, fake providers, 5 services (some may share)
+        proc.send_signal(signal.SIGINT)
+        rest, _ = proc.communicate(timeout=60)
+        assert proc.returncode == 0, rest
+        assert "no process left behind" in rest
+        time.sleep(0.5)
+        assert [p for p in _spawned_by(tmp_path) if p.pid != proc.pid and p.is_running()
+                and p.status() != psutil.STATUS_ZOMBIE] == []
+    finally:
+        # Whatever happened above, leave nothing running (and no open pipe) for later tests.
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGINT)
+            try:
+                proc.wait(60)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(10)
+        proc.stdout.close()
+        for p in _spawned_by(tmp_path):
+            with contextlib.suppress(psutil.NoSuchProcess):
+                p.kill()

@@ -17,10 +17,17 @@ from pathlib import Path
 __all__ = ["LocalProcess", "free_port", "spawn", "start_redis", "start_tansu", "wait_tcp"]
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+def free_port(exclude: set[int] | None = None) -> int:
+    """A port free right now; ``exclude`` holds ports already promised to someone else (the OS may
+    hand a just-released port out again)."""
+    while True:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = int(s.getsockname()[1])
+        if not exclude or port not in exclude:
+            if exclude is not None:
+                exclude.add(port)
+            return port
 
 
 def wait_tcp(host: str, port: int, timeout_s: float = 15.0) -> None:
