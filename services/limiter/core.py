@@ -8,6 +8,7 @@ import json
 import time
 import uuid
 from collections.abc import Callable, Sequence
+from typing import Any
 from urllib.parse import quote
 
 import redis.asyncio as aioredis
@@ -29,6 +30,16 @@ REDIS_ERRORS = Counter("llmgw_limiter_redis_errors_total", "Redis calls that fai
 NEAR_LIMIT = Counter("llmgw_limiter_near_limit_total", "Admissions leaving less than 20% of a limit", ["limit"])
 SHADOW_HITS = Counter("llmgw_limiter_shadow_exceeded_total", "Shadow limits that would have refused", ["limit"])
 LOCAL_DECISIONS = Counter("llmgw_limiter_local_decisions_total", "Checks decided in process while Redis is out")
+
+
+_Plan = tuple[list[tuple[Rule, Limit]], list[str], str]
+_MAX_PLANS = 100_000
+
+
+@functools.lru_cache(maxsize=1024)
+def _counter(domain: str, result: str) -> Any:
+    # Labelled children looked up once: prometheus_client's labels() costs more than the inc().
+    return DECISIONS.labels(domain, result)
 
 
 def _spec(limit: Limit) -> str:
@@ -72,6 +83,7 @@ class RedisLimiter:
         # While open, decisions never wait on Redis: a dead Redis costs nothing per request.
         self._breaker = breaker or Breaker(failure_threshold=3, open_seconds=2.0, clock=clock)
         self._local = LocalGcra(clock)
+        self._plans: dict[tuple[str, tuple[tuple[str, str], ...]], _Plan] = {}
         self._check = redis.register_script(_lua.CHECK)
         self._settle = redis.register_script(_lua.SETTLE)
 
@@ -81,6 +93,21 @@ class RedisLimiter:
 
     def replace_rules(self, rules: RuleSet) -> None:
         self._rules = rules
+        self._plans.clear()
+
+    def _plan(self, domain: str, descriptor: tuple[tuple[str, str], ...]) -> _Plan:
+        """The limits, Redis keys and Lua specs of a descriptor: computed once per distinct
+        descriptor (bounded), not per decision — the hot path only fills in the costs."""
+        plan = self._plans.get((domain, descriptor))
+        if plan is None:
+            desc = dict(descriptor)
+            matched = self._rules.matching(domain, desc)
+            keys = [self._key(domain, rule, limit, desc) for rule, limit in matched]
+            plan = (matched, keys, _specs(matched))
+            if len(self._plans) >= _MAX_PLANS:
+                self._plans.clear()
+            self._plans[(domain, descriptor)] = plan
+        return plan
 
     def _key(self, domain: str, rule: Rule, limit: Limit, descriptor: dict[str, str]) -> str:
         bucket = quote(rule.bucket(descriptor), safe="=|")
@@ -96,11 +123,11 @@ class RedisLimiter:
         domain: str = "gateway",
     ) -> Decision:
         desc = dict(descriptor)
-        matched = self._rules.matching(domain, desc)
+        plan = self._plan(domain, tuple(descriptor))
+        matched, keys, specs = plan
         if not matched:
-            DECISIONS.labels(domain, "unlimited").inc()
+            _counter(domain, "unlimited").inc()
             return Decision(allowed=True)
-        keys = [self._key(domain, rule, limit, desc) for rule, limit in matched]
         token_buckets = [
             [key, limit.period_ms / limit.limit, tokens]
             for key, (_, limit) in zip(keys, matched, strict=True)
@@ -114,7 +141,7 @@ class RedisLimiter:
             async with asyncio.timeout(self._timeout):
                 raw = await self._check(
                     keys=[*keys, reservation or f"{self._prefix}:res:none"],
-                    args=[len(keys), payload, self._reservation_ttl_ms, requests, tokens, _specs(matched)],
+                    args=[len(keys), payload, self._reservation_ttl_ms, requests, tokens, specs],
                 )
         except (RedisError, OSError, TimeoutError) as exc:
             REDIS_ERRORS.inc()
@@ -136,14 +163,14 @@ class RedisLimiter:
         )
         self._observe(domain, matched, [int(raw[3 + i * 3]) == 1 for i in range(len(matched))], statuses)
         if denied:
-            DECISIONS.labels(domain, "over_limit").inc()
+            _counter(domain, "over_limit").inc()
             return Decision(
                 allowed=False,
                 retry_after_ms=retry_ms,
                 limit_name=matched[deny_idx - 1][1].name,
                 statuses=statuses,
             )
-        DECISIONS.labels(domain, "ok").inc()
+        _counter(domain, "ok").inc()
         return Decision(allowed=True, statuses=statuses, reservation_id=reservation)
 
     @staticmethod

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import signal
 import time
 import uuid
@@ -122,8 +123,19 @@ class _Interceptor(grpc.aio.ServerInterceptor):
         return wrapped
 
     def _record(self, method: str, code: grpc.StatusCode, start: float) -> None:
-        RPC_HANDLED.labels(self._service, method, code.name).inc()
-        RPC_LATENCY.labels(self._service, method).observe(time.perf_counter() - start)
+        _handled(self._service, method, code.name).inc()
+        _latency(self._service, method).observe(time.perf_counter() - start)
+
+
+# Labelled metric children looked up once per label set: labels() costs more than the update.
+@functools.lru_cache(maxsize=4096)
+def _handled(service: str, method: str, code: str) -> Any:
+    return RPC_HANDLED.labels(service, method, code)
+
+
+@functools.lru_cache(maxsize=4096)
+def _latency(service: str, method: str) -> Any:
+    return RPC_LATENCY.labels(service, method)
 
 
 async def _abort(context: grpc.aio.ServicerContext, exc: LlmgwError) -> None:
