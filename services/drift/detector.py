@@ -17,6 +17,7 @@ from llmgw.services.drift.stats import (
     centroid_cosine_distance,
     fit_cells,
     g_test,
+    guards,
     mean_max_similarity,
     mmd2,
 )
@@ -84,6 +85,7 @@ class DriftDetector:
             },
             "drift": topic["p"] < self._alpha,
             "cells": topic["cells"],
+            "guards": guards(state.reference_texts, texts),
             "examples": texts[:3],
             "time": time.time(),
         }

@@ -14,6 +14,7 @@ __all__ = [
     "centroid_cosine_distance",
     "fit_cells",
     "g_test",
+    "guards",
     "mean_max_similarity",
     "mmd2",
 ]
@@ -136,3 +137,27 @@ def mmd2(x: Matrix, y: Matrix, bandwidths: tuple[float, ...] = (0.5, 1.0, 2.0)) 
         total += ((kxx.sum() - np.trace(kxx)) / (m * (m - 1)) + (kyy.sum() - np.trace(kyy)) / (w * (w - 1))
                   - 2 * kxy.mean())
     return float(total)
+
+
+# ---- cheap guards on the raw text: length, empty/short share, duplicates, script ----
+
+
+def _text_profile(texts: list[str]) -> dict[str, float]:
+    n = max(1, len(texts))
+    return {
+        "mean_length": sum(len(t) for t in texts) / n,
+        "short_share": sum(len(t.strip()) < 3 for t in texts) / n,
+        "duplicate_share": (len(texts) - len(set(texts))) / n,
+        # A crude language/script signal that needs no model: the share of non-ASCII characters.
+        "non_ascii_share": sum(sum(ord(c) > 127 for c in t) for t in texts) / max(1, sum(len(t) for t in texts)),
+    }
+
+
+def guards(reference_texts: list[str], window_texts: list[str]) -> dict[str, dict[str, float]]:
+    """Reference vs current value of each guard, and their difference (ratio for the length)."""
+    ref, cur = _text_profile(reference_texts), _text_profile(window_texts)
+    out = {}
+    for name in ref:
+        delta = cur[name] / ref[name] if name == "mean_length" and ref[name] else cur[name] - ref[name]
+        out[name] = {"reference": round(ref[name], 4), "current": round(cur[name], 4), "delta": round(delta, 4)}
+    return out

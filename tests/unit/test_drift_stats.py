@@ -134,3 +134,14 @@ def test_records_name_the_drifting_cell_with_examples() -> None:
     rec = next(r for r in recs if r["segment"] == "acme/summarize")
     assert rec["drift"] and rec["statistics"]["novelty_share"] == 1.0
     assert rec["cells"][0]["cell"] == "novel" and rec["cells"][0]["examples"][0] == "text: topic 5"
+
+
+def test_guards_report_length_short_duplicate_and_script_changes() -> None:
+    from llmgw.services.drift.stats import guards
+
+    g = guards(["what is the weather like today"] * 1 + ["how do I reset my password please"],
+               ["", "ok", "ok", "Привет, как дела?"])
+    assert g["mean_length"]["delta"] < 0.5
+    assert g["short_share"]["current"] == 0.75 and g["short_share"]["delta"] == 0.75
+    assert g["duplicate_share"]["current"] == 0.25
+    assert g["non_ascii_share"]["current"] > 0.5 and g["non_ascii_share"]["reference"] == 0
