@@ -67,12 +67,14 @@ def main(argv: list[str] | None = None) -> int:
     check.set_defaults(func=_limits_check)
 
     from llmgw.cache_cli import add_parser as add_cache
+    from llmgw.drift_cli import add_parser as add_drift
     from llmgw.events_cli import add_parser as add_events
     from llmgw.prompts.cli import add_parser as add_prompts
 
     add_prompts(sub)
     add_events(sub)
     add_cache(sub)
+    add_drift(sub)
 
     topics = sub.add_parser("topics", help="Kafka topics").add_subparsers(dest="sub", required=True)
     tcreate = topics.add_parser("create", help="create llm.requests, llm.responses, llm.drift if missing")

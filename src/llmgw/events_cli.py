@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import json
 import uuid
+from collections.abc import AsyncIterator
 from datetime import datetime
 from typing import Any
 
@@ -15,7 +16,7 @@ from google.protobuf.json_format import MessageToDict
 from llmgw.events.v1 import events_pb2
 from llmgw.kit.kafka import REQUESTS_TOPIC, RESPONSES_TOPIC, ensure_topics
 
-__all__ = ["add_parser", "decode"]
+__all__ = ["add_parser", "decode", "records"]
 
 _PROTO: dict[str, Any] = {REQUESTS_TOPIC: events_pb2.RequestEvent, RESPONSES_TOPIC: events_pb2.ResponseEvent}
 
@@ -43,26 +44,33 @@ def _when(text: str) -> int:
         return int(datetime.fromisoformat(text).timestamp() * 1000)
 
 
-async def _tail(args: argparse.Namespace) -> int:
-    consumer = AIOKafkaConsumer(args.topic, bootstrap_servers=args.bootstrap, enable_auto_commit=False,
-                                auto_offset_reset="earliest" if args.from_beginning else "latest",
+async def records(bootstrap: str, topic: str, *, from_beginning: bool, timeout_s: float = 0,
+                  ) -> AsyncIterator[dict[str, Any]]:
+    """Decoded records of ``topic`` as they arrive (until ``timeout_s`` if set)."""
+    consumer = AIOKafkaConsumer(topic, bootstrap_servers=bootstrap, enable_auto_commit=False,
+                                auto_offset_reset="earliest" if from_beginning else "latest",
                                 group_id=f"llmgw-tail-{uuid.uuid4().hex[:8]}")
     await consumer.start()
-    shown = 0
     try:
         loop = asyncio.get_running_loop()
-        deadline = loop.time() + args.timeout if args.timeout else None
-        while (deadline is None or loop.time() < deadline) and (not args.max or shown < args.max):
-            for records in (await consumer.getmany(timeout_ms=500)).values():
-                for r in records:
-                    event = decode(args.topic, r.value)
-                    if _matches(event, args):
-                        print(json.dumps(event, sort_keys=True), flush=True)
-                        shown += 1
-                        if args.max and shown >= args.max:
-                            return 0
+        deadline = loop.time() + timeout_s if timeout_s else None
+        while deadline is None or loop.time() < deadline:
+            for batch in (await consumer.getmany(timeout_ms=500)).values():
+                for r in batch:
+                    yield decode(topic, r.value)
     finally:
         await consumer.stop()
+
+
+async def _tail(args: argparse.Namespace) -> int:
+    shown = 0
+    async for event in records(args.bootstrap, args.topic, from_beginning=args.from_beginning,
+                               timeout_s=args.timeout):
+        if _matches(event, args):
+            print(json.dumps(event, sort_keys=True), flush=True)
+            shown += 1
+            if args.max and shown >= args.max:
+                break
     return 0
 
 

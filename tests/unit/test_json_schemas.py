@@ -40,3 +40,14 @@ def test_audit_records_match_the_schema(tmp_path: Path) -> None:
     shutil.copytree(REPO / "prompts", tmp_path / "prompts")
     move = move_label(tmp_path / "prompts", "summarize@v1", "staging", actor="ci")
     jsonschema.validate(json.loads(move.to_json()), _schema("llm.audit"))
+
+
+def test_drift_tail_formats_a_record_readably() -> None:
+    from llmgw.drift_cli import HEADER, format_record
+    from llmgw.services.drift.detector import DriftDetector as Det
+
+    det = Det(reference_size=2)
+    values = [events_pb2.RequestEvent(request_id=f"r{i}", tenant="t", prompt="p",
+                                      variables={"text": "x" * i}).SerializeToString() for i in range(6)]
+    line = format_record(process_window(values, _Embed(), det)[0])
+    assert HEADER.split()[:3] == ["time", "segment", "n"] and ("YES" in line or " no " in line) and "%" in line
