@@ -6,13 +6,14 @@ PROTOS  := $(shell find proto -name '*.proto')
 
 .PHONY: install run demo test test-unit check manifests proto lint typecheck bench clean
 
-## install: create the venv and install everything in ONE pip resolve (faust's click<8.4 vs huggingface-hub; pinned CPU torch)
+## install: create the venv and install everything in ONE pip resolve (faust's click<8.4 vs huggingface-hub;
+## torch pinned to 2.13.0 so pip takes the local CPU build, never a multi-GB CUDA one)
 install: $(VENV)/.installed
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip setuptools wheel
-	$(BIN)/pip install --quiet -e '.[all]'
+	$(BIN)/pip install --quiet $(if $(wildcard /opt/wheels),--find-links /opt/wheels) -e '.[all]'
 	touch $@
 
 ## run: start the whole system on its embedded default (Tansu, Redis, fake providers), run a short demo, serve until Ctrl-C
