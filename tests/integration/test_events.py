@@ -136,3 +136,29 @@ async def test_broker_unreachable_under_steady_load_loses_nothing(redis_url: str
     assert len(ids) > 50
     assert set(requests) == set(ids) and set(responses) == set(ids)
     assert not any((tmp_path / "spool").iterdir()) or all(p.stat().st_size == 0 for p in (tmp_path / "spool").iterdir())
+
+
+async def test_events_left_at_stop_are_spooled_oldest_first_and_sent_by_the_next_start(tmp_path: Path) -> None:
+    from llmgw.kit.kafka import KafkaPublisher
+    from llmgw.kit.spool import Spool
+
+    port = free_port()
+    spool_dir = tmp_path / "spool"
+    first = KafkaPublisher(f"127.0.0.1:{port}", queue_size=3, spool_dir=spool_dir)  # no broker yet
+    await first.start()
+    keys = [f"e{i}" for i in range(10)]
+    for k in keys:  # 3 wait in the queue, the 7 newer ones go to the spool
+        first.publish("llm.requests", k, k.encode())
+    await asyncio.sleep(0.3)
+    await first.stop(timeout_s=0.5)
+    assert [r[1].decode() for r in Spool(spool_dir, max_bytes=1 << 20).take()] == keys  # nothing lost, in order
+    broker = start_tansu(port)
+    try:
+        await ensure_topics(broker.address)
+        second = KafkaPublisher(broker.address, spool_dir=spool_dir)
+        await second.start()
+        assert await second.flush(timeout_s=30)
+        await second.stop()
+        assert set(await read_topic(broker.address, "llm.requests", set(keys))) == set(keys)
+    finally:
+        broker.stop()

@@ -132,6 +132,8 @@ class KafkaPublisher:
         # True while new events must go to the spool to keep their order behind what waits.
         self._spooling = not self._spool.empty()
         self._to_spool: list[Record] = []
+        # The batch taken from the queue and not yet acknowledged: at a stop it must not be lost.
+        self._inflight: list[Record] = []
         self._spool_lock = asyncio.Lock()
         self._tasks: list[asyncio.Task[None]] = []
         self._producer: AIOKafkaProducer | None = None
@@ -150,11 +152,6 @@ class KafkaPublisher:
                 self._spooling = True
                 _log.warning("event_queue_full_spooling_to_disk", queue=self._queue.maxsize)
         self._to_spool.append(rec)
-
-    @property
-    def pending(self) -> int:
-        """Events not yet handed to the broker (queue, spool buffer and spool files' records)."""
-        return self._queue.qsize() + len(self._to_spool) + (1 if not self._spool.empty() else 0)
 
     @property
     def spooling(self) -> bool:
@@ -202,21 +199,23 @@ class KafkaPublisher:
             async with self._spool_lock:
                 taken = await loop.run_in_executor(None, self._spool.append, batch)
                 SPOOL_BYTES.set(self._spool.size)
-            if taken < len(batch):
-                lost = len(batch) - taken
-                SPOOL_FULL.set(1)
-                for topic, _, _ in batch[taken:]:
-                    DROPPED.labels(topic).inc()
-                _log.error("event_spool_full_events_dropped", dropped=lost, max_bytes=self._spool.max_bytes)
+            self._dropped(batch[taken:])
+
+    def _dropped(self, lost: list[Record]) -> None:
+        """Events the full spool refused: the only way an event is lost; counted and alarmed."""
+        if not lost:
+            return
+        SPOOL_FULL.set(1)
+        for topic, _, _ in lost:
+            DROPPED.labels(topic).inc()
+        _log.error("event_spool_full_events_dropped", dropped=len(lost), max_bytes=self._spool.max_bytes)
 
     async def _run(self) -> None:
         self._producer = await self._connect()
         loop = asyncio.get_running_loop()
         while True:
             if not self._queue.empty():
-                batch = [self._queue.get_nowait() for _ in range(min(self._batch, self._queue.qsize()))]
-                QUEUE_DEPTH.set(self._queue.qsize())
-                await self._deliver(batch)
+                await self._deliver_from_queue(self._drain(self._batch))
                 continue
             if self._spooling:
                 if self._to_spool:
@@ -235,8 +234,18 @@ class KafkaPublisher:
                     self._spooling = False  # no await since the checks: publish() sees it at once
                     SPOOL_FULL.set(0)
                 continue
-            first = await self._queue.get()
-            self._queue.put_nowait(first)  # take it back with its batch on the next turn
+            first = await self._queue.get()  # idle: wait for the next event
+            await self._deliver_from_queue([first, *self._drain(self._batch - 1)])
+
+    def _drain(self, most: int) -> list[Record]:
+        batch = [self._queue.get_nowait() for _ in range(min(most, self._queue.qsize()))]
+        QUEUE_DEPTH.set(self._queue.qsize())
+        return batch
+
+    async def _deliver_from_queue(self, batch: list[Record]) -> None:
+        self._inflight = batch
+        await self._deliver(batch)
+        self._inflight = []
 
     async def _deliver(self, batch: list[Record]) -> None:
         """Send one batch until the broker acknowledges all of it; meanwhile new events spool."""
@@ -281,13 +290,14 @@ class KafkaPublisher:
             t.cancel()
         # aiokafka can swallow a cancel that lands inside producer.start(): never wait forever.
         await asyncio.wait(set(tasks), timeout=2.0)
-        leftover = [self._queue.get_nowait() for _ in range(self._queue.qsize())] + self._to_spool
-        self._to_spool = []
-        if leftover:
-            # Behind anything already spooled: the queue was older than the spool only while
-            # the spool was empty, which is the case whenever the queue holds events at stop.
-            self._spool.append(leftover)
-            _log.warning("events_left_in_spool_at_stop", events=len(leftover))
+        # Oldest first: the unacknowledged batch and the queue predate everything spooled (new
+        # events only enter the queue while the spool is empty); the spool buffer is newest.
+        older = self._inflight + self._drain(self._queue.qsize())
+        newer, self._inflight, self._to_spool = self._to_spool, [], []
+        kept_older, kept_newer = self._spool.prepend(older), self._spool.append(newer)
+        self._dropped(older[kept_older:] + newer[kept_newer:])
+        if older or newer:
+            _log.warning("events_left_in_spool_at_stop", events=kept_older + kept_newer)
         if self._connecting is not None:
             with contextlib.suppress(Exception):
                 async with asyncio.timeout(2.0):

@@ -73,6 +73,28 @@ class Spool:
                 os.fsync(f.fileno())
         return taken
 
+    def prepend(self, records: list[Record]) -> int:
+        """Put ``records`` before everything spooled (they are older: at a stop, the events still
+        in memory predate what the spool holds). Returns how many fit under the size cap."""
+        room = self.max_bytes - self.size
+        blob, taken = bytearray(), 0
+        for rec in records:
+            enc = _encode(rec)
+            if len(blob) + len(enc) > room:
+                break
+            blob += enc
+            taken += 1
+        if blob:
+            existing = b"".join(p.read_bytes() for p in (self._replaying, self._current) if p.exists())
+            tmp = self._dir / "current.spool.tmp"
+            with open(tmp, "wb") as f:
+                f.write(bytes(blob) + existing)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, self._current)
+            self._replaying.unlink(missing_ok=True)
+        return taken
+
     def take(self) -> list[Record]:
         """Everything spooled, oldest first; the segments stay on disk until ``done()``."""
         if not self._replaying.exists() and self._current.exists():
