@@ -42,16 +42,12 @@ def _counter(domain: str, result: str) -> Any:
     return DECISIONS.labels(domain, result)
 
 
-def _spec(limit: Limit) -> str:
-    return f"{limit.period_ms / limit.limit!r},{limit.period_ms},{int(limit.shadow)},{int(limit.unit == 'tokens')}"
-
-
 def _specs(matched: Sequence[tuple[Rule, Limit]]) -> str:
-    # Limits are frozen pydantic models: this string is cheap to rebuild but cached anyway.
-    return ";".join(_spec_cached(limit) for _, limit in matched)
-
-
-_spec_cached = functools.lru_cache(maxsize=4096)(_spec)
+    """The Lua script's bucket specs; built once per descriptor plan."""
+    return ";".join(
+        f"{limit.period_ms / limit.limit!r},{limit.period_ms},{int(limit.shadow)},{int(limit.unit == 'tokens')}"
+        for _, limit in matched
+    )
 
 
 class RedisLimiter:
@@ -122,7 +118,6 @@ class RedisLimiter:
         request_id: str = "",
         domain: str = "gateway",
     ) -> Decision:
-        desc = dict(descriptor)
         plan = self._plan(domain, tuple(descriptor))
         matched, keys, specs = plan
         if not matched:
@@ -136,7 +131,7 @@ class RedisLimiter:
         reservation = f"{self._prefix}:res:{request_id or uuid.uuid4().hex}" if token_buckets else ""
         payload = json.dumps({"buckets": token_buckets}) if token_buckets else ""
         if not self._breaker.allow():
-            return self._decide_locally(domain, desc, matched, requests, tokens)
+            return self._decide_locally(domain, dict(descriptor), matched, requests, tokens)
         try:
             async with asyncio.timeout(self._timeout):
                 raw = await self._check(
@@ -147,7 +142,7 @@ class RedisLimiter:
             REDIS_ERRORS.inc()
             self._breaker.failure()
             _log.warning("limiter_redis_unavailable", error=repr(exc))
-            return self._decide_locally(domain, desc, matched, requests, tokens)
+            return self._decide_locally(domain, dict(descriptor), matched, requests, tokens)
         self._breaker.success()
         denied, retry_ms, deny_idx = int(raw[0]), int(raw[1]), int(raw[2])
         statuses = tuple(

@@ -14,7 +14,7 @@ all winning rules are decided together, atomically.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Literal
 
@@ -117,7 +117,3 @@ def parse_rules(data: object, *, source: str = "<rules>") -> RuleSet:
 
 def load_rules(path: str | Path) -> RuleSet:
     return parse_rules(load_yaml(path), source=str(path))
-
-
-def descriptor_dict(descriptor: Sequence[tuple[str, str]]) -> dict[str, str]:
-    return dict(descriptor)

@@ -8,7 +8,6 @@ import random
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Mapping
-from typing import Any
 
 from prometheus_client import Counter, Gauge, Histogram
 
@@ -88,9 +87,6 @@ class Router:
         if pv is not None:
             sampling = sampling.with_defaults(pv.sampling)  # caller, then prompt version, then route
         return name, route.targets, sampling.with_defaults(route.sampling_defaults), pv
-
-    def _usage(self, model: str, tin: int, tout: int) -> Any:
-        return self._config.usage(model, tin, tout)
 
     def _note_failure(self, target: Target, exc: ProviderError) -> None:
         ATTEMPTS.labels(target.provider, target.model, exc.kind).inc()
@@ -230,7 +226,7 @@ class Router:
                     text=reply.text,
                     provider=target.provider,
                     model=target.model,
-                    usage=self._usage(target.model, reply.input_tokens, reply.output_tokens),
+                    usage=self._config.usage(target.model, reply.input_tokens, reply.output_tokens),
                     attempts=tuple(attempts),
                     finish_reason=reply.finish_reason,
                 )
@@ -286,7 +282,7 @@ class Router:
                     text="",
                     provider=target.provider,
                     model=target.model,
-                    usage=self._usage(target.model, piece.input_tokens, piece.output_tokens),
+                    usage=self._config.usage(target.model, piece.input_tokens, piece.output_tokens),
                     attempts=tuple(attempts),
                     finish_reason=piece.finish_reason,
                 ),

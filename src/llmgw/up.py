@@ -18,6 +18,7 @@ from pathlib import Path
 
 import grpc
 
+from llmgw.demo import DEMO_KEY, LIMITED_KEY, run_demo
 from llmgw.kit.embedded import LocalProcess, free_port, spawn, start_redis, start_tansu, wait_tcp
 from llmgw.kit.health import peer_serving
 from llmgw.kit.kafka import ensure_topics
@@ -25,8 +26,6 @@ from llmgw.kit.kafka import ensure_topics
 __all__ = ["System", "main", "start_system"]
 
 REPO = Path(__file__).resolve().parents[2]
-DEMO_KEY = "demo-key"
-LIMITED_KEY = "limited-key"
 
 # Demo limits: everyone 60/min; the "limited" tenant 2/min so the demo can show a rejection.
 DEMO_LIMITS = """\
@@ -157,8 +156,6 @@ async def _run(args_demo: bool, exit_after: bool, workdir: Path, port: int) -> i
         loop.add_signal_handler(sig, stop.set)
     try:
         if args_demo:
-            from llmgw.demo import run_demo
-
             await run_demo(system.ingress_addr, kafka=system.kafka, fake_url=system.fake_url)
         if exit_after:
             return 0
