@@ -38,10 +38,11 @@ def process_window(values: list[bytes], embedder: Embedder, detector: DriftDetec
             events.append(events_pb2.RequestEvent.FromString(raw))
         except Exception:  # a bad record must not stop the stream; it is counted instead
             UNDECODABLE.inc()
-    events = [e for e in events if input_text(e)]
-    if not events:
+    with_text = [(e, t) for e in events if (t := input_text(e))]
+    if not with_text:
         return []
-    texts = [input_text(e) for e in events]
+    events = [e for e, _ in with_text]
+    texts = [t for _, t in with_text]
     vectors = embedder.encode(texts)
     by_segment: dict[str, list[int]] = {GLOBAL_SEGMENT: list(range(len(events)))}
     for i, e in enumerate(events):

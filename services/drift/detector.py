@@ -34,6 +34,8 @@ class SegmentState:
     reference_id: str = ""
     windows: int = 0
     cells: Cells | None = None
+    # The reference as one matrix, stacked once when it is complete (it never changes after).
+    matrix: NDArray[np.float32] | None = None
 
 
 class DriftDetector:
@@ -58,16 +60,15 @@ class DriftDetector:
             rows, texts, request_ids = rows[take:], texts[take:], request_ids[take:]
             if len(state.reference) >= self._reference_size and not state.reference_id:
                 state.reference_id = f"{segment}@{uuid.uuid4().hex[:8]}"
-                ref = np.stack(state.reference)
-                state.cells = fit_cells(ref, k=max(1, min(8, len(ref) // 10)), seed=self._seed)
+                state.matrix = np.stack(state.reference)
+                state.cells = fit_cells(state.matrix, k=max(1, min(8, len(state.matrix) // 10)), seed=self._seed)
             if not rows:
                 return None
-        if not state.reference_id:
+        if state.matrix is None or state.cells is None:
             return None
-        ref = np.stack(state.reference)
+        ref = state.matrix
         win = np.stack(rows)
         state.windows += 1
-        assert state.cells is not None
         topic = self._topic_mix(state.cells, win, texts)
         return {
             "schema_version": DRIFT_SCHEMA_VERSION,

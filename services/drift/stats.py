@@ -77,9 +77,8 @@ def fit_cells(reference: Matrix, *, k: int, seed: int = 0, novelty_quantile: flo
     sizes = np.bincount(km.labels_, minlength=k)
     order = sorted(range(k), key=lambda c: (-sizes[c], tuple(np.round(km.cluster_centers_[c], 6))))
     centroids = km.cluster_centers_[order].astype(np.float32)
-    dists = _nearest(reference, centroids)[1]
+    labels, dists = _nearest(reference, centroids)
     radius = float(np.percentile(dists, novelty_quantile))
-    labels, _ = _nearest(reference, centroids)
     return Cells(centroids, radius, np.bincount(labels, minlength=k + 1).astype(np.int64))
 
 
@@ -125,8 +124,10 @@ def mmd2(x: Matrix, y: Matrix, bandwidths: tuple[float, ...] = (0.5, 1.0, 2.0)) 
     pairwise distance of the pooled sample): sensitive to diffuse shifts within known topics."""
     if len(x) < 2 or len(y) < 2:
         return 0.0
-    pooled = np.vstack([x, y])
-    sq = np.sum((pooled[:, None, :] - pooled[None, :, :]) ** 2, axis=2)
+    pooled = np.vstack([x, y]).astype(np.float64)
+    # |a-b|² = |a|² + |b|² - 2a·b: an (n, n) matrix, never the (n, n, dim) difference tensor.
+    norms = np.sum(pooled * pooled, axis=1)
+    sq = np.maximum(norms[:, None] + norms[None, :] - 2.0 * pooled @ pooled.T, 0.0)
     median = float(np.median(sq[np.triu_indices(len(pooled), 1)])) or 1.0
     n = len(x)
     total = 0.0
