@@ -35,6 +35,8 @@ check: install
 	$(BIN)/python -m llmgw.contracts
 	$(BIN)/llmgw limits check services/limiter/limits.yaml
 	$(BIN)/llmgw prompts validate --dir prompts
+	$(BIN)/llmgw eval validate
+	$(BIN)/llmgw eval gate --rerun
 	$(BIN)/python deploy/k8s/render.py --check
 
 ## manifests: sync the chart's files/ (limits, routes, prompts) and render deploy/k8s/manifests/base from the chart

@@ -7,13 +7,13 @@ from __future__ import annotations
 
 import sys
 
+from llmgw.kit.embed import SentenceEmbedder
 from llmgw.kit.errors import ConfigError
 from llmgw.kit.logging import configure
 from llmgw.kit.metrics import start_metrics_server
 from llmgw.kit.server import GrpcService, RunningServer, start_server
 from llmgw.kit.settings import load_settings
 from llmgw.services.drift.app import create_app
-from llmgw.services.drift.embed import SentenceEmbedder
 from llmgw.services.drift.settings import DriftSettings
 
 

@@ -11,10 +11,10 @@ import faust
 from prometheus_client import Counter, Gauge
 
 from llmgw.events.v1 import events_pb2
+from llmgw.kit.embed import Embedder
 from llmgw.kit.kafka import DRIFT_TOPIC
 from llmgw.kit.logging import get_logger
 from llmgw.services.drift.detector import DriftDetector
-from llmgw.services.drift.embed import Embedder
 from llmgw.services.drift.settings import DriftSettings
 from llmgw.services.drift.text import input_text, segment_of
 

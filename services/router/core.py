@@ -110,12 +110,11 @@ class Router:
             raise InvalidArgument("request", exc.message) from exc
 
     def _usable(self, target: Target, pv: PromptVersion | None, attempts: list[Attempt]) -> bool:
-        """A target is tried only if the prompt version has a variant for its provider and its
+        """A target is tried only if the prompt version has a variant for its provider (one that
+        passed the eval gate, when the prompt is gated) and its
         circuit lets a call through; otherwise a 'skipped' attempt says why."""
-        reason = ""
-        if pv is not None and not pv.supports(target.provider):
-            reason = f"prompt {pv.name} {pv.id} has no variant for {target.provider}"
-        elif not self.breaker(target).allow():
+        reason = pv.unsupported_reason(target.provider) if pv is not None else ""
+        if not reason and not self.breaker(target).allow():
             reason = "circuit open"
         if not reason:
             return True

@@ -68,10 +68,12 @@ def main(argv: list[str] | None = None) -> int:
 
     from llmgw.cache_cli import add_parser as add_cache
     from llmgw.drift_cli import add_parser as add_drift
+    from llmgw.evals.cli import add_parser as add_evals
     from llmgw.events_cli import add_parser as add_events
     from llmgw.prompts.cli import add_parser as add_prompts
 
     add_prompts(sub)
+    add_evals(sub)
     add_events(sub)
     add_cache(sub)
     add_drift(sub)

@@ -6,6 +6,8 @@ Controls (JSON): ``POST /_control/{openai|anthropic}`` with any of
 ``fail_next`` (the next N calls fail with ``status``), ``reply`` (fixed text);
 ``POST /_control/reset``; ``GET /_stats`` -> calls per provider.
 The answer is deterministic: it quotes the last user message, so tests can assert on it.
+In process, a ``responder`` scripts the answer per request (the eval suite's own tests and its
+reference recordings use one).
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import json
 import random
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -37,9 +40,14 @@ class Faults:
     chunk_delay_ms: float = 0.0
 
 
+# (provider, model, system prompt, messages as sent) -> the answer text.
+Responder = Callable[[str, str, str, list[dict[str, Any]]], str]
+
+
 @dataclass
 class FakeProviders:
     faults: dict[str, Faults] = field(default_factory=lambda: {p: Faults() for p in PROVIDERS})
+    responder: Responder | None = None
     calls: dict[str, int] = field(default_factory=lambda: {p: 0 for p in PROVIDERS})
     rng: random.Random = field(default_factory=lambda: random.Random(7))
 
@@ -124,6 +132,9 @@ async def openai_chat(request: web.Request) -> web.StreamResponse:
         return _openai_error(400, None)
     last_user = next((m.get("content", "") for m in reversed(messages) if m.get("role") == "user"), "")
     text = reply_for("openai", model, str(last_user), state.faults["openai"].reply)
+    if state.responder is not None and state.faults["openai"].reply is None:
+        system = "".join(str(m.get("content", "")) for m in messages if m.get("role") == "system")
+        text = state.responder("openai", model, system, [m for m in messages if m.get("role") != "system"])
     max_tokens = body.get("max_completion_tokens") or body.get("max_tokens")
     finish = "stop"
     if max_tokens and count_tokens(text) > max_tokens:
@@ -172,6 +183,9 @@ async def anthropic_messages(request: web.Request) -> web.StreamResponse:
 
     last_user = next((_text(m.get("content", "")) for m in reversed(messages) if m.get("role") == "user"), "")
     text = reply_for("anthropic", model, last_user, state.faults["anthropic"].reply)
+    if state.responder is not None and state.faults["anthropic"].reply is None:
+        text = state.responder("anthropic", model, _text(body.get("system") or ""),
+                               [{"role": m.get("role"), "content": _text(m.get("content", ""))} for m in messages])
     stop = "end_turn"
     if count_tokens(text) > body["max_tokens"]:
         text, stop = text[: body["max_tokens"] * 4], "max_tokens"

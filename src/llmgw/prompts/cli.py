@@ -7,8 +7,10 @@ import asyncio
 import os
 from pathlib import Path
 
+from llmgw.kit.errors import PermissionDenied
 from llmgw.prompts.registry import Registry
 from llmgw.prompts.workflow import AUDIT_TOPIC, LabelMove, diff, move_label, new_version, rollback_target, validate_all
+from llmgw.services.router.settings import DEFAULT_ROUTES
 
 __all__ = ["add_parser"]
 
@@ -67,12 +69,27 @@ def _announce(move: LabelMove, args: argparse.Namespace) -> int:
     return 0
 
 
+def _cleared(args: argparse.Namespace, ref: str) -> None:
+    """A label may only point at a version whose every route provider passed its evals: the
+    router would not serve the others (see ``llmgw eval gate``)."""
+    from llmgw.evals.cli import route_providers
+    from llmgw.evals.results import missing_approvals
+
+    name, _, version = ref.partition("@")
+    providers = route_providers(Path(args.dir), Path(args.routes), name, version)
+    problems = missing_approvals(Path(args.dir), name, version, providers)
+    if problems:
+        raise PermissionDenied("refused: " + "; ".join(problems))
+
+
 def _promote(args: argparse.Namespace) -> int:
+    _cleared(args, args.ref)
     return _announce(move_label(Path(args.dir), args.ref, args.label, reason="promote"), args)
 
 
 def _rollback(args: argparse.Namespace) -> int:
     target = rollback_target(Path(args.dir), args.name, args.label)
+    _cleared(args, target)
     return _announce(move_label(Path(args.dir), target, args.label, reason="rollback"), args)
 
 
@@ -96,6 +113,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
                        help="the live label store (default $LABELS_REDIS_URL): running services follow it")
         p.add_argument("--kafka", default=os.environ.get("KAFKA_BOOTSTRAP"),
                        help=f"publish an audit event on {AUDIT_TOPIC} (default $KAFKA_BOOTSTRAP)")
+        p.add_argument("--routes", default=str(DEFAULT_ROUTES),
+                       help="routes file: the providers whose eval approval the version needs")
 
     cmd("list", _list, "prompts, versions and labels")
     show = cmd("show", _show, "print a version (NAME@V, or NAME with --label)")

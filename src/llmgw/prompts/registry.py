@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import hashlib
 import math
@@ -21,7 +22,11 @@ from llmgw.kit.logging import get_logger
 from llmgw.kit.settings import load_yaml
 from llmgw.prompts.spec import PromptSpec, Template, VariableSpec
 
-__all__ = ["PromptVersion", "Registry"]
+__all__ = ["APPROVALS_FILE", "PromptVersion", "Registry", "read_approvals"]
+
+# Per prompt: which provider variants of which version passed the eval gate (written by
+# ``llmgw eval gate``, reviewed and deployed with the prompts).
+APPROVALS_FILE = "approvals.yaml"
 
 _log = get_logger(__name__)
 _VERSION_FILE = re.compile(r"^v(\d+)\.ya?ml$")
@@ -60,6 +65,9 @@ class PromptVersion:
     digest: str
     spec: PromptSpec
     source: str = ""
+    # Providers whose variant of this exact version passed the eval gate (``approvals.yaml``);
+    # None when the prompt has no eval gate at all.
+    approved: frozenset[str] | None = None
 
     @property
     def id(self) -> str:
@@ -74,8 +82,16 @@ class PromptVersion:
         return self.spec.sampling.to_sampling()
 
     def supports(self, provider: str) -> bool:
-        """Does this version have a template that works for ``provider``?"""
-        return provider in self.spec.variants or self.spec.template is not None
+        """Does this version have a template that works for ``provider`` (and, when the prompt is
+        gated by evals, did that variant pass)?"""
+        return self.unsupported_reason(provider) == ""
+
+    def unsupported_reason(self, provider: str) -> str:
+        if provider not in self.spec.variants and self.spec.template is None:
+            return f"prompt {self.name} {self.id} has no variant for {provider}"
+        if self.approved is not None and provider not in self.approved:
+            return f"prompt {self.name} {self.id} has no passing eval for {provider}"
+        return ""
 
     def variables(self, given: Mapping[str, str]) -> dict[str, str]:
         """Validated variables with defaults filled in; InvalidArgument names the first bad one."""
@@ -129,7 +145,8 @@ class Registry:
         self._labels = labels
 
     @classmethod
-    def load(cls, root: str | Path) -> Registry:
+    def load(cls, root: str | Path, *, enforce_approvals: bool = True) -> Registry:
+        """``enforce_approvals=False`` is for the eval runner, which must run unapproved versions."""
         root = Path(root)
         versions: dict[str, dict[str, PromptVersion]] = {}
         labels: dict[str, dict[str, str]] = {}
@@ -152,6 +169,8 @@ class Registry:
                 version = f"v{m.group(1)}"
                 versions[name][version] = PromptVersion(name, version, hashlib.sha256(raw).hexdigest(), spec,
                                                         raw.decode("utf-8"))
+            if enforce_approvals and (pdir / APPROVALS_FILE).exists():
+                versions[name] = _with_approvals(pdir / APPROVALS_FILE, versions[name])
             label_file = pdir / "labels.yaml"
             label_map = load_yaml(label_file) if label_file.exists() else {}
             if not isinstance(label_map, dict):
@@ -204,6 +223,28 @@ class Registry:
         if pv is None or (digest and not pv.digest.startswith(digest)):
             raise NotFound(f"prompt {name!r} version {version_id!r} not found")
         return pv
+
+
+def read_approvals(path: Path) -> dict[str, dict[str, dict[str, object]]]:
+    """version -> provider -> record (at least ``version_id``)."""
+    raw = load_yaml(path) if path.exists() else {}
+    if not isinstance(raw, dict) or not all(isinstance(v, dict) for v in raw.values()):
+        raise ConfigError(f"{path}: expected version -> provider -> record")
+    for version, providers in raw.items():
+        for provider, record in providers.items():
+            if not isinstance(record, dict) or "version_id" not in record:
+                raise ConfigError(f"{path}: {version}.{provider}: a record needs version_id")
+    return {str(v): {str(p): dict(r) for p, r in ps.items()} for v, ps in raw.items()}
+
+
+def _with_approvals(path: Path, versions: dict[str, PromptVersion]) -> dict[str, PromptVersion]:
+    """An approval counts only for the exact content it was given to (its ``version_id``)."""
+    approvals = read_approvals(path)
+    out = {}
+    for version, pv in versions.items():
+        passed = frozenset(p for p, rec in approvals.get(version, {}).items() if rec["version_id"] == pv.id)
+        out[version] = dataclasses.replace(pv, approved=passed)
+    return out
 
 
 def _check_template_vars(vfile: Path, spec: PromptSpec) -> None:
