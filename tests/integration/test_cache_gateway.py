@@ -10,7 +10,7 @@ import pytest
 
 from llmgw.gateway.v1 import gateway_pb2
 from llmgw.stack import Stack, start_stack
-from tests.helpers import Client, prompt_request
+from tests.helpers import Client, prompt_request, ungated_prompts
 
 pytestmark = pytest.mark.integration
 
@@ -89,14 +89,11 @@ async def test_hits_count_against_the_request_limit_but_not_the_token_quota(limi
 async def test_a_label_move_makes_the_old_versions_entries_unreachable(
     redis_url: str, topics_ready: str, tmp_path: Path
 ) -> None:
-    import shutil
 
     from llmgw.kit.redis import connect
     from llmgw.prompts.labels import LabelStore
-    from llmgw.stack import REPO
 
-    root = tmp_path / "prompts"
-    shutil.copytree(REPO / "prompts", root)
+    root = ungated_prompts(tmp_path / "prompts")
     src = (root / "classify-ticket" / "versions" / "v1.yaml").read_text()
     (root / "classify-ticket" / "versions" / "v2.yaml").write_text(src.replace("one word", "a single word"))
     stack = await start_stack(redis_url=redis_url, kafka_bootstrap=topics_ready, prompts_dir=root,

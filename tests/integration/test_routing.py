@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import shutil
 import time
 from pathlib import Path
 
@@ -15,8 +14,8 @@ from llmgw.gateway.v1 import gateway_pb2
 from llmgw.kit.redis import connect
 from llmgw.prompts.labels import LabelStore
 from llmgw.prompts.workflow import move_label, rollback_target
-from llmgw.stack import REPO, Stack, start_stack
-from tests.helpers import Client, auth
+from llmgw.stack import Stack, start_stack
+from tests.helpers import Client, auth, ungated_prompts
 
 pytestmark = pytest.mark.integration
 
@@ -133,8 +132,7 @@ async def test_fallback_only_to_providers_with_a_variant(redis_url: str, topics_
 async def test_rollback_under_load_switches_versions_without_failures(
     redis_url: str, topics_ready: str, tmp_path: Path
 ) -> None:
-    root = tmp_path / "prompts"
-    shutil.copytree(REPO / "prompts", root)
+    root = ungated_prompts(tmp_path / "prompts")
     v2 = (root / "summarize" / "versions" / "v1.yaml").read_text().replace(
         "Summarize in one sentence:", "Summarize briefly:")
     (root / "summarize" / "versions" / "v2.yaml").write_text(v2)

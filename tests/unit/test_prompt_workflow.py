@@ -62,9 +62,12 @@ def test_a_released_version_cannot_be_edited(root: Path) -> None:
 
 def test_cli_round_trip(root: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert cli(["prompts", "new-version", "classify-ticket", "--dir", str(root)]) == 0
-    assert cli(["prompts", "promote", "classify-ticket@v2", "--label", "staging", "--dir", str(root)]) == 0
+    # v2 has no eval record yet: promotion is refused (tests/integration/test_evals.py approves one).
+    assert cli(["prompts", "promote", "classify-ticket@v2", "--label", "staging", "--dir", str(root)]) == 1
+    assert "has no passing eval for openai, anthropic" in capsys.readouterr().err
+    assert cli(["prompts", "promote", "classify-ticket@v1", "--label", "staging", "--dir", str(root)]) == 0
     assert cli(["prompts", "list", "--dir", str(root)]) == 0
-    assert "staging=v2" in capsys.readouterr().out
+    assert "staging=v1" in capsys.readouterr().out
     assert cli(["prompts", "rollback", "classify-ticket", "--label", "production", "--dir", str(root)]) == 1
 
 

@@ -119,6 +119,8 @@ async def _recording_providers(args: argparse.Namespace, config: RouterConfig,
     try:
         yield providers
     finally:
+        for p in providers.values():
+            await p.close()
         if runner is not None:
             await runner.cleanup()
 

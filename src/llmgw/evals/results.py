@@ -199,11 +199,9 @@ def write_approvals(prompts_root: Path, record: RunRecord, results: list[GateRes
 
 
 def missing_approvals(prompts_root: Path, name: str, version_id: str, route_providers: list[str]) -> list[str]:
-    """Why ``name@version`` may not be given a label: a gated prompt (one with approvals) needs a
-    passing eval record of this exact content for every provider of its route."""
+    """The providers of the route without a passing eval of this exact content. Only a gated
+    prompt (one with approvals) needs them: a label may point at it only when this is empty."""
     pv = Registry.load(prompts_root).get(name, version_id)
     if pv.approved is None:
         return []
-    return [f"{name}@{pv.id} has no passing eval for {p}: run `llmgw eval run --prompt {name} --version "
-            f"{pv.version}` and `llmgw eval gate --prompt {name} --version {pv.version} --approve`"
-            for p in route_providers if p not in pv.approved]
+    return [p for p in route_providers if p not in pv.approved]

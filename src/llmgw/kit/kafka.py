@@ -27,13 +27,15 @@ from prometheus_client import Counter, Gauge, Histogram
 from llmgw.kit.logging import get_logger
 from llmgw.kit.spool import Record, Spool
 
-__all__ = ["DRIFT_TOPIC", "REQUESTS_TOPIC", "RESPONSES_TOPIC", "DiscardingSink", "KafkaPublisher", "ensure_topics"]
+__all__ = ["DRIFT_METRICS_TOPIC", "DRIFT_TOPIC", "REQUESTS_TOPIC", "RESPONSES_TOPIC", "DiscardingSink", "KafkaPublisher", "ensure_topics"]
 
 REQUESTS_TOPIC = "llm.requests"
 RESPONSES_TOPIC = "llm.responses"
 DRIFT_TOPIC = "llm.drift"
+# Per-window drift metrics of every segment (incidents go to llm.drift).
+DRIFT_METRICS_TOPIC = "llm.drift.metrics"
 AUDIT_TOPIC = "llm.audit"
-DEFAULT_TOPICS = {REQUESTS_TOPIC: 3, RESPONSES_TOPIC: 3, DRIFT_TOPIC: 1, AUDIT_TOPIC: 1}
+DEFAULT_TOPICS = {REQUESTS_TOPIC: 3, RESPONSES_TOPIC: 3, DRIFT_TOPIC: 1, DRIFT_METRICS_TOPIC: 1, AUDIT_TOPIC: 1}
 
 _log = get_logger(__name__)
 QUEUE_DEPTH = Gauge("llmgw_events_queue_depth", "Events waiting in memory to be published")

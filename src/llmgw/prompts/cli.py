@@ -77,9 +77,11 @@ def _cleared(args: argparse.Namespace, ref: str) -> None:
 
     name, _, version = ref.partition("@")
     providers = route_providers(Path(args.dir), Path(args.routes), name, version)
-    problems = missing_approvals(Path(args.dir), name, version, providers)
-    if problems:
-        raise PermissionDenied("refused: " + "; ".join(problems))
+    missing = missing_approvals(Path(args.dir), name, version, providers)
+    if missing:
+        raise PermissionDenied(
+            f"refused: {ref} has no passing eval for {', '.join(missing)}; run `llmgw eval run --prompt {name} "
+            f"--version {version} --record` and `llmgw eval gate --prompt {name} --version {version} --approve`")
 
 
 def _promote(args: argparse.Namespace) -> int:

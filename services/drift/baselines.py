@@ -1,0 +1,87 @@
+"""Versioned references in Redis: the job saves each segment's provisional reference and a
+rolling sample of recent inputs; an analyst accepts one (``llmgw drift baseline accept``), which
+records who and when, and the job switches to it within ``baseline_poll_s``.
+
+    llmgw:drift:ref:<segment>:<slot>   slot = provisional | recent | accepted  (hash)
+    llmgw:drift:history:<segment>      acceptances, newest last (list of JSON)
+    llmgw:drift:segments               every segment seen (set)
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import time
+import uuid
+from typing import Any, Literal
+
+import numpy as np
+import redis.asyncio as aioredis
+
+from llmgw.kit.errors import NotFound
+from llmgw.services.drift.detector import Reference
+
+__all__ = ["BaselineStore", "Slot"]
+
+Slot = Literal["provisional", "recent", "accepted"]
+PREFIX = "llmgw:drift:"
+
+
+def _npy(matrix: np.ndarray) -> bytes:
+    buf = io.BytesIO()
+    np.save(buf, matrix.astype(np.float32), allow_pickle=False)
+    return buf.getvalue()
+
+
+class BaselineStore:
+    def __init__(self, redis: aioredis.Redis, prefix: str = PREFIX) -> None:
+        self._r = redis
+        self._p = prefix
+
+    def _key(self, segment: str, slot: Slot) -> str:
+        return f"{self._p}ref:{segment}:{slot}"
+
+    async def save(self, ref: Reference, slot: Slot) -> None:
+        await self._r.hset(self._key(ref.segment, slot), mapping={
+            "id": ref.id, "status": ref.status, "vectors": _npy(ref.vectors), "texts": json.dumps(ref.texts),
+            "times": json.dumps(ref.times), "created_at": ref.created_at, "accepted_by": ref.accepted_by,
+            "accepted_at": ref.accepted_at,
+        })
+        await self._r.sadd(f"{self._p}segments", ref.segment)
+
+    async def load(self, segment: str, slot: Slot) -> Reference | None:
+        raw: dict[bytes, bytes] = await self._r.hgetall(self._key(segment, slot))
+        if not raw:
+            return None
+        get = {k.decode(): v for k, v in raw.items()}
+        return Reference(segment, get["id"].decode(), get["status"].decode(),
+                         np.load(io.BytesIO(get["vectors"]), allow_pickle=False),
+                         json.loads(get["texts"]), json.loads(get["times"]), float(get["created_at"]),
+                         get["accepted_by"].decode(), float(get["accepted_at"]))
+
+    async def accepted_id(self, segment: str) -> str | None:
+        value = await self._r.hget(self._key(segment, "accepted"), "id")
+        return value.decode() if value else None
+
+    async def accept(self, segment: str, source: Slot, *, by: str, note: str = "") -> Reference:
+        """Make the ``source`` sample the segment's accepted reference (a new version id)."""
+        ref = await self.load(segment, source)
+        if ref is None:
+            raise NotFound(f"segment {segment!r} has no {source} sample yet")
+        previous = await self.accepted_id(segment)
+        ref.id, ref.status = f"{segment}@{uuid.uuid4().hex[:8]}", "accepted"
+        ref.accepted_by, ref.accepted_at = by, time.time()
+        await self.save(ref, "accepted")
+        await self._r.rpush(f"{self._p}history:{segment}", json.dumps({
+            "id": ref.id, "previous": previous, "source": source, "by": by, "at": ref.accepted_at, "note": note,
+            "n": len(ref.texts)}))
+        return ref
+
+    async def history(self, segment: str) -> list[dict[str, Any]]:
+        return [json.loads(x) for x in await self._r.lrange(f"{self._p}history:{segment}", 0, -1)]
+
+    async def segments(self) -> list[str]:
+        return sorted(s.decode() for s in await self._r.smembers(f"{self._p}segments"))
+
+    async def close(self) -> None:
+        await self._r.aclose()

@@ -1,0 +1,32 @@
+"""Synthetic embeddings with known topics and session structure, for the drift detector's tests:
+a session sends 1-9 requests on one topic in a row, as conversational traffic does."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from llmgw.services.drift.detector import Input
+
+DIM = 32
+
+
+class Topics:
+    def __init__(self, n_topics: int = 6, seed: int = 1, spread: float = 1.0) -> None:
+        self.rng = np.random.default_rng(seed)
+        c = self.rng.standard_normal((n_topics, DIM))
+        self.centers = c / np.linalg.norm(c, axis=1, keepdims=True)
+        self.spread = spread
+        self.t = 0.0
+
+    def stream(self, n: int, mix: list[float], *, session: int = 5) -> list[Input]:
+        out: list[Input] = []
+        p = np.asarray(mix, dtype=float) / sum(mix)
+        while len(out) < n:
+            topic = int(self.rng.choice(len(p), p=p))
+            for _ in range(int(self.rng.integers(1, 2 * session))):
+                v = self.centers[topic] + self.spread * 0.6 * self.rng.standard_normal(DIM) / np.sqrt(DIM)
+                self.t += 1.0
+                out.append(Input((v / np.linalg.norm(v)).astype(np.float32),
+                                 f"question about subject{'abcdefgh'[topic]} number {int(self.rng.integers(9))}",
+                                 f"r{int(self.t)}", 0, int(self.t), self.t))
+        return out[:n]

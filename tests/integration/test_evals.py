@@ -1,0 +1,173 @@
+"""The eval suite end to end: recorded through the real router and the official SDKs against the
+local fake providers (scripted by the suite's responder), replayed offline, gated, and enforced by
+promotion and by the router."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+import yaml
+
+from llmgw.cli import main as cli
+from llmgw.domain import Message, RouteCall
+from llmgw.evals.cassette import Cassette
+from llmgw.evals.results import load_record
+from llmgw.evals.runner import run_version
+from llmgw.evals.suite import load_suite
+from llmgw.kit.errors import NotFound, Unavailable
+from llmgw.prompts import Registry
+from llmgw.services.router.config import load_router_config
+from llmgw.services.router.core import Router
+from llmgw.services.router.providers import Provider
+from llmgw.services.router.settings import DEFAULT_ROUTES
+from llmgw.stack import REPO
+from llmgw.testing import ScriptedProvider
+
+pytestmark = pytest.mark.integration
+NAME = "classify-ticket"
+
+
+@pytest.fixture
+def repo(tmp_path: Path) -> Path:
+    shutil.copytree(REPO / "prompts", tmp_path / "prompts")
+    shutil.copytree(REPO / "evals" / NAME, tmp_path / "evals" / NAME)
+    return tmp_path
+
+
+def _eval(repo: Path, *args: str) -> int:
+    return cli(["eval", *args, "--evals", str(repo / "evals"), "--prompts", str(repo / "prompts"), "--prompt", NAME])
+
+
+def _new_version(repo: Path, edit: tuple[str, str]) -> str:
+    assert cli(["prompts", "new-version", NAME, "--dir", str(repo / "prompts")]) == 0
+    path = sorted((repo / "prompts" / NAME / "versions").glob("v*.yaml"))[-1]
+    text = path.read_text()
+    assert edit[0] in text
+    path.write_text(text.replace(*edit))
+    return path.stem
+
+
+def test_shipped_cassettes_replay_to_the_stored_results(repo: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    stored = load_record(load_suite(repo / "evals" / NAME), "v1")
+    assert _eval(repo, "run", "--version", "v1", "--no-save") == 0
+    out = capsys.readouterr().out
+    rate = f"{stored.providers['openai'].pass_rate:.0%}"
+    assert f"{NAME}@v1" in out and rate in out
+    assert _eval(repo, "gate", "--rerun") == 0
+
+
+async def test_a_missing_recording_stops_the_run(repo: Path) -> None:
+    suite = load_suite(repo / "evals" / NAME)
+    cfg = load_router_config(DEFAULT_ROUTES)
+    reg = Registry.load(repo / "prompts", enforce_approvals=False)
+    with pytest.raises(NotFound, match="no recording"):
+        await run_version(suite, reg, cfg, "v1", cassettes=repo / "empty-cassettes")
+
+
+async def test_repeat_reports_pass_power_n_and_flaky_cases(repo: Path) -> None:
+    """A provider that answers right only every other call: with --repeat 2 the case passes once,
+    is flagged flaky and does not pass (pass^2, not the average); the cassette keeps both replies
+    and replay reproduces the same verdict offline."""
+    suite = load_suite(repo / "evals" / NAME)
+    suite = dataclasses.replace(suite, settings=suite.settings.model_copy(update={"concurrency": 1}),
+                                cases=tuple(c for c in suite.cases if c.id == "billing-double-charge"))
+    cfg = load_router_config(DEFAULT_ROUTES)
+    reg = Registry.load(repo / "prompts", enforce_approvals=False)
+
+    @dataclasses.dataclass
+    class Alternating(ScriptedProvider):
+        def _text(self, messages: tuple[Message, ...]) -> str:
+            return "billing" if len(self.calls) % 2 else "no idea"
+
+    providers: dict[str, Provider] = {"openai": Alternating("openai"), "anthropic": Alternating("anthropic")}
+    recorded = await run_version(suite, reg, cfg, "v1", cassettes=repo / "rec", providers=providers, repeat=2)
+    replayed = await run_version(suite, reg, cfg, "v1", cassettes=repo / "rec", repeat=2)
+    for record in (recorded, replayed):
+        case = record.providers["openai"].cases[0]
+        assert case.passes == 1 and case.flaky and not case.passed
+        assert sorted(t.output for t in case.tries) == ["billing", "no idea"]
+    assert len(Cassette(repo / "rec" / "v1" / "openai.jsonl", "openai")) == 1
+
+
+def test_a_regressed_version_fails_the_gate_and_cannot_be_promoted_or_served(
+    repo: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # v2 drops the output contract: the (reference) model then answers in prose.
+    v2 = _new_version(repo, (" Reply with one word: billing, bug, feature or other.", ""))
+    assert _eval(repo, "run", "--version", v2, "--record", "--reference") == 0
+    capsys.readouterr()
+    assert _eval(repo, "gate", "--version", v2, "--approve", "--html", str(repo / "report.html"),
+                 "--json", str(repo / "report.json")) == 1
+    out = capsys.readouterr().out
+    assert f"FAIL {NAME}@{v2} vs v1 openai" in out and "adversarial case inj-ignore-previous passed in v1" in out
+    approvals = yaml.safe_load((repo / "prompts" / NAME / "approvals.yaml").read_text())
+    assert v2 not in approvals and "v1" in approvals
+
+    # The reports show the matrix and the failing cases with their inputs and outputs.
+    html = (repo / "report.html").read_text()
+    assert "FAIL" in html and "This ticket is about billing." in html and "charged twice" in html
+    report = json.loads((repo / "report.json").read_text())
+    assert report["baseline"] == "v1" and report["gate"][v2][0]["passed"] is False
+
+    # Promotion is refused and the label stays.
+    assert cli(["prompts", "promote", f"{NAME}@{v2}", "--label", "production", "--dir", str(repo / "prompts")]) == 1
+    assert "no passing eval for openai, anthropic" in capsys.readouterr().err
+    assert yaml.safe_load((repo / "prompts" / NAME / "labels.yaml").read_text())["production"] == "v1"
+
+
+async def test_the_router_falls_back_only_to_variants_that_passed(repo: Path) -> None:
+    """Approve v2 for anthropic only: a request for v2 skips openai (its variant did not pass)."""
+    v2 = _new_version(repo, ("You label support tickets", "You label customer support tickets"))
+    approvals_file = repo / "prompts" / NAME / "approvals.yaml"
+    approvals = yaml.safe_load(approvals_file.read_text())
+    reg = Registry.load(repo / "prompts", enforce_approvals=False)
+    approvals[v2] = {"anthropic": {"version_id": reg.get(NAME, v2).id}}
+    approvals_file.write_text(yaml.safe_dump(approvals))
+
+    o, a = ScriptedProvider("openai"), ScriptedProvider("anthropic")
+    router = Router(load_router_config(DEFAULT_ROUTES), {"openai": o, "anthropic": a}, Registry.load(repo / "prompts"))
+    done = await router.route(RouteCall(route="default", prompt=NAME, prompt_version=v2, variables={"ticket": "hi"}))
+    assert done.provider == "anthropic" and o.calls == []
+    assert done.attempts[0].status == "skipped" and "no passing eval for openai" in done.attempts[0].error
+    # An edit of the file after approval voids it: nothing may serve unevaluated content.
+    path = repo / "prompts" / NAME / "versions" / f"{v2}.yaml"
+    path.write_text(path.read_text() + "\n# edited\n")
+    router = Router(load_router_config(DEFAULT_ROUTES), {"openai": o, "anthropic": a}, Registry.load(repo / "prompts"))
+    with pytest.raises(Unavailable, match="no passing eval for anthropic"):
+        await router.route(RouteCall(route="default", prompt=NAME, prompt_version=v2, variables={"ticket": "hi"}))
+
+
+def test_a_good_version_passes_is_approved_and_promoted(repo: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    v2 = _new_version(repo, ("Reply with one word", "Reply with exactly one word"))
+    assert _eval(repo, "run", "--version", v2, "--record", "--reference") == 0
+    assert _eval(repo, "gate", "--version", v2, "--approve") == 0
+    assert cli(["prompts", "promote", f"{NAME}@{v2}", "--label", "production", "--dir", str(repo / "prompts")]) == 0
+    assert cli(["eval", "validate", "--evals", str(repo / "evals"), "--prompts", str(repo / "prompts"),
+                "--prompt", NAME]) == 0
+    assert (repo / "evals" / NAME / "cassettes" / v2 / "anthropic.jsonl").exists()
+
+
+def test_validate_rejects_a_thin_suite_and_an_unbacked_label(repo: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    cases = repo / "evals" / NAME / "cases"
+    (cases / "adversarial.yaml").unlink()
+    (cases / "limits.yaml").unlink()
+    assert _eval(repo, "validate") == 1
+    err = capsys.readouterr().err
+    assert "26 cases, at least 50 needed" in err and "0 of 26 cases adversarial" in err
+    (repo / "prompts" / NAME / "approvals.yaml").write_text("{}\n")
+    shutil.copytree(REPO / "evals" / NAME / "cases", cases, dirs_exist_ok=True)
+    assert _eval(repo, "validate") == 1
+    assert "label production -> v1@" in capsys.readouterr().err
+
+
+def test_generate_adversarial_writes_valid_cases(repo: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = repo / "gen.yaml"
+    assert _eval(repo, "generate-adversarial", "--only", "inject,base64", "--out", str(out)) == 0
+    generated = yaml.safe_load(out.read_text())
+    assert len(generated) == 2 * 26 and all("adversarial" in c["tags"] for c in generated)
+    shutil.copy(out, repo / "evals" / NAME / "cases" / "generated.yaml")
+    assert load_suite(repo / "evals" / NAME).composition()[0] == 57 + 52
