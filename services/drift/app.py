@@ -130,9 +130,11 @@ def create_app(settings: DriftSettings, embedder: Embedder) -> faust.App:
         broker_heartbeat_interval=settings.heartbeat_interval_s,
         broker_max_poll_interval=settings.max_poll_interval_s,
     )
-    raw = {"key_type": bytes, "value_type": bytes, "key_serializer": "raw", "value_serializer": "raw"}
-    requests = app.topic(settings.requests_topic, **raw)
-    topics = {DRIFT_TOPIC: app.topic(DRIFT_TOPIC, **raw), DRIFT_METRICS_TOPIC: app.topic(DRIFT_METRICS_TOPIC, **raw)}
+    def raw(name: str) -> faust.TopicT:
+        return app.topic(name, key_type=bytes, value_type=bytes, key_serializer="raw", value_serializer="raw")
+
+    requests = raw(settings.requests_topic)
+    topics = {DRIFT_TOPIC: raw(DRIFT_TOPIC), DRIFT_METRICS_TOPIC: raw(DRIFT_METRICS_TOPIC)}
     batch = Batch(embedder, DriftDetector(settings.detector()), Shedder(utilization=settings.shed_utilization),
                   settings.segment_fields(), settings.embed_variables)
     baselines = Baselines(settings, batch.detector)
@@ -143,7 +145,9 @@ def create_app(settings: DriftSettings, embedder: Embedder) -> faust.App:
     @app.agent(requests)
     async def detect(stream: faust.StreamT[bytes]) -> AsyncIterator[int]:
         loop = asyncio.get_running_loop()
-        async for events in stream.take_events(settings.batch_size, within=settings.batch_seconds):
+        # take_events (not take): the window's partitions and offsets go into every record.
+        async for events in stream.take_events(settings.batch_size,  # type: ignore[attr-defined]
+                                               within=settings.batch_seconds):
             raws = [Raw(e.value, e.message.partition, e.message.offset, e.message.timestamp) for e in events]
             # Embedding is CPU work: off the event loop so heartbeats keep flowing.
             records = await loop.run_in_executor(None, process_window, raws, batch)
@@ -151,7 +155,7 @@ def create_app(settings: DriftSettings, embedder: Embedder) -> faust.App:
             await publish(records, send)
             yield len(records)
 
-    @app.on_after_shutdown.connect
+    @app.on_before_shutdown.connect  # type: ignore[arg-type]
     async def close_store(sender: object, **_: object) -> None:
         await baselines.close()
 

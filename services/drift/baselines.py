@@ -33,6 +33,10 @@ def _npy(matrix: np.ndarray) -> bytes:
     return buf.getvalue()
 
 
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
 class BaselineStore:
     def __init__(self, redis: aioredis.Redis, prefix: str = PREFIX) -> None:
         self._r = redis
@@ -50,18 +54,18 @@ class BaselineStore:
         await self._r.sadd(f"{self._p}segments", ref.segment)
 
     async def load(self, segment: str, slot: Slot) -> Reference | None:
-        raw: dict[bytes, bytes] = await self._r.hgetall(self._key(segment, slot))
+        raw: dict[Any, Any] = await self._r.hgetall(self._key(segment, slot))
         if not raw:
             return None
-        get = {k.decode(): v for k, v in raw.items()}
-        return Reference(segment, get["id"].decode(), get["status"].decode(),
+        get = {_text(k): v for k, v in raw.items()}
+        return Reference(segment, _text(get["id"]), _text(get["status"]),
                          np.load(io.BytesIO(get["vectors"]), allow_pickle=False),
                          json.loads(get["texts"]), json.loads(get["times"]), float(get["created_at"]),
-                         get["accepted_by"].decode(), float(get["accepted_at"]))
+                         _text(get["accepted_by"]), float(get["accepted_at"]))
 
     async def accepted_id(self, segment: str) -> str | None:
         value = await self._r.hget(self._key(segment, "accepted"), "id")
-        return value.decode() if value else None
+        return _text(value) if value else None
 
     async def accept(self, segment: str, source: Slot, *, by: str, note: str = "") -> Reference:
         """Make the ``source`` sample the segment's accepted reference (a new version id)."""
@@ -81,7 +85,7 @@ class BaselineStore:
         return [json.loads(x) for x in await self._r.lrange(f"{self._p}history:{segment}", 0, -1)]
 
     async def segments(self) -> list[str]:
-        return sorted(s.decode() for s in await self._r.smembers(f"{self._p}segments"))
+        return sorted(_text(s) for s in await self._r.smembers(f"{self._p}segments"))
 
     async def close(self) -> None:
         await self._r.aclose()

@@ -20,8 +20,8 @@ from dataclasses import asdict, dataclass
 import numpy as np
 from numpy.typing import NDArray
 
-__all__ = ["Calibration", "DetectorThreshold", "block_bootstrap_stream", "block_bootstrap_windows", "calibrate_statistic",
-           "per_window_alpha", "tail_quantile"]
+__all__ = ["Calibration", "DetectorThreshold", "block_bootstrap_stream", "block_bootstrap_windows",
+           "calibrate_statistic", "per_window_alpha", "tail_quantile"]
 
 SECONDS_PER_MONTH = 30 * 24 * 3600.0
 

@@ -16,6 +16,7 @@ Pure Python + numpy: the Faust agent drives it (``app.process_window``), tests c
 
 from __future__ import annotations
 
+import functools
 import time
 import uuid
 from collections import deque
@@ -183,14 +184,13 @@ class DriftDetector:
             counts = np.stack([np.bincount(row, minlength=k1) for row in pool_labels[idx]])
             return g_batch(cells.reference_counts, counts)
 
-        common = {"alpha": alpha, "block_len": s.block_len, "step": s.window, "open_after": s.open_after, "rng": rng}
-        thresholds = {"topic": calibrate_statistic("topic", s.window, topic_null, len(pool),
-                                                   simulations=s.simulations, **common)}  # type: ignore[arg-type]
+        calibrate = functools.partial(calibrate_statistic, n_pool=len(pool), alpha=alpha, block_len=s.block_len,
+                                      step=s.window, open_after=s.open_after, rng=rng)
+        thresholds = {"topic": calibrate("topic", s.window, topic_null, simulations=s.simulations)}
         for m in s.mmd_multiples:
             name = f"mmd@{s.window * m}"
-            thresholds[name] = calibrate_statistic(
-                name, s.window * m, lambda idx: mmd.mmd2_batch(pool, idx), len(pool),
-                simulations=max(200, s.simulations // 4), **common)  # type: ignore[arg-type]
+            thresholds[name] = calibrate(name, s.window * m, lambda idx: mmd.mmd2_batch(pool, idx),
+                                         simulations=max(200, s.simulations // 4))
         calibration = Calibration.make(thresholds, block_len=s.block_len, simulations=s.simulations,
                                        windows_per_month=per_month)
         return _Model(ref, fit, ref.texts[:n_fit], cells, assign(cells, fit), mmd, calibration)
@@ -311,9 +311,10 @@ class DriftDetector:
                 w = np.bincount(pooled[idx], minlength=k1)
                 return g_test(total - w, w)[0]
 
-            return permutation_pvalue(stat, len(pooled), len(win_labels), g_test(total - np.bincount(
-                win_labels, minlength=k1), np.bincount(win_labels, minlength=k1))[0], permutations=s.confirm_permutations,
-                rng=self._rng)
+            win_counts = np.bincount(win_labels, minlength=k1)
+            observed_g = g_test(total - win_counts, win_counts)[0]
+            return permutation_pvalue(stat, len(pooled), len(win_labels), observed_g,
+                                      permutations=s.confirm_permutations, rng=self._rng)
         recent = np.stack([i.vector for i in list(seg.recent)[-n:]])
         pooled_m = np.vstack([model.fit, recent])
         n_fit = len(model.fit)
@@ -351,6 +352,7 @@ class DriftDetector:
         if len(win) >= 2 and state != "CLOSED":
             rec["effect"], rec["clusters"] = self._explain(model, win, texts)
             rec["guards"] = guards(model.fit_texts, texts)
+            rec["projection"] = _projection(model.fit, win)
         return rec
 
     def _explain(self, model: _Model, win: Matrix, texts: list[str]) -> tuple[dict[str, Any], list[dict[str, Any]]]:
@@ -379,3 +381,15 @@ class DriftDetector:
                 "examples": [self._redact(t)[:300] for t in mine[: self.settings.examples]],
             })
         return effect, clusters
+
+
+def _projection(reference: Matrix, window: Matrix, max_points: int = 120) -> dict[str, list[list[float]]]:
+    """Both samples on the reference's first two principal components (for the incident report)."""
+    mean = reference.mean(axis=0)
+    _, _, vt = np.linalg.svd(reference - mean, full_matrices=False)
+    axes = vt[:2].T
+
+    def pts(x: Matrix) -> list[list[float]]:
+        return [[round(float(a), 4), round(float(b), 4)] for a, b in ((x[:max_points] - mean) @ axes)]
+
+    return {"reference": pts(reference), "current": pts(window)}

@@ -267,9 +267,12 @@ def domain_auc(reference: Matrix, window: Matrix, seed: int = 0) -> tuple[float,
     return round(auc, 4), round(max(0.0, auc - 1.96 * se), 4), round(min(1.0, auc + 1.96 * se), 4)
 
 
-_STOP = frozenset("""a an and are as at be but by can do for from has have how i if in is it its me my no not of on
-or our please so that the their them then there this to us was we what when where which who why will with you your
-""".split())
+_STOP = frozenset((
+    "a", "an", "and", "are", "as", "at", "be", "but", "by", "can", "do", "for", "from", "has", "have", "how", "i", "if",
+    "in", "is", "it", "its", "me", "my", "no", "not", "of", "on", "or", "our", "please", "so", "that", "the", "their",
+    "them", "then", "there", "this", "to", "us", "was", "we", "what", "when", "where", "which", "who", "why", "will",
+    "with", "you", "your",
+))
 
 
 def _words(text: str) -> list[str]:
@@ -282,7 +285,8 @@ def keywords(current: list[str], reference: list[str], top: int = 5) -> list[str
     """Words much more frequent in ``current`` than in ``reference`` (smoothed lift x count)."""
     from collections import Counter
 
-    cur, ref = Counter(w for t in current for w in set(_words(t))), Counter(w for t in reference for w in set(_words(t)))
+    cur = Counter(w for t in current for w in set(_words(t)))
+    ref = Counter(w for t in reference for w in set(_words(t)))
     n_cur, n_ref = max(1, len(current)), max(1, len(reference))
 
     def score(w: str) -> float:

@@ -141,7 +141,7 @@ class TestExplanations:
         rng = np.random.default_rng(0)
         a = rng.standard_normal((100, 8))
         auc, lo, hi = domain_auc(a, rng.standard_normal((60, 8)) + 1.0)
-        same, slo, shi = domain_auc(a, rng.standard_normal((60, 8)))
+        same, slo, _ = domain_auc(a, rng.standard_normal((60, 8)))
         assert auc > 0.85 and lo < auc < hi and slo < 0.65 and same < 0.7
 
     def test_keywords_are_words_that_grew(self) -> None:

@@ -7,12 +7,10 @@ import shutil
 from pathlib import Path
 
 import jsonschema
-import numpy as np
 
-from llmgw.events.v1 import events_pb2
 from llmgw.prompts.workflow import move_label
-from llmgw.services.drift.app import process_window
-from llmgw.services.drift.detector import DriftDetector
+from llmgw.services.drift.detector import DetectorSettings, DriftDetector
+from tests.drift_synth import Topics
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -21,19 +19,19 @@ def _schema(name: str) -> dict:  # type: ignore[type-arg]
     return json.loads((REPO / "docs" / "schemas" / f"{name}.schema.json").read_text())
 
 
-class _Embed:
-    def encode(self, texts: list[str]) -> np.ndarray:
-        return np.stack([np.eye(4, dtype=np.float32)[len(t) % 4] for t in texts])
-
-
-def test_drift_records_match_the_schema() -> None:
-    det = DriftDetector(reference_size=2)
-    values = [events_pb2.RequestEvent(request_id=f"r{i}", tenant="t", prompt="p",
-                                      variables={"text": "x" * i}).SerializeToString() for i in range(6)]
-    records = process_window(values, _Embed(), det)
-    assert records
+def test_drift_records_match_their_schemas() -> None:
+    """Real records from the detector: filling, windows, and an incident's OPEN/UPDATE/CLOSED."""
+    topics = Topics(seed=5)
+    det = DriftDetector(DetectorSettings(reference_size=300, window=50, simulations=500))
+    records = det.observe("t/r/p/production", topics.stream(330, [0.4, 0.3, 0.2, 0.1, 0, 0]))
+    records += det.observe("t/r/p/production", topics.stream(800, [0.2, 0.2, 0.1, 0.1, 0.4, 0]))
+    records += det.observe("t/r/p/production", topics.stream(800, [0.4, 0.3, 0.2, 0.1, 0, 0]))
+    states = {r["state"] for r in records if r["type"] == "incident"}
+    assert states == {"OPEN", "UPDATE", "CLOSED"}
+    assert {r["type"] for r in records} == {"window", "incident"}
     for rec in records:
-        jsonschema.validate(json.loads(json.dumps(rec)), _schema("llm.drift"))
+        schema = "llm.drift" if rec["type"] == "incident" else "llm.drift.metrics"
+        jsonschema.validate(json.loads(json.dumps(rec)), _schema(schema))
 
 
 def test_audit_records_match_the_schema(tmp_path: Path) -> None:
@@ -42,12 +40,13 @@ def test_audit_records_match_the_schema(tmp_path: Path) -> None:
     jsonschema.validate(json.loads(move.to_json()), _schema("llm.audit"))
 
 
-def test_drift_tail_formats_a_record_readably() -> None:
+def test_drift_tail_formats_incidents_readably() -> None:
     from llmgw.drift_cli import HEADER, format_record
-    from llmgw.services.drift.detector import DriftDetector as Det
 
-    det = Det(reference_size=2)
-    values = [events_pb2.RequestEvent(request_id=f"r{i}", tenant="t", prompt="p",
-                                      variables={"text": "x" * i}).SerializeToString() for i in range(6)]
-    line = format_record(process_window(values, _Embed(), det)[0])
-    assert HEADER.split()[:3] == ["time", "segment", "n"] and ("YES" in line or " no " in line) and "%" in line
+    topics = Topics(seed=5)
+    det = DriftDetector(DetectorSettings(reference_size=300, window=50, simulations=500))
+    det.observe("t/r/p/production", topics.stream(300, [0.4, 0.3, 0.2, 0.1, 0, 0]))
+    recs = det.observe("t/r/p/production", topics.stream(800, [0.2, 0.2, 0.1, 0.1, 0.4, 0]))
+    line = format_record(next(r for r in recs if r["type"] == "incident"))
+    assert HEADER.split()[:4] == ["time", "incident", "state", "segment"]
+    assert "OPEN" in line and "topic" in line and "novel" in line and "subjecte" in line

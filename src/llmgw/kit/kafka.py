@@ -27,7 +27,8 @@ from prometheus_client import Counter, Gauge, Histogram
 from llmgw.kit.logging import get_logger
 from llmgw.kit.spool import Record, Spool
 
-__all__ = ["DRIFT_METRICS_TOPIC", "DRIFT_TOPIC", "REQUESTS_TOPIC", "RESPONSES_TOPIC", "DiscardingSink", "KafkaPublisher", "ensure_topics"]
+__all__ = ["DRIFT_METRICS_TOPIC", "DRIFT_TOPIC", "REQUESTS_TOPIC", "RESPONSES_TOPIC", "DiscardingSink",
+           "KafkaPublisher", "ensure_topics"]
 
 REQUESTS_TOPIC = "llm.requests"
 RESPONSES_TOPIC = "llm.responses"
