@@ -178,7 +178,7 @@ class Baselines:
             from llmgw.kit.redis import connect
             from llmgw.services.drift.baselines import BaselineStore
 
-            self._store = BaselineStore(connect(self._settings.redis_url))
+            self._store = BaselineStore(connect(self._settings.redis_url, self._settings.redis_password))
         return self._store
 
     async def sync(self) -> list[dict[str, Any]]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from pydantic import field_validator
+from pydantic import SecretStr, field_validator
 
 from llmgw.kit.settings import ServiceSettings
 from llmgw.services.drift.detector import DetectorSettings
@@ -35,6 +35,7 @@ class DriftSettings(ServiceSettings):
     embed_variables: dict[str, list[str]] = {}
     # Versioned references (llmgw drift baseline ...); empty: in-memory provisional references only.
     redis_url: str = ""
+    redis_password: SecretStr | None = None
     baseline_poll_s: float = 5.0
     recent_snapshot_s: float = 60.0
     # Load shedding: embed at most this share of the measured capacity, sample the rest.

@@ -13,7 +13,7 @@ from aiokafka import AIOKafkaConsumer
 
 from llmgw.events.v1 import events_pb2
 from llmgw.gateway.v1 import gateway_pb2, gateway_pb2_grpc
-from llmgw.kit.kafka import DRIFT_TOPIC, REQUESTS_TOPIC, RESPONSES_TOPIC
+from llmgw.kit.kafka import DRIFT_METRICS_TOPIC, DRIFT_TOPIC, REQUESTS_TOPIC, RESPONSES_TOPIC
 
 __all__ = ["run_demo"]
 
@@ -121,13 +121,18 @@ async def run_demo(address: str, *, kafka: str, fake_url: str | None) -> list[st
             ev = events_pb2.ResponseEvent.FromString(resps[rid])
             print(f"  {rid[:8]}… status={ev.status} cache_hit={ev.cache_hit} provider={ev.provider}"
                   f" latency={ev.latency_ms:.1f}ms")
-    drift = await _read(kafka, DRIFT_TOPIC, set(), 30)
-    for key, value in list(drift.items())[:2]:
+    windows = await _read(kafka, DRIFT_METRICS_TOPIC, set(), 30)
+    for key, value in list(windows.items())[:2]:
         rec = json.loads(value)
-        st = rec["statistics"]
-        print(f"llm.drift: segment={key} window={rec['window']['n']} inputs "
-              f"centroid_distance={st['centroid_cosine_distance']} novelty={st['novelty_share']} "
-              f"p={st['p_value']:.3g} drift={rec['drift']}")
-    if not drift:
-        print("llm.drift: no window closed yet")
+        if "detectors" in rec:
+            stats = ", ".join(f"{name}={d['value']:.3g} (threshold {d['upper']:.3g}, {d['state']})"
+                              for name, d in rec["detectors"].items())
+            print(f"llm.drift.metrics: segment={key} window={rec['window']['n']} inputs {stats}")
+        else:
+            print(f"llm.drift.metrics: segment={key} reference filling {rec['reference']['have']}"
+                  f"/{rec['reference']['need']}")
+    if not windows:
+        print("llm.drift.metrics: no window closed yet")
+    incidents = await _read(kafka, DRIFT_TOPIC, set(), 1)
+    print(f"llm.drift: {len(incidents)} open incident(s) (a short demo has no drift; see docs/drift.md)")
     return ids

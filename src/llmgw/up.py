@@ -127,7 +127,8 @@ async def start_system(workdir: Path, *, ingress_port: int = 50050, with_drift: 
             },
         }
         if with_drift:
-            services["drift"] = {"WINDOW_SIZE": "4", "REFERENCE_SIZE": "2", "WINDOW_SECONDS": "2"}
+            # Demo-sized windows: a real deployment uses hundreds of inputs per reference (docs/drift.md).
+            services["drift"] = {"WINDOW_SIZE": "4", "REFERENCE_SIZE": "2", "BATCH_SECONDS": "2"}
         for name in ("limiter", "cache", "router", "drift", "ingress"):
             if name not in services:
                 continue

@@ -60,7 +60,7 @@ def test_up_runs_the_demo_through_separate_processes(tmp_path: Path) -> None:
     # Every demo request reached both topics, and the drift job consumed and published.
     assert "llm.requests:  6 of 6 requests" in out
     assert "llm.responses: 6 of 6 requests" in out
-    assert "llm.drift: segment=" in out
+    assert "llm.drift.metrics: segment=" in out
     assert "no process left behind" in out
     assert _spawned_by(tmp_path) == []
 
