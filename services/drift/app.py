@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -39,6 +39,8 @@ OPEN = Gauge("llmgw_drift_incident_open", "1 while an incident is open", ["segme
 SAMPLING = Gauge("llmgw_drift_sampling_rate", "Share of events embedded (1 = all)")
 
 GLOBAL_SEGMENT = "*"
+# (topic, key, value): how records leave the job.
+Send = Callable[[str, bytes, bytes], Awaitable[None]]
 
 
 @dataclass(frozen=True)
@@ -107,7 +109,7 @@ def observe_metrics(rec: dict[str, Any]) -> None:
                      incident=rec["incident_id"], statistic=rec["statistic"], threshold=rec["threshold"])
 
 
-async def publish(records: list[dict[str, Any]], send: Any) -> None:
+async def publish(records: list[dict[str, Any]], send: Send) -> None:
     """Incidents to llm.drift, window metrics to llm.drift.metrics, both keyed by segment."""
     for rec in records:
         topic = DRIFT_TOPIC if rec["type"] == "incident" else DRIFT_METRICS_TOPIC
@@ -116,9 +118,13 @@ async def publish(records: list[dict[str, Any]], send: Any) -> None:
         observe_metrics(rec)
 
 
-def create_app(settings: DriftSettings, embedder: Embedder) -> faust.App:
+def create_app(settings: DriftSettings, embedder: Embedder, *, send: Send | None = None,
+               loop: asyncio.AbstractEventLoop | None = None) -> faust.App:
+    """``send`` replaces publishing to Kafka and ``loop`` is the running loop (agent tests under
+    ``test_context()``; otherwise Faust's worker owns the loop)."""
     app = faust.App(
         settings.app_id,
+        loop=loop,
         broker=f"kafka://{settings.kafka_bootstrap}",
         store="memory://",
         autodiscover=False,
@@ -130,6 +136,10 @@ def create_app(settings: DriftSettings, embedder: Embedder) -> faust.App:
         broker_heartbeat_interval=settings.heartbeat_interval_s,
         broker_max_poll_interval=settings.max_poll_interval_s,
     )
+    if loop is not None:
+        # Faust's transport looks its loop up on its own (the policy's, not the running one).
+        app.transport.loop = loop
+
     def raw(name: str) -> faust.TopicT:
         return app.topic(name, key_type=bytes, value_type=bytes, key_serializer="raw", value_serializer="raw")
 
@@ -139,7 +149,7 @@ def create_app(settings: DriftSettings, embedder: Embedder) -> faust.App:
                   settings.segment_fields(), settings.embed_variables)
     baselines = Baselines(settings, batch.detector)
 
-    async def send(topic: str, key: bytes, value: bytes) -> None:
+    async def to_kafka(topic: str, key: bytes, value: bytes) -> None:
         await topics[topic].send(key=key, value=value)
 
     @app.agent(requests)
@@ -152,7 +162,7 @@ def create_app(settings: DriftSettings, embedder: Embedder) -> faust.App:
             # Embedding is CPU work: off the event loop so heartbeats keep flowing.
             records = await loop.run_in_executor(None, process_window, raws, batch)
             records += await baselines.sync()
-            await publish(records, send)
+            await publish(records, send or to_kafka)
             yield len(records)
 
     @app.on_before_shutdown.connect  # type: ignore[arg-type]

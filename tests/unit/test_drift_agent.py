@@ -1,0 +1,72 @@
+"""The Faust agent itself, driven through ``test_context()`` (no broker): batches in, records out."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+
+import numpy as np
+import pytest
+
+from llmgw.events.v1 import events_pb2
+from llmgw.kit.kafka import DRIFT_METRICS_TOPIC, DRIFT_TOPIC
+from llmgw.services.drift.app import create_app
+from llmgw.services.drift.settings import DriftSettings
+from tests.drift_synth import DIM, Topics
+
+# Faust's consumer asks the event-loop policy (not the running loop) for a loop and leaves the one
+# it gets unclosed; that warning is Faust's, not ours, and only under test_context().
+pytestmark = pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
+
+
+class _TopicEmbedder:
+    """The model seam: 'subject<x> ...' texts map onto the synthetic topic x."""
+
+    def __init__(self, topics: Topics) -> None:
+        self.topics = topics
+        self.rng = np.random.default_rng(0)
+
+    def encode(self, texts: list[str]) -> np.ndarray:
+        out = []
+        for t in texts:
+            c = self.topics.centers["abcdefgh".index(t.split("subject")[1][0])]
+            v = c + 0.6 * self.rng.standard_normal(DIM) / np.sqrt(DIM)
+            out.append(v / np.linalg.norm(v))
+        return np.asarray(out, dtype=np.float32)
+
+
+def _events(topics: Topics, n: int, mix: list[float]) -> list[bytes]:
+    return [events_pb2.RequestEvent(request_id=i.request_id, tenant="acme", route="default", prompt="ask",
+                                    label="production", variables={"q": i.text}, time=i.time).SerializeToString()
+            for i in topics.stream(n, mix)]
+
+
+async def test_the_agent_publishes_window_metrics_and_a_new_topic_incident() -> None:
+    topics = Topics(seed=5)
+    sent: list[tuple[str, bytes, dict[str, object]]] = []
+
+    async def send(topic: str, key: bytes, value: bytes) -> None:
+        sent.append((topic, key, json.loads(value)))
+
+    settings = DriftSettings(app_id="drift-agent-test", window_size=50, reference_size=300, batch_size=50,
+                             batch_seconds=0.05, segment_by="tenant,prompt")
+    app = create_app(settings, _TopicEmbedder(topics), send=send, loop=asyncio.get_running_loop())
+    agent = app.agents["llmgw.services.drift.app.detect"]
+    base = [0.4, 0.3, 0.2, 0.1, 0.0, 0.0]
+    raws = _events(topics, 300 + 500, base) + _events(topics, 800, [0.28, 0.21, 0.14, 0.07, 0.3, 0.0])
+    async with agent.test_context() as ctx:
+        for raw in raws:
+            await ctx.put(raw, wait=False)
+        # Every segment gets a window record per 50 inputs once its reference is full.
+        want = 2 * (len(raws) - 300) // 50
+        async with asyncio.timeout(60):
+            while sum(1 for t, _, r in sent if t == DRIFT_METRICS_TOPIC and "detectors" in r) < want:
+                await asyncio.sleep(0.05)
+    metrics = [r for t, _, r in sent if t == DRIFT_METRICS_TOPIC]
+    incidents = [r for t, _, r in sent if t == DRIFT_TOPIC]
+    assert {r["segment"] for r in metrics} == {"*", "acme/ask"}
+    assert any("detectors" in r for r in metrics if r["segment"] == "acme/ask")
+    opened = [r for r in incidents if r["state"] == "OPEN" and r["segment"] == "acme/ask"]
+    assert opened and opened[0]["clusters"][0]["cell"] == "novel"
+    assert "subjecte" in opened[0]["clusters"][0]["keywords"]
+    assert all(key == r["segment"].encode() for t, key, r in sent)
