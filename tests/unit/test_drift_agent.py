@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import json
+from collections.abc import Iterator
 
 import numpy as np
 import pytest
@@ -13,10 +15,6 @@ from llmgw.kit.kafka import DRIFT_METRICS_TOPIC, DRIFT_TOPIC
 from llmgw.services.drift.app import create_app
 from llmgw.services.drift.settings import DriftSettings
 from tests.drift_synth import DIM, Topics
-
-# Faust's consumer asks the event-loop policy (not the running loop) for a loop and leaves the one
-# it gets unclosed; that warning is Faust's, not ours, and only under test_context().
-pytestmark = pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
 
 
 class _TopicEmbedder:
@@ -39,6 +37,18 @@ def _events(topics: Topics, n: int, mix: list[float]) -> list[bytes]:
     return [events_pb2.RequestEvent(request_id=i.request_id, tenant="acme", route="default", prompt="ask",
                                     label="production", variables={"q": i.text}, time=i.time).SerializeToString()
             for i in topics.stream(n, mix)]
+
+
+@pytest.fixture(autouse=True)
+def _close_faust_loops() -> Iterator[None]:
+    """Faust (mode) creates an event loop of its own for a thread that asks outside a running loop
+    and never closes it; close whatever such loops this test left behind."""
+    before = {id(o) for o in gc.get_objects() if isinstance(o, asyncio.AbstractEventLoop)}
+    yield
+    for obj in gc.get_objects():
+        if isinstance(obj, asyncio.AbstractEventLoop) and id(obj) not in before and not obj.is_running() \
+                and not obj.is_closed():
+            obj.close()
 
 
 async def test_the_agent_publishes_window_metrics_and_a_new_topic_incident() -> None:
