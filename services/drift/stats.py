@@ -271,7 +271,7 @@ _STOP = frozenset((
     "a", "an", "and", "are", "as", "at", "be", "but", "by", "can", "do", "for", "from", "has", "have", "how", "i", "if",
     "in", "is", "it", "its", "me", "my", "no", "not", "of", "on", "or", "our", "please", "so", "that", "the", "their",
     "them", "then", "there", "this", "to", "us", "was", "we", "what", "when", "where", "which", "who", "why", "will",
-    "with", "you", "your",
+    "with", "you", "your", "should", "could", "would", "does", "did", "get", "got", "any", "all",
 ))
 
 
