@@ -40,6 +40,7 @@ from llmgw.services.drift.stats import (
     g_test,
     guards,
     keywords,
+    nearest_distances,
     permutation_pvalue,
 )
 
@@ -53,9 +54,16 @@ Matrix = NDArray[np.float32]
 class DetectorSettings:
     reference_size: int = 300
     window: int = 50
-    # MMD² is computed over the last window x each multiple (sliding): small windows react
-    # fast to strong shifts, large ones see weak diffuse shifts.
+    # Each detector runs over the last window x each multiple (sliding): small windows react
+    # fast to strong shifts, large ones see weak ones (a new topic at a few percent).
+    topic_multiples: tuple[int, ...] = (1, 4)
+    # The novelty share alone, over the last window x each multiple: a new topic moves only the
+    # novelty cell, while sessions make the known cells' counts swing; counting just the novel
+    # inputs keeps that noise out of the statistic.
+    novelty_multiples: tuple[int, ...] = (4,)
     mmd_multiples: tuple[int, ...] = (1, 2)
+    # Inputs beyond this quantile of held-out distances to every centroid are "novel".
+    novelty_quantile: float = 95.0
     # Share of the reference (in arrival order) the models are fitted on; the rest calibrates.
     fit_share: float = 0.6
     open_after: int = 2
@@ -63,7 +71,7 @@ class DetectorSettings:
     block_len: int = 10
     simulations: int = 2000
     false_alarms_per_month: float = 1.0
-    expected_segments: int = 10
+    expected_segments: int = 1
     # Used when the reference's own timestamps can't tell the segment's traffic rate.
     assumed_events_per_second: float = 1.0
     confirm_permutations: int = 199
@@ -105,6 +113,9 @@ class _Model:
     fit_texts: list[str]
     cells: Cells
     fit_labels: NDArray[np.int64]
+    # The held-out part of the reference (out of sample, like live inputs) and its cells.
+    pool: Matrix
+    pool_labels: NDArray[np.int64]
     mmd: MmdReference
     calibration: Calibration
 
@@ -168,9 +179,12 @@ class DriftDetector:
         fit, pool = ref.vectors[:n_fit], ref.vectors[n_fit:]
         if len(pool) < 2:  # a tiny reference: calibrate on the fit part itself (optimistic, documented)
             pool = fit
-        cells = fit_cells(fit, k=max(1, min(s.max_clusters, n_fit // 15)), seed=s.seed)
+        cells = fit_cells(fit, k=max(1, min(s.max_clusters, n_fit // 15)), seed=s.seed,
+                          novelty_quantile=s.novelty_quantile, holdout=pool)
         mmd = MmdReference.of(fit)
-        detectors = ["topic", *(f"mmd@{s.window * m}" for m in s.mmd_multiples)]
+        detectors = [*(f"topic@{s.window * m}" for m in s.topic_multiples),
+                     *(f"novelty@{s.window * m}" for m in s.novelty_multiples),
+                     *(f"mmd@{s.window * m}" for m in s.mmd_multiples)]
         span = (ref.times[-1] - ref.times[0]) if len(ref.times) > 1 else 0.0
         rate = (len(ref.times) - 1) / span if span > 0 else s.assumed_events_per_second
         alpha, per_month = per_window_alpha(false_alarms_per_month=s.false_alarms_per_month,
@@ -186,14 +200,20 @@ class DriftDetector:
 
         calibrate = functools.partial(calibrate_statistic, n_pool=len(pool), alpha=alpha, block_len=s.block_len,
                                       step=s.window, open_after=s.open_after, rng=rng)
-        thresholds = {"topic": calibrate("topic", s.window, topic_null, simulations=s.simulations)}
+        thresholds = {f"topic@{s.window * m}": calibrate(f"topic@{s.window * m}", s.window * m, topic_null,
+                                                         simulations=s.simulations // m)
+                      for m in s.topic_multiples}
+        for m in s.novelty_multiples:
+            name = f"novelty@{s.window * m}"
+            thresholds[name] = calibrate(name, s.window * m, lambda idx: (pool_labels[idx] == cells.k).mean(axis=1),
+                                         simulations=s.simulations // m)
         for m in s.mmd_multiples:
             name = f"mmd@{s.window * m}"
             thresholds[name] = calibrate(name, s.window * m, lambda idx: mmd.mmd2_batch(pool, idx),
                                          simulations=max(200, s.simulations // 4))
         calibration = Calibration.make(thresholds, block_len=s.block_len, simulations=s.simulations,
                                        windows_per_month=per_month)
-        return _Model(ref, fit, ref.texts[:n_fit], cells, assign(cells, fit), mmd, calibration)
+        return _Model(ref, fit, ref.texts[:n_fit], cells, assign(cells, fit), pool, pool_labels, mmd, calibration)
 
     # ---- windows ----
 
@@ -217,7 +237,9 @@ class DriftDetector:
             seg.sample.append(item)
             if len(seg.sample) > self.settings.reference_size:
                 seg.sample.popleft()
-            while len(seg.recent) > self.settings.window * max(self.settings.mmd_multiples):
+            while len(seg.recent) > self.settings.window * max(*self.settings.mmd_multiples,
+                                                               *self.settings.topic_multiples,
+                                                               *self.settings.novelty_multiples):
                 seg.recent.popleft()
             if len(seg.pending) >= self.settings.window:
                 out += self._window(seg, sampling_rate)
@@ -234,13 +256,26 @@ class DriftDetector:
     def _current(self, seg: _Segment) -> list[Input]:
         return list(seg.pending) or list(seg.recent)[-self.settings.window:]
 
+    @staticmethod
+    def _behind(seg: _Segment, size: int) -> list[Input]:
+        """The inputs a detector's statistic was computed on (its sliding window)."""
+        return list(seg.recent)[-size:]
+
     def _values(self, seg: _Segment, model: _Model) -> dict[str, tuple[float, int]]:
         """Statistic per detector and the number of inputs it looked at."""
         s = self.settings
-        win = np.stack([i.vector for i in seg.pending])
-        counts = np.bincount(assign(model.cells, win), minlength=model.cells.k + 1)
-        values = {"topic": (g_batch(model.cells.reference_counts, counts[None, :])[0], len(win))}
         recent = np.stack([i.vector for i in seg.recent])
+        labels = assign(model.cells, recent)
+        values = {}
+        for m in s.topic_multiples:
+            size = s.window * m
+            if len(recent) >= size:
+                counts = np.bincount(labels[-size:], minlength=model.cells.k + 1)
+                values[f"topic@{size}"] = (float(g_batch(model.cells.reference_counts, counts[None, :])[0]), size)
+        for m in s.novelty_multiples:
+            size = s.window * m
+            if len(recent) >= size:
+                values[f"novelty@{size}"] = (float((labels[-size:] == model.cells.k).mean()), size)
         for m in s.mmd_multiples:
             size = s.window * m
             if len(recent) >= size:
@@ -262,15 +297,15 @@ class DriftDetector:
                 if p <= self.settings.confirm_alpha:
                     deb.opened()
                     seg.opened[name] = {"p_value": p, "opened_at": self._clock(), "value": value}
-                    out.append(self._incident(seg, name, "OPEN", self._current(seg), sampling_rate))
+                    out.append(self._incident(seg, name, "OPEN", self._behind(seg, th.window), sampling_rate))
                 else:
                     deb.reject()
                     seg.unconfirmed += 1
             elif step == "UPDATE":
                 seg.opened[name]["value"] = value
-                out.append(self._incident(seg, name, "UPDATE", self._current(seg), sampling_rate))
+                out.append(self._incident(seg, name, "UPDATE", self._behind(seg, th.window), sampling_rate))
             elif step == "CLOSED":
-                out.append(self._incident(seg, name, "CLOSED", self._current(seg), sampling_rate))
+                out.append(self._incident(seg, name, "CLOSED", self._behind(seg, th.window), sampling_rate))
                 deb.closed()
                 del seg.opened[name]
             detectors[name] = {"value": round(value, 6), "upper": th.upper, "lower": th.lower,
@@ -301,9 +336,12 @@ class DriftDetector:
         """Permutation test of reference vs the window behind the statistic (off the hot path:
         only when a detector is about to open)."""
         s = self.settings
-        if name == "topic":
-            win_labels = assign(model.cells, np.stack([i.vector for i in seg.pending]))
-            pooled = np.r_[model.fit_labels, win_labels]
+        recent = np.stack([i.vector for i in list(seg.recent)[-n:]])
+        if name.startswith(("topic", "novelty")):
+            # Held-out reference vs window: both out of sample for the cells (the fit part would
+            # look less novel than any fresh input and confirm shifts that are not there).
+            win_labels = assign(model.cells, recent)
+            pooled = np.r_[model.pool_labels, win_labels]
             k1 = model.cells.k + 1
             total = np.bincount(pooled, minlength=k1)
 
@@ -315,7 +353,6 @@ class DriftDetector:
             observed_g = g_test(total - win_counts, win_counts)[0]
             return permutation_pvalue(stat, len(pooled), len(win_labels), observed_g,
                                       permutations=s.confirm_permutations, rng=self._rng)
-        recent = np.stack([i.vector for i in list(seg.recent)[-n:]])
         pooled_m = np.vstack([model.fit, recent])
         n_fit = len(model.fit)
 
@@ -358,6 +395,7 @@ class DriftDetector:
     def _explain(self, model: _Model, win: Matrix, texts: list[str]) -> tuple[dict[str, Any], list[dict[str, Any]]]:
         cells = model.cells
         labels = assign(cells, win)
+        dists = nearest_distances(cells, win)
         counts = np.bincount(labels, minlength=cells.k + 1)
         _, _, contrib = g_test(cells.reference_counts, counts)
         ref_share = cells.reference_counts / max(1, cells.reference_counts.sum())
@@ -371,7 +409,10 @@ class DriftDetector:
         for c in sorted(range(cells.k + 1), key=lambda c: -contrib[c])[:3]:
             if contrib[c] <= 0:
                 continue
-            mine = [t for t, lab in zip(texts, labels, strict=True) if lab == c]
+            # Examples: a novel cell's most novel inputs, a known cell's most typical ones.
+            order = sorted((i for i in range(len(texts)) if labels[i] == c),
+                           key=lambda i: -dists[i] if c == cells.k else dists[i])
+            mine = [texts[i] for i in order]
             ref_texts = [t for t, lab in zip(model.fit_texts, model.fit_labels, strict=True) if lab != c]
             clusters.append({
                 "cell": "novel" if c == cells.k else f"c{c}",

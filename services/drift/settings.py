@@ -28,7 +28,7 @@ class DriftSettings(ServiceSettings):
     open_after: int = 2
     close_after: int = 3
     false_alarms_per_month: float = 1.0
-    expected_segments: int = 10
+    expected_segments: int = 1
     # Segments: any of tenant, route, prompt, label, joined with '/'; the global segment is '*'.
     segment_by: str = "tenant,route,prompt,label"
     # Which variables are embedded per prompt, e.g. {"summarize": ["text"]}; default: all of them.

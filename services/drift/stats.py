@@ -22,6 +22,7 @@ __all__ = [
     "keywords",
     "mean_max_similarity",
     "mmd2",
+    "nearest_distances",
     "permutation_pvalue",
 ]
 
@@ -72,9 +73,12 @@ class Cells:
         return int(self.centroids.shape[0])
 
 
-def fit_cells(reference: Matrix, *, k: int, seed: int = 0, novelty_quantile: float = 99.5) -> Cells:
+def fit_cells(reference: Matrix, *, k: int, seed: int = 0, novelty_quantile: float = 99.5,
+              holdout: Matrix | None = None) -> Cells:
     """k-means on the reference (deterministic for a seed: cluster ids are stable across re-fits
-    of the same reference); the radius is the reference's own ``novelty_quantile`` distance."""
+    of the same reference). The novelty radius is the ``novelty_quantile`` distance of the
+    ``holdout`` inputs (out of sample: k-means pulls centroids toward its own points, so an
+    in-sample radius is too tight for fresh inputs), else of the reference itself."""
     from sklearn.cluster import KMeans
 
     # Repeated inputs are common (the same question many times): never ask for more clusters
@@ -86,7 +90,8 @@ def fit_cells(reference: Matrix, *, k: int, seed: int = 0, novelty_quantile: flo
     order = sorted(range(k), key=lambda c: (-sizes[c], tuple(np.round(km.cluster_centers_[c], 6))))
     centroids = km.cluster_centers_[order].astype(np.float32)
     labels, dists = _nearest(reference, centroids)
-    radius = float(np.percentile(dists, novelty_quantile))
+    radius_from = _nearest(holdout, centroids)[1] if holdout is not None and len(holdout) else dists
+    radius = float(np.percentile(radius_from, novelty_quantile))
     counts = np.bincount(labels, minlength=k + 1).astype(np.float64)
     counts[k] = len(reference) * (1 - novelty_quantile / 100)
     return Cells(centroids, radius, counts)
@@ -95,6 +100,11 @@ def fit_cells(reference: Matrix, *, k: int, seed: int = 0, novelty_quantile: flo
 def _nearest(x: Matrix, centroids: NDArray[np.float32]) -> tuple[NDArray[np.int64], NDArray[np.float32]]:
     d = np.linalg.norm(x[:, None, :] - centroids[None, :, :], axis=2)
     return d.argmin(axis=1), d.min(axis=1)
+
+
+def nearest_distances(cells: Cells, x: Matrix) -> NDArray[np.float32]:
+    """Each row's distance to its nearest centroid (how unlike the reference it is)."""
+    return _nearest(x, cells.centroids)[1]
 
 
 def assign(cells: Cells, x: Matrix) -> NDArray[np.int64]:

@@ -38,7 +38,7 @@ class TestCalibration:
         det.observe("s", topics.stream(300, BASE))
         model = det._segments["s"].model
         assert model is not None
-        alpha = model.calibration.thresholds["topic"].alpha
+        alpha = model.calibration.thresholds["topic@50"].alpha
         windows = 300
         recs = det.observe("s", topics.stream(50 * windows, BASE))
         opened = [r for r in _incidents(recs) if r["state"] == "OPEN"]
@@ -79,24 +79,26 @@ class TestCalibration:
 class TestIncidents:
     def test_a_new_topic_opens_one_confirmed_incident_that_names_it_then_closes(self) -> None:
         topics = Topics(seed=5)
-        det = _detector()  # the strict default budget: one false alarm a month over ten segments
+        det = _detector()  # the default budget: one false alarm a month
         det.observe("s", topics.stream(300, BASE))
         assert not _incidents(det.observe("s", topics.stream(1000, BASE)))
         shifted = det.observe("s", topics.stream(800, [0.28, 0.21, 0.14, 0.07, 0.3, 0.0]))
         opened = [r for r in _incidents(shifted) if r["state"] == "OPEN"]
         assert opened, [r["detectors"] for r in shifted if r["type"] == "window"]
-        inc = opened[0]
-        assert inc["p_value"] is not None and inc["p_value"] <= 0.01
+        assert all(i["p_value"] is not None and i["p_value"] <= 0.01 for i in opened)
+        # Each detector keeps its own incident; the novelty detector's names the new topic first.
+        inc = next(i for i in opened if i["detector"].startswith("novelty@"))
         assert inc["statistic"] > inc["threshold"] and inc["calibration_id"].startswith("cal-")
         top = inc["clusters"][0]
-        assert top["cell"] == "novel" and top["current_share"] > 0.1 and top["lift"] > 10
-        assert "subjecte" in top["keywords"] and all("subjecte" in e for e in top["examples"])
+        assert top["cell"] == "novel" and top["current_share"] > 0.1 and top["lift"] > 2
+        # The novel cell also holds the 5 % of ordinary inputs beyond the radius: most, not all.
+        assert "subjecte" in top["keywords"] and sum("subjecte" in e for e in top["examples"]) * 2 > len(top["examples"])
         assert 3 <= len(top["examples"]) <= 5
         assert inc["effect"]["domain_auc"]["auc"] > 0.6 and inc["effect"]["novelty_share"]["current"] > 0.1
         assert inc["window"]["offsets"]["0"][0] <= inc["window"]["offsets"]["0"][1]
         back = det.observe("s", topics.stream(1000, BASE))
-        closed = [r for r in _incidents(back) if r["state"] == "CLOSED"]
-        assert [r["incident_id"] for r in closed][:1] == [inc["incident_id"]]
+        closed = {r["incident_id"] for r in _incidents(back) if r["state"] == "CLOSED"}
+        assert {i["incident_id"] for i in opened} <= closed
 
     def test_a_diffuse_shift_of_every_input_is_caught_by_mmd(self) -> None:
         """Every input moves a little the same way (say, a new client rephrases everything): the

@@ -1,0 +1,222 @@
+"""Drift detection on real text: false alarms against the budget, detection rate and delay, and
+the job's throughput against raw embedding throughput, all in one run.
+
+Text: sentences from the documentation strings of Python's standard library, grouped by module
+family (email, http, asyncio, logging, xml, archives as the known topics; numbers/statistics as
+the new one) — human-written, offline, not template-generated. Injections: the written
+prompt-injection, jailbreak and exfiltration cases of this repository's eval suites.
+
+    .venv/bin/python -m bench.drift [--trials 10]
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import inspect
+import pkgutil
+import random
+import re
+import statistics
+import time
+from collections.abc import Callable
+from dataclasses import replace
+
+import numpy as np
+from scipy.stats import chi2
+
+from llmgw.evals.suite import load_suite
+from llmgw.events.v1 import events_pb2
+from llmgw.kit.embed import SentenceEmbedder
+from llmgw.services.drift.app import Batch, process_window
+from llmgw.services.drift.detector import DetectorSettings, DriftDetector, Input
+from llmgw.services.drift.stats import assign, g_test
+from llmgw.stack import REPO
+
+KNOWN = {"email": ["email"], "http": ["http", "urllib"], "asyncio": ["asyncio"], "logging": ["logging"],
+         "xml": ["xml"], "archives": ["tarfile", "zipfile", "gzip", "bz2", "lzma", "shutil"]}
+NEW = {"numbers": ["decimal", "fractions", "statistics", "random"]}
+WINDOW, REFERENCE = 50, 300
+
+
+def _docstrings(modname: str) -> list[str]:
+    try:
+        root = importlib.import_module(modname)
+    except ImportError:
+        return []
+    mods = [root]
+    for info in pkgutil.walk_packages(getattr(root, "__path__", []), modname + "."):
+        if "test" not in info.name:
+            try:
+                mods.append(importlib.import_module(info.name))
+            except Exception:
+                continue
+    out: dict[int, str] = {}
+    for m in mods:
+        for obj in [m, *(v for _, v in inspect.getmembers(m))]:
+            if inspect.ismodule(obj) or inspect.isclass(obj) or inspect.isfunction(obj):
+                if d := inspect.getdoc(obj):
+                    out[id(d)] = d
+            if inspect.isclass(obj):
+                for _, f in inspect.getmembers(obj, inspect.isfunction):
+                    if d := inspect.getdoc(f):
+                        out[id(d)] = d
+    return list(out.values())
+
+
+def corpus(groups: dict[str, list[str]]) -> dict[str, list[str]]:
+    """Sentences of 6-40 words per group, code-looking ones left out; sorted for reproducibility."""
+    result = {}
+    for name, mods in groups.items():
+        sents: set[str] = set()
+        for mod in mods:
+            for doc in _docstrings(mod):
+                for para in doc.split("\n\n"):
+                    for s in re.split(r"(?<=[.!?])\s+", " ".join(para.split())):
+                        if 6 <= len(s.split()) <= 40 and not re.search(r"[>{}=\[\]|]|::", s):
+                            sents.add(s)
+        result[name] = sorted(sents)
+    return result
+
+
+def injections() -> list[str]:
+    out = []
+    for suite in ("classify-ticket", "summarize", "extract-contact"):
+        for case in load_suite(REPO / "evals" / suite).cases:
+            if case.kind in ("prompt-injection", "jailbreak", "data-exfiltration"):
+                out.extend(v for v in case.vars.values() if len(v) > 20)
+    return out
+
+
+class Streams:
+    """Inputs drawn from embedded pools; a session asks 1..2*session-1 questions of one topic."""
+
+    def __init__(self, pools: dict[str, tuple[list[str], np.ndarray]], seed: int) -> None:
+        self.pools = pools
+        self.rng = random.Random(seed)
+        self.t = 0.0
+
+    def take(self, n: int, mix: dict[str, float], session: int = 5) -> list[Input]:
+        names, weights = list(mix), list(mix.values())
+        out: list[Input] = []
+        while len(out) < n:
+            topic = self.rng.choices(names, weights)[0]
+            texts, vecs = self.pools[topic]
+            for _ in range(self.rng.randint(1, 2 * session - 1) if session > 1 else 1):
+                i = self.rng.randrange(len(texts))
+                self.t += 1.0
+                out.append(Input(vecs[i], texts[i], f"r{int(self.t)}", 0, int(self.t), self.t))
+        return out[:n]
+
+
+def _openings(recs: list[dict[str, object]]) -> list[dict[str, object]]:
+    return [r for r in recs if r["type"] == "incident" and r["state"] == "OPEN"]
+
+
+def false_alarms(pools: dict[str, tuple[list[str], np.ndarray]], base: dict[str, float], settings: DetectorSettings,
+                 windows: int, session: int, seeds: int) -> tuple[int, float, int]:
+    """(openings, expected under the budget, naive chi-square alarms) over ``seeds`` x ``windows``."""
+    opened, expected, naive = 0, 0.0, 0
+    for seed in range(seeds):
+        s = Streams(pools, seed)
+        det = DriftDetector(replace(settings, seed=seed))
+        det.observe("s", s.take(REFERENCE, base, session))
+        model = det._segments["s"].model
+        assert model is not None
+        expected += sum(th.alpha for th in model.calibration.thresholds.values()) * windows
+        stream = s.take(WINDOW * windows, base, session)
+        opened += len(_openings(det.observe("s", stream)))
+        alpha = model.calibration.thresholds[f"topic@{WINDOW}"].alpha
+        for w in range(windows):
+            counts = np.bincount(assign(model.cells, np.stack([i.vector for i in stream[w * WINDOW:(w + 1) * WINDOW]])),
+                                 minlength=model.cells.k + 1)
+            naive += chi2.sf(g_test(model.cells.reference_counts, counts)[0], model.cells.k) < alpha
+    return opened, expected, naive
+
+
+def detection(pools: dict[str, tuple[list[str], np.ndarray]], base: dict[str, float],
+              shifted: Callable[[Streams], list[Input]], settings: DetectorSettings, trials: int,
+              horizon: int = 20) -> tuple[float, float | None]:
+    """(detection rate within ``horizon`` windows, median delay in inputs) over ``trials``."""
+    delays: list[int] = []
+    for seed in range(trials):
+        s = Streams(pools, 1000 + seed)
+        det = DriftDetector(replace(settings, seed=seed))
+        det.observe("s", s.take(REFERENCE, base))
+        det.observe("s", s.take(WINDOW * 4, base))
+        stream = shifted(s)[: WINDOW * horizon]
+        for w in range(horizon):
+            if _openings(det.observe("s", stream[w * WINDOW:(w + 1) * WINDOW])):
+                delays.append((w + 1) * WINDOW)
+                break
+    return len(delays) / trials, (statistics.median(delays) if delays else None)
+
+
+def throughput(embedder: SentenceEmbedder, texts: list[str]) -> tuple[float, float]:
+    """(raw embedding texts/s, job events/s through process_window), interleaved in one run."""
+    events = [events_pb2.RequestEvent(request_id=f"r{i}", tenant="acme", route="default", prompt="ask",
+                                      label="production", variables={"q": t}, time=float(i)).SerializeToString()
+              for i, t in enumerate(texts)]
+    batch = Batch(embedder, DriftDetector(DetectorSettings(reference_size=REFERENCE, window=WINDOW)))
+    raw_s, job_s = 0.0, 0.0
+    for start in range(0, len(texts), 64):
+        t0 = time.perf_counter()
+        embedder.encode(texts[start:start + 64])
+        t1 = time.perf_counter()
+        process_window(events[start:start + 64], batch)
+        raw_s, job_s = raw_s + (t1 - t0), job_s + (time.perf_counter() - t1)
+    return len(texts) / raw_s, len(texts) / job_s
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--trials", type=int, default=10)
+    ap.add_argument("--windows", type=int, default=200, help="windows per false-alarm run")
+    args = ap.parse_args()
+
+    texts = corpus({**KNOWN, **NEW})
+    texts["injection"] = injections()
+    embedder = SentenceEmbedder()
+    t0 = time.perf_counter()
+    pools = {name: (ts, embedder.encode(ts)) for name, ts in texts.items()}
+    n_texts = sum(len(t) for t in texts.values())
+    print(f"corpus: {n_texts} sentences ({', '.join(f'{k} {len(v)}' for k, v in texts.items())}), "
+          f"embedded in {time.perf_counter() - t0:.1f} s")
+    longer = {k: [" ".join(v[i:i + 3]) for i in range(0, len(v) - 2, 3)] for k, v in texts.items() if k in KNOWN}
+    for k, v in longer.items():
+        pools[f"{k}-long"] = (v, embedder.encode(v))
+
+    base = {k: w for k, w in zip(KNOWN, (0.3, 0.2, 0.2, 0.1, 0.1, 0.1), strict=True)}
+    strict = DetectorSettings(reference_size=REFERENCE, window=WINDOW)
+    # A budget loose enough (about 1 % per window and detector) that a run can count its alarms.
+    loose = replace(strict, false_alarms_per_month=strict.expected_segments * 3 * 0.01 * 30 * 24 * 3600 / WINDOW)
+
+    print(f"\nfalse alarms: {args.windows} windows x 3 seeds per row (window {WINDOW}, reference {REFERENCE})")
+    print(f"{'traffic':<22} {'budget':<8} {'openings':>9} {'expected':>9} {'naive chi2':>11}")
+    for label, session in (("stationary (iid)", 1), ("session-bursty", 6)):
+        for name, st in (("default", strict), ("loose", loose)):
+            opened, expected, naive = false_alarms(pools, base, st, args.windows, session, 3)
+            print(f"{label:<22} {name:<8} {opened:>9} {expected:>9.3f} {naive:>11}")
+
+    print(f"\ndetection (default budget), {args.trials} trials, within 20 windows of the shift")
+    print(f"{'shift':<34} {'detected':>9} {'median delay (inputs)':>22}")
+    for share in (0.02, 0.05, 0.10, 0.20):
+        mix = {**{k: v * (1 - share) for k, v in base.items()}, "numbers": share}
+        rate, delay = detection(pools, base, lambda s, m=mix: s.take(WINDOW * 20, m), strict, args.trials)
+        print(f"{f'new topic at {share:.0%}':<34} {rate:>9.0%} {delay if delay is not None else '-':>22}")
+    long_mix = {f"{k}-long": v for k, v in base.items()}
+    rate, delay = detection(pools, base, lambda s: s.take(WINDOW * 20, long_mix), strict, args.trials)
+    print(f"{'length/format (3 sentences each)':<34} {rate:>9.0%} {delay if delay is not None else '-':>22}")
+    inj_mix = {**{k: v * 0.9 for k, v in base.items()}, "injection": 0.1}
+    rate, delay = detection(pools, base, lambda s: s.take(WINDOW * 20, inj_mix, session=3), strict, args.trials)
+    print(f"{'prompt-injection burst (10 %)':<34} {rate:>9.0%} {delay if delay is not None else '-':>22}")
+
+    sample = [t for ts in texts.values() for t in ts][:2048]
+    random.Random(0).shuffle(sample)
+    raw, job = throughput(embedder, sample)
+    print(f"\nthroughput: raw embedding {raw:.0f} texts/s, drift job {job:.0f} events/s "
+          f"-> {job / raw:.2f}x (target >= 0.8)")
+
+
+if __name__ == "__main__":
+    main()
