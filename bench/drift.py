@@ -49,14 +49,14 @@ def _docstrings(modname: str) -> list[str]:
         if "test" not in info.name:
             try:
                 mods.append(importlib.import_module(info.name))
-            except Exception:
+            except Exception:  # optional submodules (platform-specific) are skipped
                 continue
     out: dict[int, str] = {}
     for m in mods:
         for obj in [m, *(v for _, v in inspect.getmembers(m))]:
-            if inspect.ismodule(obj) or inspect.isclass(obj) or inspect.isfunction(obj):
-                if d := inspect.getdoc(obj):
-                    out[id(d)] = d
+            documented = inspect.ismodule(obj) or inspect.isclass(obj) or inspect.isfunction(obj)
+            if documented and (d := inspect.getdoc(obj)):
+                out[id(d)] = d
             if inspect.isclass(obj):
                 for _, f in inspect.getmembers(obj, inspect.isfunction):
                     if d := inspect.getdoc(f):
