@@ -60,10 +60,10 @@ class DetectorSettings:
     # The novelty share alone, over the last window x each multiple: a new topic moves only the
     # novelty cell, while sessions make the known cells' counts swing; counting just the novel
     # inputs keeps that noise out of the statistic.
-    novelty_multiples: tuple[int, ...] = (4,)
+    novelty_multiples: tuple[int, ...] = (4, 8)
     mmd_multiples: tuple[int, ...] = (1, 2)
     # Inputs beyond this quantile of held-out distances to every centroid are "novel".
-    novelty_quantile: float = 95.0
+    novelty_quantile: float = 97.5
     # Share of the reference (in arrival order) the models are fitted on; the rest calibrates.
     fit_share: float = 0.6
     open_after: int = 2
@@ -387,12 +387,15 @@ class DriftDetector:
         if reason:
             rec["reason"] = reason
         if len(win) >= 2 and state != "CLOSED":
-            rec["effect"], rec["clusters"] = self._explain(model, win, texts)
+            rec["effect"], rec["clusters"] = self._explain(model, win, texts, novel_first=name.startswith("novelty"))
             rec["guards"] = guards(model.fit_texts, texts)
             rec["projection"] = _projection(model.fit, win)
         return rec
 
-    def _explain(self, model: _Model, win: Matrix, texts: list[str]) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    def _explain(self, model: _Model, win: Matrix, texts: list[str], *,
+                 novel_first: bool = False) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+        """Effect sizes and the clusters that moved most (a novelty incident leads with the novel
+        cell: that is what its detector measured)."""
         cells = model.cells
         labels = assign(cells, win)
         dists = nearest_distances(cells, win)
@@ -406,7 +409,7 @@ class DriftDetector:
                   "mmd2": round(model.mmd.mmd2(win), 6),
                   "domain_auc": {"auc": auc, "ci95": [lo, hi]}}
         clusters = []
-        for c in sorted(range(cells.k + 1), key=lambda c: -contrib[c])[:3]:
+        for c in sorted(range(cells.k + 1), key=lambda c: (not (novel_first and c == cells.k), -contrib[c]))[:3]:
             if contrib[c] <= 0:
                 continue
             # Examples: a novel cell's most novel inputs, a known cell's most typical ones.

@@ -90,13 +90,14 @@ class TestIncidents:
         inc = next(i for i in opened if i["detector"].startswith("novelty@"))
         assert inc["statistic"] > inc["threshold"] and inc["calibration_id"].startswith("cal-")
         top = inc["clusters"][0]
-        assert top["cell"] == "novel" and top["current_share"] > 0.1 and top["lift"] > 2
+        assert top["cell"] == "novel" and top["current_share"] > 2 * top["reference_share"] and top["lift"] > 2
         # The novel cell also holds the 5 % of ordinary inputs beyond the radius: most, not all.
         assert "subjecte" in top["keywords"] and sum("subjecte" in e for e in top["examples"]) * 2 > len(top["examples"])
         assert 3 <= len(top["examples"]) <= 5
-        assert inc["effect"]["domain_auc"]["auc"] > 0.6 and inc["effect"]["novelty_share"]["current"] > 0.1
+        novelty = inc["effect"]["novelty_share"]
+        assert inc["effect"]["domain_auc"]["auc"] > 0.55 and novelty["current"] > 2 * novelty["reference"]
         assert inc["window"]["offsets"]["0"][0] <= inc["window"]["offsets"]["0"][1]
-        back = det.observe("s", topics.stream(1000, BASE))
+        back = det.observe("s", topics.stream(2000, BASE))
         closed = {r["incident_id"] for r in _incidents(back) if r["state"] == "CLOSED"}
         assert {i["incident_id"] for i in opened} <= closed
 
