@@ -63,6 +63,7 @@ bench: install
 	$(BIN)/python -m bench.fallback
 	$(BIN)/python -m bench.events
 	$(BIN)/python -m bench.limiter
+	$(BIN)/python -m bench.drift
 
 clean:
 	rm -rf $(VENV) .pytest_cache

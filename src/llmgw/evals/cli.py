@@ -12,8 +12,9 @@ from pathlib import Path
 
 import yaml
 
+from llmgw.domain import Message, Sampling
 from llmgw.evals.adversarial import generate
-from llmgw.evals.assertions import Checker, load_module_path
+from llmgw.evals.assertions import Checker, Grader, load_module_path
 from llmgw.evals.report import html_report, json_report, matrix_lines
 from llmgw.evals.results import (
     GateResult,
@@ -125,12 +126,46 @@ async def _recording_providers(args: argparse.Namespace, config: RouterConfig,
             await runner.cleanup()
 
 
+_GRADER_PROMPT = (
+    "You grade an AI assistant's answer against a rubric. Reply with PASS or FAIL on the first line, "
+    "then one sentence why.\n\nRubric: {rubric}\n\nAnswer:\n<answer>\n{output}\n</answer>")
+
+
+def _grader(spec: str | None, config: RouterConfig) -> tuple[Grader | None, Provider | None]:
+    """``--grader openai:gpt-4o-mini``: a real provider grades ``rubric`` assertions at temperature 0
+    (without it they are reported as skipped, never as passed)."""
+    if not spec:
+        return None, None
+    name, _, model = spec.partition(":")
+    if name not in config.providers or not model:
+        raise ConfigError(f"--grader: expected PROVIDER:MODEL with a configured provider, got {spec!r}")
+    provider = make_provider(name, config.providers[name])
+
+    async def grade(rubric: str, output: str) -> tuple[bool, str]:
+        reply = await provider.complete(model, "", (Message("user", _GRADER_PROMPT.format(
+            rubric=rubric, output=output)),), Sampling(temperature=0, max_tokens=100), 60)
+        verdict, _, why = reply.text.strip().partition("\n")
+        return verdict.strip().upper().startswith("PASS"), why.strip() or verdict
+
+    return grade, provider
+
+
 async def _run_async(args: argparse.Namespace) -> list[tuple[Suite, list[RunRecord]]]:
     config = load_router_config(args.routes)
     reg = Registry.load(args.prompts, enforce_approvals=False)
+    grade, grader_provider = _grader(getattr(args, "grader", None), config)
+    try:
+        return await _run_suites(args, config, reg, grade)
+    finally:
+        if grader_provider is not None:
+            await grader_provider.close()
+
+
+async def _run_suites(args: argparse.Namespace, config: RouterConfig, reg: Registry,
+                      grade: Grader | None) -> list[tuple[Suite, list[RunRecord]]]:
     out = []
     for suite in _suites(args):
-        checker = Checker(suite)
+        checker = Checker(suite, grader=grade)
         records = []
         for pv in _versions(reg, suite, args.version):
             async with _recording_providers(args, config, suite) as providers:
@@ -292,6 +327,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
         p.add_argument("--reference", action="store_true",
                        help="with --record: record the local fake providers answering with evals/<prompt>/responder.py")
         p.add_argument("--no-save", action="store_true", help="do not write evals/<prompt>/results/")
+        p.add_argument("--grader", help="PROVIDER:MODEL grading rubric assertions (real keys; else skipped)")
     gate_ = ev.choices["gate"]
     gate_.add_argument("--rerun", action="store_true", help="first re-run the versions from their cassettes")
     gate_.add_argument("--baseline", help="version to compare with (default: production, else the previous one)")
