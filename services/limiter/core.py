@@ -19,6 +19,7 @@ from llmgw.domain import Decision, LimitStatus
 from llmgw.kit.breaker import Breaker
 from llmgw.kit.logging import get_logger
 from llmgw.services.limiter import _lua
+from llmgw.services.limiter.batch import ScriptBatcher
 from llmgw.services.limiter.local import Bucket, LocalGcra
 from llmgw.services.limiter.rules import Limit, Rule, RuleSet
 
@@ -80,7 +81,7 @@ class RedisLimiter:
         self._breaker = breaker or Breaker(failure_threshold=3, open_seconds=2.0, clock=clock)
         self._local = LocalGcra(clock)
         self._plans: dict[tuple[str, tuple[tuple[str, str], ...]], _Plan] = {}
-        self._check = redis.register_script(_lua.CHECK)
+        self._check = ScriptBatcher(redis, _lua.CHECK)
         self._settle = redis.register_script(_lua.SETTLE)
 
     @property

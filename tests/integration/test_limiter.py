@@ -120,3 +120,16 @@ async def test_reload_keeps_old_rules_when_new_file_is_bad(redis: aioredis.Redis
     path.write_text("domains: {gateway: [{match: {tenant: '*'}, limits: [{name: a, unit: requests, limit: 9, per: minute}]}]}")
     os.utime(path, (2, 2))
     assert watcher.poll() is True and lim.rules.domains["gateway"][0].limits[0].limit == 9
+
+
+async def test_concurrent_decisions_share_pipelines_and_survive_a_script_flush(redis: aioredis.Redis) -> None:
+    """Decisions in flight together go out as one pipeline; after Redis loses its scripts
+    (restart, SCRIPT FLUSH) the batch reloads the script and reruns only what did not run:
+    exactly the limit is admitted, nothing is charged twice."""
+    lim = _limiter(redis, _rule({"tenant": "*"}, {"name": "rpm", "unit": "requests", "limit": 50, "per": "minute"}))
+    first = await asyncio.gather(*(lim.check([("tenant", "a")]) for _ in range(30)))
+    await redis.script_flush()
+    second = await asyncio.gather(*(lim.check([("tenant", "a")]) for _ in range(30)))
+    assert sum(d.allowed for d in first + second) == 50
+    remaining = sorted(d.statuses[0].remaining for d in first + second if d.allowed)
+    assert remaining == list(range(50))  # every admitted decision charged exactly once
