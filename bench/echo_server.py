@@ -3,11 +3,11 @@ Check answers at once without Redis: the baseline of bench/limiter.py. Run as it
 
 from __future__ import annotations
 
-import asyncio
 import os
 
 import grpc
 
+from llmgw.kit.main import run
 from llmgw.kit.server import GrpcService, serve_forever
 from llmgw.limiter.v1 import limiter_pb2, limiter_pb2_grpc
 from llmgw.services.limiter.server import SERVICE_NAME
@@ -25,4 +25,4 @@ async def _ready() -> bool:
 
 if __name__ == "__main__":
     service = GrpcService("echo", [(Echo(), limiter_pb2_grpc.add_LimiterServicer_to_server, SERVICE_NAME)], _ready)
-    asyncio.run(serve_forever(service, host="127.0.0.1", port=int(os.environ["PORT"]), metrics_port=0, grace=0.5))
+    run(serve_forever(service, host="127.0.0.1", port=int(os.environ["PORT"]), metrics_port=0, grace=0.5))

@@ -1,10 +1,11 @@
-"""Coalesce concurrent script calls into one Redis pipeline per event-loop turn.
+"""Coalesce concurrent script calls into shared Redis pipelines.
 
 Under load many decisions are in flight at once; sending each EVALSHA on its own costs a write, a
-read and a reply parse per decision on the limiter and a round trip each on Redis. Calls queued in
-the same loop turn go out as one non-transactional pipeline instead: every script still runs
-atomically on its own (a pipeline is not a transaction and needs none), only the I/O is shared.
-A lone call waits for nothing but the current turn to end.
+read and a connection checkout per decision on the limiter and a round trip each on Redis. Here
+at most ``max_inflight`` pipelines are outstanding: calls arriving meanwhile queue up and leave
+together as the next non-transactional pipeline when one returns (no timer, so an idle limiter
+adds no latency: a lone call goes out at the end of the current loop turn). Every script still
+runs atomically on its own; a pipeline is not a transaction and needs none.
 """
 
 from __future__ import annotations
@@ -13,38 +14,55 @@ import asyncio
 from typing import Any
 
 import redis.asyncio as aioredis
-from redis.exceptions import NoScriptError
+from redis.exceptions import NoScriptError, ResponseError
 
 __all__ = ["ScriptBatcher"]
 
 
 class ScriptBatcher:
-    def __init__(self, redis: aioredis.Redis, script: str, *, max_batch: int = 256) -> None:
+    def __init__(self, redis: aioredis.Redis, script: str, *, max_batch: int = 256, max_inflight: int = 1) -> None:
         self._redis = redis
         self._script = redis.register_script(script)
         self._max = max_batch
+        self._max_inflight = max_inflight
         self._queue: list[tuple[list[Any], list[Any], asyncio.Future[Any]]] = []
         self._flushing: set[asyncio.Task[None]] = set()
+        self._scheduled = False
+        self._lock = asyncio.Lock()
+        self._conn: Any = None
 
     async def __call__(self, keys: list[Any], args: list[Any]) -> Any:
         loop = asyncio.get_running_loop()
         future: asyncio.Future[Any] = loop.create_future()
         self._queue.append((keys, args, future))
-        if len(self._queue) == 1:
-            # First of this turn: flush once everything queued in the same turn has joined.
+        if not self._scheduled and len(self._flushing) < self._max_inflight:
+            # Let the rest of this loop turn join, then go.
+            self._scheduled = True
             loop.call_soon(self._start_flush)
-        elif len(self._queue) >= self._max:
-            self._start_flush()
         return await future
 
     def _start_flush(self) -> None:
-        batch, self._queue = self._queue, []
-        if batch:
+        self._scheduled = False
+        # One exchange at a time on the batcher's connection: calls arriving meanwhile form the
+        # next batch.
+        while self._queue and len(self._flushing) < self._max_inflight:
+            batch, self._queue = self._queue[: self._max], self._queue[self._max:]
             task = asyncio.ensure_future(self._flush(batch))
             self._flushing.add(task)
-            task.add_done_callback(self._flushing.discard)
+            task.add_done_callback(self._done)
+
+    def _done(self, task: asyncio.Task[None]) -> None:
+        self._flushing.discard(task)
+        if self._queue and not self._scheduled:
+            self._scheduled = True
+            asyncio.get_running_loop().call_soon(self._start_flush)
 
     async def _flush(self, batch: list[tuple[list[Any], list[Any], asyncio.Future[Any]]]) -> None:
+        # A caller that gave up while queued (its timeout) is not sent: an abandoned decision
+        # must not charge its buckets.
+        batch = [b for b in batch if not b[2].done()]
+        if not batch:
+            return
         try:
             results = await self._execute(batch)
         except BaseException as exc:  # the connection failed: every caller gets the error
@@ -74,7 +92,27 @@ class ScriptBatcher:
         return results
 
     async def _pipeline(self, batch: list[tuple[list[Any], list[Any], asyncio.Future[Any]]]) -> list[Any]:
-        pipe = self._redis.pipeline(transaction=False)
-        for keys, args, _ in batch:
-            pipe.evalsha(self._script.sha, len(keys), *keys, *args)
-        return list(await pipe.execute(raise_on_error=False))
+        """One write of every command, then their replies in order, on a connection kept for the
+        batcher (no pool checkout or pipeline object per batch). An error reply (NOSCRIPT, a
+        script error) belongs to its call; a broken connection fails the batch and is replaced."""
+        async with self._lock:
+            if self._conn is None:
+                # Checked out for good: the pool still owns it, so closing the client closes it.
+                self._conn = await self._redis.connection_pool.get_connection()
+            conn = self._conn
+            try:
+                await conn.send_packed_command(conn.pack_commands(
+                    [("EVALSHA", self._script.sha, len(keys), *keys, *args) for keys, args, _ in batch]),
+                    check_health=False)
+                results: list[Any] = []
+                for _ in batch:
+                    try:
+                        results.append(await conn.read_response())
+                    except ResponseError as exc:
+                        results.append(exc)
+            except BaseException:
+                self._conn = None
+                await conn.disconnect()
+                await self._redis.connection_pool.release(conn)
+                raise
+            return results

@@ -133,3 +133,14 @@ async def test_concurrent_decisions_share_pipelines_and_survive_a_script_flush(r
     assert sum(d.allowed for d in first + second) == 50
     remaining = sorted(d.statuses[0].remaining for d in first + second if d.allowed)
     assert remaining == list(range(50))  # every admitted decision charged exactly once
+
+
+async def test_a_decision_abandoned_while_queued_charges_nothing(redis: aioredis.Redis) -> None:
+    lim = _limiter(redis, _rule({"tenant": "*"}, {"name": "rpm", "unit": "requests", "limit": 10, "per": "minute"}))
+    task = asyncio.ensure_future(lim.check([("tenant", "a")]))
+    await asyncio.sleep(0)  # the decision is queued for the next batch ...
+    task.cancel()  # ... and its caller gives up before the batch leaves
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    d = await lim.check([("tenant", "a")])
+    assert d.allowed and d.statuses[0].remaining == 9
