@@ -18,6 +18,17 @@ from redis.exceptions import NoScriptError, ResponseError
 
 __all__ = ["ScriptBatcher"]
 
+try:  # hiredis packs a command in C; redis-py's own packer is Python and shows in profiles
+    from hiredis import pack_command as _hiredis_pack
+except ImportError:  # pragma: no cover - hiredis is a dependency; kept optional for redis-py alone
+    _hiredis_pack = None  # type: ignore[assignment]
+
+
+def _pack(commands: list[tuple[Any, ...]], conn: Any) -> bytes | list[bytes]:
+    if _hiredis_pack is not None:
+        return b"".join(_hiredis_pack(c) for c in commands)
+    return list(conn.pack_commands(commands))
+
 
 class ScriptBatcher:
     def __init__(self, redis: aioredis.Redis, script: str, *, max_batch: int = 256, max_inflight: int = 1) -> None:
@@ -101,9 +112,8 @@ class ScriptBatcher:
                 self._conn = await self._redis.connection_pool.get_connection()
             conn = self._conn
             try:
-                await conn.send_packed_command(conn.pack_commands(
-                    [("EVALSHA", self._script.sha, len(keys), *keys, *args) for keys, args, _ in batch]),
-                    check_health=False)
+                commands = [("EVALSHA", self._script.sha, len(keys), *keys, *args) for keys, args, _ in batch]
+                await conn.send_packed_command(_pack(commands, conn), check_health=False)
                 results: list[Any] = []
                 for _ in batch:
                     try:
