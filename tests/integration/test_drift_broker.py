@@ -108,7 +108,7 @@ async def _collect(bootstrap: str, segment: str, until: int, timeout_s: float) -
 
 
 async def test_stationary_stream_is_quiet_and_a_new_topic_raises_an_incident_that_names_it(
-    drift_job: tuple[str, str], redis_url: str, capsys: pytest.CaptureFixture[str]
+    drift_job: tuple[str, str], redis_url: str, capsys: pytest.CaptureFixture[str], tmp_path: Path
 ) -> None:
     topic, bootstrap = drift_job
     tenant = f"t{uuid.uuid4().hex[:6]}"
@@ -132,6 +132,14 @@ async def test_stationary_stream_is_quiet_and_a_new_topic_raises_an_incident_tha
     assert set(top["keywords"]) <= new_words and len(top["keywords"]) >= 2, top["keywords"]
     assert top["examples"] and all(any(t.split("{")[0] in e for t in _NEW) for e in top["examples"])
     assert opened[0]["window"]["offsets"] and 0 < opened[0]["p_value"] <= 0.01
+
+    # The incident's report page: statistic over time, clusters, projection, offsets.
+    out = tmp_path / "reports"
+    assert await asyncio.to_thread(cli, ["drift", "report", "--bootstrap", bootstrap, "--incident",
+                                         opened[0]["incident_id"], "--out", str(out), "--timeout", "3"]) == 0
+    page = (out / f"{opened[0]['incident_id']}.html").read_text()
+    assert opened[0]["incident_id"] in page and page.count("<svg") == 3 and "novel" in page
+    capsys.readouterr()
 
     # The provisional reference is in Redis; an analyst accepts the recent (shifted) traffic.
     assert await asyncio.to_thread(cli, ["drift", "baseline", "list", "--redis", redis_url]) == 0
