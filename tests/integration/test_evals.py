@@ -171,3 +171,39 @@ def test_generate_adversarial_writes_valid_cases(repo: Path, capsys: pytest.Capt
     assert len(generated) == 2 * 26 and all("adversarial" in c["tags"] for c in generated)
     shutil.copy(out, repo / "evals" / NAME / "cases" / "generated.yaml")
     assert load_suite(repo / "evals" / NAME).composition()[0] == 57 + 52
+
+
+async def test_rubric_grading_goes_through_the_grader_provider() -> None:
+    """``--grader openai:MODEL``: the rubric and the answer reach the provider through its official
+    SDK (here the local fake, scripted as a strict grader) and its PASS/FAIL becomes the verdict."""
+    from aiohttp import web
+
+    from llmgw.evals.cli import _grader
+    from llmgw.fakeproviders import FakeProviders, create_app
+    from llmgw.services.router.config import RouterConfig
+
+    seen: list[str] = []
+
+    def grader(provider: str, model: str, system: str, messages: list[dict[str, object]]) -> str:
+        text = str(messages[-1]["content"])
+        seen.append(text)
+        return "PASS\nit says please" if "please" in text.split("<answer>")[1] else "FAIL\nno please"
+
+    runner = web.AppRunner(create_app(FakeProviders(responder=grader)))
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    config = RouterConfig.model_validate({
+        "providers": {"openai": {"base_url": f"http://127.0.0.1:{port}/v1", "api_key_env": "NOPE",
+                                 "fallback_api_key": "fake"}},
+        "routes": {"default": {"targets": [{"provider": "openai", "model": "gpt-4o-mini"}]}}})
+    grade, provider = _grader("openai:gpt-4o-mini", config)
+    assert grade is not None and provider is not None
+    try:
+        assert await grade("The answer is polite.", "Yes, please find it attached.") == (True, "it says please")
+        assert await grade("The answer is polite.", "No.") == (False, "no please")
+        assert "Rubric: The answer is polite." in seen[0]
+    finally:
+        await provider.close()  # type: ignore[attr-defined]
+        await runner.cleanup()
