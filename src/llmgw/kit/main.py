@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import sys
-from collections.abc import Awaitable, Callable
-from typing import TypeVar
+from collections.abc import Awaitable, Callable, Coroutine
+from typing import Any, TypeVar
 
 from llmgw.kit.errors import ConfigError
 from llmgw.kit.logging import configure
@@ -17,15 +17,15 @@ __all__ = ["run", "run_service"]
 S = TypeVar("S", bound=ServiceSettings)
 
 
-def run(main: Awaitable[None]) -> None:
+def run(main: Coroutine[Any, Any, None]) -> None:
     """Run a service's main coroutine on uvloop when it is installed (faster socket I/O for the
     Redis and Kafka clients; grpc.aio supports it), else on the standard loop."""
     try:
         import uvloop
     except ImportError:
-        asyncio.run(main)  # type: ignore[arg-type]
+        asyncio.run(main)
         return
-    uvloop.run(main)  # type: ignore[arg-type]
+    uvloop.run(main)
 
 
 def run_service(name: str, settings_cls: type[S], build: Callable[[S], Awaitable[GrpcService]]) -> None:
