@@ -52,7 +52,7 @@ Matrix = NDArray[np.float32]
 
 @dataclass(frozen=True)
 class DetectorSettings:
-    reference_size: int = 300
+    reference_size: int = 600
     window: int = 50
     # Each detector runs over the last window x each multiple (sliding): small windows react
     # fast to strong shifts, large ones see weak ones (a new topic at a few percent).
@@ -63,9 +63,9 @@ class DetectorSettings:
     novelty_multiples: tuple[int, ...] = (4, 8)
     mmd_multiples: tuple[int, ...] = (1, 2)
     # Inputs beyond this quantile of held-out distances to every centroid are "novel".
-    novelty_quantile: float = 97.5
+    novelty_quantile: float = 95.0
     # Share of the reference (in arrival order) the models are fitted on; the rest calibrates.
-    fit_share: float = 0.6
+    fit_share: float = 0.5
     open_after: int = 2
     close_after: int = 3
     block_len: int = 10
@@ -416,12 +416,15 @@ class DriftDetector:
             order = sorted((i for i in range(len(texts)) if labels[i] == c),
                            key=lambda i: -dists[i] if c == cells.k else dists[i])
             mine = [texts[i] for i in order]
+            # The novel cell also holds the few ordinary inputs just past the radius: describe it
+            # by its more novel half. Repeated texts (a session asking again) count once.
+            described = list(dict.fromkeys(mine[: max(5, len(mine) // 2)] if c == cells.k else mine))
             ref_texts = [t for t, lab in zip(model.fit_texts, model.fit_labels, strict=True) if lab != c]
             clusters.append({
                 "cell": "novel" if c == cells.k else f"c{c}",
                 "reference_share": round(float(ref_share[c]), 4), "current_share": round(float(cur_share[c]), 4),
                 "lift": round(float(cur_share[c] / max(ref_share[c], 0.5 / max(1, cells.reference_counts.sum()))), 2),
-                "keywords": keywords(mine, ref_texts),
+                "keywords": keywords(described, ref_texts),
                 "examples": [self._redact(t)[:300] for t in mine[: self.settings.examples]],
             })
         return effect, clusters

@@ -23,7 +23,7 @@ class DriftSettings(ServiceSettings):
     batch_seconds: float = 5.0
     # Detector windows (inputs per segment) and the reference (see docs/drift.md).
     window_size: int = 50
-    reference_size: int = 300
+    reference_size: int = 600
     block_len: int = 10
     open_after: int = 2
     close_after: int = 3
