@@ -28,7 +28,12 @@ import numpy as np
 from numpy.typing import NDArray
 
 from llmgw.kit.redact import Redactor
-from llmgw.services.drift.calibrate import Calibration, calibrate_statistic, per_window_alpha
+from llmgw.services.drift.calibrate import (
+    Calibration,
+    block_bootstrap_stream,
+    calibrate_statistic,
+    per_window_alpha,
+)
 from llmgw.services.drift.incidents import Debouncer
 from llmgw.services.drift.stats import (
     Cells,
@@ -41,10 +46,14 @@ from llmgw.services.drift.stats import (
     guards,
     keywords,
     nearest_distances,
+    nearest_labels,
     permutation_pvalue,
 )
 
 __all__ = ["DRIFT_SCHEMA_VERSION", "DetectorSettings", "DriftDetector", "Input", "Reference"]
+
+# Reference replicates the calibration cycles through (see _build).
+_REPLICATES = 64
 
 DRIFT_SCHEMA_VERSION = 2
 Matrix = NDArray[np.float32]
@@ -193,10 +202,29 @@ class DriftDetector:
         rng = np.random.default_rng(s.seed)
         pool_labels = assign(cells, pool)
         k1 = cells.k + 1
+        # Reference uncertainty: a live window is compared with a reference that is itself a
+        # finite, session-correlated sample (its cluster shares, its novelty radius). Each
+        # simulated window is compared with a block-bootstrap replicate of the reference instead
+        # of the one reference, so the null includes that error too (else a reference that
+        # happens to under-represent a topic, or a radius that happens to be tight, would be
+        # taken for the truth and live traffic would false-alarm against it).
+        fit_reps = np.stack([block_bootstrap_stream(n_fit, n_fit, s.block_len, rng) for _ in range(_REPLICATES)])
+        pool_reps = np.stack([block_bootstrap_stream(len(pool), len(pool), s.block_len, rng)
+                              for _ in range(_REPLICATES)])
+        fit_near = nearest_labels(cells, fit)
+        pool_near, pool_dist = nearest_labels(cells, pool), nearest_distances(cells, pool)
+        radii = np.percentile(pool_dist[pool_reps], s.novelty_quantile, axis=1)
+        ref_counts = np.stack([np.bincount(fit_near[r], minlength=k1).astype(np.float64) for r in fit_reps])
+        ref_counts[:, cells.k] = cells.reference_counts[cells.k]
+
+        def novel(idx: NDArray[np.int64]) -> NDArray[np.bool_]:
+            return pool_dist[idx] > radii[np.arange(len(idx)) % _REPLICATES][:, None]
 
         def topic_null(idx: NDArray[np.int64]) -> NDArray[np.float64]:
-            counts = np.stack([np.bincount(row, minlength=k1) for row in pool_labels[idx]])
-            return g_batch(cells.reference_counts, counts)
+            labels = np.where(novel(idx), cells.k, pool_near[idx])
+            counts = np.stack([np.bincount(row, minlength=k1) for row in labels])
+            rep = np.arange(len(idx)) % _REPLICATES
+            return np.array([g_batch(ref_counts[r], c[None, :])[0] for r, c in zip(rep, counts, strict=True)])
 
         calibrate = functools.partial(calibrate_statistic, n_pool=len(pool), alpha=alpha, block_len=s.block_len,
                                       step=s.window, open_after=s.open_after, rng=rng)
@@ -205,12 +233,13 @@ class DriftDetector:
                       for m in s.topic_multiples}
         for m in s.novelty_multiples:
             name = f"novelty@{s.window * m}"
-            thresholds[name] = calibrate(name, s.window * m, lambda idx: (pool_labels[idx] == cells.k).mean(axis=1),
+            thresholds[name] = calibrate(name, s.window * m, lambda idx: novel(idx).mean(axis=1),
                                          simulations=s.simulations // m)
         for m in s.mmd_multiples:
             name = f"mmd@{s.window * m}"
-            thresholds[name] = calibrate(name, s.window * m, lambda idx: mmd.mmd2_batch(pool, idx),
-                                         simulations=max(200, s.simulations // 4))
+            thresholds[name] = calibrate(name, s.window * m,
+                                         lambda idx: mmd.mmd2_batch(pool, idx, replicates=fit_reps),
+                                         simulations=max(200, s.simulations // 2))
         calibration = Calibration.make(thresholds, block_len=s.block_len, simulations=s.simulations,
                                        windows_per_month=per_month)
         return _Model(ref, fit, ref.texts[:n_fit], cells, assign(cells, fit), pool, pool_labels, mmd, calibration)

@@ -23,6 +23,7 @@ __all__ = [
     "mean_max_similarity",
     "mmd2",
     "nearest_distances",
+    "nearest_labels",
     "permutation_pvalue",
 ]
 
@@ -100,6 +101,11 @@ def fit_cells(reference: Matrix, *, k: int, seed: int = 0, novelty_quantile: flo
 def _nearest(x: Matrix, centroids: NDArray[np.float32]) -> tuple[NDArray[np.int64], NDArray[np.float32]]:
     d = np.linalg.norm(x[:, None, :] - centroids[None, :, :], axis=2)
     return d.argmin(axis=1), d.min(axis=1)
+
+
+def nearest_labels(cells: Cells, x: Matrix) -> NDArray[np.int64]:
+    """Each row's nearest centroid, novelty radius ignored."""
+    return _nearest(x, cells.centroids)[0]
 
 
 def nearest_distances(cells: Cells, x: Matrix) -> NDArray[np.float32]:
@@ -224,11 +230,24 @@ class MmdReference:
         return float((kww.sum() - np.trace(kww)) / (m * (m - 1)) + self.k_rr
                      - 2 * self.kernel(_sq_dists(w, self.matrix)).mean())
 
-    def mmd2_batch(self, pool: Matrix, windows: NDArray[np.int64], chunk: int = 64) -> NDArray[np.float64]:
-        """MMD² of many windows given as index rows into ``pool`` (kernel computed once)."""
+    def mmd2_batch(self, pool: Matrix, windows: NDArray[np.int64], chunk: int = 64,
+                   replicates: NDArray[np.int64] | None = None) -> NDArray[np.float64]:
+        """MMD² of many windows given as index rows into ``pool`` (kernels computed once).
+
+        ``replicates`` (rows of indices into the reference, e.g. bootstrap resamples) stand in for
+        the reference in turn, window i against replicate i mod R: the null then includes the
+        reference's own sampling error, which a live window meets too."""
         p = pool.astype(np.float64)
         kpp = self.kernel(_sq_dists(p, p))
-        kpr = self.kernel(_sq_dists(p, self.matrix)).mean(axis=1)
+        kpf = self.kernel(_sq_dists(p, self.matrix))
+        if replicates is None:
+            kpr_rows = kpf.mean(axis=1)[None, :]
+            k_rr = np.array([self.k_rr])
+        else:
+            kff = self.kernel(_sq_dists(self.matrix, self.matrix))
+            kpr_rows = np.stack([kpf[:, r].mean(axis=1) for r in replicates])
+            k_rr = np.array([_mean_distinct(kff, r) for r in replicates])
+        rep = np.arange(len(windows)) % len(k_rr)
         out = np.empty(len(windows))
         for s in range(0, len(windows), chunk):
             idx = windows[s:s + chunk]
@@ -237,8 +256,17 @@ class MmdReference:
             # pair of identical inputs, so such pairs are left out (else the null is inflated).
             distinct = idx[:, :, None] != idx[:, None, :]
             within = (block * distinct).sum(axis=(1, 2)) / np.maximum(distinct.sum(axis=(1, 2)), 1)
-            out[s:s + chunk] = within + self.k_rr - 2 * kpr[idx].mean(axis=1)
+            r = rep[s:s + chunk]
+            cross = np.take_along_axis(kpr_rows[r], idx, axis=1).mean(axis=1)
+            out[s:s + chunk] = within + k_rr[r] - 2 * cross
         return out
+
+
+def _mean_distinct(k: NDArray[np.float64], idx: NDArray[np.int64]) -> float:
+    """Mean kernel value over pairs of a resample that are not the same original input."""
+    block = k[idx[:, None], idx[None, :]]
+    distinct = idx[:, None] != idx[None, :]
+    return float((block * distinct).sum() / max(1, distinct.sum()))
 
 
 def g_batch(reference_counts: NDArray[np.float64], window_counts: NDArray[np.int64]) -> NDArray[np.float64]:
