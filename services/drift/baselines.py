@@ -19,7 +19,7 @@ import numpy as np
 import redis.asyncio as aioredis
 
 from llmgw.kit.errors import NotFound
-from llmgw.services.drift.detector import Reference
+from llmgw.services.drift.model import Reference
 
 __all__ = ["BaselineStore", "Slot"]
 

@@ -4,9 +4,9 @@ For each segment (and the global one) the detector
 1. fills a **reference** from the segment's first ``reference_size`` inputs (provisional) or takes
    an analyst-accepted one; the reference never changes because of drift (it would absorb the
    shift it should flag) — only ``llmgw drift baseline accept`` replaces it;
-2. splits it in arrival order: the first part fits the models (k-means cells + novelty radius,
-   the MMD kernel), the held-out rest is the pool the thresholds are **calibrated** on (block
-   bootstrap, see ``calibrate``);
+2. fits and calibrates detectors on it (``model.build_model``: the first part fits k-means cells
+   and the MMD kernel, the held-out rest sets the novelty radius and is the pool the thresholds
+   are **calibrated** on by block bootstrap, see ``calibrate``);
 3. per window of ``window`` inputs computes the topic-mix G-statistic and MMD² over sliding
    windows of several sizes, steps each detector's **debouncer**, confirms an opening with a
    permutation test, and explains open incidents (clusters, keywords, examples, AUC, guards).
@@ -16,7 +16,6 @@ Pure Python + numpy: the Faust agent drives it (``app.process_window``), tests c
 
 from __future__ import annotations
 
-import functools
 import time
 import uuid
 from collections import deque
@@ -28,112 +27,22 @@ import numpy as np
 from numpy.typing import NDArray
 
 from llmgw.kit.redact import Redactor
-from llmgw.services.drift.calibrate import (
-    Calibration,
-    block_bootstrap_stream,
-    calibrate_statistic,
-    per_window_alpha,
-)
+from llmgw.services.drift.explain import explain, projection
 from llmgw.services.drift.incidents import Debouncer
-from llmgw.services.drift.stats import (
-    Cells,
-    MmdReference,
-    assign,
-    domain_auc,
-    fit_cells,
-    g_batch,
-    g_test,
-    guards,
-    keywords,
-    nearest_distances,
-    nearest_labels,
-    permutation_pvalue,
-)
+from llmgw.services.drift.model import DetectorSettings, Input, Model, Reference, build_model
+from llmgw.services.drift.stats import MmdReference, assign, g_batch, g_test, guards, permutation_pvalue
 
+# DetectorSettings, Input and Reference live in ``model``; re-exported as the detector's vocabulary.
 __all__ = ["DRIFT_SCHEMA_VERSION", "DetectorSettings", "DriftDetector", "Input", "Reference"]
 
-# Reference replicates the calibration cycles through (see _build).
-_REPLICATES = 64
-
 DRIFT_SCHEMA_VERSION = 2
-Matrix = NDArray[np.float32]
-
-
-@dataclass(frozen=True)
-class DetectorSettings:
-    reference_size: int = 600
-    window: int = 50
-    # Each detector runs over the last window x each multiple (sliding): small windows react
-    # fast to strong shifts, large ones see weak ones (a new topic at a few percent).
-    topic_multiples: tuple[int, ...] = (1, 4)
-    # The novelty share alone, over the last window x each multiple: a new topic moves only the
-    # novelty cell, while sessions make the known cells' counts swing; counting just the novel
-    # inputs keeps that noise out of the statistic.
-    novelty_multiples: tuple[int, ...] = (4, 8)
-    mmd_multiples: tuple[int, ...] = (1, 2)
-    # Inputs beyond this quantile of held-out distances to every centroid are "novel".
-    novelty_quantile: float = 95.0
-    # Share of the reference (in arrival order) the models are fitted on; the rest calibrates.
-    fit_share: float = 0.5
-    open_after: int = 2
-    close_after: int = 3
-    block_len: int = 10
-    simulations: int = 2000
-    false_alarms_per_month: float = 1.0
-    expected_segments: int = 1
-    # Used when the reference's own timestamps can't tell the segment's traffic rate.
-    assumed_events_per_second: float = 1.0
-    confirm_permutations: int = 199
-    confirm_alpha: float = 0.01
-    max_clusters: int = 8
-    examples: int = 4
-    seed: int = 0
-
-
-@dataclass(frozen=True)
-class Input:
-    vector: NDArray[np.float32]
-    text: str
-    request_id: str = ""
-    partition: int = -1
-    offset: int = -1
-    time: float = 0.0
-
-
-@dataclass
-class Reference:
-    """A segment's reference sample; ``status`` is provisional until an analyst accepts one."""
-
-    segment: str
-    id: str
-    status: str
-    vectors: Matrix
-    texts: list[str]
-    times: list[float]
-    created_at: float = field(default_factory=time.time)
-    accepted_by: str = ""
-    accepted_at: float = 0.0
-
-
-@dataclass
-class _Model:
-    reference: Reference
-    fit: Matrix
-    fit_texts: list[str]
-    cells: Cells
-    fit_labels: NDArray[np.int64]
-    # The held-out part of the reference (out of sample, like live inputs) and its cells.
-    pool: Matrix
-    pool_labels: NDArray[np.int64]
-    mmd: MmdReference
-    calibration: Calibration
 
 
 @dataclass
 class _Segment:
     name: str
     collecting: list[Input] = field(default_factory=list)
-    model: _Model | None = None
+    model: Model | None = None
     pending: list[Input] = field(default_factory=list)
     recent: deque[Input] = field(default_factory=deque)
     # The newest reference_size inputs: what an analyst can accept as the next baseline.
@@ -176,73 +85,11 @@ class DriftDetector:
         seg = self._segments.setdefault(ref.segment, _Segment(ref.segment))
         out = [self._incident(seg, d, "CLOSED", self._current(seg), reason="re-baselined")
                for d in list(seg.opened)] if seg.model else []
-        seg.model = self._build(ref)
+        seg.model = build_model(ref, self.settings)
         seg.collecting.clear()
         seg.debouncers.clear()
         seg.opened.clear()
         return out
-
-    def _build(self, ref: Reference) -> _Model:
-        s = self.settings
-        n_fit = max(2, int(len(ref.vectors) * s.fit_share))
-        fit, pool = ref.vectors[:n_fit], ref.vectors[n_fit:]
-        if len(pool) < 2:  # a tiny reference: calibrate on the fit part itself (optimistic, documented)
-            pool = fit
-        cells = fit_cells(fit, k=max(1, min(s.max_clusters, n_fit // 15)), seed=s.seed,
-                          novelty_quantile=s.novelty_quantile, holdout=pool)
-        mmd = MmdReference.of(fit)
-        detectors = [*(f"topic@{s.window * m}" for m in s.topic_multiples),
-                     *(f"novelty@{s.window * m}" for m in s.novelty_multiples),
-                     *(f"mmd@{s.window * m}" for m in s.mmd_multiples)]
-        span = (ref.times[-1] - ref.times[0]) if len(ref.times) > 1 else 0.0
-        rate = (len(ref.times) - 1) / span if span > 0 else s.assumed_events_per_second
-        alpha, per_month = per_window_alpha(false_alarms_per_month=s.false_alarms_per_month,
-                                            segments=s.expected_segments, detectors=len(detectors),
-                                            events_per_second=rate, window=s.window)
-        rng = np.random.default_rng(s.seed)
-        pool_labels = assign(cells, pool)
-        k1 = cells.k + 1
-        # Reference uncertainty: a live window is compared with a reference that is itself a
-        # finite, session-correlated sample (its cluster shares, its novelty radius). Each
-        # simulated window is compared with a block-bootstrap replicate of the reference instead
-        # of the one reference, so the null includes that error too (else a reference that
-        # happens to under-represent a topic, or a radius that happens to be tight, would be
-        # taken for the truth and live traffic would false-alarm against it).
-        fit_reps = np.stack([block_bootstrap_stream(n_fit, n_fit, s.block_len, rng) for _ in range(_REPLICATES)])
-        pool_reps = np.stack([block_bootstrap_stream(len(pool), len(pool), s.block_len, rng)
-                              for _ in range(_REPLICATES)])
-        fit_near = nearest_labels(cells, fit)
-        pool_near, pool_dist = nearest_labels(cells, pool), nearest_distances(cells, pool)
-        radii = np.percentile(pool_dist[pool_reps], s.novelty_quantile, axis=1)
-        ref_counts = np.stack([np.bincount(fit_near[r], minlength=k1).astype(np.float64) for r in fit_reps])
-        ref_counts[:, cells.k] = cells.reference_counts[cells.k]
-
-        def novel(idx: NDArray[np.int64]) -> NDArray[np.bool_]:
-            return pool_dist[idx] > radii[np.arange(len(idx)) % _REPLICATES][:, None]
-
-        def topic_null(idx: NDArray[np.int64]) -> NDArray[np.float64]:
-            labels = np.where(novel(idx), cells.k, pool_near[idx])
-            counts = np.stack([np.bincount(row, minlength=k1) for row in labels])
-            rep = np.arange(len(idx)) % _REPLICATES
-            return np.array([g_batch(ref_counts[r], c[None, :])[0] for r, c in zip(rep, counts, strict=True)])
-
-        calibrate = functools.partial(calibrate_statistic, n_pool=len(pool), alpha=alpha, block_len=s.block_len,
-                                      step=s.window, open_after=s.open_after, rng=rng)
-        thresholds = {f"topic@{s.window * m}": calibrate(f"topic@{s.window * m}", s.window * m, topic_null,
-                                                         simulations=s.simulations // m)
-                      for m in s.topic_multiples}
-        for m in s.novelty_multiples:
-            name = f"novelty@{s.window * m}"
-            thresholds[name] = calibrate(name, s.window * m, lambda idx: novel(idx).mean(axis=1),
-                                         simulations=s.simulations // m)
-        for m in s.mmd_multiples:
-            name = f"mmd@{s.window * m}"
-            thresholds[name] = calibrate(name, s.window * m,
-                                         lambda idx: mmd.mmd2_batch(pool, idx, replicates=fit_reps),
-                                         simulations=max(200, s.simulations // 2))
-        calibration = Calibration.make(thresholds, block_len=s.block_len, simulations=s.simulations,
-                                       windows_per_month=per_month)
-        return _Model(ref, fit, ref.texts[:n_fit], cells, assign(cells, fit), pool, pool_labels, mmd, calibration)
 
     # ---- windows ----
 
@@ -257,7 +104,7 @@ class DriftDetector:
                     ref = Reference(segment, f"{segment}@{uuid.uuid4().hex[:8]}", "provisional",
                                     np.stack([i.vector for i in seg.collecting]).astype(np.float32),
                                     [i.text for i in seg.collecting], [i.time for i in seg.collecting])
-                    seg.model = self._build(ref)
+                    seg.model = build_model(ref, self.settings)
                     seg.collecting.clear()
                     self.new_references.append(ref)
                 continue
@@ -290,7 +137,7 @@ class DriftDetector:
         """The inputs a detector's statistic was computed on (its sliding window)."""
         return list(seg.recent)[-size:]
 
-    def _values(self, seg: _Segment, model: _Model) -> dict[str, tuple[float, int]]:
+    def _values(self, seg: _Segment, model: Model) -> dict[str, tuple[float, int]]:
         """Statistic per detector and the number of inputs it looked at."""
         s = self.settings
         recent = np.stack([i.vector for i in seg.recent])
@@ -361,7 +208,7 @@ class DriftDetector:
         return {"index": seg.windows, "n": len(seg.pending), "offsets": offsets,
                 "request_ids": [i.request_id for i in seg.pending[:10]]}
 
-    def _confirm(self, seg: _Segment, model: _Model, name: str, observed: float, n: int) -> float:
+    def _confirm(self, seg: _Segment, model: Model, name: str, observed: float, n: int) -> float:
         """Permutation test of reference vs the window behind the statistic (off the hot path:
         only when a detector is about to open)."""
         s = self.settings
@@ -416,56 +263,9 @@ class DriftDetector:
         if reason:
             rec["reason"] = reason
         if len(win) >= 2 and state != "CLOSED":
-            rec["effect"], rec["clusters"] = self._explain(model, win, texts, novel_first=name.startswith("novelty"))
+            rec["effect"], rec["clusters"] = explain(
+                model, win, texts, examples=self.settings.examples, redact=self._redact, seed=self.settings.seed,
+                novel_first=name.startswith("novelty"))
             rec["guards"] = guards(model.fit_texts, texts)
-            rec["projection"] = _projection(model.fit, win)
+            rec["projection"] = projection(model.fit, win)
         return rec
-
-    def _explain(self, model: _Model, win: Matrix, texts: list[str], *,
-                 novel_first: bool = False) -> tuple[dict[str, Any], list[dict[str, Any]]]:
-        """Effect sizes and the clusters that moved most (a novelty incident leads with the novel
-        cell: that is what its detector measured)."""
-        cells = model.cells
-        labels = assign(cells, win)
-        dists = nearest_distances(cells, win)
-        counts = np.bincount(labels, minlength=cells.k + 1)
-        _, _, contrib = g_test(cells.reference_counts, counts)
-        ref_share = cells.reference_counts / max(1, cells.reference_counts.sum())
-        cur_share = counts / max(1, counts.sum())
-        auc, lo, hi = domain_auc(model.fit, win, seed=self.settings.seed)
-        effect = {"novelty_share": {"reference": round(float(ref_share[cells.k]), 4),
-                                    "current": round(float(cur_share[cells.k]), 4)},
-                  "mmd2": round(model.mmd.mmd2(win), 6),
-                  "domain_auc": {"auc": auc, "ci95": [lo, hi]}}
-        clusters = []
-        for c in sorted(range(cells.k + 1), key=lambda c: (not (novel_first and c == cells.k), -contrib[c]))[:3]:
-            if contrib[c] <= 0:
-                continue
-            # Examples: a novel cell's most novel inputs, a known cell's most typical ones.
-            order = sorted((i for i in range(len(texts)) if labels[i] == c),
-                           key=lambda i: -dists[i] if c == cells.k else dists[i])
-            mine = [texts[i] for i in order]
-            # The novel cell also holds the few ordinary inputs just past the radius: describe it
-            # by its more novel half. Repeated texts (a session asking again) count once.
-            described = list(dict.fromkeys(mine[: max(5, len(mine) // 2)] if c == cells.k else mine))
-            ref_texts = [t for t, lab in zip(model.fit_texts, model.fit_labels, strict=True) if lab != c]
-            clusters.append({
-                "cell": "novel" if c == cells.k else f"c{c}",
-                "reference_share": round(float(ref_share[c]), 4), "current_share": round(float(cur_share[c]), 4),
-                "lift": round(float(cur_share[c] / max(ref_share[c], 0.5 / max(1, cells.reference_counts.sum()))), 2),
-                "keywords": keywords(described, ref_texts),
-                "examples": [self._redact(t)[:300] for t in mine[: self.settings.examples]],
-            })
-        return effect, clusters
-
-
-def _projection(reference: Matrix, window: Matrix, max_points: int = 120) -> dict[str, list[list[float]]]:
-    """Both samples on the reference's first two principal components (for the incident report)."""
-    mean = reference.mean(axis=0)
-    _, _, vt = np.linalg.svd(reference - mean, full_matrices=False)
-    axes = vt[:2].T
-
-    def pts(x: Matrix) -> list[list[float]]:
-        return [[round(float(a), 4), round(float(b), 4)] for a, b in ((x[:max_points] - mean) @ axes)]
-
-    return {"reference": pts(reference), "current": pts(window)}

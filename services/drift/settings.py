@@ -8,7 +8,7 @@ from typing import Any
 from pydantic import SecretStr, field_validator
 
 from llmgw.kit.settings import ServiceSettings
-from llmgw.services.drift.detector import DetectorSettings
+from llmgw.services.drift.model import DetectorSettings
 
 
 class DriftSettings(ServiceSettings):

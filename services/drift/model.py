@@ -1,0 +1,166 @@
+"""A segment's reference and the models fitted and calibrated on it (pure numpy, no Faust)."""
+
+from __future__ import annotations
+
+import functools
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+from numpy.typing import NDArray
+
+from llmgw.services.drift.calibrate import (
+    Calibration,
+    block_bootstrap_stream,
+    calibrate_statistic,
+    per_window_alpha,
+)
+from llmgw.services.drift.stats import (
+    Cells,
+    MmdReference,
+    assign,
+    fit_cells,
+    g_batch,
+    nearest_distances,
+    nearest_labels,
+)
+
+__all__ = ["DetectorSettings", "Input", "Matrix", "Model", "Reference", "build_model"]
+
+Matrix = NDArray[np.float32]
+# Reference replicates the calibration cycles through (see build_model).
+_REPLICATES = 64
+
+
+@dataclass(frozen=True)
+class DetectorSettings:
+    reference_size: int = 600
+    window: int = 50
+    # Each detector runs over the last window x each multiple (sliding): small windows react
+    # fast to strong shifts, large ones see weak ones (a new topic at a few percent).
+    topic_multiples: tuple[int, ...] = (1, 4)
+    # The novelty share alone, over the last window x each multiple: a new topic moves only the
+    # novelty cell, while sessions make the known cells' counts swing; counting just the novel
+    # inputs keeps that noise out of the statistic.
+    novelty_multiples: tuple[int, ...] = (4, 8)
+    mmd_multiples: tuple[int, ...] = (1, 2)
+    # Inputs beyond this quantile of held-out distances to every centroid are "novel".
+    novelty_quantile: float = 95.0
+    # Share of the reference (in arrival order) the models are fitted on; the rest calibrates.
+    fit_share: float = 0.5
+    open_after: int = 2
+    close_after: int = 3
+    block_len: int = 10
+    simulations: int = 2000
+    false_alarms_per_month: float = 1.0
+    expected_segments: int = 1
+    # Used when the reference's own timestamps can't tell the segment's traffic rate.
+    assumed_events_per_second: float = 1.0
+    confirm_permutations: int = 199
+    confirm_alpha: float = 0.01
+    max_clusters: int = 8
+    examples: int = 4
+    seed: int = 0
+
+
+@dataclass(frozen=True)
+class Input:
+    vector: NDArray[np.float32]
+    text: str
+    request_id: str = ""
+    partition: int = -1
+    offset: int = -1
+    time: float = 0.0
+
+
+@dataclass
+class Reference:
+    """A segment's reference sample; ``status`` is provisional until an analyst accepts one."""
+
+    segment: str
+    id: str
+    status: str
+    vectors: Matrix
+    texts: list[str]
+    times: list[float]
+    created_at: float = field(default_factory=time.time)
+    accepted_by: str = ""
+    accepted_at: float = 0.0
+
+
+@dataclass
+class Model:
+    reference: Reference
+    fit: Matrix
+    fit_texts: list[str]
+    cells: Cells
+    fit_labels: NDArray[np.int64]
+    # The held-out part of the reference (out of sample, like live inputs) and its cells.
+    pool: Matrix
+    pool_labels: NDArray[np.int64]
+    mmd: MmdReference
+    calibration: Calibration
+
+
+def build_model(ref: Reference, s: DetectorSettings) -> Model:
+    """Fit a reference's cells and MMD kernel on its first part and calibrate every detector on
+    the held-out rest (see ``calibrate``)."""
+    n_fit = max(2, int(len(ref.vectors) * s.fit_share))
+    fit, pool = ref.vectors[:n_fit], ref.vectors[n_fit:]
+    if len(pool) < 2:  # a tiny reference: calibrate on the fit part itself (optimistic, documented)
+        pool = fit
+    cells = fit_cells(fit, k=max(1, min(s.max_clusters, n_fit // 15)), seed=s.seed,
+                      novelty_quantile=s.novelty_quantile, holdout=pool)
+    mmd = MmdReference.of(fit)
+    detectors = [*(f"topic@{s.window * m}" for m in s.topic_multiples),
+                 *(f"novelty@{s.window * m}" for m in s.novelty_multiples),
+                 *(f"mmd@{s.window * m}" for m in s.mmd_multiples)]
+    span = (ref.times[-1] - ref.times[0]) if len(ref.times) > 1 else 0.0
+    rate = (len(ref.times) - 1) / span if span > 0 else s.assumed_events_per_second
+    alpha, per_month = per_window_alpha(false_alarms_per_month=s.false_alarms_per_month,
+                                        segments=s.expected_segments, detectors=len(detectors),
+                                        events_per_second=rate, window=s.window)
+    rng = np.random.default_rng(s.seed)
+    pool_labels = assign(cells, pool)
+    k1 = cells.k + 1
+    # Reference uncertainty: a live window is compared with a reference that is itself a
+    # finite, session-correlated sample (its cluster shares, its novelty radius). Each
+    # simulated window is compared with a block-bootstrap replicate of the reference instead
+    # of the one reference, so the null includes that error too (else a reference that
+    # happens to under-represent a topic, or a radius that happens to be tight, would be
+    # taken for the truth and live traffic would false-alarm against it).
+    fit_reps = np.stack([block_bootstrap_stream(n_fit, n_fit, s.block_len, rng) for _ in range(_REPLICATES)])
+    pool_reps = np.stack([block_bootstrap_stream(len(pool), len(pool), s.block_len, rng)
+                          for _ in range(_REPLICATES)])
+    fit_near = nearest_labels(cells, fit)
+    pool_near, pool_dist = nearest_labels(cells, pool), nearest_distances(cells, pool)
+    radii = np.percentile(pool_dist[pool_reps], s.novelty_quantile, axis=1)
+    ref_counts = np.stack([np.bincount(fit_near[r], minlength=k1).astype(np.float64) for r in fit_reps])
+    ref_counts[:, cells.k] = cells.reference_counts[cells.k]
+
+    def novel(idx: NDArray[np.int64]) -> NDArray[np.bool_]:
+        return pool_dist[idx] > radii[np.arange(len(idx)) % _REPLICATES][:, None]
+
+    def topic_null(idx: NDArray[np.int64]) -> NDArray[np.float64]:
+        labels = np.where(novel(idx), cells.k, pool_near[idx])
+        counts = np.stack([np.bincount(row, minlength=k1) for row in labels])
+        rep = np.arange(len(idx)) % _REPLICATES
+        return np.array([g_batch(ref_counts[r], c[None, :])[0] for r, c in zip(rep, counts, strict=True)])
+
+    calibrate = functools.partial(calibrate_statistic, n_pool=len(pool), alpha=alpha, block_len=s.block_len,
+                                  step=s.window, open_after=s.open_after, rng=rng)
+    thresholds = {f"topic@{s.window * m}": calibrate(f"topic@{s.window * m}", s.window * m, topic_null,
+                                                     simulations=s.simulations // m)
+                  for m in s.topic_multiples}
+    for m in s.novelty_multiples:
+        name = f"novelty@{s.window * m}"
+        thresholds[name] = calibrate(name, s.window * m, lambda idx: novel(idx).mean(axis=1),
+                                     simulations=s.simulations // m)
+    for m in s.mmd_multiples:
+        name = f"mmd@{s.window * m}"
+        thresholds[name] = calibrate(name, s.window * m,
+                                     lambda idx: mmd.mmd2_batch(pool, idx, replicates=fit_reps),
+                                     simulations=max(200, s.simulations // 2))
+    calibration = Calibration.make(thresholds, block_len=s.block_len, simulations=s.simulations,
+                                   windows_per_month=per_month)
+    return Model(ref, fit, ref.texts[:n_fit], cells, assign(cells, fit), pool, pool_labels, mmd, calibration)
