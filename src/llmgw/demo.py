@@ -6,6 +6,8 @@ import asyncio
 import json
 import time
 import uuid
+from collections.abc import Callable
+from typing import Any
 
 import aiohttp
 import grpc
@@ -51,6 +53,24 @@ async def _read(kafka: str, topic: str, keys: set[str], timeout_s: float) -> dic
     finally:
         await consumer.stop()
     return found
+
+
+async def _read_until(kafka: str, topic: str, done: Callable[[dict[str, Any]], bool],
+                      timeout_s: float) -> dict[str, dict[str, Any]]:
+    """The latest JSON record per key, read until one satisfies ``done`` (or the timeout)."""
+    consumer = AIOKafkaConsumer(topic, bootstrap_servers=kafka, auto_offset_reset="earliest",
+                                enable_auto_commit=False, group_id=f"demo-{uuid.uuid4().hex[:6]}")
+    await consumer.start()
+    latest: dict[str, dict[str, Any]] = {}
+    try:
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline and not any(done(r) for r in latest.values()):
+            for records in (await consumer.getmany(timeout_ms=500)).values():
+                for r in records:
+                    latest[r.key.decode() if r.key else ""] = json.loads(r.value)
+    finally:
+        await consumer.stop()
+    return latest
 
 
 async def run_demo(address: str, *, kafka: str, fake_url: str | None) -> list[str]:
@@ -121,9 +141,8 @@ async def run_demo(address: str, *, kafka: str, fake_url: str | None) -> list[st
             ev = events_pb2.ResponseEvent.FromString(resps[rid])
             print(f"  {rid[:8]}… status={ev.status} cache_hit={ev.cache_hit} provider={ev.provider}"
                   f" latency={ev.latency_ms:.1f}ms")
-    windows = await _read(kafka, DRIFT_METRICS_TOPIC, set(), 30)
-    for key, value in list(windows.items())[:2]:
-        rec = json.loads(value)
+    windows = await _read_until(kafka, DRIFT_METRICS_TOPIC, lambda rec: "detectors" in rec, 30)
+    for key, rec in list(windows.items())[:2]:
         if "detectors" in rec:
             stats = ", ".join(f"{name}={d['value']:.3g} (threshold {d['upper']:.3g}, {d['state']})"
                               for name, d in rec["detectors"].items())
