@@ -56,8 +56,8 @@ class Spool:
     def size(self) -> int:
         return sum(p.stat().st_size for p in (self._current, self._replaying) if p.exists())
 
-    def append(self, records: list[Record]) -> int:
-        """Append and fsync; returns how many fit under the size cap (the rest are refused)."""
+    def _fit(self, records: list[Record]) -> tuple[bytes, int]:
+        """The encoded prefix of ``records`` that fits under the size cap, and its length."""
         room = self.max_bytes - self.size
         blob, taken = bytearray(), 0
         for rec in records:
@@ -66,31 +66,23 @@ class Spool:
                 break
             blob += enc
             taken += 1
+        return bytes(blob), taken
+
+    def append(self, records: list[Record]) -> int:
+        """Append and fsync; returns how many fit under the size cap (the rest are refused)."""
+        blob, taken = self._fit(records)
         if blob:
-            with open(self._current, "ab") as f:
-                f.write(blob)
-                f.flush()
-                os.fsync(f.fileno())
+            _write_synced(self._current, "ab", blob)
         return taken
 
     def prepend(self, records: list[Record]) -> int:
         """Put ``records`` before everything spooled (they are older: at a stop, the events still
         in memory predate what the spool holds). Returns how many fit under the size cap."""
-        room = self.max_bytes - self.size
-        blob, taken = bytearray(), 0
-        for rec in records:
-            enc = _encode(rec)
-            if len(blob) + len(enc) > room:
-                break
-            blob += enc
-            taken += 1
+        blob, taken = self._fit(records)
         if blob:
             existing = b"".join(p.read_bytes() for p in (self._replaying, self._current) if p.exists())
             tmp = self._dir / "current.spool.tmp"
-            with open(tmp, "wb") as f:
-                f.write(bytes(blob) + existing)
-                f.flush()
-                os.fsync(f.fileno())
+            _write_synced(tmp, "wb", blob + existing)
             os.replace(tmp, self._current)
             self._replaying.unlink(missing_ok=True)
         return taken
@@ -109,3 +101,11 @@ class Spool:
 
     def empty(self) -> bool:
         return self.size == 0
+
+
+def _write_synced(path: Path, mode: str, data: bytes) -> None:
+    """Write and fsync: a spooled event must survive a crash right after the call returns."""
+    with open(path, mode) as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
