@@ -207,3 +207,18 @@ async def test_rubric_grading_goes_through_the_grader_provider() -> None:
     finally:
         await provider.close()  # type: ignore[attr-defined]
         await runner.cleanup()
+
+
+def test_a_hand_written_approval_the_gate_does_not_give_fails_the_gate(
+    repo: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    v2 = _new_version(repo, (" Reply with one word: billing, bug, feature or other.", ""))
+    assert _eval(repo, "run", "--version", v2, "--record", "--reference") == 0
+    approvals_file = repo / "prompts" / NAME / "approvals.yaml"
+    approvals = yaml.safe_load(approvals_file.read_text())
+    vid = Registry.load(repo / "prompts", enforce_approvals=False).get(NAME, v2).id
+    approvals[v2] = {"openai": {"version_id": vid}}
+    approvals_file.write_text(yaml.safe_dump(approvals))
+    capsys.readouterr()
+    assert _eval(repo, "gate", "--version", v2) == 1
+    assert f"{NAME}@{v2} openai: approvals.yaml approves it but the gate fails" in capsys.readouterr().err

@@ -27,7 +27,7 @@ from llmgw.evals.results import (
 from llmgw.evals.runner import Progress, route_targets, run_version
 from llmgw.evals.suite import Suite, load_suite, suite_dirs
 from llmgw.kit.errors import ConfigError, InvalidArgument
-from llmgw.prompts.registry import PromptVersion, Registry, read_approvals
+from llmgw.prompts.registry import PromptVersion, Registry
 from llmgw.services.router.config import RouterConfig, load_router_config
 from llmgw.services.router.providers import Provider, make_provider
 from llmgw.services.router.settings import DEFAULT_ROUTES
@@ -57,6 +57,7 @@ def _versions(reg: Registry, suite: Suite, wanted: str | None) -> list[PromptVer
 
 def _validate(args: argparse.Namespace) -> int:
     reg = Registry.load(args.prompts, enforce_approvals=False)
+    gated = Registry.load(args.prompts)  # what the router and promote see: approvals by exact content
     config = load_router_config(args.routes)
     problems: list[str] = []
     suites = {s.prompt: s for s in _suites(args)}
@@ -74,12 +75,11 @@ def _validate(args: argparse.Namespace) -> int:
                 newest.validate(case.vars)
             except InvalidArgument as exc:
                 problems.append(f"{name}: case {case.id}: {exc.message}")
-        approvals = read_approvals(Path(args.prompts) / name / "approvals.yaml")
         for label, version in reg.labels(name).items():
             pv = reg.get(name, version)
-            got = {p for p, rec in approvals.get(version, {}).items() if rec.get("version_id") == pv.id}
+            approved = gated.get(name, version).approved or frozenset()
             for t in route_targets(config, pv):
-                if t.provider not in got:
+                if t.provider not in approved:
                     problems.append(f"{name}: label {label} -> {pv.id} has no passing eval for {t.provider}")
         total, adv, kinds = suite.composition()
         mix = ", ".join(f"{k} {n}" for k, n in sorted(kinds.items()))
@@ -224,6 +224,8 @@ def _gate(args: argparse.Namespace) -> int:
         args.record, args.reference, args.no_save = False, False, True
         fresh = {(r.prompt, r.version): r for _, records in asyncio.run(_run_async(args)) for r in records}
     reg = Registry.load(args.prompts, enforce_approvals=False)
+    gated = Registry.load(args.prompts)
+    config = load_router_config(args.routes)
     failed = False
     for suite in _suites(args):
         records, gates = [], {}
@@ -238,8 +240,7 @@ def _gate(args: argparse.Namespace) -> int:
             baseline = _baseline(reg, suite, pv, args.baseline)
             if baseline is not None and baseline.version == pv.version:
                 baseline = None
-            providers = route_providers(Path(args.prompts), Path(args.routes), suite.prompt, pv.version)
-            results = gate(suite, record, baseline, providers)
+            results = gate(suite, record, baseline, [t.provider for t in route_targets(config, pv)])
             gates[pv.version] = results
             records.append(record)
             against = f" vs {baseline.version}" if baseline else ""
@@ -255,19 +256,17 @@ def _gate(args: argparse.Namespace) -> int:
             if args.approve:
                 print(f"approvals: {write_approvals(Path(args.prompts), record, results, by=getpass.getuser())}")
             else:
-                failed |= _approvals_backed(Path(args.prompts), record, results)
+                failed |= _approvals_backed(gated.get(suite.prompt, pv.version), results)
         _write_reports(args, suite, records, baseline, gates)
     return 1 if failed else 0
 
 
-def _approvals_backed(prompts: Path, record: RunRecord, results: list[GateResult]) -> bool:
+def _approvals_backed(pv: PromptVersion, results: list[GateResult]) -> bool:
     """An approval in approvals.yaml that the gate does not give is an error (hand-edited file)."""
-    approvals = read_approvals(prompts / record.prompt / "approvals.yaml").get(record.version, {})
     bad = False
     for r in results:
-        rec = approvals.get(r.provider)
-        if rec and rec.get("version_id") == record.version_id and not r.passed:
-            print(f"FAIL {record.prompt}@{record.version} {r.provider}: approvals.yaml approves it but the gate fails",
+        if r.provider in (pv.approved or frozenset()) and not r.passed:
+            print(f"FAIL {pv.name}@{pv.version} {r.provider}: approvals.yaml approves it but the gate fails",
                   file=sys.stderr)
             bad = True
     return bad
@@ -275,13 +274,14 @@ def _approvals_backed(prompts: Path, record: RunRecord, results: list[GateResult
 
 def _report(args: argparse.Namespace) -> int:
     reg = Registry.load(args.prompts, enforce_approvals=False)
+    config = load_router_config(args.routes)
     for suite in _suites(args):
         versions = _versions(reg, suite, args.version)
         records = [load_record(suite, pv.version) for pv in versions]
         baseline = _baseline(reg, suite, versions[-1], args.baseline) if versions else None
-        gates = {r.version: gate(suite, r, baseline if baseline and baseline.version != r.version else None,
-                                 route_providers(Path(args.prompts), Path(args.routes), suite.prompt, r.version))
-                 for r in records}
+        gates = {pv.version: gate(suite, r, baseline if baseline and baseline.version != r.version else None,
+                                  [t.provider for t in route_targets(config, pv)])
+                 for pv, r in zip(versions, records, strict=True)}
         args.html = args.html or f".llmgw/evals/{suite.prompt}.html"
         _write_reports(args, suite, records, baseline, gates)
     return 0
