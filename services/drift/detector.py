@@ -137,8 +137,9 @@ class DriftDetector:
         """The inputs a detector's statistic was computed on (its sliding window)."""
         return list(seg.recent)[-size:]
 
-    def _values(self, seg: _Segment, model: Model) -> dict[str, tuple[float, int]]:
-        """Statistic per detector and the number of inputs it looked at."""
+    def _values(self, seg: _Segment, model: Model) -> tuple[dict[str, tuple[float, int]], NDArray[np.int64]]:
+        """Statistic per detector and the number of inputs it looked at, and the cells of the
+        recent inputs (the pending window is their tail)."""
         s = self.settings
         recent = np.stack([i.vector for i in seg.recent])
         labels = assign(model.cells, recent)
@@ -156,7 +157,7 @@ class DriftDetector:
             size = s.window * m
             if len(recent) >= size:
                 values[f"mmd@{size}"] = (model.mmd.mmd2(recent[-size:]), size)
-        return values
+        return values, labels
 
     def _window(self, seg: _Segment, sampling_rate: float) -> list[dict[str, Any]]:
         model = seg.model
@@ -164,7 +165,8 @@ class DriftDetector:
         seg.windows += 1
         out: list[dict[str, Any]] = []
         detectors: dict[str, dict[str, Any]] = {}
-        for name, (value, n) in self._values(seg, model).items():
+        values, labels = self._values(seg, model)
+        for name, (value, n) in values.items():
             th = model.calibration.thresholds[name]
             deb = seg.debouncers.setdefault(name, Debouncer(self.settings.open_after, self.settings.close_after))
             step = deb.step(value, th.upper, th.lower)
@@ -186,8 +188,7 @@ class DriftDetector:
                 del seg.opened[name]
             detectors[name] = {"value": round(value, 6), "upper": th.upper, "lower": th.lower,
                                "state": "open" if deb.is_open else "ok"}
-        win = np.stack([i.vector for i in seg.pending])
-        novelty = float((assign(model.cells, win) == model.cells.k).mean())
+        novelty = float((labels[-len(seg.pending):] == model.cells.k).mean())
         out.insert(0, {
             "schema_version": DRIFT_SCHEMA_VERSION, "type": "window", "segment": seg.name,
             "window": self._window_info(seg),

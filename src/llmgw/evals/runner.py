@@ -41,14 +41,14 @@ class Progress:
     """A one-line progress bar on a terminal, a line per 10 % otherwise."""
 
     def __init__(self, total: int, label: str, *, stream: TextIO | None = None) -> None:
-        self.total, self.done, self.label = total, 0, label
+        self.total, self.done, self.failed, self.label = total, 0, 0, label
         self._stream = stream or sys.stderr
         self._tty = bool(getattr(self._stream, "isatty", lambda: False)())
         self._last_decile = -1
 
     def step(self, failed: bool) -> None:
         self.done += 1
-        self.failed = getattr(self, "failed", 0) + failed
+        self.failed += failed
         frac = self.done / max(1, self.total)
         line = f"{self.label} [{'#' * int(frac * 30):<30}] {self.done}/{self.total}  failed {self.failed}"
         if self._tty:
