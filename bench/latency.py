@@ -1,12 +1,15 @@
 """Gateway latency against a direct SDK call, side by side in one run, and single-flight.
 
-Paths, interleaved round-robin:
-  direct   AsyncOpenAI -> fake provider (zero latency): the floor any gateway adds to
-  miss     app -> ingress -> limiter + cache -> router -> fake provider (every request new)
-  hit      app -> ingress -> limiter + cache (answered from cache)
+Everything runs as deployed: Redis, Tansu, the fake providers and every service in its own
+process (``llmgw up``'s start_system, drift off); this process is only the application. Paths,
+interleaved round-robin:
+  direct          AsyncOpenAI -> fake provider (zero latency): what calling the provider costs
+  miss            app -> ingress -> limiter + cache -> router -> fake provider (every request new)
+  hit             app -> ingress -> limiter and cache services (split topology: two gRPC hops)
+  hit colocated   app -> ingress running the limiter and cache cores (COLOCATE=limiter,cache)
+  grpc echo       app -> a bare gRPC server built like the services (bench/echo_server.py): the
+                  floor any gRPC hop costs here, for reading the hit rows
 Then 100 concurrent identical misses against a 200 ms provider: how many provider calls.
-All services run as real gRPC servers in this process (one event loop on a 2-core machine), so
-the figures are an upper bound on the per-hop cost of separate processes.
 
     python -m bench.latency [--n 300]
 """
@@ -15,57 +18,98 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import sys
+import tempfile
+from collections.abc import Awaitable, Callable
+from pathlib import Path
 
+import aiohttp
 import grpc
 import openai
 
-from bench._harness import infra, interleave, print_table, summary
+from bench._harness import LIMITS, interleave, print_table, summary
 from llmgw.gateway.v1 import gateway_pb2, gateway_pb2_grpc
-from llmgw.stack import start_stack
+from llmgw.kit.embedded import free_port, spawn
+from llmgw.kit.health import peer_serving
+from llmgw.kit.main import run as run_loop
+from llmgw.services.limiter.server import LimiterClient
+from llmgw.up import start_system
 
 MD = (("authorization", "Bearer bench-key"),)
+Stub = gateway_pb2_grpc.GatewayStub
+
+
+def _hit(gw: Stub, req: gateway_pb2.CompleteRequest) -> Callable[[int], Awaitable[None]]:
+    async def call(i: int) -> None:
+        assert (await gw.Complete(req, metadata=MD)).cache_hit
+    return call
+
+
+async def _burst(gw: Stub, fake_url: str) -> tuple[int, int]:
+    """100 identical requests at once while the provider takes 200 ms: provider calls, hits."""
+    async with aiohttp.ClientSession(fake_url) as http:
+        await http.post("/_control/openai", json={"latency_ms": 200})
+        before = (await (await http.get("/_stats")).json())["calls"]["openai"]
+        burst = gateway_pb2.CompleteRequest(prompt="summarize", variables={"text": "a burst of the same question"})
+        replies = await asyncio.gather(*(gw.Complete(burst, metadata=MD) for _ in range(100)))
+        after = (await (await http.get("/_stats")).json())["calls"]["openai"]
+    return after - before, sum(r.cache_hit for r in replies)
 
 
 async def run(n: int) -> tuple[dict[str, dict[str, float]], tuple[int, int]]:
-    async with infra() as env:
-        stack = await start_stack(**env.stack_args(), cache_overrides={"redis_timeout_s": 1.0})
-        direct = openai.AsyncOpenAI(api_key="x", base_url=stack.fake.openai_url, max_retries=0)
-        channel = grpc.aio.insecure_channel(stack.ingress.address)
-        gw = gateway_pb2_grpc.GatewayStub(channel)
+    system = await start_system(Path(tempfile.mkdtemp(prefix="llmgw-bench-")), ingress_port=free_port(),
+                                with_drift=False, limits=LIMITS, api_keys="bench-key=bench")
+    try:
+        assert system.fake_url is not None, "the bench needs the fake providers (unset the real API keys)"
+        colocated = await system.add_ingress("ingress-colocated", colocate=True)
+        echo_port = free_port(system.used_ports)
+        system.procs.append(spawn("echo", [sys.executable, "-m", "bench.echo_server"], echo_port, log=None,
+                                  env={"PORT": str(echo_port), "LOG_LEVEL": "warning"}))
+        echo = LimiterClient(f"127.0.0.1:{echo_port}", timeout_s=10)
+        while not await peer_serving(echo.channel):
+            await asyncio.sleep(0.1)
+        direct = openai.AsyncOpenAI(api_key="x", base_url=f"{system.fake_url}/v1", max_retries=0)
+        channels = [grpc.aio.insecure_channel(a) for a in (system.ingress_addr, colocated)]
+        gw, gw_colocated = (Stub(c) for c in channels)
         hit_req = gateway_pb2.CompleteRequest(prompt="summarize", variables={"text": "the same question"})
-        await gw.Complete(hit_req, metadata=MD)  # fill the cache entry
-        await asyncio.sleep(0.1)
-
-        async def hit(i: int) -> None:
-            assert (await gw.Complete(hit_req, metadata=MD)).cache_hit
-
+        for g in (gw, gw_colocated):
+            await g.Complete(hit_req, metadata=MD)  # fill the entry (the second finds the first's)
+        await asyncio.sleep(0.2)
         times = await interleave({
             "direct": lambda i: direct.chat.completions.create(
                 model="gpt-4o-mini", messages=[{"role": "user", "content": f"question {i}"}],
                 temperature=0, max_completion_tokens=512),
             "miss": lambda i: gw.Complete(
                 gateway_pb2.CompleteRequest(prompt="summarize", variables={"text": f"question {i}"}), metadata=MD),
-            "hit": hit,
+            "hit": _hit(gw, hit_req),
+            "hit colocated": _hit(gw_colocated, hit_req),
+            "grpc echo": lambda i: echo.check([("tenant", "bench")]),
         }, n)
-        stack.fake.state.faults["openai"].latency_ms = 200
-        before = stack.fake.state.calls["openai"]
-        burst = gateway_pb2.CompleteRequest(prompt="summarize", variables={"text": "a burst of the same question"})
-        replies = await asyncio.gather(*(gw.Complete(burst, metadata=MD) for _ in range(100)))
-        coalesced = (stack.fake.state.calls["openai"] - before, sum(r.cache_hit for r in replies))
-        await channel.close()
+        coalesced = await _burst(gw, system.fake_url)
+        for c in channels:
+            await c.close()
         await direct.close()
-        await stack.stop()
+        await echo.close()
+    finally:
+        system.stop()
     return summary(times), coalesced
 
 
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--n", type=int, default=300)
-    res, (calls, hits) = asyncio.run(run(parser.parse_args().n))
+    out: list[tuple[dict[str, dict[str, float]], tuple[int, int]]] = []
+
+    async def go() -> None:
+        out.append(await run(parser.parse_args().n))
+
+    run_loop(go())  # uvloop, as the services run
+    res, (calls, hits) = out[0]
     print_table("path (ratios x direct)", res, "direct")
     base = res["direct"]["p50"]
     print(f"\ngateway overhead on a miss (p50): +{res['miss']['p50'] - base:.2f} ms; a hit answers in "
-          f"{res['hit']['p50'] / res['miss']['p50']:.2f}x the miss time, {res['hit']['p50'] / base:.2f}x a direct call")
+          f"{res['hit']['p50'] / base:.2f}x a direct call (split), {res['hit colocated']['p50'] / base:.2f}x "
+          f"(colocated; target <= 0.5x)")
     print(f"100 concurrent identical misses: {calls} provider call(s), {hits} answered from the first one's result")
 
 

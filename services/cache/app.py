@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from llmgw.cache.v1 import cache_pb2_grpc
 from llmgw.kit.redis import connect
+from llmgw.kit.scripts import ScriptBatcher
 from llmgw.kit.server import GrpcService
 from llmgw.services.cache.core import RedisCache
 from llmgw.services.cache.policy import load_policy
@@ -13,8 +14,9 @@ from llmgw.services.cache.settings import CacheSettings
 __all__ = ["build", "build_core"]
 
 
-def build_core(settings: CacheSettings) -> RedisCache:
-    redis = connect(settings.redis_url, settings.redis_password)
+def build_core(settings: CacheSettings, batcher: ScriptBatcher | None = None) -> RedisCache:
+    """``batcher``: share another core's script pipeline on the same Redis (colocated ingress)."""
+    redis = batcher.redis if batcher is not None else connect(settings.redis_url, settings.redis_password)
     return RedisCache(
         redis,
         prefix=settings.key_prefix,
@@ -22,6 +24,7 @@ def build_core(settings: CacheSettings) -> RedisCache:
         timeout_s=settings.redis_timeout_s,
         unset_temperature_is_deterministic=settings.unset_temperature_is_deterministic,
         lock_ttl_s=settings.single_flight_lock_s,
+        batcher=batcher,
     )
 
 

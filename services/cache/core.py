@@ -4,9 +4,12 @@ stats. Never fails a request: Redis slow or down is a miss."""
 from __future__ import annotations
 
 import asyncio
+import functools
 import time
 import uuid
 import zlib
+from dataclasses import dataclass
+from typing import Any
 
 import redis.asyncio as aioredis
 from prometheus_client import Counter
@@ -16,6 +19,7 @@ from llmgw.cache.v1 import cache_pb2
 from llmgw.convert import entry_from_pb, entry_to_pb
 from llmgw.domain import CacheEntry, KeyMaterial, LookupResult
 from llmgw.kit.logging import get_logger
+from llmgw.kit.scripts import ScriptBatcher
 from llmgw.services.cache.keys import cache_key, entry_pattern, lock_key, stats_key
 from llmgw.services.cache.policy import CachePolicy
 
@@ -32,13 +36,44 @@ ERRORS = Counter("llmgw_cache_redis_errors_total", "Cache operations that gave u
 
 _REDIS_ERRORS = (RedisError, OSError, TimeoutError)
 
-# One round trip, atomic with the leader's store (SET entry + DEL lock in MULTI): the entry, else
+
+@dataclass(frozen=True, slots=True)
+class _Saved:
+    hits: Any
+    misses: Any
+    tokens: Any
+    cost: Any
+
+
+@functools.lru_cache(maxsize=4096)
+def _saved(tenant: str, prompt: str) -> _Saved:
+    # Labelled children looked up once per tenant and prompt: labels() costs more than the inc().
+    return _Saved(LOOKUPS.labels(tenant, prompt, "hit"), LOOKUPS.labels(tenant, prompt, "miss"),
+                  TOKENS_SAVED.labels(tenant, prompt), COST_SAVED.labels(tenant, prompt))
+
+# One round trip, atomic with the leader's store (entry + lock release in MULTI): the entry, else
 # the single-flight lock if it is free (leader), else "in flight". No window in which a caller
-# sees neither the entry nor the lock and starts a second provider call.
+# sees neither the entry nor the lock and starts a second provider call. The tenant's and the
+# prompt's counters are bumped in the same script, so accounting costs no extra round trip.
+# An entry is a hash: e = compressed protobuf, t = tokens it saves, c = dollars it saves.
+#   KEYS: entry, lock, tenant stats, tenant+prompt stats
+#   ARGV: lock token, lock ttl ms
+# A miss is counted by whoever takes the lock (it calls the provider); a request that waits for
+# another's call counts once, as a hit when the entry arrives.
 _LOOKUP = """
-local v = redis.call('GET', KEYS[1])
-if v then return {1, v} end
-if redis.call('SET', KEYS[2], ARGV[1], 'NX', 'PX', ARGV[2]) then return {2} end
+local v = redis.call('HMGET', KEYS[1], 'e', 't', 'c')
+if v[1] then
+  for i = 3, 4 do
+    redis.call('HINCRBY', KEYS[i], 'hits', 1)
+    redis.call('HINCRBY', KEYS[i], 'tokens_saved', v[2])
+    redis.call('HINCRBYFLOAT', KEYS[i], 'cost_saved_usd', v[3])
+  end
+  return {1, v[1]}
+end
+if redis.call('SET', KEYS[2], ARGV[1], 'NX', 'PX', ARGV[2]) then
+  for i = 3, 4 do redis.call('HINCRBY', KEYS[i], 'misses', 1) end
+  return {2}
+end
 return {3}
 """
 
@@ -55,6 +90,7 @@ class RedisCache:
         timeout_s: float = 0.05,
         unset_temperature_is_deterministic: bool = True,
         lock_ttl_s: float = 30.0,
+        batcher: ScriptBatcher | None = None,
     ) -> None:
         self._redis = redis
         self._prefix = prefix
@@ -62,29 +98,35 @@ class RedisCache:
         self._timeout = timeout_s
         self._unset_ok = unset_temperature_is_deterministic
         self._lock_ttl_ms = int(lock_ttl_s * 1000)
-        self._lookup_script = redis.register_script(_LOOKUP)
+        # Pipelined with the other lookups of this loop turn (and, in a colocated ingress, with
+        # the limiter's check): a caller that gave up while queued is never sent, so it never
+        # takes a single-flight lock it would not use.
+        self._lookup_script = (batcher or ScriptBatcher(redis)).register(_LOOKUP)
         # Strong references to fire-and-forget stat updates (the loop only keeps weak ones).
         self._pending: set[asyncio.Task[None]] = set()
 
     def cacheable(self, key: KeyMaterial) -> bool:
         return self._policy.allows(key, unset_temperature_is_deterministic=self._unset_ok)
 
+    def _stats_keys(self, tenant: str, prompt: str) -> list[str]:
+        return [stats_key(tenant, prefix=self._prefix), stats_key(tenant, prompt or "-", prefix=self._prefix)]
+
     def _hit(self, key: KeyMaterial, k: str, raw: bytes) -> LookupResult:
         entry = entry_from_pb(cache_pb2.Entry.FromString(zlib.decompress(raw)))
-        labels = (key.tenant, key.prompt or "-")
-        LOOKUPS.labels(*labels, "hit").inc()
-        TOKENS_SAVED.labels(*labels).inc(entry.usage.total_tokens)
+        saved = _saved(key.tenant, key.prompt or "-")
+        saved.hits.inc()
+        saved.tokens.inc(entry.usage.total_tokens)
         if entry.usage.cost_usd is not None:
-            COST_SAVED.labels(*labels).inc(entry.usage.cost_usd)
-        self._count(key.tenant, key.prompt, hits=1, tokens_saved=entry.usage.total_tokens,
-                    cost_saved_usd=entry.usage.cost_usd or 0.0)
+            saved.cost.inc(entry.usage.cost_usd)
         return LookupResult(key=k, hit=True, entry=entry, cacheable=True)
 
-    async def _probe(self, k: str) -> tuple[bytes | None, bool]:
+    async def _probe(self, key: KeyMaterial, k: str) -> tuple[bytes | None, bool]:
         """(entry, leader): the entry if stored; else whether this caller took the lock."""
         async with asyncio.timeout(self._timeout):
-            res = await self._lookup_script(keys=[k, lock_key(k, prefix=self._prefix)],
-                                            args=[uuid.uuid4().hex, self._lock_ttl_ms])
+            res = await self._lookup_script(
+                keys=[k, lock_key(k, prefix=self._prefix), *self._stats_keys(key.tenant, key.prompt)],
+                args=[uuid.uuid4().hex, self._lock_ttl_ms],
+            )
         code = int(res[0])
         return (res[1] if code == 1 else None), code == 2
 
@@ -97,20 +139,20 @@ class RedisCache:
         if not read:  # REFRESH/BYPASS: neither read nor wait for others; REFRESH still stores
             return LookupResult(key=k, cacheable=True)
         try:
-            raw, leader = await self._probe(k)
+            raw, leader = await self._probe(key, k)
         except _REDIS_ERRORS as exc:
             ERRORS.labels("lookup").inc()
             _log.warning("cache_lookup_gave_up", error=repr(exc))
             return LookupResult(key=k, cacheable=True)
         if raw is not None:
             return self._hit(key, k, raw)
-        LOOKUPS.labels(key.tenant, key.prompt or "-", "miss").inc()
-        self._count(key.tenant, key.prompt, misses=1)
+        if leader:
+            _saved(key.tenant, key.prompt or "-").misses.inc()
         return LookupResult(key=k, cacheable=True, leader=leader, in_flight=not leader)
 
     async def wait(self, key: KeyMaterial, *, timeout_s: float) -> LookupResult:
         """Wait (bounded) for the leader's entry. If the leader gave up or died, the first waiter
-        to notice becomes the new leader; on timeout the caller goes on alone."""
+        to notice becomes the new leader; on timeout the caller goes on alone (and counts a miss)."""
         k = cache_key(key, prefix=self._prefix)
         deadline = time.monotonic() + timeout_s
         delay = 0.005
@@ -118,7 +160,7 @@ class RedisCache:
             await asyncio.sleep(delay)
             delay = min(delay * 2, 0.05)
             try:
-                raw, leader = await self._probe(k)
+                raw, leader = await self._probe(key, k)
             except _REDIS_ERRORS as exc:  # one slow poll is not the end of the wait
                 ERRORS.labels("wait").inc()
                 _log.debug("cache_wait_poll_failed", error=repr(exc))
@@ -127,8 +169,11 @@ class RedisCache:
                 COALESCED.inc()
                 return self._hit(key, k, raw)
             if leader:
+                _saved(key.tenant, key.prompt or "-").misses.inc()
                 return LookupResult(key=k, cacheable=True, leader=True)
         _log.warning("cache_wait_timed_out", key=k)
+        _saved(key.tenant, key.prompt or "-").misses.inc()
+        self._count_miss(key)
         return LookupResult(key=k, cacheable=True)
 
     async def release(self, key: str) -> None:
@@ -153,14 +198,17 @@ class RedisCache:
         try:
             async with asyncio.timeout(self._timeout * 4):
                 pipe = self._redis.pipeline(transaction=True)  # atomic with the lookup script
-                pipe.set(key, blob, ex=policy.ttl_s)
+                pipe.hset(key, mapping={"e": blob, "t": entry.usage.total_tokens,
+                                        "c": repr(entry.usage.cost_usd or 0.0)})
+                pipe.expire(key, policy.ttl_s)
                 pipe.delete(lock_key(key, prefix=self._prefix))
+                for stats in self._stats_keys(tenant, prompt):
+                    pipe.hincrby(stats, "stores", 1)
                 await pipe.execute()
         except _REDIS_ERRORS as exc:
             ERRORS.labels("store").inc()
             _log.warning("cache_store_gave_up", error=repr(exc))
             return False
-        self._count(tenant, prompt, stores=1)
         return True
 
     async def invalidate(self, *, tenant: str | None = None, prompt: str | None = None,
@@ -179,21 +227,17 @@ class RedisCache:
         _log.info("cache_invalidated", pattern=pattern, entries=deleted)
         return deleted
 
-    def _count(self, tenant: str, prompt: str, **fields: float) -> None:
-        # Stats are bookkeeping: fire and forget, never on the request's critical path.
-        task = asyncio.get_running_loop().create_task(self._incr(tenant, prompt, fields))
+    def _count_miss(self, key: KeyMaterial) -> None:
+        # Only a timed-out wait counts outside the lookup script; fire and forget, off the path.
+        task = asyncio.get_running_loop().create_task(self._incr_misses(key))
         self._pending.add(task)
         task.add_done_callback(self._pending.discard)
 
-    async def _incr(self, tenant: str, prompt: str, fields: dict[str, float]) -> None:
+    async def _incr_misses(self, key: KeyMaterial) -> None:
         try:
             pipe = self._redis.pipeline(transaction=False)
-            for key in (stats_key(tenant, prefix=self._prefix), stats_key(tenant, prompt or "-", prefix=self._prefix)):
-                for name, value in fields.items():
-                    if isinstance(value, float):
-                        pipe.hincrbyfloat(key, name, value)
-                    else:
-                        pipe.hincrby(key, name, int(value))
+            for stats in self._stats_keys(key.tenant, key.prompt):
+                pipe.hincrby(stats, "misses", 1)
             await pipe.execute()
         except _REDIS_ERRORS as exc:
             ERRORS.labels("stats").inc()

@@ -23,8 +23,9 @@ from llmgw.domain import KeyMaterial
 
 __all__ = ["KEY_SCHEMA", "cache_key", "canonical_json", "entry_pattern", "lock_key", "stats_key"]
 
-# Bumped whenever the canonical form changes, so old entries are simply never read again.
-KEY_SCHEMA = 1
+# Bumped whenever the canonical form or the entry layout changes, so old entries are simply never
+# read again (2: entries became hashes carrying their savings, see core._LOOKUP).
+KEY_SCHEMA = 2
 
 
 def _part(text: str) -> str:

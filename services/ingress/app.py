@@ -1,10 +1,13 @@
-"""Composition root of the ingress: settings -> peers (gRPC clients) + publisher -> core -> gRPC."""
+"""Composition root of the ingress: settings -> peers (gRPC clients, or colocated cores) + publisher
+-> core -> gRPC."""
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
 
+from pydantic import SecretStr
 from redis.exceptions import RedisError
 
 from llmgw.gateway.v1 import gateway_pb2_grpc
@@ -13,15 +16,21 @@ from llmgw.kit.kafka import DiscardingSink, KafkaPublisher, KafkaSecurity
 from llmgw.kit.logging import get_logger
 from llmgw.kit.redact import Redactor, load_redaction
 from llmgw.kit.redis import connect
+from llmgw.kit.scripts import ScriptBatcher
 from llmgw.kit.server import GrpcService
-from llmgw.ports import EventSink
+from llmgw.kit.settings import load_settings
+from llmgw.ports import CachePort, EventSink, LimiterPort
 from llmgw.prompts import LabelStore, Registry
+from llmgw.services.cache.app import build_core as build_cache_core
 from llmgw.services.cache.server import CacheClient
+from llmgw.services.cache.settings import CacheSettings
 from llmgw.services.ingress.auth import ApiKeys
 from llmgw.services.ingress.core import Gateway
 from llmgw.services.ingress.server import SERVICE_NAME, GatewayServicer
 from llmgw.services.ingress.settings import IngressSettings
+from llmgw.services.limiter.app import start_core as start_limiter_core
 from llmgw.services.limiter.server import LimiterClient
+from llmgw.services.limiter.settings import LimiterSettings
 from llmgw.services.router.server import RouterClient
 
 __all__ = ["build"]
@@ -57,9 +66,63 @@ async def _nothing() -> None:
     return None
 
 
-async def build(settings: IngressSettings) -> GrpcService:
-    limiter = LimiterClient(settings.limiter_addr)
-    cache = CacheClient(settings.cache_addr)
+@dataclass
+class _Peers:
+    """The limiter and cache the core talks to, with how to probe and close each."""
+
+    limiter: LimiterPort
+    cache: CachePort
+    probes: list[Callable[[], Awaitable[bool]]] = field(default_factory=list)
+    stops: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
+
+
+async def _peers(settings: IngressSettings, limiter_settings: LimiterSettings | None,
+                 cache_settings: CacheSettings | None) -> _Peers:
+    limiter: LimiterPort
+    cache: CachePort
+    probes: list[Callable[[], Awaitable[bool]]] = []
+    stops: list[Callable[[], Awaitable[None]]] = []
+    lim_s = limiter_settings or load_settings(LimiterSettings, prefix="LIMITER_")
+    cache_s = cache_settings or load_settings(CacheSettings, prefix="CACHE_")
+    shared: ScriptBatcher | None = None
+    if {"limiter", "cache"} <= settings.colocate and _same_redis(lim_s, cache_s):
+        # The check and the lookup a request makes at once leave in one write, come back in one read.
+        shared = ScriptBatcher(connect(lim_s.redis_url, lim_s.redis_password))
+    if "limiter" in settings.colocate:
+        core, stop = await start_limiter_core(lim_s, shared)
+        limiter = core
+        probes.append(core.ready)
+        stops.append(stop)
+    else:
+        client = LimiterClient(settings.limiter_addr)
+        limiter = client
+        probes.append(lambda: peer_serving(client.channel))
+        stops.append(client.close)
+    if "cache" in settings.colocate:
+        local = build_cache_core(cache_s, shared)
+        cache = local
+        probes.append(local.ready)
+        stops.append(local.close)
+    else:
+        remote = CacheClient(settings.cache_addr, timeout_s=settings.cache_timeout_s)
+        cache = remote
+        probes.append(lambda: peer_serving(remote.channel))
+        stops.append(remote.close)
+    return _Peers(limiter, cache, probes, stops)
+
+
+def _same_redis(a: LimiterSettings, b: CacheSettings) -> bool:
+    def secret(s: SecretStr | None) -> str | None:
+        return s.get_secret_value() if s else None
+
+    return a.redis_url == b.redis_url and secret(a.redis_password) == secret(b.redis_password)
+
+
+async def build(settings: IngressSettings, *, limiter_settings: LimiterSettings | None = None,
+                cache_settings: CacheSettings | None = None) -> GrpcService:
+    """``limiter_settings``/``cache_settings`` configure colocated cores (default: read from the
+    environment with the ``LIMITER_``/``CACHE_`` prefix)."""
+    peers = await _peers(settings, limiter_settings, cache_settings)
     router = RouterClient(settings.router_addr)
     security = KafkaSecurity(
         protocol=settings.kafka_security_protocol,
@@ -78,8 +141,8 @@ async def build(settings: IngressSettings) -> GrpcService:
     registry = Registry.load(settings.prompts_dir)
     stop_labels = await _follow_labels(settings, registry)
     core = Gateway(
-        limiter=limiter,
-        cache=cache,
+        limiter=peers.limiter,
+        cache=peers.cache,
         router=router,
         events=events,
         registry=registry,
@@ -92,16 +155,17 @@ async def build(settings: IngressSettings) -> GrpcService:
     )
 
     async def ready() -> bool:
-        # The gateway needs its peers; Kafka is not required (events wait in the queue).
-        checks = await asyncio.gather(*(peer_serving(c.channel) for c in (limiter, cache, router)))
+        # The gateway needs its peers (or colocated cores' Redis); Kafka is not required (events
+        # wait in the queue).
+        checks = await asyncio.gather(*(probe() for probe in peers.probes), peer_serving(router.channel))
         return all(checks)
 
     async def on_stop() -> None:
         await stop_labels()
         await core.drain()
         await publisher.stop()
-        for c in (limiter, cache, router):
-            await c.close()
+        for stop in [*peers.stops, router.close]:
+            await stop()
 
     return GrpcService(
         name="ingress",

@@ -7,7 +7,7 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
-from collections.abc import AsyncIterator, Coroutine
+from collections.abc import AsyncIterator, Callable, Coroutine
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -34,6 +34,11 @@ TOKENS = Counter("llmgw_tokens_total", "Provider tokens used (cache hits exclude
 COST = Counter("llmgw_cost_usd_total", "Provider cost in USD (priced models only)", ["tenant", "provider", "model"])
 DEPENDENCY_ERRORS = Counter("llmgw_ingress_dependency_errors_total", "Limiter/cache calls that failed", ["peer"])
 
+# Prompt token counts are remembered per distinct input (repeats are what a cache answers, and
+# rendering + tokenizing is the costliest CPU on a hit); bounded in entries and input size.
+_MAX_ESTIMATES = 4096
+_MAX_ESTIMATED_CHARS = 4096
+
 # Finish reasons that must never be cached: the answer is not a complete, normal one.
 _UNCACHEABLE_FINISH = frozenset({"length", "max_tokens", "refusal", "content_filter", "error"})
 
@@ -56,6 +61,7 @@ class _Admitted:
     route: str
     key: KeyMaterial
     started: float
+    stream: bool
     deadline: float | None = None
 
     @property
@@ -106,6 +112,7 @@ class Gateway:
         self._limiter_fail_open = limiter_fail_open
         self._single_flight_wait_s = single_flight_wait_s
         self._background: set[asyncio.Task[Any]] = set()
+        self._prompt_tokens: dict[tuple[Any, ...], int] = {}
 
     # ---- helpers ----
 
@@ -122,8 +129,22 @@ class Gateway:
         self._background.add(task)
         task.add_done_callback(self._background.discard)
 
+    def _after_reply(self, fn: Callable[..., None], *args: Any) -> None:
+        """Run ``fn`` on the next loop turn: by then the reply has been handed to gRPC, so event
+        building and bookkeeping are never on the caller's clock. Callbacks run in the order
+        they were scheduled (a request's event always before its response's)."""
+
+        def guarded() -> None:
+            try:
+                fn(*args)
+            except Exception as exc:  # bookkeeping must not crash anything
+                _log.warning("after_reply_failed", error=repr(exc))
+
+        asyncio.get_running_loop().call_soon(guarded)
+
     async def drain(self, timeout_s: float = 5.0) -> None:
         """Wait for after-reply work (tests, graceful stop)."""
+        await asyncio.sleep(0)  # let callbacks scheduled with _after_reply start their tasks
         if self._background:
             await asyncio.wait(set(self._background), timeout=timeout_s)
 
@@ -156,25 +177,40 @@ class Gateway:
             sampling=req.sampling,
         )
         deadline = time.monotonic() + time_remaining if time_remaining is not None else None
-        admitted = _Admitted(request_id, tenant, req_with_route, version, route, key, started, deadline)
+        return _Admitted(request_id, tenant, req_with_route, version, route, key, started, stream, deadline)
+
+    def _publish_request(self, a: _Admitted) -> None:
         self._events.publish(
             REQUESTS_TOPIC,
-            request_id,
-            request_event(req, request_id=request_id, tenant=tenant, prompt_version=admitted.prompt_version,
-                          route=route, stream=stream, redact=self._redactor.for_tenant(tenant),
-                          raw_input=self._redactor.raw_input(tenant)),
+            a.request_id,
+            request_event(a.req, request_id=a.request_id, tenant=a.tenant,
+                          prompt_version=a.prompt_version, route=a.route, stream=a.stream,
+                          redact=self._redactor.for_tenant(a.tenant),
+                          raw_input=self._redactor.raw_input(a.tenant)),
         )
-        return admitted
 
     def _estimate(self, a: _Admitted) -> int:
         """Tokens to reserve: the prompt as it will be sent (counted with cl100k_base) plus the
         most the answer may take. Settled against the provider's real usage afterwards."""
+        return self._prompt_token_count(a) + (a.req.sampling.max_tokens or self._default_max_tokens)
+
+    def _prompt_token_count(self, a: _Admitted) -> int:
+        variables = tuple(sorted(a.req.variables.items()))
+        size = sum(len(v) for _, v in variables) + sum(len(m.content) for m in a.req.messages)
+        memo_key = (a.prompt_version, variables, a.req.messages) if size <= _MAX_ESTIMATED_CHARS else None
+        if memo_key is not None and (known := self._prompt_tokens.get(memo_key)) is not None:
+            return known
         if a.version is not None:
             system, messages = a.version.render(a.req.variables)
             text = system + "".join(m.content for m in messages)
         else:
             text = "".join(m.content for m in a.req.messages)
-        return count_tokens(text) + (a.req.sampling.max_tokens or self._default_max_tokens)
+        count = count_tokens(text)
+        if memo_key is not None:
+            if len(self._prompt_tokens) >= _MAX_ESTIMATES:
+                self._prompt_tokens.clear()
+            self._prompt_tokens[memo_key] = count
+        return count
 
     async def _check(self, a: _Admitted) -> Decision:
         try:
@@ -201,7 +237,14 @@ class Gateway:
             return LookupResult(key="", cacheable=False)
 
     async def _gate(self, a: _Admitted) -> tuple[Decision, LookupResult]:
-        """Limiter check and cache lookup run concurrently (one round trip of latency, not two)."""
+        """Limiter check and cache lookup run concurrently (one round trip of latency, not two).
+        The request's event follows the decision, refused or not, before any provider call."""
+        try:
+            return await self._decide(a)
+        finally:
+            self._after_reply(self._publish_request, a)
+
+    async def _decide(self, a: _Admitted) -> tuple[Decision, LookupResult]:
         check = asyncio.ensure_future(self._check(a))
         lookup = asyncio.ensure_future(self._lookup(a))
         try:
@@ -240,6 +283,7 @@ class Gateway:
     def _publish_outcome(
         self, request_id: str, tenant: str, req: GatewayRequest, prompt_version: str, route: str,
         exc: LlmgwError | None, started: float, completion: Completion | None = None, cache_hit: bool = False,
+        ended: float | None = None,
     ) -> None:
         status = exc.code.name if exc else "OK"
         REQUESTS.labels(tenant, status, "hit" if cache_hit else "miss").inc()
@@ -249,7 +293,7 @@ class Gateway:
             request_id,
             response_event(
                 request_id=request_id, tenant=tenant, prompt=req.prompt, prompt_version=prompt_version,
-                route=route, status=status, latency_ms=(time.perf_counter() - started) * 1000,
+                route=route, status=status, latency_ms=((ended or time.perf_counter()) - started) * 1000,
                 text=c.text if c else "", provider=c.provider if c else "", model=c.model if c else "",
                 error=exc.message if exc else "", usage=c.usage if c else None, cache_hit=cache_hit,
                 attempts=c.attempts if c else tuple(getattr(exc, "attempts", ()) or ()),
@@ -259,7 +303,11 @@ class Gateway:
 
     def _finish(self, a: _Admitted, decision: Decision, lookup: LookupResult, completion: Completion,
                 chunks: tuple[str, ...], *, hit: bool) -> None:
-        """After-reply bookkeeping: settle the token reservation, store, publish."""
+        """After the reply: settle the token reservation, store, publish."""
+        self._after_reply(self._finished, a, decision, lookup, completion, chunks, hit, time.perf_counter())
+
+    def _finished(self, a: _Admitted, decision: Decision, lookup: LookupResult, completion: Completion,
+                  chunks: tuple[str, ...], hit: bool, ended: float) -> None:
         actual = 0 if hit else completion.usage.total_tokens
         if not hit:
             u, labels = completion.usage, (a.tenant, completion.provider, completion.model)
@@ -277,16 +325,21 @@ class Gateway:
         elif lookup.leader:
             self._later(self._cache.release(lookup.key))  # waiters stop waiting for an entry that won't come
         self._publish_outcome(a.request_id, a.tenant, a.req, a.prompt_version, a.route, None, a.started,
-                              completion, hit)
+                              completion, hit, ended)
 
     def _failed(
         self, a: _Admitted, decision: Decision | None, exc: LlmgwError, lookup: LookupResult | None = None
     ) -> None:
+        self._after_reply(self._failure, a, decision, exc, lookup, time.perf_counter())
+
+    def _failure(self, a: _Admitted, decision: Decision | None, exc: LlmgwError, lookup: LookupResult | None,
+                 ended: float) -> None:
         if lookup is not None and lookup.leader:
             self._later(self._cache.release(lookup.key))
         if decision is not None and decision.reservation_id:
             self._later(self._limiter.settle(decision.reservation_id, 0))
-        self._publish_outcome(a.request_id, a.tenant, a.req, a.prompt_version, a.route, exc, a.started)
+        self._publish_outcome(a.request_id, a.tenant, a.req, a.prompt_version, a.route, exc, a.started,
+                              ended=ended)
 
     # ---- the two entry points ----
 

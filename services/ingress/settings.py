@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
-from pydantic import SecretStr
+from pydantic import SecretStr, field_validator
 
 from llmgw.kit.settings import ServiceSettings
 
@@ -14,6 +15,13 @@ class IngressSettings(ServiceSettings):
     limiter_addr: str = "127.0.0.1:50061"
     cache_addr: str = "127.0.0.1:50062"
     router_addr: str = "127.0.0.1:50063"
+    # Cores to run inside this process instead of calling their service: "limiter,cache". A cache
+    # hit then costs the caller one gRPC hop, not two. Same Redis, keys and rules as the services
+    # (their settings are read with a prefix: LIMITER_REDIS_URL, CACHE_POLICY_FILE, ...), so
+    # colocated and split replicas can serve side by side. See docs/cache.md "Topologies".
+    colocate: frozenset[Literal["limiter", "cache"]] = frozenset()
+    # How long a lookup through the cache service may take before the request goes on as a miss.
+    cache_timeout_s: float = 0.25
     kafka_bootstrap: str = "127.0.0.1:9092"
     # On for Apache Kafka; off for the embedded Tansu broker (it refuses InitProducerId).
     kafka_idempotence: bool = False
@@ -45,3 +53,11 @@ class IngressSettings(ServiceSettings):
     single_flight_wait_s: float = 10.0
     # When the limiter service is unreachable: admit (and count the miss) rather than fail.
     limiter_fail_open: bool = True
+
+    @field_validator("colocate", mode="before")
+    @classmethod
+    def _split(cls, value: object) -> object:
+        # From the environment it is one comma-separated string.
+        if isinstance(value, str):
+            return frozenset(part.strip() for part in value.split(",") if part.strip())
+        return value

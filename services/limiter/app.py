@@ -1,12 +1,16 @@
-"""Composition root of the limiter: settings -> Redis -> core -> gRPC service."""
+"""Composition root of the limiter: settings -> Redis -> core -> gRPC service.
+
+``start_core`` is also how the ingress runs the limiter in its own process (``COLOCATE``)."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections.abc import Awaitable, Callable
 
 from llmgw.kit.redis import connect
 from llmgw.kit.reload import FileWatcher
+from llmgw.kit.scripts import ScriptBatcher
 from llmgw.kit.server import GrpcService
 from llmgw.limiter.v1 import limiter_pb2_grpc
 from llmgw.services.limiter.core import RedisLimiter
@@ -14,31 +18,40 @@ from llmgw.services.limiter.rules import load_rules
 from llmgw.services.limiter.server import SERVICE_NAME, LimiterServicer
 from llmgw.services.limiter.settings import LimiterSettings
 
-__all__ = ["build"]
+__all__ = ["build", "start_core"]
 
 
-async def build(settings: LimiterSettings) -> GrpcService:
-    redis = connect(settings.redis_url, settings.redis_password)
+async def start_core(
+    settings: LimiterSettings, batcher: ScriptBatcher | None = None
+) -> tuple[RedisLimiter, Callable[[], Awaitable[None]]]:
+    """The core with its Redis and its rules file followed (hot reload); returns it and its stop.
+    ``batcher``: share another core's script pipeline on the same Redis (colocated ingress)."""
+    redis = batcher.redis if batcher is not None else connect(settings.redis_url, settings.redis_password)
     core = RedisLimiter(
         redis,
         load_rules(settings.limits_file),
         prefix=settings.key_prefix,
         timeout_s=settings.redis_timeout_s,
         replicas=settings.replicas,
+        batcher=batcher,
     )
     watcher = FileWatcher(settings.limits_file, load_rules, core.replace_rules)
     reload_task = asyncio.get_running_loop().create_task(watcher.run(settings.reload_interval_s))
 
-    async def on_stop() -> None:
+    async def stop() -> None:
         reload_task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await reload_task
         await redis.aclose()
 
-    service = GrpcService(
+    return core, stop
+
+
+async def build(settings: LimiterSettings) -> GrpcService:
+    core, stop = await start_core(settings)
+    return GrpcService(
         name="limiter",
         servicers=[(LimiterServicer(core), limiter_pb2_grpc.add_LimiterServicer_to_server, SERVICE_NAME)],
         ready=core.ready,
-        on_stop=on_stop,
+        on_stop=stop,
     )
-    return service

@@ -18,8 +18,8 @@ from redis.exceptions import RedisError
 from llmgw.domain import Decision, LimitStatus
 from llmgw.kit.breaker import Breaker
 from llmgw.kit.logging import get_logger
+from llmgw.kit.scripts import ScriptBatcher
 from llmgw.services.limiter import _lua
-from llmgw.services.limiter.batch import ScriptBatcher
 from llmgw.services.limiter.local import Bucket, LocalGcra
 from llmgw.services.limiter.rules import Limit, Rule, RuleSet
 
@@ -70,6 +70,7 @@ class RedisLimiter:
         replicas: int = 1,
         breaker: Breaker | None = None,
         clock: Callable[[], float] = time.monotonic,
+        batcher: ScriptBatcher | None = None,
     ) -> None:
         self._redis = redis
         self._rules = rules
@@ -81,8 +82,11 @@ class RedisLimiter:
         self._breaker = breaker or Breaker(failure_threshold=3, open_seconds=2.0, clock=clock)
         self._local = LocalGcra(clock)
         self._plans: dict[tuple[str, tuple[tuple[str, str], ...]], _Plan] = {}
-        self._check = ScriptBatcher(redis, _lua.CHECK)
-        self._settle = redis.register_script(_lua.SETTLE)
+        # Pipelined with whatever else runs at the same moment (other checks; in a colocated
+        # ingress also the cache lookup): one write and one read per loop turn, not per call.
+        batcher = batcher or ScriptBatcher(redis)
+        self._check = batcher.register(_lua.CHECK)
+        self._settle = batcher.register(_lua.SETTLE)
 
     @property
     def rules(self) -> RuleSet:

@@ -11,7 +11,8 @@ __all__ = ["main"]
 def _up(args: argparse.Namespace) -> int:
     from llmgw.up import main as up
 
-    return up(demo=args.demo, exit_after_demo=args.exit_after_demo, workdir=args.workdir, port=args.port)
+    return up(demo=args.demo, exit_after_demo=args.exit_after_demo, workdir=args.workdir, port=args.port,
+              colocate=args.colocate)
 
 
 def _limits_check(args: argparse.Namespace) -> int:
@@ -59,6 +60,8 @@ def main(argv: list[str] | None = None) -> int:
     up.add_argument("--exit-after-demo", action="store_true", help="stop everything after the demo")
     up.add_argument("--workdir", default=".llmgw", help="logs and generated config (default .llmgw)")
     up.add_argument("--port", type=int, default=50050, help="the ingress port (default 50050)")
+    up.add_argument("--colocate", action="store_true",
+                    help="the ingress runs the limiter and cache cores itself (a hit: one gRPC hop; docs/cache.md)")
     up.set_defaults(func=_up)
 
     limits = sub.add_parser("limits", help="rate-limit rules").add_subparsers(dest="sub", required=True)

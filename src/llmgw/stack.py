@@ -63,13 +63,15 @@ class Stack:
     router: RunningServer
     fake: FakeProviderServer
     prefix: str
+    owns_fake: bool = True  # False when the fake providers were handed in (shared by stacks)
     servers: list[RunningServer] = field(default_factory=list)
 
     async def stop(self) -> None:
         # Ingress first: it drains its after-reply work and flushes events before peers go.
         for s in [self.ingress, self.router, self.cache, self.limiter]:
             await s.stop(grace=1.0)
-        await self.fake.stop()
+        if self.owns_fake:
+            await self.fake.stop()
 
 
 async def start_stack(
@@ -84,18 +86,24 @@ async def start_stack(
     ingress_overrides: dict[str, Any] | None = None,
     cache_overrides: dict[str, Any] | None = None,
     router_overrides: dict[str, Any] | None = None,
+    colocate: tuple[str, ...] = (),
 ) -> Stack:
-    """Start limiter, cache, router and ingress; keys get a fresh prefix so runs never collide."""
+    """Start limiter, cache, router and ingress; keys get a fresh prefix so runs never collide.
+
+    ``colocate`` ("limiter", "cache") runs those cores inside the ingress too, with the very
+    settings of the services (same Redis keys): the services keep running for the router's
+    outbound quotas and the cache's Stats/Invalidate."""
     prefix = f"llmgw-test-{uuid.uuid4().hex[:8]}"
+    owns_fake = fake is None
     fake = fake or await start_fake_providers()
     lim_kw: dict[str, Any] = {"redis_url": redis_url, "key_prefix": f"{prefix}:rl", "port": 0}
     if limits_file:
         lim_kw["limits_file"] = limits_file
-    limiter = await start_server(await build_limiter(load_settings(LimiterSettings, {}, **lim_kw)))
-    cache = await start_server(
-        await build_cache(load_settings(CacheSettings, {}, redis_url=redis_url, key_prefix=f"{prefix}:cache",
-                                        **(cache_overrides or {})))
-    )
+    limiter_settings = load_settings(LimiterSettings, {}, **lim_kw)
+    cache_settings = load_settings(CacheSettings, {}, redis_url=redis_url, key_prefix=f"{prefix}:cache",
+                                   **(cache_overrides or {}))
+    limiter = await start_server(await build_limiter(limiter_settings))
+    cache = await start_server(await build_cache(cache_settings))
     rt_kw: dict[str, Any] = {"prompts_dir": prompts_dir, "openai_base_url": fake.openai_url,
                              "anthropic_base_url": fake.anthropic_url, "limiter_addr": limiter.address,
                              **(router_overrides or {})}
@@ -113,8 +121,11 @@ async def start_stack(
                 kafka_bootstrap=kafka_bootstrap,
                 api_keys=api_keys,
                 prompts_dir=prompts_dir,
+                colocate=frozenset(colocate),
                 **(ingress_overrides or {}),
-            )
+            ),
+            limiter_settings=limiter_settings,
+            cache_settings=cache_settings,
         )
     )
-    return Stack(ingress, limiter, cache, router, fake, prefix)
+    return Stack(ingress, limiter, cache, router, fake, prefix, owns_fake)

@@ -56,6 +56,22 @@ class System:
     kafka: str = ""
     fake_url: str | None = None
     procs: list[LocalProcess] = field(default_factory=list)
+    # What another ingress needs to join this system (see add_ingress).
+    ingress_env: dict[str, str] = field(default_factory=dict)
+    used_ports: set[int] = field(default_factory=set)
+
+    async def add_ingress(self, name: str, *, colocate: bool) -> str:
+        """One more ingress process on this system's limiter, cache, router and Redis (e.g. to
+        compare topologies side by side); returns its address once SERVING."""
+        port = free_port(self.used_ports)
+        env = {**self.ingress_env, "PORT": str(port), "METRICS_PORT": "0",
+               **(_colocated_env(self.ingress_env["REDIS_URL"], self.workdir / "limits.yaml") if colocate else {})}
+        if not colocate:
+            env.pop("COLOCATE", None)
+        self.procs.append(spawn(name, [sys.executable, "-m", "llmgw.services.ingress"], port,
+                                log=self.workdir / "logs" / f"{name}.log", env=env))
+        await _wait_serving(self, name, f"127.0.0.1:{port}", 30)
+        return f"127.0.0.1:{port}"
 
     def stop(self) -> None:
         for p in reversed(self.procs):
@@ -79,11 +95,22 @@ async def _wait_serving(system: System, name: str, address: str, timeout_s: floa
     raise TimeoutError(f"{name} at {address} not SERVING after {timeout_s}s")
 
 
-async def start_system(workdir: Path, *, ingress_port: int = 50050, with_drift: bool = True) -> System:
+def _colocated_env(redis_url: str, limits_file: Path) -> dict[str, str]:
+    """The ingress runs the limiter and cache cores itself, on the services' Redis and rules."""
+    return {"COLOCATE": "limiter,cache", "LIMITER_REDIS_URL": redis_url, "LIMITER_LIMITS_FILE": str(limits_file),
+            "CACHE_REDIS_URL": redis_url}
+
+
+async def start_system(workdir: Path, *, ingress_port: int = 50050, with_drift: bool = True,
+                       colocate: bool = False, limits: str = DEMO_LIMITS,
+                       api_keys: str = f"{DEMO_KEY}=demo,{LIMITED_KEY}=limited") -> System:
+    """``colocate``: the ingress decides limits and answers hits in its own process (the limiter
+    and cache services still run, for the router's provider quotas and cache Stats/Invalidate)."""
     logs = workdir / "logs"
     logs.mkdir(parents=True, exist_ok=True)
     system = System(workdir)
-    used = {ingress_port}  # every port handed out here, so no two processes get the same one
+    used = system.used_ports  # every port handed out here, so no two processes get the same one
+    used.add(ingress_port)
     try:
         redis = start_redis(free_port(used), log=logs / "redis.log")
         system.procs.append(redis)
@@ -108,24 +135,27 @@ async def start_system(workdir: Path, *, ingress_port: int = 50050, with_drift: 
                 env["ANTHROPIC_BASE_URL"] = system.fake_url
                 env["ANTHROPIC_API_KEY"] = "fake-anthropic-key"
             _say(f"fake providers on {system.fake_url} (set OPENAI_API_KEY/ANTHROPIC_API_KEY for real ones)")
-        limits = workdir / "limits.yaml"
-        limits.write_text(DEMO_LIMITS)
+        limits_file = workdir / "limits.yaml"
+        limits_file.write_text(limits)
         ports = {name: free_port(used) for name in ("limiter", "cache", "router", "drift")}
         ports["ingress"] = ingress_port
         common = {**env, "REDIS_URL": f"redis://{redis.address}/0", "KAFKA_BOOTSTRAP": tansu.address}
         services: dict[str, dict[str, str]] = {
-            "limiter": {"LIMITS_FILE": str(limits)},
+            "limiter": {"LIMITS_FILE": str(limits_file)},
             "cache": {},
             "router": {"PROMPTS_DIR": str(REPO / "prompts"), "LIMITER_ADDR": f"127.0.0.1:{ports['limiter']}"},
             "ingress": {
                 "LIMITER_ADDR": f"127.0.0.1:{ports['limiter']}",
                 "CACHE_ADDR": f"127.0.0.1:{ports['cache']}",
                 "ROUTER_ADDR": f"127.0.0.1:{ports['router']}",
-                "API_KEYS": f"{DEMO_KEY}=demo,{LIMITED_KEY}=limited",
+                "API_KEYS": api_keys,
                 "LABELS_REDIS_URL": f"redis://{redis.address}/0",
                 "PROMPTS_DIR": str(REPO / "prompts"),
             },
         }
+        if colocate:
+            services["ingress"].update(_colocated_env(common["REDIS_URL"], limits_file))
+        system.ingress_env = {**common, **services["ingress"]}
         if with_drift:
             # Demo-sized windows: a real deployment uses hundreds of inputs per reference (docs/drift.md).
             services["drift"] = {"WINDOW_SIZE": "4", "REFERENCE_SIZE": "2", "BATCH_SECONDS": "2"}
@@ -149,8 +179,8 @@ async def start_system(workdir: Path, *, ingress_port: int = 50050, with_drift: 
         raise
 
 
-async def _run(args_demo: bool, exit_after: bool, workdir: Path, port: int) -> int:
-    system = await start_system(workdir, ingress_port=port)
+async def _run(args_demo: bool, exit_after: bool, workdir: Path, port: int, colocate: bool) -> int:
+    system = await start_system(workdir, ingress_port=port, colocate=colocate)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -171,5 +201,5 @@ async def _run(args_demo: bool, exit_after: bool, workdir: Path, port: int) -> i
         _say("stopped; no process left behind")
 
 
-def main(*, demo: bool, exit_after_demo: bool, workdir: str, port: int) -> int:
-    return asyncio.run(_run(demo, exit_after_demo, Path(workdir).resolve(), port))
+def main(*, demo: bool, exit_after_demo: bool, workdir: str, port: int, colocate: bool = False) -> int:
+    return asyncio.run(_run(demo, exit_after_demo, Path(workdir).resolve(), port, colocate))

@@ -104,3 +104,33 @@ def test_ctrl_c_stops_everything(tmp_path: Path) -> None:
         for p in _spawned_by(tmp_path):
             with contextlib.suppress(psutil.NoSuchProcess):
                 p.kill()
+
+
+async def test_a_colocated_ingress_process_answers_hits_and_enforces_the_rules_file(tmp_path: Path) -> None:
+    """``llmgw up --colocate``: the ingress process reads the limiter's rules and the cache's Redis
+    through LIMITER_*/CACHE_* settings; the limited tenant is refused after 2 requests, a repeat is a hit."""
+    import grpc
+
+    from llmgw.demo import DEMO_KEY, LIMITED_KEY
+    from llmgw.gateway.v1 import gateway_pb2, gateway_pb2_grpc
+    from llmgw.up import start_system
+
+    system = await start_system(tmp_path, ingress_port=free_port(), with_drift=False, colocate=True)
+    try:
+        assert "COLOCATE" in system.ingress_env
+        async with grpc.aio.insecure_channel(system.ingress_addr) as channel:
+            gw = gateway_pb2_grpc.GatewayStub(channel)
+            req = gateway_pb2.CompleteRequest(prompt="summarize", variables={"text": "colocated"})
+            first = await gw.Complete(req, metadata=(("authorization", f"Bearer {DEMO_KEY}"),))
+            again = await gw.Complete(req, metadata=(("authorization", f"Bearer {DEMO_KEY}"),))
+            assert not first.cache_hit and again.cache_hit and again.text == first.text
+            limited = (("authorization", f"Bearer {LIMITED_KEY}"),)
+            for i in range(2):
+                await gw.Complete(gateway_pb2.CompleteRequest(prompt="summarize", variables={"text": f"l{i}"}),
+                                  metadata=limited)
+            with pytest.raises(grpc.aio.AioRpcError) as refused:
+                await gw.Complete(req, metadata=limited)
+            assert refused.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+            assert "limited-rpm" in (refused.value.details() or "")
+    finally:
+        system.stop()

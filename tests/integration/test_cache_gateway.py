@@ -14,16 +14,25 @@ from tests.helpers import Client, prompt_request, ungated_prompts
 
 pytestmark = pytest.mark.integration
 
+# Every behaviour below holds in both topologies: the ingress calling the limiter and cache
+# services, and the ingress running their cores in process (COLOCATE=limiter,cache).
+TOPOLOGIES = {"split": (), "colocated": ("limiter", "cache")}
+
+
+@pytest.fixture(params=list(TOPOLOGIES))
+def colocate(request: pytest.FixtureRequest) -> tuple[str, ...]:
+    return TOPOLOGIES[request.param]
+
 
 @pytest.fixture
-async def limited(redis_url: str, topics_ready: str, tmp_path: Path):
+async def limited(redis_url: str, topics_ready: str, tmp_path: Path, colocate: tuple[str, ...]):
     limits = tmp_path / "limits.yaml"
     limits.write_text(
         "domains: {gateway: [{match: {tenant: '*'}, limits: ["
         "{name: tenant-rpm, unit: requests, limit: 10, per: minute},"
         "{name: tenant-tpm, unit: tokens, limit: 2000, per: minute}]}]}"
     )
-    s = await start_stack(redis_url=redis_url, kafka_bootstrap=topics_ready, limits_file=limits)
+    s = await start_stack(redis_url=redis_url, kafka_bootstrap=topics_ready, limits_file=limits, colocate=colocate)
     yield s
     await s.stop()
 
@@ -33,11 +42,13 @@ def _drain(stack: Stack):  # type: ignore[no-untyped-def]
 
 
 @pytest.fixture
-async def roomy(redis_url: str, topics_ready: str):
+async def roomy(redis_url: str, topics_ready: str, colocate: tuple[str, ...]):
     # 100 requests at once share this one process's event loop with every service: give Redis
-    # calls room (the 50 ms default would turn slow lookups into misses, as designed).
+    # calls and the cache hop room (the 50 ms and 250 ms defaults would turn slow lookups into
+    # misses, as designed).
     s = await start_stack(redis_url=redis_url, kafka_bootstrap=topics_ready,
-                          cache_overrides={"redis_timeout_s": 1.0})
+                          cache_overrides={"redis_timeout_s": 1.0}, ingress_overrides={"cache_timeout_s": 2.0},
+                          colocate=colocate)
     yield s
     await s.stop()
 
@@ -121,9 +132,13 @@ async def test_a_label_move_makes_the_old_versions_entries_unreachable(
         await stack.stop()
 
 
-async def test_cache_cli_invalidate_and_stats(stack: Stack, capsys: pytest.CaptureFixture[str]) -> None:
+async def test_cache_cli_invalidate_and_stats(redis_url: str, topics_ready: str, colocate: tuple[str, ...],
+                                             capsys: pytest.CaptureFixture[str]) -> None:
+    """Colocated, the hit is answered and counted inside the ingress; the cache service's Stats and
+    Invalidate see and drop the very same entries (same Redis keys)."""
     from llmgw.cli import main as cli
 
+    stack = await start_stack(redis_url=redis_url, kafka_bootstrap=topics_ready, colocate=colocate)
     client = Client(stack.ingress.address)
     await client.complete(prompt_request("cli"))
     await _drain(stack)
@@ -139,6 +154,7 @@ async def test_cache_cli_invalidate_and_stats(stack: Stack, capsys: pytest.Captu
     assert not (await client.complete(prompt_request("cli"))).cache_hit
     assert await loop.run_in_executor(None, cli, ["cache", "invalidate", "--addr", addr]) == 1
     await client.close()
+    await stack.stop()
 
 
 async def test_a_refused_request_leaves_no_single_flight_lock(limited: Stack, redis_url: str) -> None:

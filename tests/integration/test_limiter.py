@@ -144,3 +144,35 @@ async def test_a_decision_abandoned_while_queued_charges_nothing(redis: aioredis
         await task
     d = await lim.check([("tenant", "a")])
     assert d.allowed and d.statuses[0].remaining == 9
+
+
+async def test_limiter_and_cache_share_one_pipeline_and_both_survive_a_script_flush(redis: aioredis.Redis) -> None:
+    """A colocated ingress hands both cores one batcher: the check and the lookup a request makes
+    at once leave in one write. After a SCRIPT FLUSH each script is reloaded and each call runs once."""
+    from llmgw.domain import KeyMaterial
+    from llmgw.kit.scripts import ScriptBatcher
+    from llmgw.services.cache.core import RedisCache
+
+    batcher = ScriptBatcher(redis)
+    pipelines: list[int] = []
+    real = batcher._pipeline
+
+    async def counting(batch):  # type: ignore[no-untyped-def]
+        pipelines.append(len(batch))
+        return await real(batch)
+
+    batcher._pipeline = counting  # type: ignore[method-assign]
+    lim = _limiter(redis, _rule({"tenant": "*"}, {"name": "rpm", "unit": "requests", "limit": 5, "per": "minute"}),
+                   batcher=batcher)
+    cache = RedisCache(redis, prefix=f"t-{uuid.uuid4().hex[:8]}", batcher=batcher)
+    key = KeyMaterial(tenant="a", route="r", prompt="p", prompt_version="v1@x", variables={"q": "same"})
+    decision, lookup = await asyncio.gather(lim.check([("tenant", "a")]), cache.lookup(key))
+    assert pipelines[0] == 2  # one exchange carried both scripts (then a rerun: first use loads them)
+    assert decision.allowed and lookup.leader and not lookup.hit
+    await redis.script_flush()
+    pipelines.clear()
+    decision, waiting = await asyncio.gather(lim.check([("tenant", "a")]), cache.lookup(key))
+    # Both got NOSCRIPT, both scripts were loaded, each call ran once: the second request counts
+    # 2 of 5 and sees the first one's single-flight lock.
+    assert pipelines == [2, 2]  # the batch, and the rerun of both after loading both scripts
+    assert decision.statuses[0].remaining == 3 and waiting.in_flight

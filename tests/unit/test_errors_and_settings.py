@@ -46,3 +46,21 @@ class TestSettings:
 
 def test_unavailable_keeps_attempts() -> None:
     assert Unavailable("x", attempts=[1, 2]).attempts == [1, 2]
+
+
+def test_colocate_is_read_from_a_comma_list_and_a_wrong_name_is_named() -> None:
+    from llmgw.services.ingress.settings import IngressSettings
+
+    assert load_settings(IngressSettings, {"COLOCATE": "limiter, cache"}).colocate == {"limiter", "cache"}
+    assert load_settings(IngressSettings, {}).colocate == frozenset()
+    with pytest.raises(ConfigError, match="COLOCATE"):
+        load_settings(IngressSettings, {"COLOCATE": "limiter,router"})
+
+
+def test_a_colocated_core_reads_its_settings_with_a_prefix() -> None:
+    from llmgw.services.limiter.settings import LimiterSettings
+
+    env = {"LIMITER_REDIS_URL": "redis://10.0.0.1:6379/2", "REDIS_URL": "redis://elsewhere:1/0"}
+    assert load_settings(LimiterSettings, env, prefix="LIMITER_").redis_url == "redis://10.0.0.1:6379/2"
+    with pytest.raises(ConfigError, match="LIMITER_REDIS_TIMEOUT_S"):
+        load_settings(LimiterSettings, {"LIMITER_REDIS_TIMEOUT_S": "soon"}, prefix="LIMITER_")

@@ -74,12 +74,16 @@ class LocalProcess:
 
 def spawn(name: str, argv: list[str], port: int, *, log: Path | None, env: dict[str, str] | None = None,
            workdir: Path | None = None) -> LocalProcess:
-    out = open(log, "ab") if log else subprocess.DEVNULL  # noqa: SIM115 (owned by the child)
-    popen = subprocess.Popen(
-        argv, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-        # Own process group: a stop kills the whole tree, Ctrl-C in a terminal reaches us first.
-        start_new_session=True, env={**os.environ, **(env or {})}, cwd=workdir,
-    )
+    out = open(log, "ab") if log else subprocess.DEVNULL  # noqa: SIM115 (the child gets its own copy)
+    try:
+        popen = subprocess.Popen(
+            argv, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+            # Own process group: a stop kills the whole tree, Ctrl-C in a terminal reaches us first.
+            start_new_session=True, env={**os.environ, **(env or {})}, cwd=workdir,
+        )
+    finally:
+        if log:  # the child holds the log open; this process must not leak its copy
+            out.close()  # type: ignore[union-attr]
     return LocalProcess(name, popen, port, workdir)
 
 

@@ -62,20 +62,26 @@ class _Interceptor(grpc.aio.ServerInterceptor):
 
     def __init__(self, service: str) -> None:
         self._service = service
+        # Wrapped handlers built once per method, not per call (this runs on every RPC).
+        self._wrapped: dict[str, grpc.RpcMethodHandler] = {}
 
     async def intercept_service(
         self,
         continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
         handler_call_details: grpc.HandlerCallDetails,
     ) -> grpc.RpcMethodHandler:
+        full = handler_call_details.method
+        wrapped = self._wrapped.get(full)
+        if wrapped is not None:
+            return wrapped
         handler = await continuation(handler_call_details)
-        if handler is None:
+        if handler is None or "grpc.health" in full or "ServerReflection" in full:
             return handler
-        method = handler_call_details.method.rsplit("/", 1)[-1]
-        if method in ("Check", "Watch") and "grpc.health" in handler_call_details.method:
-            return handler
-        if "ServerReflection" in handler_call_details.method:
-            return handler
+        wrapped = self._wrap(handler, full.rsplit("/", 1)[-1])
+        self._wrapped[full] = wrapped
+        return wrapped
+
+    def _wrap(self, handler: grpc.RpcMethodHandler, method: str) -> grpc.RpcMethodHandler:
         if handler.unary_unary is not None:
             return grpc.unary_unary_rpc_method_handler(
                 self._wrap_unary(handler.unary_unary, method),

@@ -37,12 +37,17 @@ class ServiceSettings(BaseModel):
     shutdown_grace_s: float = 5.0
 
 
-def load_settings(cls: type[S], environ: Mapping[str, str] | None = None, **overrides: Any) -> S:
-    """Build ``cls`` from ``environ`` (default: ``os.environ``); overrides win (tests, composition)."""
+def load_settings(
+    cls: type[S], environ: Mapping[str, str] | None = None, *, prefix: str = "", **overrides: Any
+) -> S:
+    """Build ``cls`` from ``environ`` (default: ``os.environ``); overrides win (tests, composition).
+
+    ``prefix`` reads ``<PREFIX>FOO_BAR`` instead: a process hosting another service's core (the
+    ingress with ``COLOCATE``) reads that core's settings as ``LIMITER_REDIS_URL`` and so on."""
     env = os.environ if environ is None else environ
     raw: dict[str, Any] = {}
     for name in cls.model_fields:
-        var = name.upper()
+        var = prefix + name.upper()
         if var in env:
             raw[name] = env[var]
     raw.update(overrides)
@@ -50,7 +55,7 @@ def load_settings(cls: type[S], environ: Mapping[str, str] | None = None, **over
         return cls.model_validate(raw)
     except ValidationError as exc:
         problems = "; ".join(
-            f"{str(err['loc'][0]).upper()}: {err['msg']}" for err in exc.errors()
+            f"{prefix}{str(err['loc'][0]).upper()}: {err['msg']}" for err in exc.errors()
         )
         raise ConfigError(f"invalid settings for {cls.__name__}: {problems}") from exc
 
