@@ -65,7 +65,8 @@ class TestHelmChart:
         assert report["errors"] == []
         assert [m for m in report["messages"] if m["severity"] >= 2] == []
 
-    @pytest.mark.parametrize("values", [None, EVERYTHING_ON, {"drift": {"enabled": False}}])
+    @pytest.mark.parametrize("values", [None, EVERYTHING_ON, {"drift": {"enabled": False}},
+                                        {**EVERYTHING_ON, "ingress": {"colocate": True}}])
     def test_every_rendered_object_is_valid_kubernetes(self, values: dict[str, Any] | None) -> None:
         validate_all(render(values))
 
@@ -123,6 +124,21 @@ class TestHelmChart:
         docs = render(EVERYTHING_ON)
         assert set(of_kind(docs, "NetworkPolicy")) == {f"llmgw-{c}" for c in ("ingress", "limiter", "cache", "router")}
         assert of_kind(docs, "ServiceMonitor")
+
+    def test_a_colocated_ingress_gets_the_limiter_rules_and_redis_under_prefixes(self) -> None:
+        plain = of_kind(render(), "Deployment")["llmgw-ingress"]["spec"]["template"]["spec"]
+        assert "COLOCATE" not in {e["name"] for e in plain["containers"][0]["env"]}
+        pod = of_kind(render({"ingress": {"colocate": True}, "redis": {"passwordSecret": "redis-auth"}}),
+                      "Deployment")["llmgw-ingress"]["spec"]["template"]["spec"]
+        (c,) = pod["containers"]
+        env = {e["name"]: e for e in c["env"]}
+        assert env["COLOCATE"]["value"] == "limiter,cache"
+        assert env["LIMITER_LIMITS_FILE"]["value"] == "/etc/llmgw/config/limits.yaml"
+        assert env["LIMITER_REDIS_URL"]["value"] == env["CACHE_REDIS_URL"]["value"] == "redis://redis-master:6379/0"
+        for var in ("LIMITER_REDIS_PASSWORD", "CACHE_REDIS_PASSWORD"):
+            assert env[var]["valueFrom"]["secretKeyRef"]["name"] == "redis-auth"
+        assert {"name": "config", "mountPath": "/etc/llmgw/config", "readOnly": True} in c["volumeMounts"]
+        assert any(v["name"] == "config" for v in pod["volumes"])
 
     def test_prompts_and_configs_are_mounted_where_services_read_them(self) -> None:
         docs = render()

@@ -41,12 +41,17 @@ app.kubernetes.io/component: {{ .name }}
 {{- end -}}
 
 {{- define "llmgw.redisEnv" -}}
-- name: REDIS_URL
-  value: {{ .Values.redis.url | quote }}
-{{- if .Values.redis.passwordSecret }}
-- name: REDIS_PASSWORD
+{{ include "llmgw.redisEnvAs" (dict "root" . "prefix" "") }}
+{{- end -}}
+
+{{/* Redis settings under a prefix: a colocated ingress reads the limiter's as LIMITER_REDIS_URL. */}}
+{{- define "llmgw.redisEnvAs" -}}
+- name: {{ .prefix }}REDIS_URL
+  value: {{ .root.Values.redis.url | quote }}
+{{- if .root.Values.redis.passwordSecret }}
+- name: {{ .prefix }}REDIS_PASSWORD
   valueFrom:
-    secretKeyRef: {name: {{ .Values.redis.passwordSecret | quote }}, key: {{ .Values.redis.passwordKey | quote }}}
+    secretKeyRef: {name: {{ .root.Values.redis.passwordSecret | quote }}, key: {{ .root.Values.redis.passwordKey | quote }}}
 {{- end }}
 {{- end -}}
 
