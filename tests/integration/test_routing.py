@@ -222,7 +222,9 @@ async def test_token_reservations_settle_to_real_usage_for_streams_and_failures(
     from llmgw.services.limiter.rules import load_rules
 
     limits = tmp_path / "limits.yaml"
-    limits.write_text("domains: {gateway: [{match: {tenant: '*'}, limits: [{name: tpm, unit: tokens, limit: 100000, per: hour}]}]}")
+    # Per day: the bucket refills ~1 token/s, so a slow first request on a busy machine does not
+    # blur the count (per hour it refilled ~28 tokens/s, several tokens during a cold first call).
+    limits.write_text("domains: {gateway: [{match: {tenant: '*'}, limits: [{name: tpm, unit: tokens, limit: 100000, per: day}]}]}")
     stack = await start_stack(redis_url=redis_url, kafka_bootstrap=topics_ready, limits_file=limits)
     client = Client(stack.ingress.address)
     redis = connect(redis_url)
