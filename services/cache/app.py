@@ -1,23 +1,34 @@
-"""Composition root of the cache: settings -> Redis -> core -> gRPC service."""
+"""Composition root of the cache: settings -> Redis -> core -> gRPC service.
+
+``start_core`` is also how the ingress runs the cache in its own process (``COLOCATE``)."""
 
 from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Awaitable, Callable
 
 from llmgw.cache.v1 import cache_pb2_grpc
 from llmgw.kit.redis import connect
 from llmgw.kit.scripts import ScriptBatcher
 from llmgw.kit.server import GrpcService
 from llmgw.services.cache.core import RedisCache
+from llmgw.services.cache.near import NearCache
 from llmgw.services.cache.policy import load_policy
 from llmgw.services.cache.server import SERVICE_NAME, CacheServicer
 from llmgw.services.cache.settings import CacheSettings
 
-__all__ = ["build", "build_core"]
+__all__ = ["build", "start_core"]
 
 
-def build_core(settings: CacheSettings, batcher: ScriptBatcher | None = None) -> RedisCache:
-    """``batcher``: share another core's script pipeline on the same Redis (colocated ingress)."""
+async def start_core(
+    settings: CacheSettings, batcher: ScriptBatcher | None = None
+) -> tuple[RedisCache, Callable[[], Awaitable[None]]]:
+    """The core, with its near cache following invalidations; returns it and its stop.
+    ``batcher``: share another core's script pipeline on the same Redis (colocated ingress)."""
     redis = batcher.redis if batcher is not None else connect(settings.redis_url, settings.redis_password)
-    return RedisCache(
+    near = NearCache(max_entries=settings.near_entries, ttl_s=settings.near_ttl_s) if settings.near_entries else None
+    core = RedisCache(
         redis,
         prefix=settings.key_prefix,
         policy=load_policy(settings.policy_file, ttl_s=settings.ttl_s, max_entry_bytes=settings.max_entry_bytes),
@@ -25,14 +36,24 @@ def build_core(settings: CacheSettings, batcher: ScriptBatcher | None = None) ->
         unset_temperature_is_deterministic=settings.unset_temperature_is_deterministic,
         lock_ttl_s=settings.single_flight_lock_s,
         batcher=batcher,
+        near=near,
     )
+    follower = asyncio.get_running_loop().create_task(core.follow_invalidations(), name="cache-invalidations")
+
+    async def stop() -> None:
+        follower.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await follower
+        await core.close()
+
+    return core, stop
 
 
 async def build(settings: CacheSettings) -> GrpcService:
-    core = build_core(settings)
+    core, stop = await start_core(settings)
     return GrpcService(
         name="cache",
         servicers=[(CacheServicer(core), cache_pb2_grpc.add_CacheServicer_to_server, SERVICE_NAME)],
         ready=core.ready,
-        on_stop=core.close,
+        on_stop=stop,
     )

@@ -4,10 +4,12 @@ stats. Never fails a request: Redis slow or down is a miss."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import time
 import uuid
 import zlib
+from collections.abc import Coroutine
 from dataclasses import dataclass
 from typing import Any
 
@@ -21,6 +23,7 @@ from llmgw.domain import CacheEntry, KeyMaterial, LookupResult
 from llmgw.kit.logging import get_logger
 from llmgw.kit.scripts import ScriptBatcher
 from llmgw.services.cache.keys import cache_key, entry_pattern, lock_key, stats_key
+from llmgw.services.cache.near import NearCache
 from llmgw.services.cache.policy import CachePolicy
 
 __all__ = ["RedisCache"]
@@ -78,6 +81,18 @@ return {3}
 """
 
 
+# Counters of hits answered from the near cache (they never ran the lookup script).
+#   KEYS: tenant stats, tenant+prompt stats; ARGV: hits, tokens saved, dollars saved
+_NEAR_HITS = """
+for i = 1, 2 do
+  redis.call('HINCRBY', KEYS[i], 'hits', ARGV[1])
+  redis.call('HINCRBY', KEYS[i], 'tokens_saved', ARGV[2])
+  redis.call('HINCRBYFLOAT', KEYS[i], 'cost_saved_usd', ARGV[3])
+end
+return 1
+"""
+
+
 class RedisCache:
     """Implements ``llmgw.ports.CachePort``."""
 
@@ -91,6 +106,7 @@ class RedisCache:
         unset_temperature_is_deterministic: bool = True,
         lock_ttl_s: float = 30.0,
         batcher: ScriptBatcher | None = None,
+        near: NearCache | None = None,
     ) -> None:
         self._redis = redis
         self._prefix = prefix
@@ -101,7 +117,11 @@ class RedisCache:
         # Pipelined with the other lookups of this loop turn (and, in a colocated ingress, with
         # the limiter's check): a caller that gave up while queued is never sent, so it never
         # takes a single-flight lock it would not use.
-        self._lookup_script = (batcher or ScriptBatcher(redis)).register(_LOOKUP)
+        batcher = batcher or ScriptBatcher(redis)
+        self._lookup_script = batcher.register(_LOOKUP)
+        self._near_hits = batcher.register(_NEAR_HITS)
+        self._near = near
+        self._invalidations = f"{prefix}!invalidations"
         # Strong references to fire-and-forget stat updates (the loop only keeps weak ones).
         self._pending: set[asyncio.Task[None]] = set()
 
@@ -111,14 +131,35 @@ class RedisCache:
     def _stats_keys(self, tenant: str, prompt: str) -> list[str]:
         return [stats_key(tenant, prefix=self._prefix), stats_key(tenant, prompt or "-", prefix=self._prefix)]
 
-    def _hit(self, key: KeyMaterial, k: str, raw: bytes) -> LookupResult:
+    def _hit(self, key: KeyMaterial, k: str, raw: bytes, generation: int = -1) -> LookupResult:
         entry = entry_from_pb(cache_pb2.Entry.FromString(zlib.decompress(raw)))
+        if self._near is not None:
+            ttl_s = self._policy.for_request(key.prompt, key.route).ttl_s
+            self._near.put(k, entry, ttl_left_s=entry.stored_at + ttl_s - time.time(), generation=generation)
+        self._count_saved(key, entry)
+        return LookupResult(key=k, hit=True, entry=entry, cacheable=True)
+
+    def peek(self, key: KeyMaterial) -> LookupResult | None:
+        """A hit from process memory, without Redis; ``None``: ask ``lookup``."""
+        if self._near is None or not self.cacheable(key):
+            return None
+        k = cache_key(key, prefix=self._prefix)
+        entry = self._near.get(k)
+        if entry is None:
+            return None
+        self._count_saved(key, entry)
+        usage = entry.usage
+        self._later(self._near_hits(keys=self._stats_keys(key.tenant, key.prompt),
+                                    args=[1, usage.total_tokens, repr(usage.cost_usd or 0.0)]))
+        return LookupResult(key=k, hit=True, entry=entry, cacheable=True)
+
+    @staticmethod
+    def _count_saved(key: KeyMaterial, entry: CacheEntry) -> None:
         saved = _saved(key.tenant, key.prompt or "-")
         saved.hits.inc()
         saved.tokens.inc(entry.usage.total_tokens)
         if entry.usage.cost_usd is not None:
             saved.cost.inc(entry.usage.cost_usd)
-        return LookupResult(key=k, hit=True, entry=entry, cacheable=True)
 
     async def _probe(self, key: KeyMaterial, k: str) -> tuple[bytes | None, bool]:
         """(entry, leader): the entry if stored; else whether this caller took the lock."""
@@ -138,6 +179,10 @@ class RedisCache:
             return LookupResult(key=k, cacheable=False)
         if not read:  # REFRESH/BYPASS: neither read nor wait for others; REFRESH still stores
             return LookupResult(key=k, cacheable=True)
+        near = self.peek(key)
+        if near is not None:
+            return near
+        generation = self._near.generation if self._near is not None else -1
         try:
             raw, leader = await self._probe(key, k)
         except _REDIS_ERRORS as exc:
@@ -145,7 +190,7 @@ class RedisCache:
             _log.warning("cache_lookup_gave_up", error=repr(exc))
             return LookupResult(key=k, cacheable=True)
         if raw is not None:
-            return self._hit(key, k, raw)
+            return self._hit(key, k, raw, generation)
         if leader:
             _saved(key.tenant, key.prompt or "-").misses.inc()
         return LookupResult(key=k, cacheable=True, leader=leader, in_flight=not leader)
@@ -159,6 +204,7 @@ class RedisCache:
         while time.monotonic() < deadline:
             await asyncio.sleep(delay)
             delay = min(delay * 2, 0.05)
+            generation = self._near.generation if self._near is not None else -1
             try:
                 raw, leader = await self._probe(key, k)
             except _REDIS_ERRORS as exc:  # one slow poll is not the end of the wait
@@ -167,7 +213,7 @@ class RedisCache:
                 continue
             if raw is not None:
                 COALESCED.inc()
-                return self._hit(key, k, raw)
+                return self._hit(key, k, raw, generation)
             if leader:
                 _saved(key.tenant, key.prompt or "-").misses.inc()
                 return LookupResult(key=k, cacheable=True, leader=True)
@@ -195,6 +241,7 @@ class RedisCache:
             _log.info("cache_entry_too_large", bytes=len(blob), max_bytes=policy.max_entry_bytes)
             await self.release(key)
             return False
+        generation = self._near.generation if self._near is not None else -1
         try:
             async with asyncio.timeout(self._timeout * 4):
                 pipe = self._redis.pipeline(transaction=True)  # atomic with the lookup script
@@ -209,6 +256,8 @@ class RedisCache:
             ERRORS.labels("store").inc()
             _log.warning("cache_store_gave_up", error=repr(exc))
             return False
+        if self._near is not None:
+            self._near.put(key, entry, ttl_left_s=policy.ttl_s, generation=generation)
         return True
 
     async def invalidate(self, *, tenant: str | None = None, prompt: str | None = None,
@@ -224,24 +273,57 @@ class RedisCache:
                 batch = []
         if batch:
             deleted += await self._redis.unlink(*batch)
+        if self._near is not None:
+            self._near.drop(pattern)
+        # Every near cache (colocated ingresses, cache replicas) drops what matches at once.
+        await self._redis.publish(self._invalidations, pattern)
         _log.info("cache_invalidated", pattern=pattern, entries=deleted)
         return deleted
 
-    def _count_miss(self, key: KeyMaterial) -> None:
-        # Only a timed-out wait counts outside the lookup script; fire and forget, off the path.
-        task = asyncio.get_running_loop().create_task(self._incr_misses(key))
+    async def follow_invalidations(self, *, retry_s: float = 1.0) -> None:
+        """Keep the near cache in step with ``invalidate`` anywhere; runs until cancelled. While
+        not subscribed the near cache is emptied (a missed invalidation must not be served)."""
+        if self._near is None:
+            return
+        while True:
+            pubsub = self._redis.pubsub(ignore_subscribe_messages=True)
+            try:
+                await pubsub.subscribe(self._invalidations)
+                self._near.clear()  # whatever was published while we were away
+                async for message in pubsub.listen():
+                    if message["type"] == "message":
+                        data = message["data"]
+                        self._near.drop(data.decode() if isinstance(data, bytes) else str(data))
+            except _REDIS_ERRORS as exc:
+                self._near.clear()
+                _log.warning("cache_invalidations_lost", error=repr(exc), retry_in_s=retry_s)
+            finally:
+                with contextlib.suppress(*_REDIS_ERRORS):
+                    await pubsub.aclose()
+            await asyncio.sleep(retry_s)
+
+    def _later(self, coro: Coroutine[Any, Any, Any]) -> None:
+        # Bookkeeping off the request path: fire and forget, failures counted and logged.
+        async def guarded() -> None:
+            try:
+                await coro
+            except _REDIS_ERRORS as exc:
+                ERRORS.labels("stats").inc()
+                _log.debug("cache_stats_failed", error=repr(exc))
+
+        task = asyncio.get_running_loop().create_task(guarded())
         self._pending.add(task)
         task.add_done_callback(self._pending.discard)
 
+    def _count_miss(self, key: KeyMaterial) -> None:
+        # Only a timed-out wait counts outside the lookup script.
+        self._later(self._incr_misses(key))
+
     async def _incr_misses(self, key: KeyMaterial) -> None:
-        try:
-            pipe = self._redis.pipeline(transaction=False)
-            for stats in self._stats_keys(key.tenant, key.prompt):
-                pipe.hincrby(stats, "misses", 1)
-            await pipe.execute()
-        except _REDIS_ERRORS as exc:
-            ERRORS.labels("stats").inc()
-            _log.debug("cache_stats_failed", error=repr(exc))
+        pipe = self._redis.pipeline(transaction=False)
+        for stats in self._stats_keys(key.tenant, key.prompt):
+            pipe.hincrby(stats, "misses", 1)
+        await pipe.execute()
 
     async def stats(self, tenant: str, prompt: str | None = None) -> dict[str, float]:
         raw = await self._redis.hgetall(stats_key(tenant, prompt, prefix=self._prefix))

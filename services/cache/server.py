@@ -81,6 +81,9 @@ class CacheClient(GrpcClient):
         super().__init__(address, timeout_s=timeout_s)
         self._stub = cache_pb2_grpc.CacheStub(self.channel)
 
+    def peek(self, key: KeyMaterial) -> LookupResult | None:
+        return None  # no memory of the service's entries here: every lookup is a call
+
     async def lookup(self, key: KeyMaterial, *, read: bool = True) -> LookupResult:
         with translate_rpc_errors(self.peer):
             pb = await self._stub.Lookup(cache_pb2.LookupRequest(key=key_to_pb(key), read=read),

@@ -24,5 +24,10 @@ class CacheSettings(ServiceSettings):
     redis_timeout_s: float = 0.05
     # Unset temperature means the route default, which is 0 in the shipped routes.
     unset_temperature_is_deterministic: bool = True
+    # Hot entries kept in process memory (0: off): a repeat is answered without a Redis round
+    # trip. Never longer than NEAR_TTL_S nor the entry's Redis TTL; `llmgw cache invalidate`
+    # reaches every near cache at once (Redis pub/sub). See docs/cache.md "Near cache".
+    near_entries: int = 10_000
+    near_ttl_s: float = 30.0
     # A single-flight leader that dies without storing or releasing blocks waiters at most this long.
     single_flight_lock_s: float = 30.0

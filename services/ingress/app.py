@@ -21,7 +21,7 @@ from llmgw.kit.server import GrpcService
 from llmgw.kit.settings import load_settings
 from llmgw.ports import CachePort, EventSink, LimiterPort
 from llmgw.prompts import LabelStore, Registry
-from llmgw.services.cache.app import build_core as build_cache_core
+from llmgw.services.cache.app import start_core as start_cache_core
 from llmgw.services.cache.server import CacheClient
 from llmgw.services.cache.settings import CacheSettings
 from llmgw.services.ingress.auth import ApiKeys
@@ -104,10 +104,10 @@ async def _peers(settings: IngressSettings, limiter_settings: LimiterSettings | 
         probes.append(lambda: peer_serving(client.channel))
         stops.append(client.close)
     if cache_s is not None and "cache" in settings.colocate:
-        local = build_cache_core(cache_s, shared)
+        local, stop_cache = await start_cache_core(cache_s, shared)
         cache = local
         probes.append(local.ready)
-        stops.append(local.close)
+        stops.append(stop_cache)
     else:
         remote = CacheClient(settings.cache_addr, timeout_s=settings.cache_timeout_s)
         cache = remote

@@ -213,10 +213,13 @@ class Gateway:
         return count
 
     async def _check(self, a: _Admitted) -> Decision:
+        return await self._limited(self._limiter.check(
+            [("tenant", a.tenant)], requests=1, tokens=self._estimate(a), request_id=a.request_id
+        ))
+
+    async def _limited(self, decision: Coroutine[Any, Any, Decision]) -> Decision:
         try:
-            return await self._limiter.check(
-                [("tenant", a.tenant)], requests=1, tokens=self._estimate(a), request_id=a.request_id
-            )
+            return await decision
         except LlmgwError as exc:
             if not exc.retriable:
                 raise
@@ -245,6 +248,12 @@ class Gateway:
             self._after_reply(self._publish_request, a)
 
     async def _decide(self, a: _Admitted) -> tuple[Decision, LookupResult]:
+        if a.req.cache_mode == CacheMode.DEFAULT:
+            near = self._cache.peek(a.key)
+            if near is not None:
+                # Answered from memory: only the request limit is left to decide (a hit costs no
+                # tokens), often from a lease without any round trip.
+                return self._allowed(a, await self._limited(self._limiter.admit([("tenant", a.tenant)]))), near
         check = asyncio.ensure_future(self._check(a))
         lookup = asyncio.ensure_future(self._lookup(a))
         try:
@@ -256,16 +265,22 @@ class Gateway:
             # Let the lookup finish (it is bounded): a refused request must not keep a
             # single-flight lock that identical requests of other callers would wait on.
             lookup.add_done_callback(self._release_if_leader)
+        self._allowed(a, decision)
+        found = await lookup
+        if found.in_flight:
+            found = await self._wait(a, found)
+        return decision, found
+
+    @staticmethod
+    def _allowed(a: _Admitted, decision: Decision) -> Decision:
+        if not decision.allowed:
             raise RateLimited(
                 f"rate limit {decision.limit_name!r} exceeded for tenant {a.tenant!r}",
                 retry_after_s=decision.retry_after_ms / 1000,
                 limit=decision.limit_name,
                 metadata=remaining_metadata(decision.statuses),
             )
-        found = await lookup
-        if found.in_flight:
-            found = await self._wait(a, found)
-        return decision, found
+        return decision
 
     def _release_if_leader(self, done: asyncio.Future[LookupResult]) -> None:
         if not done.cancelled() and done.exception() is None and done.result().leader:

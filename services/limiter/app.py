@@ -34,6 +34,8 @@ async def start_core(
         timeout_s=settings.redis_timeout_s,
         replicas=settings.replicas,
         batcher=batcher,
+        lease_max=settings.lease_max,
+        lease_ttl_s=settings.lease_ttl_s,
     )
     watcher = FileWatcher(settings.limits_file, load_rules, core.replace_rules)
     reload_task = asyncio.get_running_loop().create_task(watcher.run(settings.reload_interval_s))

@@ -8,6 +8,7 @@ import json
 import time
 import uuid
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote
 
@@ -34,6 +35,16 @@ LOCAL_DECISIONS = Counter("llmgw_limiter_local_decisions_total", "Checks decided
 
 
 _Plan = tuple[list[tuple[Rule, Limit]], list[str], str]
+
+
+@dataclass(slots=True)
+class _Lease:
+    """Requests charged in Redis ahead of use, admitted in process until used or expired."""
+
+    units: int
+    expires: float
+    statuses: tuple[LimitStatus, ...]
+
 _MAX_PLANS = 100_000
 
 
@@ -71,6 +82,8 @@ class RedisLimiter:
         breaker: Breaker | None = None,
         clock: Callable[[], float] = time.monotonic,
         batcher: ScriptBatcher | None = None,
+        lease_max: int = 1,
+        lease_ttl_s: float = 1.0,
     ) -> None:
         self._redis = redis
         self._rules = rules
@@ -82,6 +95,10 @@ class RedisLimiter:
         self._breaker = breaker or Breaker(failure_threshold=3, open_seconds=2.0, clock=clock)
         self._local = LocalGcra(clock)
         self._plans: dict[tuple[str, tuple[tuple[str, str], ...]], _Plan] = {}
+        self._clock = clock
+        self._lease_max = max(1, lease_max)
+        self._lease_ttl = lease_ttl_s
+        self._leases: dict[tuple[str, tuple[tuple[str, str], ...]], _Lease] = {}
         # Pipelined with whatever else runs at the same moment (other checks; in a colocated
         # ingress also the cache lookup): one write and one read per loop turn, not per call.
         batcher = batcher or ScriptBatcher(redis)
@@ -209,6 +226,40 @@ class RedisLimiter:
         if not allowed:
             return Decision(allowed=False, retry_after_ms=retry_ms, limit_name=local[idx][1].name, statuses=statuses)
         return Decision(allowed=True, statuses=statuses)
+
+    async def admit(self, descriptor: Sequence[tuple[str, str]], *, domain: str = "gateway") -> Decision:
+        """One request that costs no tokens (a cache hit), counted against the request limits.
+
+        With ``lease_max`` > 1 an admission that has to ask Redis charges up to that many requests
+        at once and keeps the rest as a lease: the next hits of the descriptor are admitted in
+        process, without a round trip, until the lease is used up or ``lease_ttl_s`` passes. Every
+        leased request was charged in Redis first, so limits are never exceeded across replicas;
+        the price is that unused leased requests (at most lease_max - 1 per replica and
+        descriptor) stay charged. Leases are sized to a tenth of what the limits have left, so
+        near a limit every admission is an exact check of its own."""
+        key = (domain, tuple(descriptor))
+        lease = self._leases.get(key)
+        now = self._clock()
+        if lease is not None and lease.units > 0 and now < lease.expires:
+            lease.units -= 1
+            _counter(domain, "leased").inc()
+            return Decision(allowed=True, statuses=lease.statuses)
+        size = self._lease_size(lease)
+        decision = await self.check(descriptor, requests=size, tokens=0, domain=domain)
+        if not decision.allowed and size > 1:
+            size = 1
+            decision = await self.check(descriptor, requests=1, tokens=0, domain=domain)
+        if len(self._leases) >= _MAX_PLANS:
+            self._leases.clear()
+        left = size - 1 if decision.allowed else 0
+        self._leases[key] = _Lease(left, self._clock() + self._lease_ttl, decision.statuses)
+        return decision
+
+    def _lease_size(self, last: _Lease | None) -> int:
+        if self._lease_max <= 1 or last is None:
+            return 1
+        remaining = [s.remaining for s in last.statuses if s.unit == "requests" and not s.shadow]
+        return max(1, min(self._lease_max, min(remaining, default=0) // 10))
 
     async def settle(self, reservation_id: str, actual_tokens: int) -> int:
         """Replace a reservation's estimate by the real count; 0 when there is nothing to settle."""

@@ -102,3 +102,7 @@ class LimiterClient(GrpcClient):
                 metadata=self.metadata(),
             )
         return pb.refunded_tokens
+
+    async def admit(self, descriptor: Descriptor, *, domain: str = "gateway") -> Decision:
+        # Over gRPC every admission is its own exact check (leases live in a colocated core).
+        return await self.check(descriptor, requests=1, tokens=0, domain=domain)

@@ -24,3 +24,8 @@ class LimiterSettings(ServiceSettings):
     # Replicas of this service: while Redis is out each applies limit / REPLICAS locally.
     replicas: int = 1
     reload_interval_s: float = 2.0
+    # Cache hits admitted by a colocated core (the ingress with COLOCATE) may take a lease of up to
+    # this many requests per Redis call and admit the next hits in process (1: every hit asks
+    # Redis). Leased requests are charged first, so limits are never exceeded; see docs/limits.md.
+    lease_max: int = 8
+    lease_ttl_s: float = 1.0

@@ -29,8 +29,16 @@ class LimiterPort(Protocol):
 
     async def settle(self, reservation_id: str, actual_tokens: int) -> int: ...
 
+    async def admit(self, descriptor: Descriptor, *, domain: str = "gateway") -> Decision:
+        """One request that costs no tokens (a cache hit): counted against request limits."""
+        ...
+
 
 class CachePort(Protocol):
+    def peek(self, key: KeyMaterial) -> LookupResult | None:
+        """A hit from process memory, without a round trip; ``None``: ask ``lookup``."""
+        ...
+
     async def lookup(self, key: KeyMaterial, *, read: bool = True) -> LookupResult: ...
 
     async def wait(self, key: KeyMaterial, *, timeout_s: float) -> LookupResult: ...

@@ -1,0 +1,65 @@
+"""Hot entries in process memory, in front of Redis.
+
+A colocated ingress answers a repeat from here without a Redis round trip. Correctness rests on
+three rules: the key already names tenant, prompt version and every input (a label move or
+rollback changes the key, so it needs no invalidation); an entry never outlives its Redis TTL;
+``llmgw cache invalidate`` deletes in Redis and publishes the pattern, and every near cache drops
+what matches at once (one that loses its subscription clears itself). A generation number stops a
+lookup that read Redis before an invalidation from putting the stale entry back afterwards.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import time
+from collections import OrderedDict
+from collections.abc import Callable
+
+from llmgw.domain import CacheEntry
+
+__all__ = ["NearCache"]
+
+
+class NearCache:
+    def __init__(self, *, max_entries: int, ttl_s: float, clock: Callable[[], float] = time.monotonic) -> None:
+        self._max = max_entries
+        self._ttl = ttl_s
+        self._clock = clock
+        self._entries: OrderedDict[str, tuple[CacheEntry, float]] = OrderedDict()
+        self.generation = 0
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def get(self, key: str) -> CacheEntry | None:
+        found = self._entries.get(key)
+        if found is None:
+            return None
+        entry, expires = found
+        if self._clock() >= expires:
+            del self._entries[key]
+            return None
+        self._entries.move_to_end(key)
+        return entry
+
+    def put(self, key: str, entry: CacheEntry, *, ttl_left_s: float, generation: int) -> None:
+        """``ttl_left_s``: what the entry has left in Redis; ``generation``: read before the entry
+        was fetched (an invalidation since then means it may be stale: not kept)."""
+        if generation != self.generation or ttl_left_s <= 0 or self._max <= 0:
+            return
+        self._entries[key] = (entry, self._clock() + min(self._ttl, ttl_left_s))
+        self._entries.move_to_end(key)
+        while len(self._entries) > self._max:
+            self._entries.popitem(last=False)
+
+    def drop(self, pattern: str) -> int:
+        """Drop the entries a SCAN pattern of ``llmgw cache invalidate`` matches."""
+        self.generation += 1
+        doomed = [k for k in self._entries if fnmatch.fnmatchcase(k, pattern)]
+        for k in doomed:
+            del self._entries[k]
+        return len(doomed)
+
+    def clear(self) -> None:
+        self.generation += 1
+        self._entries.clear()
