@@ -103,9 +103,11 @@ def _colocated_env(redis_url: str, limits_file: Path) -> dict[str, str]:
 
 async def start_system(workdir: Path, *, ingress_port: int = 50050, with_drift: bool = True,
                        colocate: bool = False, limits: str = DEMO_LIMITS,
-                       api_keys: str = f"{DEMO_KEY}=demo,{LIMITED_KEY}=limited") -> System:
+                       api_keys: str = f"{DEMO_KEY}=demo,{LIMITED_KEY}=limited",
+                       extra_env: dict[str, dict[str, str]] | None = None) -> System:
     """``colocate``: the ingress decides limits and answers hits in its own process (the limiter
-    and cache services still run, for the router's provider quotas and cache Stats/Invalidate)."""
+    and cache services still run, for the router's provider quotas and cache Stats/Invalidate).
+    ``extra_env``: more settings per service, e.g. ``{"cache": {"REDIS_TIMEOUT_S": "1"}}``."""
     logs = workdir / "logs"
     logs.mkdir(parents=True, exist_ok=True)
     system = System(workdir)
@@ -155,6 +157,8 @@ async def start_system(workdir: Path, *, ingress_port: int = 50050, with_drift: 
         }
         if colocate:
             services["ingress"].update(_colocated_env(common["REDIS_URL"], limits_file))
+        for name, more in (extra_env or {}).items():
+            services[name].update(more)
         system.ingress_env = {**common, **services["ingress"]}
         if with_drift:
             # Demo-sized windows: a real deployment uses hundreds of inputs per reference (docs/drift.md).

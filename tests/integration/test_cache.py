@@ -129,3 +129,62 @@ async def test_stats_per_prompt(redis: aioredis.Redis) -> None:
     assert (await cache.stats("acme", "p"))["hits"] == 1
     assert (await cache.stats("acme", "other"))["misses"] == 1
     assert (await cache.stats("acme"))["misses"] == 2
+
+
+async def _until(check, timeout_s: float = 3.0) -> bool:  # type: ignore[no-untyped-def]
+    deadline = asyncio.get_running_loop().time() + timeout_s
+    while asyncio.get_running_loop().time() < deadline:
+        if await check():
+            return True
+        await asyncio.sleep(0.02)
+    return False
+
+
+async def test_near_caches_answer_from_memory_count_in_redis_and_drop_on_invalidate(
+    redis: aioredis.Redis,
+) -> None:
+    """Two replicas with near caches on one Redis: B's repeat is answered from memory (no lookup
+    script), still counted in the shared stats; an invalidate on A reaches B's memory at once."""
+    from llmgw.services.cache.near import NearCache
+
+    prefix = f"t-{uuid.uuid4().hex[:8]}"
+    a = RedisCache(redis, prefix=prefix, near=NearCache(max_entries=100, ttl_s=30))
+    b = RedisCache(redis, prefix=prefix, near=NearCache(max_entries=100, ttl_s=30))
+    follower = asyncio.ensure_future(b.follow_invalidations())
+    try:
+        await asyncio.sleep(0.2)  # B subscribed
+        miss = await a.lookup(KEY)
+        await a.store(miss.key, ENTRY, tenant="acme", prompt="p")
+        assert b.peek(KEY) is None  # B has not seen it yet
+        assert (await b.lookup(KEY)).hit  # from Redis, now kept in B's memory
+        near = b.peek(KEY)
+        assert near is not None and near.entry is not None and near.entry.chunks == ENTRY.chunks
+
+        async def counted() -> bool:
+            return (await a.stats("acme")).get("hits") == 2.0
+        assert await _until(counted)  # the near hit reached the shared counters
+        assert (await a.stats("acme", "p"))["tokens_saved"] == 30
+
+        assert await a.invalidate(tenant="acme") == 1
+
+        async def dropped() -> bool:
+            return b.peek(KEY) is None
+        assert await _until(dropped)
+        assert not (await b.lookup(KEY)).hit
+    finally:
+        follower.cancel()
+        await asyncio.gather(follower, return_exceptions=True)
+
+
+async def test_a_near_entry_never_outlives_its_redis_ttl(redis: aioredis.Redis) -> None:
+    from llmgw.services.cache.near import NearCache
+    from llmgw.services.cache.policy import CachePolicy, Policy
+
+    near = NearCache(max_entries=10, ttl_s=30)
+    cache = RedisCache(redis, prefix=f"t-{uuid.uuid4().hex[:8]}", near=near,
+                       policy=CachePolicy(default=Policy(ttl_s=1)))
+    miss = await cache.lookup(KEY)
+    await cache.store(miss.key, ENTRY, tenant="acme", prompt="p")
+    assert cache.peek(KEY) is not None
+    await asyncio.sleep(1.1)
+    assert cache.peek(KEY) is None

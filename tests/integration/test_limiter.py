@@ -176,3 +176,46 @@ async def test_limiter_and_cache_share_one_pipeline_and_both_survive_a_script_fl
     # 2 of 5 and sees the first one's single-flight lock.
     assert pipelines == [2, 2]  # the batch, and the rerun of both after loading both scripts
     assert decision.statuses[0].remaining == 3 and waiting.in_flight
+
+
+async def test_leased_admissions_never_exceed_the_limit_across_replicas(redis: aioredis.Redis) -> None:
+    """Two replicas admitting cache hits with leases of up to 8: never more than the limit, at
+    most 7 per replica left charged unused, and most admissions answered without Redis."""
+    prefix = f"t-{uuid.uuid4().hex[:8]}"
+    rules = parse_rules(_rule({"tenant": "*"}, {"name": "rpm", "unit": "requests", "limit": 200, "per": "minute"}))
+    replicas = [RedisLimiter(redis, rules, prefix=prefix, lease_max=8, lease_ttl_s=60) for _ in range(2)]
+    decisions = []
+    for _ in range(150):  # rounds of one admission per replica, as hits arrive
+        decisions += await asyncio.gather(*(r.admit([("tenant", "acme")]) for r in replicas))
+    admitted = sum(d.allowed for d in decisions)
+    assert 200 - 2 * 7 <= admitted <= 200
+    probe = RedisLimiter(redis, rules, prefix=prefix)
+    left = (await probe.check([("tenant", "acme")], requests=0)).statuses[0].remaining
+    assert left == 0  # everything was charged; nothing beyond the limit was admitted
+
+
+async def test_near_a_limit_every_admission_is_exact(redis: aioredis.Redis) -> None:
+    lim = _limiter(redis, _rule({"tenant": "*"}, {"name": "rpm", "unit": "requests", "limit": 10, "per": "minute"}),
+                   lease_max=8)
+    results = [(await lim.admit([("tenant", "a")])).allowed for _ in range(12)]
+    # A tenth of 10 is less than 2: no lease, each admission is its own check.
+    assert results == [True] * 10 + [False] * 2
+
+
+async def test_a_lease_saves_round_trips(redis: aioredis.Redis) -> None:
+    from llmgw.kit.scripts import ScriptBatcher
+
+    batcher = ScriptBatcher(redis)
+    sent: list[int] = []
+    real = batcher._pipeline
+
+    async def counting(batch):  # type: ignore[no-untyped-def]
+        sent.append(len(batch))
+        return await real(batch)
+
+    batcher._pipeline = counting  # type: ignore[method-assign]
+    lim = _limiter(redis, _rule({"tenant": "*"}, {"name": "rpm", "unit": "requests", "limit": 10_000, "per": "minute"}),
+                   lease_max=8, batcher=batcher)
+    for _ in range(80):
+        assert (await lim.admit([("tenant", "a")])).allowed
+    assert len(sent) <= 80 // 8 + 3  # one call per lease of 8 (plus the first, sized 1, and a script load)
