@@ -28,9 +28,12 @@ __all__ = ["KEY_SCHEMA", "cache_key", "canonical_json", "entry_pattern", "lock_k
 KEY_SCHEMA = 2
 
 
+# Escape what would break the layout or a SCAN pattern (str.translate: this runs on every lookup).
+_ESCAPES = str.maketrans({c: f"%{ord(c):02X}" for c in ":%*?[]\\"})
+
+
 def _part(text: str) -> str:
-    # Escape what would break the layout or a SCAN pattern.
-    return "".join(f"%{ord(c):02X}" if c in ":%*?[]\\" else c for c in text) or "-"
+    return text.translate(_ESCAPES) or "-"
 
 
 def canonical_json(k: KeyMaterial) -> str:

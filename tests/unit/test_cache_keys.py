@@ -52,3 +52,16 @@ def test_variable_order_does_not_matter() -> None:
 def test_key_is_namespaced_by_tenant() -> None:
     assert cache_key(BASE, prefix="p").startswith("p:acme:")
     assert "hello" in canonical_json(BASE)
+
+
+def test_layout_characters_in_names_are_escaped_so_patterns_cannot_cross_tenants() -> None:
+    import fnmatch
+
+    from llmgw.services.cache.keys import entry_pattern
+
+    sneaky = cache_key(replace(BASE, tenant="a*:x"), prefix="p")
+    assert sneaky.startswith("p:a%2A%3Ax:summarize:") and sneaky.count(":") == 4
+    # Invalidating tenant "a" must not reach tenant "a*:x", nor the other way round.
+    assert not fnmatch.fnmatchcase(sneaky, entry_pattern(prefix="p", tenant="a"))
+    assert not fnmatch.fnmatchcase(cache_key(replace(BASE, tenant="ab"), prefix="p"),
+                                   entry_pattern(prefix="p", tenant="a*"))
