@@ -39,11 +39,15 @@ _Plan = tuple[list[tuple[Rule, Limit]], list[str], str]
 
 @dataclass(slots=True)
 class _Lease:
-    """Requests charged in Redis ahead of use, admitted in process until used or expired."""
+    """Requests charged in Redis ahead of use, admitted in process until used or expired; and the
+    descriptor's recent demand, which sizes the next lease."""
 
-    units: int
-    expires: float
-    statuses: tuple[LimitStatus, ...]
+    units: int = 0
+    expires: float = 0.0
+    statuses: tuple[LimitStatus, ...] = ()
+    window_start: float = 0.0
+    window_count: int = 0  # admissions asked for in the current window (one lease TTL long)
+    demand: int = 0  # admissions in the previous window
 
 _MAX_PLANS = 100_000
 
@@ -230,17 +234,29 @@ class RedisLimiter:
     async def admit(self, descriptor: Sequence[tuple[str, str]], *, domain: str = "gateway") -> Decision:
         """One request that costs no tokens (a cache hit), counted against the request limits.
 
-        With ``lease_max`` > 1 an admission that has to ask Redis charges up to that many requests
-        at once and keeps the rest as a lease: the next hits of the descriptor are admitted in
-        process, without a round trip, until the lease is used up or ``lease_ttl_s`` passes. Every
-        leased request was charged in Redis first, so limits are never exceeded across replicas;
-        the price is that unused leased requests (at most lease_max - 1 per replica and
-        descriptor) stay charged. Leases are sized to a tenth of what the limits have left, so
-        near a limit every admission is an exact check of its own."""
+        With ``lease_max`` > 1 an admission that has to ask Redis may charge several requests at
+        once and keep the rest as a lease: the next hits of the descriptor are admitted in
+        process, without a round trip, until the lease is used up or ``lease_ttl_s`` passes.
+
+        - Never over a limit: every leased request was charged in Redis first.
+        - Exact near a limit: a lease is at most a tenth of what the limits have left.
+        - Sized to demand: at most as many requests as the descriptor asked for in the previous
+          lease window, so a tenant sending a hit now and then is never charged for hits it did
+          not make; leased requests left unused stay charged, which only happens when a busy
+          descriptor slows down (at most ``lease_max`` - 1 per replica each time)."""
         key = (domain, tuple(descriptor))
-        lease = self._leases.get(key)
         now = self._clock()
-        if lease is not None and lease.units > 0 and now < lease.expires:
+        lease = self._leases.get(key)
+        if lease is None:
+            if len(self._leases) >= _MAX_PLANS:
+                self._leases.clear()
+            lease = self._leases[key] = _Lease(window_start=now)
+        if now - lease.window_start >= self._lease_ttl:
+            # Demand is what the last full window saw; a silence longer than a window resets it.
+            lease.demand = lease.window_count if now - lease.window_start < 2 * self._lease_ttl else 0
+            lease.window_start, lease.window_count = now, 0
+        lease.window_count += 1
+        if lease.units > 0 and now < lease.expires:
             lease.units -= 1
             _counter(domain, "leased").inc()
             return Decision(allowed=True, statuses=lease.statuses)
@@ -249,17 +265,16 @@ class RedisLimiter:
         if not decision.allowed and size > 1:
             size = 1
             decision = await self.check(descriptor, requests=1, tokens=0, domain=domain)
-        if len(self._leases) >= _MAX_PLANS:
-            self._leases.clear()
-        left = size - 1 if decision.allowed else 0
-        self._leases[key] = _Lease(left, self._clock() + self._lease_ttl, decision.statuses)
+        lease.units = size - 1 if decision.allowed else 0
+        lease.expires = self._clock() + self._lease_ttl
+        lease.statuses = decision.statuses
         return decision
 
-    def _lease_size(self, last: _Lease | None) -> int:
-        if self._lease_max <= 1 or last is None:
+    def _lease_size(self, lease: _Lease) -> int:
+        if self._lease_max <= 1:
             return 1
-        remaining = [s.remaining for s in last.statuses if s.unit == "requests" and not s.shadow]
-        return max(1, min(self._lease_max, min(remaining, default=0) // 10))
+        remaining = [s.remaining for s in lease.statuses if s.unit == "requests" and not s.shadow]
+        return max(1, min(self._lease_max, min(remaining, default=0) // 10, lease.demand))
 
     async def settle(self, reservation_id: str, actual_tokens: int) -> int:
         """Replace a reservation's estimate by the real count; 0 when there is nothing to settle."""

@@ -178,28 +178,61 @@ async def test_limiter_and_cache_share_one_pipeline_and_both_survive_a_script_fl
     assert decision.statuses[0].remaining == 3 and waiting.in_flight
 
 
+class _Clock:
+    """Process time for leases, moved by the test (the buckets keep Redis's own TIME)."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
 async def test_leased_admissions_never_exceed_the_limit_across_replicas(redis: aioredis.Redis) -> None:
-    """Two replicas admitting cache hits with leases of up to 8: never more than the limit, at
-    most 7 per replica left charged unused, and most admissions answered without Redis."""
+    """Two replicas admitting a steady stream of cache hits with leases of up to 8: never more
+    than the limit, and most admissions answered without Redis."""
     prefix = f"t-{uuid.uuid4().hex[:8]}"
-    rules = parse_rules(_rule({"tenant": "*"}, {"name": "rpm", "unit": "requests", "limit": 200, "per": "minute"}))
-    replicas = [RedisLimiter(redis, rules, prefix=prefix, lease_max=8, lease_ttl_s=60) for _ in range(2)]
+    rules = parse_rules(_rule({"tenant": "*"}, {"name": "rpm", "unit": "requests", "limit": 300, "per": "minute"}))
+    clock = _Clock()
+    replicas = [RedisLimiter(redis, rules, prefix=prefix, lease_max=8, lease_ttl_s=1.0, clock=clock)
+                for _ in range(2)]
+    from llmgw.services.limiter.core import DECISIONS
+
+    leased = DECISIONS.labels("gateway", "leased")
+    leased_before = leased._value.get()
     decisions = []
-    for _ in range(150):  # rounds of one admission per replica, as hits arrive
+    for _ in range(200):  # one hit per replica every 50 ms of process time
         decisions += await asyncio.gather(*(r.admit([("tenant", "acme")]) for r in replicas))
+        clock.now += 0.05
     admitted = sum(d.allowed for d in decisions)
-    assert 200 - 2 * 7 <= admitted <= 200
+    assert 300 - 2 * 7 <= admitted <= 300
     probe = RedisLimiter(redis, rules, prefix=prefix)
-    left = (await probe.check([("tenant", "acme")], requests=0)).statuses[0].remaining
-    assert left == 0  # everything was charged; nothing beyond the limit was admitted
+    assert (await probe.check([("tenant", "acme")], requests=0)).statuses[0].remaining == 0
+    assert leased._value.get() - leased_before > 150  # most admitted hits never asked Redis
 
 
 async def test_near_a_limit_every_admission_is_exact(redis: aioredis.Redis) -> None:
+    clock = _Clock()
     lim = _limiter(redis, _rule({"tenant": "*"}, {"name": "rpm", "unit": "requests", "limit": 10, "per": "minute"}),
-                   lease_max=8)
-    results = [(await lim.admit([("tenant", "a")])).allowed for _ in range(12)]
+                   lease_max=8, clock=clock)
+    results = []
+    for _ in range(12):
+        results.append((await lim.admit([("tenant", "a")])).allowed)
+        clock.now += 0.1
     # A tenth of 10 is less than 2: no lease, each admission is its own check.
     assert results == [True] * 10 + [False] * 2
+
+
+async def test_a_tenant_sending_a_hit_now_and_then_is_charged_for_each_hit_only(redis: aioredis.Redis) -> None:
+    """Leases follow demand: one hit every 2 s never takes a lease, so nothing is charged unused."""
+    rules = _rule({"tenant": "*"}, {"name": "rpm", "unit": "requests", "limit": 600, "per": "minute"})
+    clock = _Clock()
+    lim = _limiter(redis, rules, lease_max=8, clock=clock)
+    for _ in range(30):
+        d = await lim.admit([("tenant", "a")])
+        clock.now += 2.0
+    # 30 charged, plus what Redis's clock refilled meanwhile (10/s); leases of 5 would leave ~450.
+    assert d.allowed and 570 <= d.statuses[0].remaining <= 575
 
 
 async def test_a_lease_saves_round_trips(redis: aioredis.Redis) -> None:
@@ -214,8 +247,11 @@ async def test_a_lease_saves_round_trips(redis: aioredis.Redis) -> None:
         return await real(batch)
 
     batcher._pipeline = counting  # type: ignore[method-assign]
+    clock = _Clock()
     lim = _limiter(redis, _rule({"tenant": "*"}, {"name": "rpm", "unit": "requests", "limit": 10_000, "per": "minute"}),
-                   lease_max=8, batcher=batcher)
-    for _ in range(80):
+                   lease_max=8, batcher=batcher, clock=clock)
+    for _ in range(200):  # 20 hits per lease window
         assert (await lim.admit([("tenant", "a")])).allowed
-    assert len(sent) <= 80 // 8 + 3  # one call per lease of 8 (plus the first, sized 1, and a script load)
+        clock.now += 0.05
+    # The first window asks Redis every time (no demand known yet); after it, one call in eight.
+    assert len(sent) <= 20 + 180 // 8 + 10
