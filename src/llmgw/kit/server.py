@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
-import inspect
 import signal
 import time
 import uuid
@@ -58,71 +57,74 @@ def _request_id(context: grpc.aio.ServicerContext) -> str:
     return uuid.uuid4().hex
 
 
-class _Instrumented:
-    """A servicer with every RPC method wrapped: request id bound for logs, LlmgwError mapped to
-    its status, metrics recorded.
+class _Interceptor(grpc.aio.ServerInterceptor):
+    """Binds the request id for logs, records metrics and maps LlmgwError to a gRPC status."""
 
-    Wrapping the methods, not a ``grpc.aio.ServerInterceptor``: with any interceptor installed,
-    grpc.aio resolves every call's handler through an extra coroutine and builds a new handler per
-    call, which measured about 0.25 ms per RPC here (a third of a bare echo round trip)."""
-
-    def __init__(self, servicer: Any, service: str) -> None:
+    def __init__(self, service: str) -> None:
         self._service = service
-        for name in dir(type(servicer)):
-            if not name[:1].isupper():  # RPC methods are CamelCase; helpers and dunders are not
-                continue
-            behavior = getattr(servicer, name)
-            if inspect.isasyncgenfunction(behavior):
-                setattr(self, name, self._wrap_stream(behavior, name))
-            elif inspect.iscoroutinefunction(behavior):
-                setattr(self, name, self._wrap_unary(behavior, name))
-            elif callable(behavior):  # e.g. the generated base's UNIMPLEMENTED stubs: as they are
-                setattr(self, name, behavior)
+
+    async def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
+        handler_call_details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler:
+        handler = await continuation(handler_call_details)
+        if handler is None:
+            return handler
+        method = handler_call_details.method.rsplit("/", 1)[-1]
+        if method in ("Check", "Watch") and "grpc.health" in handler_call_details.method:
+            return handler
+        if "ServerReflection" in handler_call_details.method:
+            return handler
+        if handler.unary_unary is not None:
+            return grpc.unary_unary_rpc_method_handler(
+                self._wrap_unary(handler.unary_unary, method),
+                request_deserializer=handler.request_deserializer,
+                response_serializer=handler.response_serializer,
+            )
+        if handler.unary_stream is not None:
+            return grpc.unary_stream_rpc_method_handler(
+                self._wrap_stream(handler.unary_stream, method),
+                request_deserializer=handler.request_deserializer,
+                response_serializer=handler.response_serializer,
+            )
+        return handler
+
+    @contextlib.asynccontextmanager
+    async def _scope(self, context: grpc.aio.ServicerContext, method: str) -> AsyncIterator[None]:
+        """One RPC: request id bound for logs, LlmgwError mapped to its status, metrics recorded."""
+        start = time.perf_counter()
+        structlog.contextvars.bind_contextvars(request_id=_request_id(context))
+        code = grpc.StatusCode.OK
+        try:
+            yield
+        except LlmgwError as exc:
+            code = exc.code
+            await _abort(context, exc)
+        except Exception:
+            code = grpc.StatusCode.UNKNOWN
+            raise
+        finally:
+            self._record(method, code, start)
 
     def _wrap_unary(self, behavior: Any, method: str) -> Any:
-        # The hot path: plain try/finally, no context-manager object per call.
         async def wrapped(request: Any, context: grpc.aio.ServicerContext) -> Any:
-            start = _begin(context)
-            code = grpc.StatusCode.OK
-            try:
+            async with self._scope(context, method):
                 return await behavior(request, context)
-            except LlmgwError as exc:
-                code = exc.code
-                await _abort(context, exc)
-            except Exception:
-                code = grpc.StatusCode.UNKNOWN
-                raise
-            finally:
-                self._record(method, code, start)
 
         return wrapped
 
     def _wrap_stream(self, behavior: Any, method: str) -> Any:
         async def wrapped(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
-            start = _begin(context)
-            code = grpc.StatusCode.OK
-            try:
+            async with self._scope(context, method):
                 async for item in behavior(request, context):
                     yield item
-            except LlmgwError as exc:
-                code = exc.code
-                await _abort(context, exc)
-            except Exception:
-                code = grpc.StatusCode.UNKNOWN
-                raise
-            finally:
-                self._record(method, code, start)
 
         return wrapped
 
     def _record(self, method: str, code: grpc.StatusCode, start: float) -> None:
         _handled(self._service, method, code.name).inc()
         _latency(self._service, method).observe(time.perf_counter() - start)
-
-
-def _begin(context: grpc.aio.ServicerContext) -> float:
-    structlog.contextvars.bind_contextvars(request_id=_request_id(context))
-    return time.perf_counter()
 
 
 # Labelled metric children looked up once per label set: labels() costs more than the update.
@@ -202,10 +204,13 @@ class RunningServer:
 
 async def start_server(service: GrpcService, *, host: str = "127.0.0.1", port: int = 0) -> RunningServer:
     """Start the gRPC server; health follows the service's readiness probe from here on."""
-    server = grpc.aio.server(options=[("grpc.so_reuseport", 0)])
+    server = grpc.aio.server(
+        interceptors=[_Interceptor(service.name)],
+        options=[("grpc.so_reuseport", 0)],
+    )
     names = []
     for servicer, add, full_name in service.servicers:
-        add(_Instrumented(servicer, service.name), server)
+        add(servicer, server)
         names.append(full_name)
     health = HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health, server)
