@@ -1,6 +1,8 @@
 """What every benchmark shares: the embedded infrastructure, interleaved timing, the report.
 
 Paths are timed round-robin (each round calls every path once) so machine noise hits them alike;
+the order rotates by one each round, so every path follows every other equally often (a path's
+after-reply work, e.g. events or a cache store, otherwise always lands on the same neighbour);
 the first ``WARMUP`` rounds warm connections and code paths and are not counted.
 """
 
@@ -56,10 +58,12 @@ async def infra() -> AsyncIterator[Infra]:
 
 async def interleave(paths: Mapping[str, Callable[[int], Awaitable[Any]]], n: int) -> dict[str, list[float]]:
     times: dict[str, list[float]] = {name: [] for name in paths}
+    names = list(paths)
     for i in range(n + WARMUP):
-        for name, call in paths.items():
+        shift = i % len(names)
+        for name in names[shift:] + names[:shift]:
             t0 = time.perf_counter()
-            await call(i)
+            await paths[name](i)
             if i >= WARMUP:
                 times[name].append((time.perf_counter() - t0) * 1000)
     return times
