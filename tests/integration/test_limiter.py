@@ -12,6 +12,7 @@ import redis.asyncio as aioredis
 
 from llmgw.kit.embedded import free_port
 from llmgw.kit.reload import FileWatcher
+from llmgw.kit.scripts import ScriptBatcher
 from llmgw.services.limiter.core import RedisLimiter
 from llmgw.services.limiter.rules import load_rules, parse_rules
 
@@ -20,6 +21,20 @@ pytestmark = pytest.mark.integration
 
 def _limiter(redis: aioredis.Redis, rules: dict, **kw) -> RedisLimiter:  # type: ignore[type-arg]
     return RedisLimiter(redis, parse_rules(rules), prefix=f"t-{uuid.uuid4().hex[:8]}", **kw)
+
+
+def _counting_batcher(redis: aioredis.Redis) -> tuple[ScriptBatcher, list[int]]:
+    """A real batcher that also records the size of every pipeline it sends to Redis."""
+    batcher = ScriptBatcher(redis)
+    sizes: list[int] = []
+    real = batcher._pipeline
+
+    async def counting(batch):  # type: ignore[no-untyped-def]
+        sizes.append(len(batch))
+        return await real(batch)
+
+    batcher._pipeline = counting  # type: ignore[method-assign]
+    return batcher, sizes
 
 
 def _rule(match: dict, *limits: dict) -> dict:  # type: ignore[type-arg]
@@ -150,18 +165,9 @@ async def test_limiter_and_cache_share_one_pipeline_and_both_survive_a_script_fl
     """A colocated ingress hands both cores one batcher: the check and the lookup a request makes
     at once leave in one write. After a SCRIPT FLUSH each script is reloaded and each call runs once."""
     from llmgw.domain import KeyMaterial
-    from llmgw.kit.scripts import ScriptBatcher
     from llmgw.services.cache.core import RedisCache
 
-    batcher = ScriptBatcher(redis)
-    pipelines: list[int] = []
-    real = batcher._pipeline
-
-    async def counting(batch):  # type: ignore[no-untyped-def]
-        pipelines.append(len(batch))
-        return await real(batch)
-
-    batcher._pipeline = counting  # type: ignore[method-assign]
+    batcher, pipelines = _counting_batcher(redis)
     lim = _limiter(redis, _rule({"tenant": "*"}, {"name": "rpm", "unit": "requests", "limit": 5, "per": "minute"}),
                    batcher=batcher)
     cache = RedisCache(redis, prefix=f"t-{uuid.uuid4().hex[:8]}", batcher=batcher)
@@ -236,17 +242,8 @@ async def test_a_tenant_sending_a_hit_now_and_then_is_charged_for_each_hit_only(
 
 
 async def test_a_lease_saves_round_trips(redis: aioredis.Redis) -> None:
-    from llmgw.kit.scripts import ScriptBatcher
 
-    batcher = ScriptBatcher(redis)
-    sent: list[int] = []
-    real = batcher._pipeline
-
-    async def counting(batch):  # type: ignore[no-untyped-def]
-        sent.append(len(batch))
-        return await real(batch)
-
-    batcher._pipeline = counting  # type: ignore[method-assign]
+    batcher, sent = _counting_batcher(redis)
     clock = _Clock()
     lim = _limiter(redis, _rule({"tenant": "*"}, {"name": "rpm", "unit": "requests", "limit": 10_000, "per": "minute"}),
                    lease_max=8, batcher=batcher, clock=clock)
