@@ -4,14 +4,13 @@
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 from collections.abc import Awaitable, Callable
 
 from llmgw.cache.v1 import cache_pb2_grpc
 from llmgw.kit.redis import connect
 from llmgw.kit.scripts import ScriptBatcher
 from llmgw.kit.server import GrpcService
+from llmgw.kit.tasks import in_background
 from llmgw.services.cache.core import RedisCache
 from llmgw.services.cache.near import NearCache
 from llmgw.services.cache.policy import load_policy
@@ -25,7 +24,8 @@ async def start_core(
     settings: CacheSettings, batcher: ScriptBatcher | None = None
 ) -> tuple[RedisCache, Callable[[], Awaitable[None]]]:
     """The core, with its near cache following invalidations; returns it and its stop.
-    ``batcher``: share another core's script pipeline on the same Redis (colocated ingress)."""
+    ``batcher``: share another core's script pipeline on the same Redis (colocated ingress); its
+    Redis then belongs to whoever made the batcher, and this stop leaves it open."""
     redis = batcher.redis if batcher is not None else connect(settings.redis_url, settings.redis_password)
     near = NearCache(max_entries=settings.near_entries, ttl_s=settings.near_ttl_s) if settings.near_entries else None
     core = RedisCache(
@@ -38,13 +38,12 @@ async def start_core(
         batcher=batcher,
         near=near,
     )
-    follower = asyncio.get_running_loop().create_task(core.follow_invalidations(), name="cache-invalidations")
+    stop_following = in_background(core.follow_invalidations(), name="cache-invalidations")
 
     async def stop() -> None:
-        follower.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await follower
-        await core.close()
+        await stop_following()
+        if batcher is None:
+            await core.close()
 
     return core, stop
 

@@ -83,17 +83,15 @@ async def _peers(settings: IngressSettings, limiter_settings: LimiterSettings | 
     probes: list[Callable[[], Awaitable[bool]]] = []
     stops: list[Callable[[], Awaitable[None]]] = []
     # A colocated core's settings: handed in (tests, composition) or read with its prefix.
-    lim_s = limiter_settings
-    if lim_s is None and "limiter" in settings.colocate:
-        lim_s = load_settings(LimiterSettings, prefix="LIMITER_")
-    cache_s = cache_settings
-    if cache_s is None and "cache" in settings.colocate:
-        cache_s = load_settings(CacheSettings, prefix="CACHE_")
+    lim_s = (limiter_settings or load_settings(LimiterSettings, prefix="LIMITER_")) \
+        if "limiter" in settings.colocate else None
+    cache_s = (cache_settings or load_settings(CacheSettings, prefix="CACHE_")) \
+        if "cache" in settings.colocate else None
     shared: ScriptBatcher | None = None
-    if lim_s and cache_s and {"limiter", "cache"} <= settings.colocate and _same_redis(lim_s, cache_s):
+    if lim_s is not None and cache_s is not None and _same_redis(lim_s, cache_s):
         # The check and the lookup a request makes at once leave in one write, come back in one read.
         shared = ScriptBatcher(connect(lim_s.redis_url, lim_s.redis_password))
-    if lim_s is not None and "limiter" in settings.colocate:
+    if lim_s is not None:
         core, stop = await start_limiter_core(lim_s, shared)
         limiter = core
         probes.append(core.ready)
@@ -103,7 +101,7 @@ async def _peers(settings: IngressSettings, limiter_settings: LimiterSettings | 
         limiter = client
         probes.append(lambda: peer_serving(client.channel))
         stops.append(client.close)
-    if cache_s is not None and "cache" in settings.colocate:
+    if cache_s is not None:
         local, stop_cache = await start_cache_core(cache_s, shared)
         cache = local
         probes.append(local.ready)
@@ -113,6 +111,8 @@ async def _peers(settings: IngressSettings, limiter_settings: LimiterSettings | 
         cache = remote
         probes.append(lambda: peer_serving(remote.channel))
         stops.append(remote.close)
+    if shared is not None:
+        stops.append(shared.redis.aclose)  # after both cores stopped: they share it, this owns it
     return _Peers(limiter, cache, probes, stops)
 
 

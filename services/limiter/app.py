@@ -4,14 +4,13 @@
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 from collections.abc import Awaitable, Callable
 
 from llmgw.kit.redis import connect
 from llmgw.kit.reload import FileWatcher
 from llmgw.kit.scripts import ScriptBatcher
 from llmgw.kit.server import GrpcService
+from llmgw.kit.tasks import in_background
 from llmgw.limiter.v1 import limiter_pb2_grpc
 from llmgw.services.limiter.core import RedisLimiter
 from llmgw.services.limiter.rules import load_rules
@@ -25,7 +24,8 @@ async def start_core(
     settings: LimiterSettings, batcher: ScriptBatcher | None = None
 ) -> tuple[RedisLimiter, Callable[[], Awaitable[None]]]:
     """The core with its Redis and its rules file followed (hot reload); returns it and its stop.
-    ``batcher``: share another core's script pipeline on the same Redis (colocated ingress)."""
+    ``batcher``: share another core's script pipeline on the same Redis (colocated ingress); its
+    Redis then belongs to whoever made the batcher, and this stop leaves it open."""
     redis = batcher.redis if batcher is not None else connect(settings.redis_url, settings.redis_password)
     core = RedisLimiter(
         redis,
@@ -38,13 +38,12 @@ async def start_core(
         lease_ttl_s=settings.lease_ttl_s,
     )
     watcher = FileWatcher(settings.limits_file, load_rules, core.replace_rules)
-    reload_task = asyncio.get_running_loop().create_task(watcher.run(settings.reload_interval_s))
+    stop_reload = in_background(watcher.run(settings.reload_interval_s), name="limits-reload")
 
     async def stop() -> None:
-        reload_task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await reload_task
-        await redis.aclose()
+        await stop_reload()
+        if batcher is None:
+            await redis.aclose()
 
     return core, stop
 
