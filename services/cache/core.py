@@ -122,6 +122,10 @@ class RedisCache:
         self._near_hits = batcher.register(_NEAR_HITS)
         self._near = near
         self._invalidations = f"{prefix}!invalidations"
+        # Hits answered from memory, per (tenant, prompt): [hits, tokens, dollars] not yet added to
+        # the shared counters. ``count_near_hits`` adds them in one batch every few hundred ms,
+        # so a hit from memory needs no Redis round trip of its own.
+        self._near_tally: dict[tuple[str, str], list[float]] = {}
         # Strong references to fire-and-forget stat updates (the loop only keeps weak ones).
         self._pending: set[asyncio.Task[None]] = set()
 
@@ -148,10 +152,42 @@ class RedisCache:
         if entry is None:
             return None
         self._count_saved(key, entry)
-        usage = entry.usage
-        self._later(self._near_hits(keys=self._stats_keys(key.tenant, key.prompt),
-                                    args=[1, usage.total_tokens, repr(usage.cost_usd or 0.0)]))
+        tally = self._near_tally.get((key.tenant, key.prompt))
+        if tally is None:
+            tally = self._near_tally[(key.tenant, key.prompt)] = [0, 0, 0.0]
+        tally[0] += 1
+        tally[1] += entry.usage.total_tokens
+        tally[2] += entry.usage.cost_usd or 0.0
         return LookupResult(key=k, hit=True, entry=entry, cacheable=True)
+
+    async def flush_near_hits(self) -> None:
+        """Add the hits answered from memory since the last flush to the shared counters (one
+        pipeline). If Redis fails, they are kept for the next flush: late, never lost."""
+        tally, self._near_tally = self._near_tally, {}
+        if not tally:
+            return
+        try:
+            await asyncio.gather(*(
+                self._near_hits(keys=self._stats_keys(tenant, prompt), args=[int(n), int(tokens), repr(cost)],
+                                timeout_s=max(1.0, self._timeout * 4))
+                for (tenant, prompt), (n, tokens, cost) in tally.items()
+            ))
+        except _REDIS_ERRORS as exc:
+            # A script may have run before the failure: the retry can count it twice. Stats are
+            # for accounting trends; keeping every hit matters more than the rare double count.
+            ERRORS.labels("stats").inc()
+            _log.debug("cache_near_stats_failed", error=repr(exc))
+            for group, (n, tokens, cost) in tally.items():
+                kept = self._near_tally.setdefault(group, [0, 0, 0.0])
+                kept[0] += n
+                kept[1] += tokens
+                kept[2] += cost
+
+    async def count_near_hits(self, every_s: float) -> None:
+        """Flush the near-hit tally every ``every_s``; runs until cancelled (the owner flushes at stop)."""
+        while True:
+            await asyncio.sleep(every_s)
+            await self.flush_near_hits()
 
     @staticmethod
     def _count_saved(key: KeyMaterial, entry: CacheEntry) -> None:
@@ -163,11 +199,12 @@ class RedisCache:
 
     async def _probe(self, key: KeyMaterial, k: str) -> tuple[bytes | None, bool]:
         """(entry, leader): the entry if stored; else whether this caller took the lock."""
-        async with asyncio.timeout(self._timeout):
-            res = await self._lookup_script(
-                keys=[k, lock_key(k, prefix=self._prefix), *self._stats_keys(key.tenant, key.prompt)],
-                args=[uuid.uuid4().hex, self._lock_ttl_ms],
-            )
+        # The budget counts from when the lookup is sent (kit/scripts.py): it bounds Redis, not
+        # the wait for this process in a burst.
+        res = await self._lookup_script(
+            keys=[k, lock_key(k, prefix=self._prefix), *self._stats_keys(key.tenant, key.prompt)],
+            args=[uuid.uuid4().hex, self._lock_ttl_ms], timeout_s=self._timeout,
+        )
         code = int(res[0])
         return (res[1] if code == 1 else None), code == 2
 

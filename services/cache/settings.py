@@ -29,5 +29,8 @@ class CacheSettings(ServiceSettings):
     # reaches every near cache at once (Redis pub/sub). See docs/cache.md "Near cache".
     near_entries: int = 10_000
     near_ttl_s: float = 30.0
+    # Hits from the near cache reach the shared counters (Stats, `llmgw cache stats`) in one batch
+    # this often, not one Redis call per hit; a stopping process flushes what it holds.
+    near_stats_flush_s: float = 0.5
     # A single-flight leader that dies without storing or releasing blocks waiters at most this long.
     single_flight_lock_s: float = 30.0

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import AsyncIterator
 
 import grpc
@@ -11,7 +10,7 @@ from llmgw.convert import attempts_to_pb, messages_from_pb, sampling_from_pb, us
 from llmgw.domain import Chunk
 from llmgw.gateway.v1 import gateway_pb2, gateway_pb2_grpc
 from llmgw.kit.errors import InvalidArgument
-from llmgw.kit.server import REQUEST_ID_KEY
+from llmgw.kit.server import REQUEST_ID_KEY, request_id
 from llmgw.services.ingress.core import Gateway, Reply, remaining_metadata
 from llmgw.services.ingress.request import CacheMode, GatewayRequest
 
@@ -44,11 +43,6 @@ def _header(context: grpc.aio.ServicerContext, name: str) -> str | None:
     return None
 
 
-def _request_id(context: grpc.aio.ServicerContext) -> str:
-    # A caller-supplied id (e.g. from its own trace) is kept, so its logs and our events join up.
-    return _header(context, REQUEST_ID_KEY) or uuid.uuid4().hex
-
-
 def _reply_metadata(reply: Reply) -> tuple[tuple[str, str], ...]:
     return ((REQUEST_ID_KEY, reply.request_id), *remaining_metadata(reply.limits).items())
 
@@ -61,7 +55,7 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServicer):
         self, request: gateway_pb2.CompleteRequest, context: grpc.aio.ServicerContext
     ) -> gateway_pb2.CompleteResponse:
         reply = await self._core.complete(
-            _header(context, "authorization"), request_from_pb(request), request_id=_request_id(context),
+            _header(context, "authorization"), request_from_pb(request), request_id=request_id(),
             time_remaining=context.time_remaining(),
         )
         context.set_trailing_metadata(_reply_metadata(reply))
@@ -80,13 +74,13 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServicer):
     async def StreamComplete(
         self, request: gateway_pb2.CompleteRequest, context: grpc.aio.ServicerContext
     ) -> AsyncIterator[gateway_pb2.CompleteChunk]:
-        request_id = _request_id(context)
+        rid = request_id()
         async for item in self._core.stream(
-            _header(context, "authorization"), request_from_pb(request), request_id=request_id,
+            _header(context, "authorization"), request_from_pb(request), request_id=rid,
             time_remaining=context.time_remaining(),
         ):
             if isinstance(item, Chunk):
-                yield gateway_pb2.CompleteChunk(request_id=request_id, delta=item.delta)
+                yield gateway_pb2.CompleteChunk(request_id=rid, delta=item.delta)
                 continue
             context.set_trailing_metadata(_reply_metadata(item))
             c = item.completion

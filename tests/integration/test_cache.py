@@ -151,6 +151,7 @@ async def test_near_caches_answer_from_memory_count_in_redis_and_drop_on_invalid
     a = RedisCache(redis, prefix=prefix, near=NearCache(max_entries=100, ttl_s=30))
     b = RedisCache(redis, prefix=prefix, near=NearCache(max_entries=100, ttl_s=30))
     follower = asyncio.ensure_future(b.follow_invalidations())
+    counter = asyncio.ensure_future(b.count_near_hits(0.05))
     try:
         await asyncio.sleep(0.2)  # B subscribed
         miss = await a.lookup(KEY)
@@ -173,7 +174,34 @@ async def test_near_caches_answer_from_memory_count_in_redis_and_drop_on_invalid
         assert not (await b.lookup(KEY)).hit
     finally:
         follower.cancel()
-        await asyncio.gather(follower, return_exceptions=True)
+        counter.cancel()
+        await asyncio.gather(follower, counter, return_exceptions=True)
+
+
+async def test_near_hits_kept_while_redis_is_down_and_counted_once_it_is_back() -> None:
+    """Hits from memory are tallied and flushed in batches; a flush that cannot reach Redis keeps
+    them for the next one (late, never lost, never counted twice)."""
+    from llmgw.kit.embedded import start_redis
+    from llmgw.kit.redis import connect
+    from llmgw.services.cache.near import NearCache
+
+    port = free_port()
+    redis = connect(f"redis://127.0.0.1:{port}/0")  # nothing listens there yet
+    cache = RedisCache(redis, near=NearCache(max_entries=10, ttl_s=30))
+    miss = await cache.lookup(KEY)  # Redis down: a miss, as designed; the key is all we need
+    cache._near.put(miss.key, ENTRY, ttl_left_s=30, generation=0)  # type: ignore[union-attr]  # as a store does
+    assert cache.peek(KEY) is not None and cache.peek(KEY) is not None
+    await cache.flush_near_hits()  # fails quietly and keeps both
+    server = start_redis(port)
+    try:
+        await cache.flush_near_hits()
+        stats = await cache.stats("acme", "p")
+        assert (stats["hits"], stats["tokens_saved"]) == (2, 30)
+        await cache.flush_near_hits()  # nothing left over
+        assert (await cache.stats("acme"))["hits"] == 2
+    finally:
+        await redis.aclose()
+        server.stop()
 
 
 async def test_a_near_entry_never_outlives_its_redis_ttl(redis: aioredis.Redis) -> None:

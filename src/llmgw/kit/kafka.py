@@ -11,8 +11,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import random
 import tempfile
 import time
+import zlib
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -90,6 +92,15 @@ async def ensure_topics(
                 await admin.create_topics(new)
     finally:
         await admin.close()
+
+
+def by_key(key: bytes | None, all_partitions: list[int], available: list[int]) -> int:
+    """The producer's partitioner: the same key (a request id) always lands on the same partition,
+    by CRC32 (one C call). aiokafka's default is Java's murmur2 written in Python, about 8 µs per
+    event on this path; no consumer here depends on Java's placement, only on same key, same place."""
+    if key is None:
+        return random.choice(available or all_partitions)
+    return all_partitions[zlib.crc32(key) % len(all_partitions)]
 
 
 class DiscardingSink:
@@ -173,6 +184,7 @@ class KafkaPublisher:
                 acks="all",
                 enable_idempotence=self._idempotent,
                 linger_ms=self._linger_ms,
+                partitioner=by_key,
                 request_timeout_ms=self._request_timeout_ms,
                 **self._security.client_kwargs(),
             )

@@ -7,6 +7,13 @@ together as the next non-transactional pipeline when one returns (no timer, so a
 adds no latency: a lone call goes out at the end of the current loop turn). Every script still
 runs atomically on its own; a pipeline is not a transaction and needs none.
 
+A call's time budget (``timeout_s``) counts from the moment its pipeline is written to Redis,
+not from when it was queued: what it bounds is Redis being slow or gone. Time spent waiting for
+this process (a burst of hundreds of requests on a starved CPU, or the exchange ahead) is not
+Redis's fault and must not turn healthy lookups into misses or trip the limiter's breaker. An
+exchange still unanswered when the longest budget in it runs out is abandoned and its connection
+replaced, so a stalled Redis holds a queued call up at most one budget before its own begins.
+
 One batcher serves any number of scripts: the ingress with colocated cores hands the limiter's
 check and the cache's lookup the same batcher, so the two calls a request makes at once leave in
 one write and come back in one read.
@@ -35,7 +42,8 @@ def _pack(commands: list[tuple[Any, ...]], conn: Any) -> bytes | list[bytes]:
     return list(conn.pack_commands(commands))
 
 
-_Call = tuple[AsyncScript, list[Any], list[Any], "asyncio.Future[Any]"]
+# (script, keys, args, the caller's future, its budget in seconds once sent or None)
+_Call = tuple[AsyncScript, list[Any], list[Any], "asyncio.Future[Any]", float | None]
 
 
 class BatchedScript:
@@ -45,8 +53,8 @@ class BatchedScript:
         self._batcher = batcher
         self.script = script
 
-    async def __call__(self, keys: list[Any], args: list[Any]) -> Any:
-        return await self._batcher.call(self.script, keys, args)
+    async def __call__(self, keys: list[Any], args: list[Any], *, timeout_s: float | None = None) -> Any:
+        return await self._batcher.call(self.script, keys, args, timeout_s=timeout_s)
 
 
 class ScriptBatcher:
@@ -67,10 +75,13 @@ class ScriptBatcher:
     def register(self, source: str) -> BatchedScript:
         return BatchedScript(self, self._redis.register_script(source))
 
-    async def call(self, script: AsyncScript, keys: list[Any], args: list[Any]) -> Any:
+    async def call(self, script: AsyncScript, keys: list[Any], args: list[Any], *,
+                   timeout_s: float | None = None) -> Any:
+        """The script's reply; ``TimeoutError`` if Redis has not answered ``timeout_s`` after the
+        call was sent (see the module doc)."""
         loop = asyncio.get_running_loop()
         future: asyncio.Future[Any] = loop.create_future()
-        self._queue.append((script, keys, args, future))
+        self._queue.append((script, keys, args, future, timeout_s))
         if not self._scheduled and len(self._flushing) < self._max_inflight:
             # Let the rest of this loop turn join, then go.
             self._scheduled = True
@@ -102,13 +113,13 @@ class ScriptBatcher:
         try:
             results = await self._execute(batch)
         except BaseException as exc:  # the connection failed: every caller gets the error
-            for *_, fut in batch:
+            for _, _, _, fut, _ in batch:
                 if not fut.done():
                     fut.set_exception(exc if isinstance(exc, Exception) else ConnectionError(repr(exc)))
             if not isinstance(exc, Exception):
                 raise
             return
-        for (*_, fut), result in zip(batch, results, strict=True):
+        for (_, _, _, fut, _), result in zip(batch, results, strict=True):
             if fut.done():  # the caller gave up (its timeout): nothing to deliver
                 continue
             if isinstance(result, Exception):
@@ -131,15 +142,20 @@ class ScriptBatcher:
     async def _pipeline(self, batch: list[_Call]) -> list[Any]:
         """One write of every command, then their replies in order, on a connection kept for the
         batcher (no pool checkout or pipeline object per batch). An error reply (NOSCRIPT, a
-        script error) belongs to its call; a broken connection fails the batch and is replaced."""
+        script error) belongs to its call; a broken or abandoned exchange fails the batch and its
+        connection is replaced (late replies would otherwise be read as the next batch's)."""
         async with self._lock:
-            if self._conn is None:
-                # Checked out for good: the pool still owns it, so closing the client closes it.
-                self._conn = await self._redis.connection_pool.get_connection()
-            conn = self._conn
+            budgets: _Budgets | None = None
             try:
-                commands = [("EVALSHA", script.sha, len(keys), *keys, *args) for script, keys, args, _ in batch]
+                if self._conn is None:
+                    # Connecting is talking to Redis too: within the longest budget of the batch.
+                    # Checked out for good: the pool still owns it, so closing the client closes it.
+                    async with asyncio.timeout(_longest(batch)):
+                        self._conn = await self._redis.connection_pool.get_connection()
+                conn = self._conn
+                commands = [("EVALSHA", call[0].sha, len(call[1]), *call[1], *call[2]) for call in batch]
                 await conn.send_packed_command(_pack(commands, conn), check_health=False)
+                budgets = _Budgets(batch)  # sent: from here on, only Redis can be late
                 results: list[Any] = []
                 for _ in batch:
                     try:
@@ -147,8 +163,62 @@ class ScriptBatcher:
                     except ResponseError as exc:
                         results.append(exc)
             except BaseException:
-                self._conn = None
-                await conn.disconnect()
-                await self._redis.connection_pool.release(conn)
+                broken, self._conn = self._conn, None
+                if broken is not None:
+                    await broken.disconnect()
+                    await self._redis.connection_pool.release(broken)
                 raise
+            finally:
+                if budgets is not None:
+                    budgets.cancel()
             return results
+
+
+def _longest(batch: list[_Call]) -> float | None:
+    """The longest budget in the batch; None when a call has none (it waits however long)."""
+    budgets = [call[4] for call in batch]
+    return None if None in budgets else max(b for b in budgets if b is not None)
+
+
+# A budget timer that runs more than _LATE_S after its time shows a loop that was busy (or a process
+# the OS did not run): a reply that came in time may be waiting, unread. The call then fails only
+# if it is still unanswered _GRACE_TURNS loop turns later: enough for the loop to poll the socket
+# and run the reader (asyncio polls I/O before it runs due timers, uvloop after).
+_LATE_S = 0.002
+_GRACE_TURNS = 3
+
+
+class _Budgets:
+    """The budgets of one exchange's calls, from when it was sent. A call whose budget runs out
+    fails with ``TimeoutError``, unless the loop, not Redis, held the reply up (see _LATE_S).
+    Once every call has failed, nobody waits for the exchange: it is cancelled (and its
+    connection replaced)."""
+
+    def __init__(self, batch: list[_Call]) -> None:
+        loop = asyncio.get_running_loop()
+        self._exchange = asyncio.current_task()
+        self._futures = [call[3] for call in batch]
+        self._open_ended = any(call[4] is None for call in batch)
+        now = loop.time()
+        self._timers = [loop.call_at(now + budget, self._expire, fut, budget, now + budget)
+                        for _, _, _, fut, budget in batch if budget is not None]
+
+    def _expire(self, fut: asyncio.Future[Any], budget: float, due: float) -> None:
+        if fut.done():
+            return
+        late = asyncio.get_running_loop().time() - due > _LATE_S
+        self._fail(fut, budget, _GRACE_TURNS if late else 0)
+
+    def _fail(self, fut: asyncio.Future[Any], budget: float, turns: int) -> None:
+        if fut.done():
+            return
+        if turns:
+            asyncio.get_running_loop().call_soon(self._fail, fut, budget, turns - 1)
+            return
+        fut.set_exception(TimeoutError(f"no reply from Redis within {budget * 1000:.0f} ms of sending"))
+        if not self._open_ended and self._exchange is not None and all(f.done() for f in self._futures):
+            self._exchange.cancel()
+
+    def cancel(self) -> None:
+        for timer in self._timers:
+            timer.cancel()

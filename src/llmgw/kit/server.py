@@ -14,6 +14,7 @@ import signal
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -27,7 +28,8 @@ from llmgw.kit.errors import LlmgwError
 from llmgw.kit.logging import get_logger
 from llmgw.kit.metrics import RPC_HANDLED, RPC_LATENCY, SERVING, start_metrics_server
 
-__all__ = ["LIVENESS_SERVICE", "REQUEST_ID_KEY", "GrpcService", "RunningServer", "serve_forever", "start_server"]
+__all__ = ["LIVENESS_SERVICE", "REQUEST_ID_KEY", "GrpcService", "RunningServer", "request_id", "serve_forever",
+           "start_server"]
 
 REQUEST_ID_KEY = "x-request-id"
 # Health name for liveness probes: SERVING while the process runs, whatever its dependencies do,
@@ -50,11 +52,22 @@ class GrpcService:
     on_stop: Callable[[], Awaitable[None]] | None = None
 
 
+# This RPC's request id, set once by the interceptor: logs, replies and events all carry the same.
+_REQUEST_ID: ContextVar[str] = ContextVar("llmgw_request_id", default="")
+
+
 def _request_id(context: grpc.aio.ServicerContext) -> str:
     for key, value in context.invocation_metadata() or ():
         if key == REQUEST_ID_KEY and isinstance(value, str) and value:
             return value
     return uuid.uuid4().hex
+
+
+def request_id() -> str:
+    """The current RPC's request id: the caller's ``x-request-id`` (so its traces join ours), else
+    one made up when the RPC began; the id this RPC's log lines are bound to. Outside an RPC of a
+    server built here: a new id."""
+    return _REQUEST_ID.get() or uuid.uuid4().hex
 
 
 class _Interceptor(grpc.aio.ServerInterceptor):
@@ -94,7 +107,9 @@ class _Interceptor(grpc.aio.ServerInterceptor):
     async def _scope(self, context: grpc.aio.ServicerContext, method: str) -> AsyncIterator[None]:
         """One RPC: request id bound for logs, LlmgwError mapped to its status, metrics recorded."""
         start = time.perf_counter()
-        structlog.contextvars.bind_contextvars(request_id=_request_id(context))
+        rid = _request_id(context)
+        _REQUEST_ID.set(rid)
+        structlog.contextvars.bind_contextvars(request_id=rid)
         code = grpc.StatusCode.OK
         try:
             yield
