@@ -139,6 +139,11 @@ class TestHelmChart:
             assert env[var]["valueFrom"]["secretKeyRef"]["name"] == "redis-auth"
         assert {"name": "config", "mountPath": "/etc/llmgw/config", "readOnly": True} in c["volumeMounts"]
         assert any(v["name"] == "config" for v in pod["volumes"])
+        # Redis out: each replica admits limit / LIMITER_REPLICAS; under the HPA that is its most.
+        assert env["LIMITER_REPLICAS"]["value"] == "10"
+        fixed = of_kind(render({"ingress": {"colocate": True, "replicas": 3, "hpa": {"enabled": False}}}),
+                        "Deployment")["llmgw-ingress"]["spec"]["template"]["spec"]["containers"][0]["env"]
+        assert {e["name"]: e.get("value") for e in fixed}["LIMITER_REPLICAS"] == "3"
 
     def test_prompts_and_configs_are_mounted_where_services_read_them(self) -> None:
         docs = render()
