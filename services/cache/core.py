@@ -162,26 +162,34 @@ class RedisCache:
 
     async def flush_near_hits(self) -> None:
         """Add the hits answered from memory since the last flush to the shared counters (one
-        pipeline). If Redis fails, they are kept for the next flush: late, never lost."""
+        pipeline). A group Redis did not take is kept for the next flush: late, never lost."""
         tally, self._near_tally = self._near_tally, {}
-        if not tally:
+        groups = list(tally.items())
+        if not groups:
             return
         try:
-            await asyncio.gather(*(
+            results = await asyncio.gather(*(
                 self._near_hits(keys=self._stats_keys(tenant, prompt), args=[int(n), int(tokens), repr(cost)],
                                 timeout_s=max(1.0, self._timeout * 4))
-                for (tenant, prompt), (n, tokens, cost) in tally.items()
-            ))
-        except _REDIS_ERRORS as exc:
-            # A script may have run before the failure: the retry can count it twice. Stats are
-            # for accounting trends; keeping every hit matters more than the rare double count.
+                for (tenant, prompt), (n, tokens, cost) in groups
+            ), return_exceptions=True)
+        except BaseException:  # cancelled mid-flush (a stop): the final flush takes them all
+            self._keep(groups)
+            raise
+        errors = [r for r in results if isinstance(r, BaseException)]
+        if errors:
             ERRORS.labels("stats").inc()
-            _log.debug("cache_near_stats_failed", error=repr(exc))
-            for group, (n, tokens, cost) in tally.items():
-                kept = self._near_tally.setdefault(group, [0, 0, 0.0])
-                kept[0] += n
-                kept[1] += tokens
-                kept[2] += cost
+            _log.debug("cache_near_stats_failed", groups=len(errors), error=repr(errors[0]))
+            self._keep([g for g, r in zip(groups, results, strict=True) if isinstance(r, BaseException)])
+
+    def _keep(self, groups: list[tuple[tuple[str, str], list[float]]]) -> None:
+        # A script whose reply was lost may have run: the retry can count it twice. Stats are for
+        # accounting trends; keeping every hit matters more than the rare double count.
+        for group, (n, tokens, cost) in groups:
+            kept = self._near_tally.setdefault(group, [0, 0, 0.0])
+            kept[0] += n
+            kept[1] += tokens
+            kept[2] += cost
 
     async def count_near_hits(self, every_s: float) -> None:
         """Flush the near-hit tally every ``every_s``; runs until cancelled (the owner flushes at stop)."""

@@ -7,12 +7,14 @@ together as the next non-transactional pipeline when one returns (no timer, so a
 adds no latency: a lone call goes out at the end of the current loop turn). Every script still
 runs atomically on its own; a pipeline is not a transaction and needs none.
 
-A call's time budget (``timeout_s``) counts from the moment its pipeline is written to Redis,
-not from when it was queued: what it bounds is Redis being slow or gone. Time spent waiting for
-this process (a burst of hundreds of requests on a starved CPU, or the exchange ahead) is not
-Redis's fault and must not turn healthy lookups into misses or trip the limiter's breaker. An
-exchange still unanswered when the longest budget in it runs out is abandoned and its connection
-replaced, so a stalled Redis holds a queued call up at most one budget before its own begins.
+A call's time budget (``timeout_s``) counts from the moment its pipeline is written to Redis
+(a connection to open is bounded by the same budget), not from when it was queued: what it
+bounds is Redis being slow or gone. Time spent waiting for this process (a burst of hundreds of
+requests on a starved CPU, or the exchange ahead) is not Redis's fault and must not turn healthy
+lookups into misses or trip the limiter's breaker; nor must a reply that came in time but that a
+busy loop read late (see ``_Budgets``). An exchange whose calls have all run out of budget is
+abandoned and its connection replaced, so a stalled Redis holds a queued call up at most one
+budget before its own begins.
 
 One batcher serves any number of scripts: the ingress with colocated cores hands the limiter's
 check and the cache's lookup the same batcher, so the two calls a request makes at once leave in
