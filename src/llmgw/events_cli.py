@@ -14,7 +14,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from google.protobuf.json_format import MessageToDict
 
 from llmgw.events.v1 import events_pb2
-from llmgw.kit.kafka import REQUESTS_TOPIC, RESPONSES_TOPIC, ensure_topics
+from llmgw.kit.kafka import REQUESTS_TOPIC, RESPONSES_TOPIC, by_key, ensure_topics
 
 __all__ = ["add_parser", "decode", "records"]
 
@@ -78,7 +78,8 @@ async def _replay(args: argparse.Namespace) -> int:
     start_ms, end_ms = _when(args.start), _when(args.end)
     await ensure_topics(args.bootstrap, {args.to_topic: 3})
     consumer = AIOKafkaConsumer(bootstrap_servers=args.bootstrap, enable_auto_commit=False)
-    producer = AIOKafkaProducer(bootstrap_servers=args.bootstrap, acks="all")
+    # Placed as the ingress's publisher places them (same key, same partition number).
+    producer = AIOKafkaProducer(bootstrap_servers=args.bootstrap, acks="all", partitioner=by_key)
     await consumer.start()
     await producer.start()
     sent = 0

@@ -30,7 +30,7 @@ from llmgw.kit.logging import get_logger
 from llmgw.kit.spool import Record, Spool
 
 __all__ = ["DRIFT_METRICS_TOPIC", "DRIFT_TOPIC", "REQUESTS_TOPIC", "RESPONSES_TOPIC", "DiscardingSink",
-           "KafkaPublisher", "ensure_topics"]
+           "KafkaPublisher", "by_key", "ensure_topics"]
 
 REQUESTS_TOPIC = "llm.requests"
 RESPONSES_TOPIC = "llm.responses"
