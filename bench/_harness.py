@@ -1,14 +1,17 @@
 """What every benchmark shares: the embedded infrastructure, interleaved timing, the report.
 
 Paths are timed round-robin (each round calls every path once) so machine noise hits them alike;
-the order rotates by one each round, so every path follows every other equally often (a path's
-after-reply work, e.g. events or a cache store, otherwise always lands on the same neighbour);
-the first ``WARMUP`` rounds warm connections and code paths and are not counted.
+each round takes a fresh random order (seeded: runs are comparable), so every path follows every
+other equally often on average. A path's after-reply work (events, a cache store) runs while the
+next call is timed: in a fixed order, or one merely rotated each round (that keeps neighbours
+neighbours), it would always land on the same path. The first ``WARMUP`` rounds warm connections
+and code paths and are not counted.
 """
 
 from __future__ import annotations
 
 import contextlib
+import random
 import statistics
 import tempfile
 import time
@@ -58,10 +61,11 @@ async def infra() -> AsyncIterator[Infra]:
 
 async def interleave(paths: Mapping[str, Callable[[int], Awaitable[Any]]], n: int) -> dict[str, list[float]]:
     times: dict[str, list[float]] = {name: [] for name in paths}
-    names = list(paths)
+    order = list(paths)
+    rng = random.Random(0)
     for i in range(n + WARMUP):
-        shift = i % len(names)
-        for name in names[shift:] + names[:shift]:
+        rng.shuffle(order)
+        for name in order:
             t0 = time.perf_counter()
             await paths[name](i)
             if i >= WARMUP:

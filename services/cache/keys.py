@@ -56,8 +56,13 @@ def canonical_json(k: KeyMaterial) -> str:
 
 
 def cache_key(k: KeyMaterial, *, prefix: str = "llmgw:cache") -> str:
-    digest = hashlib.sha256(canonical_json(k).encode("utf-8")).hexdigest()
-    return f"{prefix}:{_part(k.tenant)}:{_part(k.prompt)}:{_part(k.prompt_version)}:{digest}"
+    # Computed once per KeyMaterial (k.memo): the material is immutable, and a colocated ingress
+    # hands the same one in for every repeat of a request.
+    key = k.memo.get(prefix)
+    if key is None:
+        digest = hashlib.sha256(canonical_json(k).encode("utf-8")).hexdigest()
+        key = k.memo[prefix] = f"{prefix}:{_part(k.tenant)}:{_part(k.prompt)}:{_part(k.prompt_version)}:{digest}"
+    return key
 
 
 def lock_key(key: str, *, prefix: str = "llmgw:cache") -> str:

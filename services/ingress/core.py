@@ -17,6 +17,7 @@ from llmgw.domain import CacheEntry, Chunk, Completion, Decision, KeyMaterial, L
 from llmgw.kit.errors import Aborted, LlmgwError, RateLimited
 from llmgw.kit.kafka import REQUESTS_TOPIC, RESPONSES_TOPIC
 from llmgw.kit.logging import get_logger
+from llmgw.kit.memo import Memo
 from llmgw.kit.redact import Redactor
 from llmgw.kit.tokens import count_tokens
 from llmgw.ports import CachePort, EventSink, LimiterPort, RouterPort
@@ -34,11 +35,6 @@ TOKENS = Counter("llmgw_tokens_total", "Provider tokens used (cache hits exclude
 COST = Counter("llmgw_cost_usd_total", "Provider cost in USD (priced models only)", ["tenant", "provider", "model"])
 DEPENDENCY_ERRORS = Counter("llmgw_ingress_dependency_errors_total", "Limiter/cache calls that failed", ["peer"])
 
-# Prompt token counts are remembered per distinct input (repeats are what a cache answers, and
-# rendering + tokenizing is the costliest CPU on a hit); bounded in entries and input size.
-_MAX_ESTIMATES = 4096
-_MAX_ESTIMATED_CHARS = 4096
-
 # Finish reasons that must never be cached: the answer is not a complete, normal one.
 _UNCACHEABLE_FINISH = frozenset({"length", "max_tokens", "refusal", "content_filter", "error"})
 
@@ -52,17 +48,44 @@ class Reply:
     limits: tuple[LimitStatus, ...] = ()
 
 
-@dataclass(frozen=True, slots=True)
-class _Admitted:
-    request_id: str
-    tenant: str
+@dataclass(slots=True)
+class _Resolved:
+    """What a request resolves to for a tenant under the current labels: validated, defaults
+    filled in, version and route chosen, cache key material built. A pure function of (tenant,
+    request, label generation), so a repeat of a fingerprinted request reuses it."""
+
     req: GatewayRequest
     version: PromptVersion | None
     route: str
     key: KeyMaterial
+    # The prompt's tokens as it will be sent (rendering + tokenizing is costly): counted on first need.
+    prompt_tokens: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class _Admitted:
+    request_id: str
+    tenant: str
+    resolved: _Resolved
     started: float
     stream: bool
     deadline: float | None = None
+
+    @property
+    def req(self) -> GatewayRequest:
+        return self.resolved.req
+
+    @property
+    def version(self) -> PromptVersion | None:
+        return self.resolved.version
+
+    @property
+    def route(self) -> str:
+        return self.resolved.route
+
+    @property
+    def key(self) -> KeyMaterial:
+        return self.resolved.key
 
     @property
     def prompt_version(self) -> str:
@@ -99,6 +122,7 @@ class Gateway:
         default_max_tokens: int = 512,
         limiter_fail_open: bool = True,
         single_flight_wait_s: float = 10.0,
+        memo_entries: int = 1024,
     ) -> None:
         self._limiter = limiter
         self._cache = cache
@@ -112,7 +136,7 @@ class Gateway:
         self._limiter_fail_open = limiter_fail_open
         self._single_flight_wait_s = single_flight_wait_s
         self._background: set[asyncio.Task[Any]] = set()
-        self._prompt_tokens: dict[tuple[Any, ...], int] = {}
+        self._resolutions: Memo[tuple[str, bytes, int], _Resolved] = Memo(memo_entries)
 
     # ---- helpers ----
 
@@ -156,28 +180,40 @@ class Gateway:
         tenant = ""
         try:
             tenant = self._keys.tenant_for(authorization)
-            req.validate_shape()
-            version = None
-            if req.prompt:
-                version = self._registry.resolve(req.prompt, req.label or self._default_label)
-                # Defaults filled in: a caller passing a default explicitly hits the same cache entry.
-                req = replace(req, variables=version.variables(req.variables))
+            resolved = self._resolve(tenant, req)
         except LlmgwError as exc:
             self._publish_outcome(request_id, tenant, req, "", req.route, exc, started)
             raise
-        route = req.route or (version.route if version else "")
-        req_with_route = req if req.route or not route else replace(req, route=route)
-        key = KeyMaterial(
+        deadline = time.monotonic() + time_remaining if time_remaining is not None else None
+        return _Admitted(request_id, tenant, resolved, started, stream, deadline)
+
+    def _resolve(self, tenant: str, req: GatewayRequest) -> _Resolved:
+        """Validation, label resolution and key material; a repeat (same fingerprint, tenant and
+        label generation) reuses the first one's. A label move bumps the generation, so a promote
+        or rollback is seen by the very next request. Invalid requests raise and are not kept."""
+        memo_key = (tenant, req.fingerprint, self._registry.generation) if req.fingerprint else None
+        if memo_key is not None and (known := self._resolutions.get(memo_key)) is not None:
+            return known
+        req.validate_shape()
+        version = None
+        if req.prompt:
+            version = self._registry.resolve(req.prompt, req.label or self._default_label)
+            # Defaults filled in: a caller passing a default explicitly hits the same cache entry.
+            # (No longer the caller's bytes: the fingerprint goes.)
+            req = replace(req, variables=version.variables(req.variables), route=req.route or version.route,
+                          fingerprint=b"")
+        resolved = _Resolved(req, version, req.route, KeyMaterial(
             tenant=tenant,
-            route=route,
+            route=req.route,
             prompt=req.prompt,
             prompt_version=version.id if version else "",
             variables=req.variables,
             messages=req.messages,
             sampling=req.sampling,
-        )
-        deadline = time.monotonic() + time_remaining if time_remaining is not None else None
-        return _Admitted(request_id, tenant, req_with_route, version, route, key, started, stream, deadline)
+        ))
+        if memo_key is not None:
+            self._resolutions.put(memo_key, resolved)
+        return resolved
 
     def _publish_request(self, a: _Admitted) -> None:
         self._events.publish(
@@ -195,22 +231,15 @@ class Gateway:
         return self._prompt_token_count(a) + (a.req.sampling.max_tokens or self._default_max_tokens)
 
     def _prompt_token_count(self, a: _Admitted) -> int:
-        variables = tuple(sorted(a.req.variables.items()))
-        size = sum(len(v) for _, v in variables) + sum(len(m.content) for m in a.req.messages)
-        memo_key = (a.prompt_version, variables, a.req.messages) if size <= _MAX_ESTIMATED_CHARS else None
-        if memo_key is not None and (known := self._prompt_tokens.get(memo_key)) is not None:
-            return known
-        if a.version is not None:
-            system, messages = a.version.render(a.req.variables)
-            text = system + "".join(m.content for m in messages)
-        else:
-            text = "".join(m.content for m in a.req.messages)
-        count = count_tokens(text)
-        if memo_key is not None:
-            if len(self._prompt_tokens) >= _MAX_ESTIMATES:
-                self._prompt_tokens.clear()
-            self._prompt_tokens[memo_key] = count
-        return count
+        r = a.resolved
+        if r.prompt_tokens is None:
+            if r.version is not None:
+                system, messages = r.version.render(r.req.variables)
+                text = system + "".join(m.content for m in messages)
+            else:
+                text = "".join(m.content for m in r.req.messages)
+            r.prompt_tokens = count_tokens(text)
+        return r.prompt_tokens
 
     async def _check(self, a: _Admitted) -> Decision:
         return await self._limited(self._limiter.check(

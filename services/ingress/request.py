@@ -31,6 +31,10 @@ class GatewayRequest:
     sampling: Sampling = Sampling()
     cache_mode: CacheMode = CacheMode.DEFAULT
     metadata: Mapping[str, str] = field(default_factory=dict)
+    # Every field above in one canonical encoding (the deterministic protobuf bytes), set by the
+    # adapter: equal fingerprints are equal requests, so the core can recognize a repeat and reuse
+    # its validation, label resolution and cache key. Empty: not known (nothing is reused).
+    fingerprint: bytes = field(default=b"", compare=False, repr=False)
 
     def validate_shape(self) -> None:
         """Checks that need no registry; raise InvalidArgument naming the field."""

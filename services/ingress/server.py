@@ -10,6 +10,7 @@ from llmgw.convert import attempts_to_pb, messages_from_pb, sampling_from_pb, us
 from llmgw.domain import Chunk
 from llmgw.gateway.v1 import gateway_pb2, gateway_pb2_grpc
 from llmgw.kit.errors import InvalidArgument
+from llmgw.kit.memo import Memo
 from llmgw.kit.server import REQUEST_ID_KEY, request_id
 from llmgw.services.ingress.core import Gateway, Reply, remaining_metadata
 from llmgw.services.ingress.request import CacheMode, GatewayRequest
@@ -19,7 +20,7 @@ __all__ = ["SERVICE_NAME", "GatewayServicer"]
 SERVICE_NAME = gateway_pb2.DESCRIPTOR.services_by_name["Gateway"].full_name
 
 
-def request_from_pb(r: gateway_pb2.CompleteRequest) -> GatewayRequest:
+def request_from_pb(r: gateway_pb2.CompleteRequest, fingerprint: bytes = b"") -> GatewayRequest:
     try:
         mode = CacheMode(r.cache_mode)
     except ValueError as exc:
@@ -33,7 +34,28 @@ def request_from_pb(r: gateway_pb2.CompleteRequest) -> GatewayRequest:
         sampling=sampling_from_pb(r.sampling),
         cache_mode=mode,
         metadata=dict(r.metadata),
+        fingerprint=fingerprint,
     )
+
+
+class _Requests:
+    """Protobuf -> GatewayRequest, remembered for recent requests: a repeat (what a cache
+    answers) is recognized by its canonical bytes and reuses its GatewayRequest, whose fingerprint
+    then lets the core reuse its admission too. Requests over ``max_bytes`` are converted anew."""
+
+    def __init__(self, *, max_entries: int, max_bytes: int) -> None:
+        self._memo: Memo[bytes, GatewayRequest] = Memo(max_entries)
+        self._max_bytes = max_bytes
+
+    def convert(self, r: gateway_pb2.CompleteRequest) -> GatewayRequest:
+        wire = r.SerializeToString(deterministic=True)
+        if len(wire) > self._max_bytes:
+            return request_from_pb(r)
+        known = self._memo.get(wire)
+        if known is None:
+            known = request_from_pb(r, wire)  # an invalid one raises: never remembered
+            self._memo.put(wire, known)
+        return known
 
 
 def _header(context: grpc.aio.ServicerContext, name: str) -> str | None:
@@ -48,14 +70,15 @@ def _reply_metadata(reply: Reply) -> tuple[tuple[str, str], ...]:
 
 
 class GatewayServicer(gateway_pb2_grpc.GatewayServicer):
-    def __init__(self, core: Gateway) -> None:
+    def __init__(self, core: Gateway, *, memo_entries: int = 1024, memo_max_bytes: int = 4096) -> None:
         self._core = core
+        self._requests = _Requests(max_entries=memo_entries, max_bytes=memo_max_bytes)
 
     async def Complete(
         self, request: gateway_pb2.CompleteRequest, context: grpc.aio.ServicerContext
     ) -> gateway_pb2.CompleteResponse:
         reply = await self._core.complete(
-            _header(context, "authorization"), request_from_pb(request), request_id=request_id(),
+            _header(context, "authorization"), self._requests.convert(request), request_id=request_id(),
             time_remaining=context.time_remaining(),
         )
         context.set_trailing_metadata(_reply_metadata(reply))
@@ -76,7 +99,7 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServicer):
     ) -> AsyncIterator[gateway_pb2.CompleteChunk]:
         rid = request_id()
         async for item in self._core.stream(
-            _header(context, "authorization"), request_from_pb(request), request_id=rid,
+            _header(context, "authorization"), self._requests.convert(request), request_id=rid,
             time_remaining=context.time_remaining(),
         ):
             if isinstance(item, Chunk):

@@ -115,6 +115,10 @@ class KeyMaterial:
     variables: Mapping[str, str] = field(default_factory=dict)
     messages: tuple[Message, ...] = ()
     sampling: Sampling = Sampling()
+    # Values derived from this material, filled in once by whoever derives them (the cache's key,
+    # by prefix: services/cache/keys.py). The ingress reuses one KeyMaterial for a request's
+    # repeats, so a hit serializes and hashes nothing. Not part of equality; ``replace`` starts empty.
+    memo: dict[str, str] = field(default_factory=dict, init=False, repr=False, compare=False)
 
 
 @dataclass(frozen=True, slots=True)

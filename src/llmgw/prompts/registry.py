@@ -143,6 +143,9 @@ class Registry:
     def __init__(self, versions: dict[str, dict[str, PromptVersion]], labels: dict[str, dict[str, str]]) -> None:
         self._versions = versions
         self._labels = labels
+        # Bumped by every label move: whoever remembers what a label resolved to (the ingress's
+        # admission memo) keys it by this, so a promote or rollback is seen by the next request.
+        self.generation = 0
 
     @classmethod
     def load(cls, root: str | Path, *, enforce_approvals: bool = True) -> Registry:
@@ -204,6 +207,8 @@ class Registry:
                 if self._labels.setdefault(name, {}).get(label) != version:
                     self._labels[name][label] = version
                     changed.append((name, label, version))
+        if changed:
+            self.generation += 1
         for name, label, version in changed:
             _log.info("label_moved", prompt=name, label=label, version=version)
         return changed
