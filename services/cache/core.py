@@ -21,6 +21,7 @@ from llmgw.cache.v1 import cache_pb2
 from llmgw.convert import entry_from_pb, entry_to_pb
 from llmgw.domain import CacheEntry, KeyMaterial, LookupResult
 from llmgw.kit.logging import get_logger
+from llmgw.kit.metrics import child
 from llmgw.kit.scripts import ScriptBatcher
 from llmgw.services.cache.keys import cache_key, entry_pattern, lock_key, stats_key
 from llmgw.services.cache.near import NearCache
@@ -50,9 +51,8 @@ class _Saved:
 
 @functools.lru_cache(maxsize=4096)
 def _saved(tenant: str, prompt: str) -> _Saved:
-    # Labelled children looked up once per tenant and prompt: labels() costs more than the inc().
-    return _Saved(LOOKUPS.labels(tenant, prompt, "hit"), LOOKUPS.labels(tenant, prompt, "miss"),
-                  TOKENS_SAVED.labels(tenant, prompt), COST_SAVED.labels(tenant, prompt))
+    return _Saved(child(LOOKUPS, tenant, prompt, "hit"), child(LOOKUPS, tenant, prompt, "miss"),
+                  child(TOKENS_SAVED, tenant, prompt), child(COST_SAVED, tenant, prompt))
 
 # One round trip, atomic with the leader's store (entry + lock release in MULTI): the entry, else
 # the single-flight lock if it is free (leader), else "in flight". No window in which a caller

@@ -157,6 +157,8 @@ async def build(settings: IngressSettings, *, limiter_settings: LimiterSettings 
         default_max_tokens=settings.default_max_tokens,
         limiter_fail_open=settings.limiter_fail_open,
         single_flight_wait_s=settings.single_flight_wait_s,
+        memo_entries=settings.memo_entries,
+        bookkeeping_delay_s=settings.bookkeeping_delay_s,
     )
 
     async def ready() -> bool:
@@ -174,7 +176,8 @@ async def build(settings: IngressSettings, *, limiter_settings: LimiterSettings 
 
     return GrpcService(
         name="ingress",
-        servicers=[(GatewayServicer(core), gateway_pb2_grpc.add_GatewayServicer_to_server, SERVICE_NAME)],
+        servicers=[(GatewayServicer(core, memo_entries=settings.memo_entries, memo_max_bytes=settings.memo_max_bytes),
+                    gateway_pb2_grpc.add_GatewayServicer_to_server, SERVICE_NAME)],
         ready=ready,
         on_stop=on_stop,
     )

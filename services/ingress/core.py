@@ -18,7 +18,9 @@ from llmgw.kit.errors import Aborted, LlmgwError, RateLimited
 from llmgw.kit.kafka import REQUESTS_TOPIC, RESPONSES_TOPIC
 from llmgw.kit.logging import get_logger
 from llmgw.kit.memo import Memo
+from llmgw.kit.metrics import child
 from llmgw.kit.redact import Redactor
+from llmgw.kit.tasks import Deferred
 from llmgw.kit.tokens import count_tokens
 from llmgw.ports import CachePort, EventSink, LimiterPort, RouterPort
 from llmgw.prompts import PromptVersion, Registry
@@ -70,6 +72,7 @@ class _Admitted:
     started: float
     stream: bool
     deadline: float | None = None
+    at: float = 0.0  # wall clock at admission (the request event's time)
 
     @property
     def req(self) -> GatewayRequest:
@@ -123,6 +126,7 @@ class Gateway:
         limiter_fail_open: bool = True,
         single_flight_wait_s: float = 10.0,
         memo_entries: int = 1024,
+        bookkeeping_delay_s: float = 0.002,
     ) -> None:
         self._limiter = limiter
         self._cache = cache
@@ -137,6 +141,8 @@ class Gateway:
         self._single_flight_wait_s = single_flight_wait_s
         self._background: set[asyncio.Task[Any]] = set()
         self._resolutions: Memo[tuple[str, bytes, int], _Resolved] = Memo(memo_entries)
+        # Events and metrics of a request: built a moment after its reply, off its path.
+        self._bookkeeping = Deferred(bookkeeping_delay_s)
 
     # ---- helpers ----
 
@@ -154,9 +160,9 @@ class Gateway:
         task.add_done_callback(self._background.discard)
 
     def _after_reply(self, fn: Callable[..., None], *args: Any) -> None:
-        """Run ``fn`` on the next loop turn: by then the reply has been handed to gRPC, so event
-        building and bookkeeping are never on the caller's clock. Callbacks run in the order
-        they were scheduled (a request's event always before its response's)."""
+        """Run ``fn`` on the next loop turn, once the reply has been handed to gRPC: for what
+        must start soon (a store that single-flight waiters wait for, a settle). Events and
+        metrics go to ``_bookkeeping`` instead."""
 
         def guarded() -> None:
             try:
@@ -169,6 +175,7 @@ class Gateway:
     async def drain(self, timeout_s: float = 5.0) -> None:
         """Wait for after-reply work (tests, graceful stop)."""
         await asyncio.sleep(0)  # let callbacks scheduled with _after_reply start their tasks
+        self._bookkeeping.flush()
         if self._background:
             await asyncio.wait(set(self._background), timeout=timeout_s)
 
@@ -182,10 +189,11 @@ class Gateway:
             tenant = self._keys.tenant_for(authorization)
             resolved = self._resolve(tenant, req)
         except LlmgwError as exc:
-            self._publish_outcome(request_id, tenant, req, "", req.route, exc, started)
+            self._bookkeeping.call(self._publish_outcome, request_id, tenant, req, "", req.route, exc, started,
+                                   None, False, time.perf_counter(), time.time())
             raise
         deadline = time.monotonic() + time_remaining if time_remaining is not None else None
-        return _Admitted(request_id, tenant, resolved, started, stream, deadline)
+        return _Admitted(request_id, tenant, resolved, started, stream, deadline, time.time())
 
     def _resolve(self, tenant: str, req: GatewayRequest) -> _Resolved:
         """Validation, label resolution and key material; a repeat (same fingerprint, tenant and
@@ -219,7 +227,7 @@ class Gateway:
         self._events.publish(
             REQUESTS_TOPIC,
             a.request_id,
-            request_event(a.req, request_id=a.request_id, tenant=a.tenant,
+            request_event(a.req, request_id=a.request_id, tenant=a.tenant, at=a.at,
                           prompt_version=a.prompt_version, route=a.route, stream=a.stream,
                           redact=self._redactor.for_tenant(a.tenant),
                           raw_input=self._redactor.raw_input(a.tenant)),
@@ -274,7 +282,7 @@ class Gateway:
         try:
             return await self._decide(a)
         finally:
-            self._after_reply(self._publish_request, a)
+            self._bookkeeping.call(self._publish_request, a)
 
     async def _decide(self, a: _Admitted) -> tuple[Decision, LookupResult]:
         if a.req.cache_mode == CacheMode.DEFAULT:
@@ -326,18 +334,19 @@ class Gateway:
 
     def _publish_outcome(
         self, request_id: str, tenant: str, req: GatewayRequest, prompt_version: str, route: str,
-        exc: LlmgwError | None, started: float, completion: Completion | None = None, cache_hit: bool = False,
-        ended: float | None = None,
+        exc: LlmgwError | None, started: float, completion: Completion | None, cache_hit: bool,
+        ended: float, at: float,
     ) -> None:
+        """``ended``: perf_counter when the reply left; ``at``: the wall clock then."""
         status = exc.code.name if exc else "OK"
-        REQUESTS.labels(tenant, status, "hit" if cache_hit else "miss").inc()
+        child(REQUESTS, tenant, status, "hit" if cache_hit else "miss").inc()
         c = completion
         self._events.publish(
             RESPONSES_TOPIC,
             request_id,
             response_event(
-                request_id=request_id, tenant=tenant, prompt=req.prompt, prompt_version=prompt_version,
-                route=route, status=status, latency_ms=((ended or time.perf_counter()) - started) * 1000,
+                request_id=request_id, tenant=tenant, at=at, prompt=req.prompt, prompt_version=prompt_version,
+                route=route, status=status, latency_ms=(ended - started) * 1000,
                 text=c.text if c else "", provider=c.provider if c else "", model=c.model if c else "",
                 error=exc.message if exc else "", usage=c.usage if c else None, cache_hit=cache_hit,
                 attempts=c.attempts if c else tuple(getattr(exc, "attempts", ()) or ()),
@@ -347,20 +356,17 @@ class Gateway:
 
     def _finish(self, a: _Admitted, decision: Decision, lookup: LookupResult, completion: Completion,
                 chunks: tuple[str, ...], *, hit: bool) -> None:
-        """After the reply: settle the token reservation, store, publish."""
-        self._after_reply(self._finished, a, decision, lookup, completion, chunks, hit, time.perf_counter())
+        """After the reply: settle the token reservation and store (next loop turn), then the
+        metrics and the response event (deferred). A hit from memory has only the latter."""
+        ended, at = time.perf_counter(), time.time()
+        if decision.reservation_id or lookup.leader or not hit:
+            self._after_reply(self._settle_and_store, a, decision, lookup, completion, chunks, hit)
+        self._bookkeeping.call(self._account, a, completion, hit, ended, at)
 
-    def _finished(self, a: _Admitted, decision: Decision, lookup: LookupResult, completion: Completion,
-                  chunks: tuple[str, ...], hit: bool, ended: float) -> None:
-        actual = 0 if hit else completion.usage.total_tokens
-        if not hit:
-            u, labels = completion.usage, (a.tenant, completion.provider, completion.model)
-            TOKENS.labels(*labels, "input").inc(u.input_tokens)
-            TOKENS.labels(*labels, "output").inc(u.output_tokens)
-            if u.cost_usd is not None:
-                COST.labels(*labels).inc(u.cost_usd)
+    def _settle_and_store(self, a: _Admitted, decision: Decision, lookup: LookupResult, completion: Completion,
+                          chunks: tuple[str, ...], hit: bool) -> None:
         if decision.reservation_id:
-            self._later(self._limiter.settle(decision.reservation_id, actual))
+            self._later(self._limiter.settle(decision.reservation_id, 0 if hit else completion.usage.total_tokens))
         if (not hit and lookup.cacheable and lookup.key and a.req.cache_mode != CacheMode.BYPASS
                 and completion.finish_reason not in _UNCACHEABLE_FINISH):
             entry = CacheEntry(text=completion.text, provider=completion.provider, model=completion.model,
@@ -368,22 +374,30 @@ class Gateway:
             self._later(self._cache.store(lookup.key, entry, tenant=a.tenant, prompt=a.req.prompt, route=a.route))
         elif lookup.leader:
             self._later(self._cache.release(lookup.key))  # waiters stop waiting for an entry that won't come
+
+    def _account(self, a: _Admitted, completion: Completion, hit: bool, ended: float, at: float) -> None:
+        if not hit:
+            u, labels = completion.usage, (a.tenant, completion.provider, completion.model)
+            child(TOKENS, *labels, "input").inc(u.input_tokens)
+            child(TOKENS, *labels, "output").inc(u.output_tokens)
+            if u.cost_usd is not None:
+                child(COST, *labels).inc(u.cost_usd)
         self._publish_outcome(a.request_id, a.tenant, a.req, a.prompt_version, a.route, None, a.started,
-                              completion, hit, ended)
+                              completion, hit, ended, at)
 
     def _failed(
         self, a: _Admitted, decision: Decision | None, exc: LlmgwError, lookup: LookupResult | None = None
     ) -> None:
-        self._after_reply(self._failure, a, decision, exc, lookup, time.perf_counter())
+        if (lookup is not None and lookup.leader) or (decision is not None and decision.reservation_id):
+            self._after_reply(self._release, decision, lookup)
+        self._bookkeeping.call(self._publish_outcome, a.request_id, a.tenant, a.req, a.prompt_version, a.route,
+                               exc, a.started, None, False, time.perf_counter(), time.time())
 
-    def _failure(self, a: _Admitted, decision: Decision | None, exc: LlmgwError, lookup: LookupResult | None,
-                 ended: float) -> None:
+    def _release(self, decision: Decision | None, lookup: LookupResult | None) -> None:
         if lookup is not None and lookup.leader:
             self._later(self._cache.release(lookup.key))
         if decision is not None and decision.reservation_id:
             self._later(self._limiter.settle(decision.reservation_id, 0))
-        self._publish_outcome(a.request_id, a.tenant, a.req, a.prompt_version, a.route, exc, a.started,
-                              ended=ended)
 
     # ---- the two entry points ----
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable
 
 from llmgw.convert import attempts_to_pb, messages_to_pb, sampling_to_pb, usage_to_pb
@@ -16,10 +15,11 @@ __all__ = ["SCHEMA_VERSION", "request_event", "response_event"]
 SCHEMA_VERSION = 1
 
 
-def request_event(req: GatewayRequest, *, request_id: str, tenant: str, prompt_version: str, route: str,
+def request_event(req: GatewayRequest, *, request_id: str, tenant: str, at: float, prompt_version: str, route: str,
                   stream: bool, redact: Callable[[str], str], raw_input: bool = True) -> bytes:
-    """The admission event; every free text passes ``redact`` first. Without ``raw_input`` the
-    event carries a hash and the redacted embedding text instead of variables and messages."""
+    """The admission event (``at``: wall clock of the admission); every free text passes
+    ``redact`` first. Without ``raw_input`` the event carries a hash and the redacted embedding
+    text instead of variables and messages."""
     messages = [Message(m.role, redact(m.content)) for m in req.messages]
     variables = {k: redact(v) for k, v in req.variables.items()}
     extra: dict[str, str] = {}
@@ -32,7 +32,7 @@ def request_event(req: GatewayRequest, *, request_id: str, tenant: str, prompt_v
         schema_version=SCHEMA_VERSION,
         request_id=request_id,
         tenant=tenant,
-        time=time.time(),
+        time=at,
         prompt=req.prompt,
         prompt_version=prompt_version,
         label=req.label,
@@ -50,6 +50,7 @@ def response_event(
     *,
     request_id: str,
     tenant: str,
+    at: float,
     prompt: str,
     prompt_version: str,
     route: str,
@@ -68,7 +69,7 @@ def response_event(
         schema_version=SCHEMA_VERSION,
         request_id=request_id,
         tenant=tenant,
-        time=time.time(),
+        time=at,
         prompt=prompt,
         prompt_version=prompt_version,
         route=route,

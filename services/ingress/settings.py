@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import SecretStr, field_validator
+from pydantic import Field, SecretStr, field_validator
 
 from llmgw.kit.settings import ServiceSettings
 
@@ -53,6 +53,15 @@ class IngressSettings(ServiceSettings):
     single_flight_wait_s: float = 10.0
     # When the limiter service is unreachable: admit (and count the miss) rather than fail.
     limiter_fail_open: bool = True
+    # A request's events and metrics are built this long after its reply, together with those
+    # of the requests around it: done at once, that work competes with sending the reply. 0: on
+    # the next loop turn. (Stores and settles that others wait for are never delayed.)
+    bookkeeping_delay_s: float = Field(default=0.002, ge=0, le=1)
+    # Recent distinct requests whose conversion, validation, label resolution and cache key are
+    # remembered, so a repeat (what a cache answers) redoes none of it; requests over
+    # memo_max_bytes (serialized) are never remembered. 0: off.
+    memo_entries: int = Field(default=1024, ge=0)
+    memo_max_bytes: int = Field(default=4096, ge=0)
 
     @field_validator("colocate", mode="before")
     @classmethod

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import functools
 import json
 import time
 import uuid
@@ -18,6 +17,7 @@ from redis.exceptions import RedisError
 from llmgw.domain import Decision, LimitStatus
 from llmgw.kit.breaker import Breaker
 from llmgw.kit.logging import get_logger
+from llmgw.kit.metrics import child
 from llmgw.kit.scripts import ScriptBatcher
 from llmgw.services.limiter import _lua
 from llmgw.services.limiter.local import Bucket, LocalGcra
@@ -51,10 +51,8 @@ class _Lease:
 _MAX_PLANS = 100_000
 
 
-@functools.lru_cache(maxsize=1024)
 def _counter(domain: str, result: str) -> Any:
-    # Labelled children looked up once: prometheus_client's labels() costs more than the inc().
-    return DECISIONS.labels(domain, result)
+    return child(DECISIONS, domain, result)
 
 
 def _specs(matched: Sequence[tuple[Rule, Limit]]) -> str:

@@ -27,6 +27,7 @@ from aiokafka.helpers import create_ssl_context
 from prometheus_client import Counter, Gauge, Histogram
 
 from llmgw.kit.logging import get_logger
+from llmgw.kit.metrics import child
 from llmgw.kit.spool import Record, Spool
 
 __all__ = ["DRIFT_METRICS_TOPIC", "DRIFT_TOPIC", "REQUESTS_TOPIC", "RESPONSES_TOPIC", "DiscardingSink",
@@ -280,7 +281,7 @@ class KafkaPublisher:
                 continue
             PUBLISH_LATENCY.observe(time.perf_counter() - start)
             for t, _, _ in batch:
-                PUBLISHED.labels(t).inc()
+                child(PUBLISHED, t).inc()
             return
 
     async def flush(self, timeout_s: float = 5.0) -> bool:

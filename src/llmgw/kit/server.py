@@ -9,13 +9,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
 import signal
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextvars import ContextVar
 from dataclasses import dataclass, field
+from types import TracebackType
 from typing import Any
 
 import grpc
@@ -26,7 +26,7 @@ from grpc_reflection.v1alpha import reflection
 
 from llmgw.kit.errors import LlmgwError
 from llmgw.kit.logging import get_logger
-from llmgw.kit.metrics import RPC_HANDLED, RPC_LATENCY, SERVING, start_metrics_server
+from llmgw.kit.metrics import RPC_HANDLED, RPC_LATENCY, SERVING, child, start_metrics_server
 
 __all__ = ["LIVENESS_SERVICE", "REQUEST_ID_KEY", "GrpcService", "RunningServer", "request_id", "serve_forever",
            "start_server"]
@@ -103,54 +103,51 @@ class _Interceptor(grpc.aio.ServerInterceptor):
             )
         return handler
 
-    @contextlib.asynccontextmanager
-    async def _scope(self, context: grpc.aio.ServicerContext, method: str) -> AsyncIterator[None]:
-        """One RPC: request id bound for logs, LlmgwError mapped to its status, metrics recorded."""
-        start = time.perf_counter()
-        rid = _request_id(context)
-        _REQUEST_ID.set(rid)
-        structlog.contextvars.bind_contextvars(request_id=rid)
-        code = grpc.StatusCode.OK
-        try:
-            yield
-        except LlmgwError as exc:
-            code = exc.code
-            await _abort(context, exc)
-        except Exception:
-            code = grpc.StatusCode.UNKNOWN
-            raise
-        finally:
-            self._record(method, code, start)
-
     def _wrap_unary(self, behavior: Any, method: str) -> Any:
         async def wrapped(request: Any, context: grpc.aio.ServicerContext) -> Any:
-            async with self._scope(context, method):
+            async with _Scope(self._service, context, method):
                 return await behavior(request, context)
 
         return wrapped
 
     def _wrap_stream(self, behavior: Any, method: str) -> Any:
         async def wrapped(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
-            async with self._scope(context, method):
+            async with _Scope(self._service, context, method):
                 async for item in behavior(request, context):
                     yield item
 
         return wrapped
 
-    def _record(self, method: str, code: grpc.StatusCode, start: float) -> None:
-        _handled(self._service, method, code.name).inc()
-        _latency(self._service, method).observe(time.perf_counter() - start)
 
+class _Scope:
+    """One RPC: request id bound for logs, LlmgwError mapped to its status, metrics recorded.
+    A plain class, not a generator-based context manager: this wraps every RPC, cache hits
+    included, and the generator machinery cost more than the scope's own work."""
 
-# Labelled metric children looked up once per label set: labels() costs more than the update.
-@functools.lru_cache(maxsize=4096)
-def _handled(service: str, method: str, code: str) -> Any:
-    return RPC_HANDLED.labels(service, method, code)
+    __slots__ = ("_context", "_method", "_service", "_start")
 
+    def __init__(self, service: str, context: grpc.aio.ServicerContext, method: str) -> None:
+        self._service, self._context, self._method = service, context, method
+        self._start = 0.0
 
-@functools.lru_cache(maxsize=4096)
-def _latency(service: str, method: str) -> Any:
-    return RPC_LATENCY.labels(service, method)
+    async def __aenter__(self) -> None:
+        self._start = time.perf_counter()
+        rid = _request_id(self._context)
+        _REQUEST_ID.set(rid)
+        structlog.contextvars.bind_contextvars(request_id=rid)
+
+    async def __aexit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                        tb: TracebackType | None) -> None:
+        code = grpc.StatusCode.OK
+        try:
+            if isinstance(exc, LlmgwError):
+                code = exc.code
+                await _abort(self._context, exc)  # raises: the RPC ends with exc's status
+            elif isinstance(exc, Exception):
+                code = grpc.StatusCode.UNKNOWN
+        finally:
+            child(RPC_HANDLED, self._service, self._method, code.name).inc()
+            child(RPC_LATENCY, self._service, self._method).observe(time.perf_counter() - self._start)
 
 
 async def _abort(context: grpc.aio.ServicerContext, exc: LlmgwError) -> None:

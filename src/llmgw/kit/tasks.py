@@ -7,7 +7,11 @@ import contextlib
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any
 
-__all__ = ["in_background"]
+from llmgw.kit.logging import get_logger
+
+__all__ = ["Deferred", "in_background"]
+
+_log = get_logger(__name__)
 
 
 def in_background(coro: Coroutine[Any, Any, None], *, name: str) -> Callable[[], Awaitable[None]]:
@@ -21,3 +25,36 @@ def in_background(coro: Coroutine[Any, Any, None], *, name: str) -> Callable[[],
             await task
 
     return stop
+
+
+class Deferred:
+    """Bookkeeping that must not compete with the reply it follows (events, metrics).
+
+    Callbacks run together, in the order they were scheduled, ``delay_s`` after the first of
+    them: by then the reply is on the wire. Done at once instead, that work shares the CPU with
+    sending the reply and measurably delays it on a busy machine (docs/benchmarks.md). Under load
+    one timer covers every request of the interval. Failures are logged, never raised.
+    ``flush`` runs what waits at once (drain, stop)."""
+
+    __slots__ = ("_delay", "_pending", "_timer")
+
+    def __init__(self, delay_s: float) -> None:
+        self._delay = delay_s
+        self._pending: list[tuple[Callable[..., None], tuple[Any, ...]]] = []
+        self._timer: asyncio.TimerHandle | None = None
+
+    def call(self, fn: Callable[..., None], *args: Any) -> None:
+        self._pending.append((fn, args))
+        if self._timer is None:
+            self._timer = asyncio.get_running_loop().call_later(self._delay, self.flush)
+
+    def flush(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        pending, self._pending = self._pending, []
+        for fn, args in pending:
+            try:
+                fn(*args)
+            except Exception as exc:  # bookkeeping must not crash anything
+                _log.warning("deferred_failed", callback=getattr(fn, "__qualname__", repr(fn)), error=repr(exc))
