@@ -65,3 +65,15 @@ def test_layout_characters_in_names_are_escaped_so_patterns_cannot_cross_tenants
     assert not fnmatch.fnmatchcase(sneaky, entry_pattern(prefix="p", tenant="a"))
     assert not fnmatch.fnmatchcase(cache_key(replace(BASE, tenant="ab"), prefix="p"),
                                    entry_pattern(prefix="p", tenant="a*"))
+
+
+def test_a_material_computes_its_key_once_per_prefix() -> None:
+    k = replace(BASE)
+    assert k.memo == {}
+    first = cache_key(k)
+    assert cache_key(k) is first  # the second call reads the memo
+    assert cache_key(k, prefix="p") != first and len(k.memo) == 2
+    # The memo is not part of the value: equal materials stay equal, and a changed copy starts empty.
+    assert k == BASE
+    other = replace(k, tenant="globex")
+    assert other.memo == {} and cache_key(other) != first

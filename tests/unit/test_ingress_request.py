@@ -1,10 +1,13 @@
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from llmgw.domain import Message, Sampling
+from llmgw.gateway.v1 import gateway_pb2
 from llmgw.kit.errors import InvalidArgument, Unauthenticated
 from llmgw.services.ingress.auth import ApiKeys
 from llmgw.services.ingress.request import GatewayRequest
@@ -49,3 +52,39 @@ def test_nan_temperature_is_rejected() -> None:
     req = GatewayRequest(messages=(Message("user", "hi"),), sampling=Sampling(temperature=float("nan")))
     with pytest.raises(InvalidArgument, match="temperature"):
         req.validate_shape()
+
+
+class TestRequestMemo:
+    """The servicer recognizes a repeat by its canonical bytes and reuses its conversion."""
+
+    @staticmethod
+    def _requests(max_bytes: int = 4096) -> Any:
+        from llmgw.services.ingress.server import _Requests
+
+        return _Requests(max_entries=8, max_bytes=max_bytes)
+
+    def test_a_repeat_reuses_its_request_whatever_the_map_order(self) -> None:
+        requests = self._requests()
+        a = gateway_pb2.CompleteRequest(prompt="p", variables={"x": "1", "y": "2"})
+        b = gateway_pb2.CompleteRequest(prompt="p")
+        b.variables["y"] = "2"
+        b.variables["x"] = "1"
+        first = requests.convert(a)
+        assert requests.convert(b) is first
+        assert first.fingerprint and first.variables == {"x": "1", "y": "2"}
+        other = requests.convert(gateway_pb2.CompleteRequest(prompt="p", variables={"x": "2", "y": "2"}))
+        assert other is not first and other.fingerprint != first.fingerprint
+
+    def test_an_invalid_request_is_refused_every_time(self) -> None:
+        requests = self._requests()
+        bad = gateway_pb2.CompleteRequest(prompt="p", cache_mode=7)  # type: ignore[arg-type]
+        for _ in range(2):
+            with pytest.raises(InvalidArgument) as err:
+                requests.convert(bad)
+            assert err.value.field == "cache_mode"
+
+    def test_a_large_request_is_converted_anew_without_a_fingerprint(self) -> None:
+        requests = self._requests(max_bytes=16)
+        big = gateway_pb2.CompleteRequest(prompt="p", variables={"text": "x" * 100})
+        first, second = requests.convert(big), requests.convert(big)
+        assert first == second and first is not second and first.fingerprint == b""
