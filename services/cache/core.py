@@ -49,6 +49,24 @@ class _Saved:
     cost: Any
 
 
+@dataclass(slots=True)
+class _Tally:
+    """Hits of one (tenant, prompt) and what they saved."""
+
+    hits: int = 0
+    tokens: int = 0
+    cost: float = 0.0
+    priced: bool = False  # any hit of a priced model (an unpriced saving is never reported as $0)
+
+
+def _count_saved(tenant: str, prompt: str, tally: _Tally) -> None:
+    saved = _saved(tenant, prompt or "-")
+    saved.hits.inc(tally.hits)
+    saved.tokens.inc(tally.tokens)
+    if tally.priced:
+        saved.cost.inc(tally.cost)
+
+
 @functools.lru_cache(maxsize=4096)
 def _saved(tenant: str, prompt: str) -> _Saved:
     return _Saved(child(LOOKUPS, tenant, prompt, "hit"), child(LOOKUPS, tenant, prompt, "miss"),
@@ -122,10 +140,12 @@ class RedisCache:
         self._near_hits = batcher.register(_NEAR_HITS)
         self._near = near
         self._invalidations = f"{prefix}!invalidations"
-        # Hits answered from memory, per (tenant, prompt): [hits, tokens, dollars] not yet added to
-        # the shared counters. ``count_near_hits`` adds them in one batch every few hundred ms,
-        # so a hit from memory needs no Redis round trip of its own.
-        self._near_tally: dict[tuple[str, str], list[float]] = {}
+        # Hits answered from memory per (tenant, prompt), not yet counted anywhere.
+        # ``count_near_hits`` adds them to the metrics and (one pipeline) to the shared counters
+        # every few hundred ms, so a hit from memory takes no Redis round trip and no metric lock.
+        self._near_tally: dict[tuple[str, str], _Tally] = {}
+        # Already in the metrics, not yet taken by Redis: retried at the next flush.
+        self._near_unsent: dict[tuple[str, str], _Tally] = {}
         # Strong references to fire-and-forget stat updates (the loop only keeps weak ones).
         self._pending: set[asyncio.Task[None]] = set()
 
@@ -140,7 +160,8 @@ class RedisCache:
         if self._near is not None:
             ttl_s = self._policy.for_request(key.prompt, key.route).ttl_s
             self._near.put(k, entry, ttl_left_s=entry.stored_at + ttl_s - time.time(), generation=generation)
-        self._count_saved(key, entry)
+        u = entry.usage
+        _count_saved(key.tenant, key.prompt, _Tally(1, u.total_tokens, u.cost_usd or 0.0, u.cost_usd is not None))
         return LookupResult(key=k, hit=True, entry=entry, cacheable=True)
 
     def peek(self, key: KeyMaterial) -> LookupResult | None:
@@ -151,27 +172,33 @@ class RedisCache:
         entry = self._near.get(k)
         if entry is None:
             return None
-        self._count_saved(key, entry)
         tally = self._near_tally.get((key.tenant, key.prompt))
         if tally is None:
-            tally = self._near_tally[(key.tenant, key.prompt)] = [0, 0, 0.0]
-        tally[0] += 1
-        tally[1] += entry.usage.total_tokens
-        tally[2] += entry.usage.cost_usd or 0.0
+            tally = self._near_tally[(key.tenant, key.prompt)] = _Tally()
+        u = entry.usage
+        tally.hits += 1
+        tally.tokens += u.total_tokens
+        if u.cost_usd is not None:
+            tally.cost += u.cost_usd
+            tally.priced = True
         return LookupResult(key=k, hit=True, entry=entry, cacheable=True)
 
     async def flush_near_hits(self) -> None:
-        """Add the hits answered from memory since the last flush to the shared counters (one
-        pipeline). A group Redis did not take is kept for the next flush: late, never lost."""
-        tally, self._near_tally = self._near_tally, {}
-        groups = list(tally.items())
+        """Add the hits answered from memory since the last flush to the metrics and, in one
+        pipeline, to the shared counters. A group Redis did not take is kept for the next flush:
+        late, never lost, and in the metrics once."""
+        fresh, self._near_tally = self._near_tally, {}
+        for (tenant, prompt), tally in fresh.items():
+            _count_saved(tenant, prompt, tally)
+        self._keep(list(fresh.items()))
+        groups, self._near_unsent = list(self._near_unsent.items()), {}
         if not groups:
             return
         try:
             results = await asyncio.gather(*(
-                self._near_hits(keys=self._stats_keys(tenant, prompt), args=[int(n), int(tokens), repr(cost)],
-                                timeout_s=max(1.0, self._timeout * 4))
-                for (tenant, prompt), (n, tokens, cost) in groups
+                self._near_hits(keys=self._stats_keys(tenant, prompt),
+                                args=[t.hits, t.tokens, repr(t.cost)], timeout_s=max(1.0, self._timeout * 4))
+                for (tenant, prompt), t in groups
             ), return_exceptions=True)
         except BaseException:  # cancelled mid-flush (a stop): the final flush takes them all
             self._keep(groups)
@@ -182,28 +209,24 @@ class RedisCache:
             _log.debug("cache_near_stats_failed", groups=len(errors), error=repr(errors[0]))
             self._keep([g for g, r in zip(groups, results, strict=True) if isinstance(r, BaseException)])
 
-    def _keep(self, groups: list[tuple[tuple[str, str], list[float]]]) -> None:
-        # A script whose reply was lost may have run: the retry can count it twice. Stats are for
-        # accounting trends; keeping every hit matters more than the rare double count.
-        for group, (n, tokens, cost) in groups:
-            kept = self._near_tally.setdefault(group, [0, 0, 0.0])
-            kept[0] += n
-            kept[1] += tokens
-            kept[2] += cost
+    def _keep(self, groups: list[tuple[tuple[str, str], _Tally]]) -> None:
+        """Hold groups for Redis until a flush gets them through. (A script whose reply was lost
+        may have run: the retry can count it twice. Stats are for accounting trends; keeping every
+        hit matters more than the rare double count.)"""
+        for group, tally in groups:
+            kept = self._near_unsent.get(group)
+            if kept is None:
+                self._near_unsent[group] = _Tally(tally.hits, tally.tokens, tally.cost, tally.priced)
+            else:
+                kept.hits += tally.hits
+                kept.tokens += tally.tokens
+                kept.cost += tally.cost
 
     async def count_near_hits(self, every_s: float) -> None:
         """Flush the near-hit tally every ``every_s``; runs until cancelled (the owner flushes at stop)."""
         while True:
             await asyncio.sleep(every_s)
             await self.flush_near_hits()
-
-    @staticmethod
-    def _count_saved(key: KeyMaterial, entry: CacheEntry) -> None:
-        saved = _saved(key.tenant, key.prompt or "-")
-        saved.hits.inc()
-        saved.tokens.inc(entry.usage.total_tokens)
-        if entry.usage.cost_usd is not None:
-            saved.cost.inc(entry.usage.cost_usd)
 
     async def _probe(self, key: KeyMaterial, k: str) -> tuple[bytes | None, bool]:
         """(entry, leader): the entry if stored; else whether this caller took the lock."""

@@ -179,26 +179,40 @@ async def test_near_caches_answer_from_memory_count_in_redis_and_drop_on_invalid
 
 
 async def test_near_hits_kept_while_redis_is_down_and_counted_once_it_is_back() -> None:
-    """Hits from memory are tallied and flushed in batches; a flush that cannot reach Redis keeps
-    them for the next one (late, never lost, never counted twice)."""
+    """Hits from memory are tallied and flushed in batches: into the metrics at once, into Redis
+    once it takes them (a flush that cannot reach Redis keeps them for the next one). Late, never
+    lost, never counted twice."""
+    from prometheus_client import REGISTRY
+
     from llmgw.kit.embedded import start_redis
     from llmgw.kit.redis import connect
     from llmgw.services.cache.near import NearCache
 
+    tenant = f"t-{uuid.uuid4().hex[:8]}"
+    key = replace(KEY, tenant=tenant)
+
+    def metrics() -> tuple[float | None, ...]:
+        labels = {"tenant": tenant, "prompt": "p"}
+        return (REGISTRY.get_sample_value("llmgw_cache_lookups_total", {**labels, "result": "hit"}),
+                REGISTRY.get_sample_value("llmgw_cache_tokens_saved_total", labels),
+                REGISTRY.get_sample_value("llmgw_cache_cost_saved_usd_total", labels))
+
     port = free_port()
     redis = connect(f"redis://127.0.0.1:{port}/0")  # nothing listens there yet
     cache = RedisCache(redis, near=NearCache(max_entries=10, ttl_s=30))
-    miss = await cache.lookup(KEY)  # Redis down: a miss, as designed; the key is all we need
+    miss = await cache.lookup(key)  # Redis down: a miss, as designed; the key is all we need
     cache._near.put(miss.key, ENTRY, ttl_left_s=30, generation=0)  # type: ignore[union-attr]  # as a store does
-    assert cache.peek(KEY) is not None and cache.peek(KEY) is not None
-    await cache.flush_near_hits()  # fails quietly and keeps both
+    assert cache.peek(key) is not None and cache.peek(key) is not None
+    await cache.flush_near_hits()  # Redis fails quietly and keeps both; the metrics have them
+    assert metrics() == (2, 30, pytest.approx(0.002))
     server = start_redis(port)
     try:
         await cache.flush_near_hits()
-        stats = await cache.stats("acme", "p")
+        stats = await cache.stats(tenant, "p")
         assert (stats["hits"], stats["tokens_saved"]) == (2, 30)
         await cache.flush_near_hits()  # nothing left over
-        assert (await cache.stats("acme"))["hits"] == 2
+        assert (await cache.stats(tenant))["hits"] == 2
+        assert metrics() == (2, 30, pytest.approx(0.002))  # the retry did not count them again
     finally:
         await redis.aclose()
         server.stop()
