@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import time
-import uuid
 from collections.abc import AsyncIterator, Callable, Coroutine
 from dataclasses import dataclass, replace
 from typing import Any
@@ -15,6 +14,7 @@ from prometheus_client import Counter
 
 from llmgw.domain import CacheEntry, Chunk, Completion, Decision, KeyMaterial, LimitStatus, LookupResult, RouteCall
 from llmgw.kit.errors import Aborted, LlmgwError, RateLimited
+from llmgw.kit.ids import new_request_id
 from llmgw.kit.kafka import REQUESTS_TOPIC, RESPONSES_TOPIC
 from llmgw.kit.logging import get_logger
 from llmgw.kit.memo import Memo
@@ -407,7 +407,7 @@ class Gateway:
     ) -> Reply:
         """``authorization`` is the caller's header value, ``Bearer <api key>``; ``time_remaining``
         the caller's deadline in seconds, passed on to the router."""
-        rid = request_id or uuid.uuid4().hex
+        rid = request_id or new_request_id()
         a = self._admit(authorization, req, request_id=rid, stream=False, time_remaining=time_remaining)
         decision: Decision | None = None
         lookup: LookupResult | None = None
@@ -430,7 +430,7 @@ class Gateway:
         time_remaining: float | None = None,
     ) -> AsyncIterator[Chunk | Reply]:
         """Yields text Chunks, then one final Reply with the metadata."""
-        rid = request_id or uuid.uuid4().hex
+        rid = request_id or new_request_id()
         a = self._admit(authorization, req, request_id=rid, stream=True, time_remaining=time_remaining)
         decision: Decision | None = None
         try:

@@ -42,6 +42,7 @@ async def start_core(
 
     async def stop() -> None:
         await stop_reload()
+        await core.close()
         if batcher is None:
             await redis.aclose()
 

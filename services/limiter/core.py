@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 import uuid
@@ -42,8 +43,15 @@ class _Lease:
     descriptor's recent demand, which sizes the next lease."""
 
     units: int = 0
+    size: int = 0  # what the current lease started with
     expires: float = 0.0
     statuses: tuple[LimitStatus, ...] = ()
+    # The lease charged ahead (in the background) while this one runs low: it takes over when
+    # this one is used up, so steady hits never wait on Redis.
+    next_units: int = 0
+    next_expires: float = 0.0
+    next_statuses: tuple[LimitStatus, ...] = ()
+    refilling: bool = False
     window_start: float = 0.0
     window_count: int = 0  # admissions asked for in the current window (one lease TTL long)
     demand: int = 0  # admissions in the previous window
@@ -100,6 +108,7 @@ class RedisLimiter:
         self._lease_max = max(1, lease_max)
         self._lease_ttl = lease_ttl_s
         self._leases: dict[tuple[str, tuple[tuple[str, str], ...]], _Lease] = {}
+        self._refills: set[asyncio.Task[None]] = set()
         # Pipelined with whatever else runs at the same moment (other checks; in a colocated
         # ingress also the cache lookup): one write and one read per loop turn, not per call.
         batcher = batcher or ScriptBatcher(redis)
@@ -242,7 +251,11 @@ class RedisLimiter:
         - Sized to demand: at most as many requests as the descriptor asked for in the previous
           lease window, so a tenant sending a hit now and then is never charged for hits it did
           not make; leased requests left unused stay charged, which only happens when a busy
-          descriptor slows down (at most ``lease_max`` - 1 per replica each time)."""
+          descriptor slows down (at most ``lease_max`` - 1 per replica each time, or a quarter
+          of a lease more if the next lease was already charged ahead).
+        - Charged ahead: while a descriptor uses up at least two leases a window, the next lease
+          is charged in the background once a quarter of the current one is left, so its hits
+          never wait on Redis."""
         key = (domain, tuple(descriptor))
         now = self._clock()
         lease = self._leases.get(key)
@@ -255,8 +268,20 @@ class RedisLimiter:
             lease.demand = lease.window_count if now - lease.window_start < 2 * self._lease_ttl else 0
             lease.window_start, lease.window_count = now, 0
         lease.window_count += 1
+        if (lease.units <= 0 or now >= lease.expires) and lease.next_units > 0 and now < lease.next_expires:
+            lease.units = lease.size = lease.next_units
+            lease.expires, lease.statuses = lease.next_expires, lease.next_statuses
+            lease.next_units = 0
         if lease.units > 0 and now < lease.expires:
             lease.units -= 1
+            if (lease.units * 4 <= lease.size and lease.demand >= 2 * lease.size and not lease.refilling
+                    and lease.next_units == 0):
+                # A quarter left, and demand that uses up two leases a window: charge the next
+                # one now, in the background, so the hit that empties this one does not wait.
+                lease.refilling = True
+                task = asyncio.get_running_loop().create_task(self._refill(descriptor, domain, lease))
+                self._refills.add(task)
+                task.add_done_callback(self._refills.discard)
             _counter(domain, "leased").inc()
             return Decision(allowed=True, statuses=lease.statuses)
         size = self._lease_size(lease)
@@ -264,10 +289,32 @@ class RedisLimiter:
         if not decision.allowed and size > 1:
             size = 1
             decision = await self.check(descriptor, requests=1, tokens=0, domain=domain)
+        lease.size = size if decision.allowed else 0
         lease.units = size - 1 if decision.allowed else 0
         lease.expires = self._clock() + self._lease_ttl
         lease.statuses = decision.statuses
         return decision
+
+    async def _refill(self, descriptor: Sequence[tuple[str, str]], domain: str, lease: _Lease) -> None:
+        """Charge the next lease while the current one still admits. Refused (the limits have less
+        left than a lease), it charges nothing: the next admission then asks for itself."""
+        try:
+            size = self._lease_size(lease)
+            if size <= 1:
+                return
+            decision = await self.check(descriptor, requests=size, tokens=0, domain=domain)
+            if decision.allowed:
+                lease.next_units, lease.next_statuses = size, decision.statuses
+                lease.next_expires = self._clock() + self._lease_ttl
+        finally:
+            lease.refilling = False
+
+    async def close(self) -> None:
+        """Stop charging leases ahead (before the Redis connection closes)."""
+        for task in list(self._refills):
+            task.cancel()
+        if self._refills:
+            await asyncio.wait(set(self._refills), timeout=1.0)
 
     def _lease_size(self, lease: _Lease) -> int:
         if self._lease_max <= 1:

@@ -252,3 +252,26 @@ async def test_a_lease_saves_round_trips(redis: aioredis.Redis) -> None:
         clock.now += 0.05
     # The first window asks Redis every time (no demand known yet); after it, one call in eight.
     assert len(sent) <= 20 + 180 // 8 + 10
+
+
+async def test_steady_hits_never_wait_on_redis_once_leases_are_charged_ahead(redis: aioredis.Redis) -> None:
+    """With demand for two leases a window, the next lease is charged in the background while the
+    current one still admits: after the first window no admission waits on Redis, and every
+    admitted hit was charged (the limit's count matches)."""
+    # Per day: Redis's own clock refills next to nothing while the test runs, so the count is exact.
+    rules = _rule({"tenant": "*"}, {"name": "rpd", "unit": "requests", "limit": 100_000, "per": "day"})
+    clock = _Clock()
+    lim = _limiter(redis, rules, lease_max=8, clock=clock)
+    waited = []
+    for _ in range(100):  # 20 hits per lease window of process time, 5 ms apart in real time
+        admission = asyncio.ensure_future(lim.admit([("tenant", "a")]))
+        await asyncio.sleep(0)  # one loop turn: an admission from a lease is done by now
+        waited.append(not admission.done())
+        assert (await admission).allowed
+        await asyncio.sleep(0.005)
+        clock.now += 0.05
+    assert all(waited[:5]) and not any(waited[25:])
+    await lim.close()
+    probe = RedisLimiter(redis, parse_rules(rules), prefix=lim._prefix)
+    charged = 100_000 - (await probe.check([("tenant", "a")], requests=0)).statuses[0].remaining
+    assert 100 <= charged <= 100 + 8 + 2 + 1  # unused: at most the lease ahead and a quarter of one

@@ -11,7 +11,6 @@ import asyncio
 import contextlib
 import signal
 import time
-import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextvars import ContextVar
 from dataclasses import dataclass, field
@@ -25,6 +24,7 @@ from grpc_health.v1._async import HealthServicer
 from grpc_reflection.v1alpha import reflection
 
 from llmgw.kit.errors import LlmgwError
+from llmgw.kit.ids import new_request_id
 from llmgw.kit.logging import get_logger
 from llmgw.kit.metrics import RPC_HANDLED, RPC_LATENCY, SERVING, child, start_metrics_server
 
@@ -60,14 +60,14 @@ def _request_id(context: grpc.aio.ServicerContext) -> str:
     for key, value in context.invocation_metadata() or ():
         if key == REQUEST_ID_KEY and isinstance(value, str) and value:
             return value
-    return uuid.uuid4().hex
+    return new_request_id()
 
 
 def request_id() -> str:
     """The current RPC's request id: the caller's ``x-request-id`` (so its traces join ours), else
     one made up when the RPC began; the id this RPC's log lines are bound to. Outside an RPC of a
     server built here: a new id."""
-    return _REQUEST_ID.get() or uuid.uuid4().hex
+    return _REQUEST_ID.get() or new_request_id()
 
 
 class _Interceptor(grpc.aio.ServerInterceptor):
