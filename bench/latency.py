@@ -2,7 +2,7 @@
 
 Everything runs as deployed: Redis, Tansu, the fake providers and every service in its own
 process (``llmgw up``'s start_system, drift off); this process is only the application. Paths,
-interleaved round-robin, the order rotating every round:
+interleaved round-robin in a fresh random order every round (bench/_harness.py):
   direct          AsyncOpenAI -> fake provider (zero latency): what calling the provider costs
   miss            app -> ingress -> limiter + cache -> router -> fake provider (every request new)
   hit             app -> ingress -> limiter and cache services (split topology: two gRPC hops)
