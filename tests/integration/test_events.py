@@ -162,3 +162,26 @@ async def test_events_left_at_stop_are_spooled_oldest_first_and_sent_by_the_next
         assert set(await read_topic(broker.address, "llm.requests", set(keys))) == set(keys)
     finally:
         broker.stop()
+
+
+async def test_a_stop_right_after_publishing_delivers_what_the_sender_had_taken(tmp_path: Path) -> None:
+    """The queue empties the moment the sender takes a batch, before the broker has it: a stop then
+    must wait for that batch too, not spool it (the ingress publishes its last events at stop)."""
+    from llmgw.kit.kafka import KafkaPublisher
+    from llmgw.kit.spool import Spool
+
+    broker = start_tansu()
+    try:
+        await ensure_topics(broker.address)
+        publisher = KafkaPublisher(broker.address, spool_dir=tmp_path / "spool")
+        await publisher.start()
+        await asyncio.wait_for(publisher.connected.wait(), 30)
+        keys = [f"last{i}" for i in range(5)]
+        for k in keys:
+            publisher.publish("llm.requests", k, k.encode())
+        await asyncio.sleep(0)  # the sender takes them: the queue is empty, the broker has nothing yet
+        await publisher.stop()
+        assert Spool(tmp_path / "spool", max_bytes=1 << 20).empty()
+        assert set(await read_topic(broker.address, "llm.requests", set(keys))) == set(keys)
+    finally:
+        broker.stop()

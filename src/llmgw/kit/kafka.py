@@ -285,15 +285,20 @@ class KafkaPublisher:
             return
 
     async def flush(self, timeout_s: float = 5.0) -> bool:
-        """Wait until everything was handed to the broker (or the timeout); True when it was."""
+        """Wait until everything was handed to the broker (or the timeout); True when it was.
+        An empty queue is not enough: the sender may have just taken the last batch and not yet
+        handed it to the producer (``_inflight`` until the broker acknowledged it)."""
         deadline = asyncio.get_running_loop().time() + timeout_s
-        while (self._queue.qsize() or self._spooling) and asyncio.get_running_loop().time() < deadline:
+        while self._undelivered() and asyncio.get_running_loop().time() < deadline:
             await asyncio.sleep(0.02)
         if self._producer is not None:
             with contextlib.suppress(KafkaError, OSError, TimeoutError):
                 async with asyncio.timeout(max(0.1, deadline - asyncio.get_running_loop().time())):
                     await self._producer.flush()
-        return not (self._queue.qsize() or self._spooling)
+        return not self._undelivered()
+
+    def _undelivered(self) -> bool:
+        return bool(self._queue.qsize() or self._inflight or self._spooling)
 
     async def stop(self, timeout_s: float = 5.0) -> None:
         """Deliver what it can within ``timeout_s``; whatever is left goes to the spool on disk,
