@@ -38,23 +38,28 @@ _Plan = tuple[list[tuple[Rule, Limit]], list[str], str]
 
 
 @dataclass(slots=True)
-class _Lease:
-    """Requests charged in Redis ahead of use, admitted in process until used or expired; and the
-    descriptor's recent demand, which sizes the next lease."""
+class _Grant:
+    """Requests charged in Redis by one call, admitted in process until used or expired."""
 
-    units: int = 0
-    size: int = 0  # what the current lease started with
-    expires: float = 0.0
-    statuses: tuple[LimitStatus, ...] = ()
-    # The lease charged ahead (in the background) while this one runs low: it takes over when
-    # this one is used up, so steady hits never wait on Redis.
-    next_units: int = 0
-    next_expires: float = 0.0
-    next_statuses: tuple[LimitStatus, ...] = ()
+    units: int  # left to admit
+    size: int  # charged
+    expires: float
+    statuses: tuple[LimitStatus, ...]  # the limits as that charge left them
+
+
+@dataclass(slots=True)
+class _Lease:
+    """A descriptor's grants and its recent demand, which sizes the next grant."""
+
+    current: _Grant | None = None
+    # Charged ahead (in the background) while ``current`` runs low: it takes over when
+    # ``current`` is used up, so steady hits never wait on Redis.
+    ahead: _Grant | None = None
     refilling: bool = False
     window_start: float = 0.0
     window_count: int = 0  # admissions asked for in the current window (one lease TTL long)
     demand: int = 0  # admissions in the previous window
+
 
 _MAX_PLANS = 100_000
 
@@ -268,14 +273,15 @@ class RedisLimiter:
             lease.demand = lease.window_count if now - lease.window_start < 2 * self._lease_ttl else 0
             lease.window_start, lease.window_count = now, 0
         lease.window_count += 1
-        if (lease.units <= 0 or now >= lease.expires) and lease.next_units > 0 and now < lease.next_expires:
-            lease.units = lease.size = lease.next_units
-            lease.expires, lease.statuses = lease.next_expires, lease.next_statuses
-            lease.next_units = 0
-        if lease.units > 0 and now < lease.expires:
-            lease.units -= 1
-            if (lease.units * 4 <= lease.size and lease.demand >= 2 * lease.size and not lease.refilling
-                    and lease.next_units == 0):
+        grant = lease.current
+        if (grant is None or grant.units <= 0 or now >= grant.expires) and lease.ahead is not None \
+                and now < lease.ahead.expires:
+            lease.current, lease.ahead = lease.ahead, None
+            grant = lease.current
+        if grant is not None and grant.units > 0 and now < grant.expires:
+            grant.units -= 1
+            if (grant.units * 4 <= grant.size and lease.demand >= 2 * grant.size and not lease.refilling
+                    and lease.ahead is None):
                 # A quarter left, and demand that uses up two leases a window: charge the next
                 # one now, in the background, so the hit that empties this one does not wait.
                 lease.refilling = True
@@ -283,16 +289,14 @@ class RedisLimiter:
                 self._refills.add(task)
                 task.add_done_callback(self._refills.discard)
             _counter(domain, "leased").inc()
-            return Decision(allowed=True, statuses=lease.statuses)
+            return Decision(allowed=True, statuses=grant.statuses)
         size = self._lease_size(lease)
         decision = await self.check(descriptor, requests=size, tokens=0, domain=domain)
         if not decision.allowed and size > 1:
             size = 1
             decision = await self.check(descriptor, requests=1, tokens=0, domain=domain)
-        lease.size = size if decision.allowed else 0
-        lease.units = size - 1 if decision.allowed else 0
-        lease.expires = self._clock() + self._lease_ttl
-        lease.statuses = decision.statuses
+        charged = size if decision.allowed else 0
+        lease.current = _Grant(max(0, charged - 1), charged, self._clock() + self._lease_ttl, decision.statuses)
         return decision
 
     async def _refill(self, descriptor: Sequence[tuple[str, str]], domain: str, lease: _Lease) -> None:
@@ -304,8 +308,7 @@ class RedisLimiter:
                 return
             decision = await self.check(descriptor, requests=size, tokens=0, domain=domain)
             if decision.allowed:
-                lease.next_units, lease.next_statuses = size, decision.statuses
-                lease.next_expires = self._clock() + self._lease_ttl
+                lease.ahead = _Grant(size, size, self._clock() + self._lease_ttl, decision.statuses)
         finally:
             lease.refilling = False
 
@@ -319,7 +322,8 @@ class RedisLimiter:
     def _lease_size(self, lease: _Lease) -> int:
         if self._lease_max <= 1:
             return 1
-        remaining = [s.remaining for s in lease.statuses if s.unit == "requests" and not s.shadow]
+        statuses = lease.current.statuses if lease.current is not None else ()
+        remaining = [s.remaining for s in statuses if s.unit == "requests" and not s.shadow]
         return max(1, min(self._lease_max, min(remaining, default=0) // 10, lease.demand))
 
     async def settle(self, reservation_id: str, actual_tokens: int) -> int:
