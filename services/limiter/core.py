@@ -273,9 +273,10 @@ class RedisLimiter:
             lease.demand = lease.window_count if now - lease.window_start < 2 * self._lease_ttl else 0
             lease.window_start, lease.window_count = now, 0
         lease.window_count += 1
+        if lease.ahead is not None and now >= lease.ahead.expires:
+            lease.ahead = None  # charged ahead, never needed: stays charged, must not block the next
         grant = lease.current
-        if (grant is None or grant.units <= 0 or now >= grant.expires) and lease.ahead is not None \
-                and now < lease.ahead.expires:
+        if (grant is None or grant.units <= 0 or now >= grant.expires) and lease.ahead is not None:
             lease.current, lease.ahead = lease.ahead, None
             grant = lease.current
         if grant is not None and grant.units > 0 and now < grant.expires:

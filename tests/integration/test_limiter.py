@@ -275,3 +275,31 @@ async def test_steady_hits_never_wait_on_redis_once_leases_are_charged_ahead(red
     probe = RedisLimiter(redis, parse_rules(rules), prefix=lim._prefix)
     charged = 100_000 - (await probe.check([("tenant", "a")], requests=0)).statuses[0].remaining
     assert 100 <= charged <= 100 + 8 + 2 + 1  # unused: at most the lease ahead and a quarter of one
+
+
+async def test_a_lease_charged_ahead_and_left_to_expire_does_not_stop_charging_ahead(redis: aioredis.Redis) -> None:
+    """Demand stops right after a lease was charged ahead; that lease expires unused. When steady
+    hits resume, leases are charged ahead again and no admission waits on Redis."""
+    rules = _rule({"tenant": "*"}, {"name": "rpd", "unit": "requests", "limit": 100_000, "per": "day"})
+    clock = _Clock()
+    lim = _limiter(redis, rules, lease_max=8, clock=clock)
+
+    async def steady(hits: int) -> list[bool]:
+        waited = []
+        for _ in range(hits):  # 20 hits per lease window of process time, 5 ms apart in real time
+            admission = asyncio.ensure_future(lim.admit([("tenant", "a")]))
+            await asyncio.sleep(0)
+            waited.append(not admission.done())
+            assert (await admission).allowed
+            await asyncio.sleep(0.005)
+            clock.now += 0.05
+        return waited
+
+    await steady(40)
+    lease = lim._leases[("gateway", (("tenant", "a"),))]  # setup only: stop right after a charge ahead
+    while lease.ahead is None:
+        await steady(1)
+    clock.now += 10  # the lease charged ahead expires unused
+    waited = await steady(80)
+    assert not any(waited[25:])
+    await lim.close()
