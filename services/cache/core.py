@@ -23,6 +23,7 @@ from llmgw.domain import CacheEntry, KeyMaterial, LookupResult
 from llmgw.kit.logging import get_logger
 from llmgw.kit.metrics import child
 from llmgw.kit.scripts import ScriptBatcher
+from llmgw.kit.tasks import Background
 from llmgw.services.cache.keys import cache_key, entry_pattern, lock_key, stats_key
 from llmgw.services.cache.near import NearCache
 from llmgw.services.cache.policy import CachePolicy
@@ -146,8 +147,7 @@ class RedisCache:
         self._near_tally: dict[tuple[str, str], _Tally] = {}
         # Already in the metrics, not yet taken by Redis: retried at the next flush.
         self._near_unsent: dict[tuple[str, str], _Tally] = {}
-        # Strong references to fire-and-forget stat updates (the loop only keeps weak ones).
-        self._pending: set[asyncio.Task[None]] = set()
+        self._pending = Background()  # fire-and-forget stat updates
 
     def cacheable(self, key: KeyMaterial) -> bool:
         return self._policy.allows(key, unset_temperature_is_deterministic=self._unset_ok)
@@ -379,9 +379,7 @@ class RedisCache:
                 ERRORS.labels("stats").inc()
                 _log.debug("cache_stats_failed", error=repr(exc))
 
-        task = asyncio.get_running_loop().create_task(guarded())
-        self._pending.add(task)
-        task.add_done_callback(self._pending.discard)
+        self._pending.spawn(guarded())
 
     def _count_miss(self, key: KeyMaterial) -> None:
         # Only a timed-out wait counts outside the lookup script.

@@ -20,7 +20,7 @@ from llmgw.kit.logging import get_logger
 from llmgw.kit.memo import Memo
 from llmgw.kit.metrics import child
 from llmgw.kit.redact import Redactor
-from llmgw.kit.tasks import Deferred
+from llmgw.kit.tasks import Background, Deferred
 from llmgw.kit.tokens import count_tokens
 from llmgw.ports import CachePort, EventSink, LimiterPort, RouterPort
 from llmgw.prompts import PromptVersion, Registry
@@ -139,7 +139,7 @@ class Gateway:
         self._default_max_tokens = default_max_tokens
         self._limiter_fail_open = limiter_fail_open
         self._single_flight_wait_s = single_flight_wait_s
-        self._background: set[asyncio.Task[Any]] = set()
+        self._background = Background()
         self._resolutions: Memo[tuple[str, bytes, int], _Resolved] = Memo(memo_entries)
         # Events and metrics of a request: built a moment after its reply, off its path.
         self._bookkeeping = Deferred(bookkeeping_delay_s)
@@ -155,9 +155,7 @@ class Gateway:
             except Exception as exc:  # background bookkeeping must not crash anything
                 _log.warning("background_task_failed", error=repr(exc))
 
-        task = asyncio.get_running_loop().create_task(guarded())
-        self._background.add(task)
-        task.add_done_callback(self._background.discard)
+        self._background.spawn(guarded())
 
     def _after_reply(self, fn: Callable[..., None], *args: Any) -> None:
         """Run ``fn`` on the next loop turn, once the reply has been handed to gRPC: for what
@@ -176,8 +174,7 @@ class Gateway:
         """Wait for after-reply work (tests, graceful stop)."""
         await asyncio.sleep(0)  # let callbacks scheduled with _after_reply start their tasks
         self._bookkeeping.flush()
-        if self._background:
-            await asyncio.wait(set(self._background), timeout=timeout_s)
+        await self._background.wait(timeout_s)
 
     def _admit(
         self, authorization: str | None, req: GatewayRequest, *, request_id: str, stream: bool,

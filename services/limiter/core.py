@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 import time
 import uuid
@@ -20,6 +19,7 @@ from llmgw.kit.breaker import Breaker
 from llmgw.kit.logging import get_logger
 from llmgw.kit.metrics import child
 from llmgw.kit.scripts import ScriptBatcher
+from llmgw.kit.tasks import Background
 from llmgw.services.limiter import _lua
 from llmgw.services.limiter.local import Bucket, LocalGcra
 from llmgw.services.limiter.rules import Limit, Rule, RuleSet
@@ -113,7 +113,7 @@ class RedisLimiter:
         self._lease_max = max(1, lease_max)
         self._lease_ttl = lease_ttl_s
         self._leases: dict[tuple[str, tuple[tuple[str, str], ...]], _Lease] = {}
-        self._refills: set[asyncio.Task[None]] = set()
+        self._refills = Background()
         # Pipelined with whatever else runs at the same moment (other checks; in a colocated
         # ingress also the cache lookup): one write and one read per loop turn, not per call.
         batcher = batcher or ScriptBatcher(redis)
@@ -286,9 +286,7 @@ class RedisLimiter:
                 # A quarter left, and demand that uses up two leases a window: charge the next
                 # one now, in the background, so the hit that empties this one does not wait.
                 lease.refilling = True
-                task = asyncio.get_running_loop().create_task(self._refill(descriptor, domain, lease))
-                self._refills.add(task)
-                task.add_done_callback(self._refills.discard)
+                self._refills.spawn(self._refill(descriptor, domain, lease))
             _counter(domain, "leased").inc()
             return Decision(allowed=True, statuses=grant.statuses)
         size = self._lease_size(lease)
@@ -315,10 +313,7 @@ class RedisLimiter:
 
     async def close(self) -> None:
         """Stop charging leases ahead (before the Redis connection closes)."""
-        for task in list(self._refills):
-            task.cancel()
-        if self._refills:
-            await asyncio.wait(set(self._refills), timeout=1.0)
+        await self._refills.cancel(timeout_s=1.0)
 
     def _lease_size(self, lease: _Lease) -> int:
         if self._lease_max <= 1:

@@ -9,7 +9,7 @@ from typing import Any
 
 from llmgw.kit.logging import get_logger
 
-__all__ = ["Deferred", "in_background"]
+__all__ = ["Background", "Deferred", "in_background"]
 
 _log = get_logger(__name__)
 
@@ -25,6 +25,35 @@ def in_background(coro: Coroutine[Any, Any, None], *, name: str) -> Callable[[],
             await task
 
     return stop
+
+
+class Background:
+    """Fire-and-forget tasks, held until they end: the event loop keeps only weak references, so
+    a task nobody holds can vanish mid-flight. Guarding failures is the caller's business."""
+
+    __slots__ = ("_tasks",)
+
+    def __init__(self) -> None:
+        self._tasks: set[asyncio.Task[Any]] = set()
+
+    def __len__(self) -> int:
+        return len(self._tasks)
+
+    def spawn(self, coro: Coroutine[Any, Any, Any]) -> None:
+        task = asyncio.get_running_loop().create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def wait(self, timeout_s: float) -> None:
+        """Until every task has ended, or ``timeout_s``."""
+        if self._tasks:
+            await asyncio.wait(set(self._tasks), timeout=timeout_s)
+
+    async def cancel(self, timeout_s: float) -> None:
+        """Cancel every task and wait (at most ``timeout_s``) for them to end."""
+        for task in self._tasks:
+            task.cancel()
+        await self.wait(timeout_s)
 
 
 class Deferred:
