@@ -15,6 +15,7 @@ from llmgw.domain import Attempt, Chunk, Completion, Message, RouteCall, Samplin
 from llmgw.kit.breaker import Breaker, State
 from llmgw.kit.errors import DeadlineExceeded, InvalidArgument, LlmgwError, NotFound, Unavailable
 from llmgw.kit.logging import get_logger
+from llmgw.kit.tasks import Background
 from llmgw.kit.tokens import count_tokens
 from llmgw.ports import LimiterPort
 from llmgw.prompts import PromptVersion, Registry
@@ -60,7 +61,7 @@ class Router:
         # RPM/TPM, so our own traffic never earns a provider 429.
         self._shaper = shaper
         self._budget_wait_s = budget_wait_s
-        self._settles: set[asyncio.Task[int]] = set()
+        self._settles = Background()
         self._breakers: dict[tuple[str, str], Breaker] = {}
 
     def breaker(self, target: Target) -> Breaker:
@@ -154,9 +155,7 @@ class Router:
     def _settle(self, reservation: str, tokens: int) -> None:
         if self._shaper is None or not reservation:
             return
-        task = asyncio.get_running_loop().create_task(self._shaper.settle(reservation, tokens))
-        self._settles.add(task)
-        task.add_done_callback(self._settles.discard)
+        self._settles.spawn(self._shaper.settle(reservation, tokens))
 
     @staticmethod
     def _budget(call: RouteCall, target: Target) -> float:
