@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Callable, Coroutine
+from collections.abc import AsyncIterator, Coroutine
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -141,7 +141,9 @@ class Gateway:
         self._single_flight_wait_s = single_flight_wait_s
         self._background = Background()
         self._resolutions: Memo[tuple[str, bytes, int], _Resolved] = Memo(memo_entries)
-        # Events and metrics of a request: built a moment after its reply, off its path.
+        # After a reply: what others wait for (a store single-flight waiters need, a settle)
+        # starts on the next loop turn; events and metrics are built a moment later, off its path.
+        self._soon = Deferred(0)
         self._bookkeeping = Deferred(bookkeeping_delay_s)
 
     # ---- helpers ----
@@ -157,22 +159,9 @@ class Gateway:
 
         self._background.spawn(guarded())
 
-    def _after_reply(self, fn: Callable[..., None], *args: Any) -> None:
-        """Run ``fn`` on the next loop turn, once the reply has been handed to gRPC: for what
-        must start soon (a store that single-flight waiters wait for, a settle). Events and
-        metrics go to ``_bookkeeping`` instead."""
-
-        def guarded() -> None:
-            try:
-                fn(*args)
-            except Exception as exc:  # bookkeeping must not crash anything
-                _log.warning("after_reply_failed", error=repr(exc))
-
-        asyncio.get_running_loop().call_soon(guarded)
-
     async def drain(self, timeout_s: float = 5.0) -> None:
         """Wait for after-reply work (tests, graceful stop)."""
-        await asyncio.sleep(0)  # let callbacks scheduled with _after_reply start their tasks
+        self._soon.flush()
         self._bookkeeping.flush()
         await self._background.wait(timeout_s)
 
@@ -357,7 +346,7 @@ class Gateway:
         metrics and the response event (deferred). A hit from memory has only the latter."""
         ended, at = time.perf_counter(), time.time()
         if decision.reservation_id or lookup.leader or not hit:
-            self._after_reply(self._settle_and_store, a, decision, lookup, completion, chunks, hit)
+            self._soon.call(self._settle_and_store, a, decision, lookup, completion, chunks, hit)
         self._bookkeeping.call(self._account, a, completion, hit, ended, at)
 
     def _settle_and_store(self, a: _Admitted, decision: Decision, lookup: LookupResult, completion: Completion,
@@ -386,7 +375,7 @@ class Gateway:
         self, a: _Admitted, decision: Decision | None, exc: LlmgwError, lookup: LookupResult | None = None
     ) -> None:
         if (lookup is not None and lookup.leader) or (decision is not None and decision.reservation_id):
-            self._after_reply(self._release, decision, lookup)
+            self._soon.call(self._release, decision, lookup)
         self._bookkeeping.call(self._publish_outcome, a.request_id, a.tenant, a.req, a.prompt_version, a.route,
                                exc, a.started, None, False, time.perf_counter(), time.time())
 
