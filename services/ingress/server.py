@@ -11,7 +11,7 @@ from llmgw.domain import Chunk
 from llmgw.gateway.v1 import gateway_pb2, gateway_pb2_grpc
 from llmgw.kit.errors import InvalidArgument
 from llmgw.kit.memo import Memo
-from llmgw.kit.server import REQUEST_ID_KEY, request_id
+from llmgw.kit.server import REQUEST_ID_KEY, header, request_id
 from llmgw.services.ingress.core import Gateway, Reply, remaining_metadata
 from llmgw.services.ingress.request import CacheMode, GatewayRequest
 
@@ -58,13 +58,6 @@ class _Requests:
         return known
 
 
-def _header(context: grpc.aio.ServicerContext, name: str) -> str | None:
-    for key, value in context.invocation_metadata() or ():
-        if key == name and isinstance(value, str):
-            return value
-    return None
-
-
 def _reply_metadata(reply: Reply) -> tuple[tuple[str, str], ...]:
     return ((REQUEST_ID_KEY, reply.request_id), *remaining_metadata(reply.limits).items())
 
@@ -78,7 +71,7 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServicer):
         self, request: gateway_pb2.CompleteRequest, context: grpc.aio.ServicerContext
     ) -> gateway_pb2.CompleteResponse:
         reply = await self._core.complete(
-            _header(context, "authorization"), self._requests.convert(request), request_id=request_id(),
+            header(context, "authorization"), self._requests.convert(request), request_id=request_id(),
             time_remaining=context.time_remaining(),
         )
         context.set_trailing_metadata(_reply_metadata(reply))
@@ -99,7 +92,7 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServicer):
     ) -> AsyncIterator[gateway_pb2.CompleteChunk]:
         rid = request_id()
         async for item in self._core.stream(
-            _header(context, "authorization"), self._requests.convert(request), request_id=rid,
+            header(context, "authorization"), self._requests.convert(request), request_id=rid,
             time_remaining=context.time_remaining(),
         ):
             if isinstance(item, Chunk):

@@ -28,8 +28,8 @@ from llmgw.kit.ids import new_request_id
 from llmgw.kit.logging import get_logger
 from llmgw.kit.metrics import RPC_HANDLED, RPC_LATENCY, SERVING, child, start_metrics_server
 
-__all__ = ["LIVENESS_SERVICE", "REQUEST_ID_KEY", "GrpcService", "RunningServer", "request_id", "serve_forever",
-           "start_server"]
+__all__ = ["LIVENESS_SERVICE", "REQUEST_ID_KEY", "GrpcService", "RunningServer", "header", "request_id",
+           "serve_forever", "start_server"]
 
 REQUEST_ID_KEY = "x-request-id"
 # Health name for liveness probes: SERVING while the process runs, whatever its dependencies do,
@@ -56,11 +56,16 @@ class GrpcService:
 _REQUEST_ID: ContextVar[str] = ContextVar("llmgw_request_id", default="")
 
 
-def _request_id(context: grpc.aio.ServicerContext) -> str:
+def header(context: grpc.aio.ServicerContext, name: str) -> str | None:
+    """The caller's metadata value ``name`` (lower case), if it sent one as text."""
     for key, value in context.invocation_metadata() or ():
-        if key == REQUEST_ID_KEY and isinstance(value, str) and value:
+        if key == name and isinstance(value, str):
             return value
-    return new_request_id()
+    return None
+
+
+def _request_id(context: grpc.aio.ServicerContext) -> str:
+    return header(context, REQUEST_ID_KEY) or new_request_id()
 
 
 def request_id() -> str:
