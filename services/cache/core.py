@@ -19,7 +19,7 @@ from redis.exceptions import RedisError
 
 from llmgw.cache.v1 import cache_pb2
 from llmgw.convert import entry_from_pb, entry_to_pb
-from llmgw.domain import CacheEntry, KeyMaterial, LookupResult
+from llmgw.domain import CacheEntry, KeyMaterial, LookupResult, Usage
 from llmgw.kit.logging import get_logger
 from llmgw.kit.metrics import child
 from llmgw.kit.scripts import ScriptBatcher
@@ -58,6 +58,20 @@ class _Tally:
     tokens: int = 0
     cost: float = 0.0
     priced: bool = False  # any hit of a priced model (an unpriced saving is never reported as $0)
+
+    def add_hit(self, usage: Usage) -> _Tally:
+        self.hits += 1
+        self.tokens += usage.total_tokens
+        if usage.cost_usd is not None:
+            self.cost += usage.cost_usd
+            self.priced = True
+        return self
+
+    def add(self, other: _Tally) -> None:
+        self.hits += other.hits
+        self.tokens += other.tokens
+        self.cost += other.cost
+        self.priced = self.priced or other.priced
 
 
 def _count_saved(tenant: str, prompt: str, tally: _Tally) -> None:
@@ -152,6 +166,11 @@ class RedisCache:
     def cacheable(self, key: KeyMaterial) -> bool:
         return self._policy.allows(key, unset_temperature_is_deterministic=self._unset_ok)
 
+    def _generation(self) -> int:
+        """Read before fetching an entry from Redis: the near cache refuses it if an invalidation
+        came in between (see NearCache.put)."""
+        return self._near.generation if self._near is not None else -1
+
     def _stats_keys(self, tenant: str, prompt: str) -> list[str]:
         return [stats_key(tenant, prefix=self._prefix), stats_key(tenant, prompt or "-", prefix=self._prefix)]
 
@@ -160,8 +179,7 @@ class RedisCache:
         if self._near is not None:
             ttl_s = self._policy.for_request(key.prompt, key.route).ttl_s
             self._near.put(k, entry, ttl_left_s=entry.stored_at + ttl_s - time.time(), generation=generation)
-        u = entry.usage
-        _count_saved(key.tenant, key.prompt, _Tally(1, u.total_tokens, u.cost_usd or 0.0, u.cost_usd is not None))
+        _count_saved(key.tenant, key.prompt, _Tally().add_hit(entry.usage))
         return LookupResult(key=k, hit=True, entry=entry, cacheable=True)
 
     def peek(self, key: KeyMaterial) -> LookupResult | None:
@@ -175,12 +193,7 @@ class RedisCache:
         tally = self._near_tally.get((key.tenant, key.prompt))
         if tally is None:
             tally = self._near_tally[(key.tenant, key.prompt)] = _Tally()
-        u = entry.usage
-        tally.hits += 1
-        tally.tokens += u.total_tokens
-        if u.cost_usd is not None:
-            tally.cost += u.cost_usd
-            tally.priced = True
+        tally.add_hit(entry.usage)
         return LookupResult(key=k, hit=True, entry=entry, cacheable=True)
 
     async def flush_near_hits(self) -> None:
@@ -214,13 +227,7 @@ class RedisCache:
         may have run: the retry can count it twice. Stats are for accounting trends; keeping every
         hit matters more than the rare double count.)"""
         for group, tally in groups:
-            kept = self._near_unsent.get(group)
-            if kept is None:
-                self._near_unsent[group] = _Tally(tally.hits, tally.tokens, tally.cost, tally.priced)
-            else:
-                kept.hits += tally.hits
-                kept.tokens += tally.tokens
-                kept.cost += tally.cost
+            self._near_unsent.setdefault(group, _Tally()).add(tally)
 
     async def count_near_hits(self, every_s: float) -> None:
         """Flush the near-hit tally every ``every_s``; runs until cancelled (the owner flushes at stop)."""
@@ -250,7 +257,7 @@ class RedisCache:
         near = self.peek(key)
         if near is not None:
             return near
-        generation = self._near.generation if self._near is not None else -1
+        generation = self._generation()
         try:
             raw, leader = await self._probe(key, k)
         except _REDIS_ERRORS as exc:
@@ -272,7 +279,7 @@ class RedisCache:
         while time.monotonic() < deadline:
             await asyncio.sleep(delay)
             delay = min(delay * 2, 0.05)
-            generation = self._near.generation if self._near is not None else -1
+            generation = self._generation()
             try:
                 raw, leader = await self._probe(key, k)
             except _REDIS_ERRORS as exc:  # one slow poll is not the end of the wait
@@ -309,7 +316,7 @@ class RedisCache:
             _log.info("cache_entry_too_large", bytes=len(blob), max_bytes=policy.max_entry_bytes)
             await self.release(key)
             return False
-        generation = self._near.generation if self._near is not None else -1
+        generation = self._generation()
         try:
             async with asyncio.timeout(self._timeout * 4):
                 pipe = self._redis.pipeline(transaction=True)  # atomic with the lookup script
