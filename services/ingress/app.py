@@ -6,11 +6,13 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from typing import Protocol, TypeVar
 
 from pydantic import SecretStr
 from redis.exceptions import RedisError
 
 from llmgw.gateway.v1 import gateway_pb2_grpc
+from llmgw.kit.client import GrpcClient
 from llmgw.kit.health import peer_serving
 from llmgw.kit.kafka import DiscardingSink, KafkaPublisher, KafkaSecurity
 from llmgw.kit.logging import get_logger
@@ -66,22 +68,41 @@ async def _nothing() -> None:
     return None
 
 
+Stop = Callable[[], Awaitable[None]]
+
+
+class _Core(Protocol):
+    async def ready(self) -> bool: ...
+
+
+C = TypeVar("C", bound=_Core)
+G = TypeVar("G", bound=GrpcClient)
+
+
 @dataclass
 class _Peers:
-    """The limiter and cache the core talks to, with how to probe and close each."""
+    """How to probe and close the limiter and cache the core talks to."""
 
-    limiter: LimiterPort
-    cache: CachePort
     probes: list[Callable[[], Awaitable[bool]]] = field(default_factory=list)
-    stops: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
+    stops: list[Stop] = field(default_factory=list)
+
+    def local(self, started: tuple[C, Stop]) -> C:
+        """A core running in this process: ready when its Redis is."""
+        core, stop = started
+        self.probes.append(core.ready)
+        self.stops.append(stop)
+        return core
+
+    def remote(self, client: G) -> G:
+        """A service called over gRPC: ready when it says it is SERVING."""
+        self.probes.append(lambda: peer_serving(client.channel))
+        self.stops.append(client.close)
+        return client
 
 
 async def _peers(settings: IngressSettings, limiter_settings: LimiterSettings | None,
-                 cache_settings: CacheSettings | None) -> _Peers:
-    limiter: LimiterPort
-    cache: CachePort
-    probes: list[Callable[[], Awaitable[bool]]] = []
-    stops: list[Callable[[], Awaitable[None]]] = []
+                 cache_settings: CacheSettings | None) -> tuple[LimiterPort, CachePort, _Peers]:
+    peers = _Peers()
     # A colocated core's settings: handed in (tests, composition) or read with its prefix.
     lim_s = (limiter_settings or load_settings(LimiterSettings, prefix="LIMITER_")) \
         if "limiter" in settings.colocate else None
@@ -91,29 +112,19 @@ async def _peers(settings: IngressSettings, limiter_settings: LimiterSettings | 
     if lim_s is not None and cache_s is not None and _same_redis(lim_s, cache_s):
         # The check and the lookup a request makes at once leave in one write, come back in one read.
         shared = ScriptBatcher(connect(lim_s.redis_url, lim_s.redis_password))
+    limiter: LimiterPort
+    cache: CachePort
     if lim_s is not None:
-        core, stop = await start_limiter_core(lim_s, shared)
-        limiter = core
-        probes.append(core.ready)
-        stops.append(stop)
+        limiter = peers.local(await start_limiter_core(lim_s, shared))
     else:
-        client = LimiterClient(settings.limiter_addr)
-        limiter = client
-        probes.append(lambda: peer_serving(client.channel))
-        stops.append(client.close)
+        limiter = peers.remote(LimiterClient(settings.limiter_addr))
     if cache_s is not None:
-        local, stop_cache = await start_cache_core(cache_s, shared)
-        cache = local
-        probes.append(local.ready)
-        stops.append(stop_cache)
+        cache = peers.local(await start_cache_core(cache_s, shared))
     else:
-        remote = CacheClient(settings.cache_addr, timeout_s=settings.cache_timeout_s)
-        cache = remote
-        probes.append(lambda: peer_serving(remote.channel))
-        stops.append(remote.close)
+        cache = peers.remote(CacheClient(settings.cache_addr, timeout_s=settings.cache_timeout_s))
     if shared is not None:
-        stops.append(shared.redis.aclose)  # after both cores stopped: they share it, this owns it
-    return _Peers(limiter, cache, probes, stops)
+        peers.stops.append(shared.redis.aclose)  # after both cores stopped: they share it, this owns it
+    return limiter, cache, peers
 
 
 def _same_redis(a: LimiterSettings, b: CacheSettings) -> bool:
@@ -127,7 +138,7 @@ async def build(settings: IngressSettings, *, limiter_settings: LimiterSettings 
                 cache_settings: CacheSettings | None = None) -> GrpcService:
     """``limiter_settings``/``cache_settings`` configure colocated cores (default: read from the
     environment with the ``LIMITER_``/``CACHE_`` prefix)."""
-    peers = await _peers(settings, limiter_settings, cache_settings)
+    limiter, cache, peers = await _peers(settings, limiter_settings, cache_settings)
     router = RouterClient(settings.router_addr)
     security = KafkaSecurity(
         protocol=settings.kafka_security_protocol,
@@ -146,8 +157,8 @@ async def build(settings: IngressSettings, *, limiter_settings: LimiterSettings 
     registry = Registry.load(settings.prompts_dir)
     stop_labels = await _follow_labels(settings, registry)
     core = Gateway(
-        limiter=peers.limiter,
-        cache=peers.cache,
+        limiter=limiter,
+        cache=cache,
         router=router,
         events=events,
         registry=registry,
