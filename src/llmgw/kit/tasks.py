@@ -57,13 +57,14 @@ class Background:
 
 
 class Deferred:
-    """Bookkeeping that must not compete with the reply it follows (events, metrics).
+    """Work that follows a reply and must not delay it.
 
     Callbacks run together, in the order they were scheduled, ``delay_s`` after the first of
-    them: by then the reply is on the wire. Done at once instead, that work shares the CPU with
-    sending the reply and measurably delays it on a busy machine (docs/benchmarks.md). Under load
-    one timer covers every request of the interval. Failures are logged, never raised.
-    ``flush`` runs what waits at once (drain, stop)."""
+    them (0: on the next loop turn, once the reply has been handed to gRPC). Events and metrics
+    wait a little longer: done at once, that work shares the CPU with sending the reply and
+    measurably delays it on a busy machine (docs/benchmarks.md); under load one timer then
+    covers every request of the interval. Failures are logged, never raised. ``flush`` runs what
+    waits at once (drain, stop)."""
 
     __slots__ = ("_delay", "_pending", "_timer")
 
