@@ -256,8 +256,8 @@ class RedisLimiter:
         - Sized to demand: at most as many requests as the descriptor asked for in the previous
           lease window, so a tenant sending a hit now and then is never charged for hits it did
           not make; leased requests left unused stay charged, which only happens when a busy
-          descriptor slows down (at most ``lease_max`` - 1 per replica each time, or a quarter
-          of a lease more if the next lease was already charged ahead).
+          descriptor slows down (at most ``lease_max`` - 1 per replica each time; if the next
+          lease was already charged ahead, that lease and a quarter of the current one).
         - Charged ahead: while a descriptor uses up at least two leases a window, the next lease
           is charged in the background once a quarter of the current one is left, so its hits
           never wait on Redis."""
