@@ -6,16 +6,21 @@ while the new TAT is within P of now, so a full burst of L fits and the rate hol
 no fixed-window edge doubling. Time is the Redis server's (TIME), so replica clocks don't matter.
 """
 
-# KEYS: bucket keys..., then the reservation key (always last).
+# KEYS: bucket keys..., then the reservation key, then (ARGV[7] == "1") the descriptor's pause key.
 # ARGV: 1 = bucket count n, 2 = reservation payload (JSON) or "", 3 = reservation TTL ms,
 #       4 = requests, 5 = tokens, 6 = the buckets' specs "T_ms,period_ms,shadow,is_tokens;..."
 #       (static per rule set, so the caller builds that string once; few arguments keep the
-#       client's encoding cost per decision low).
-# Returns: {denied, retry_after_ms, denied_index, then per bucket: admitted, remaining, reset_ms}.
+#       client's encoding cost per decision low), 7 = "1" when a pause key is given.
+# Returns: {denied, retry_after_ms, denied_index, then per bucket: admitted, remaining, reset_ms};
+# a pause in force: {1, its ms left, 0} and nothing charged.
 CHECK = r"""
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + tonumber(t[2]) / 1000
 local n = tonumber(ARGV[1])
+if ARGV[7] == '1' then
+  local paused = redis.call('PTTL', KEYS[n + 2])
+  if paused > 0 then return {1, paused, 0} end
+end
 local requests, tokens = tonumber(ARGV[4]), tonumber(ARGV[5])
 local specs = {}
 for T, period, shadow, istok in string.gmatch(ARGV[6], "([^,;]+),([^,;]+),([^,;]+),([^,;]+)") do
@@ -101,4 +106,15 @@ for _, b in ipairs(res.buckets) do
   end
 end
 return refunded
+"""
+
+# KEYS[1]: the pause key. ARGV[1]: pause ms. Extends, never shortens. Returns the ms in force.
+PAUSE = r"""
+local ms = tonumber(ARGV[1])
+local left = redis.call('PTTL', KEYS[1])
+if left < ms then
+  redis.call('SET', KEYS[1], '1', 'PX', ms)
+  return ms
+end
+return left
 """

@@ -16,6 +16,7 @@ from redis.exceptions import RedisError
 
 from llmgw.domain import Decision, LimitStatus
 from llmgw.kit.breaker import Breaker
+from llmgw.kit.errors import InvalidArgument
 from llmgw.kit.logging import get_logger
 from llmgw.kit.metrics import child
 from llmgw.kit.scripts import ScriptBatcher
@@ -24,7 +25,11 @@ from llmgw.services.limiter import _lua
 from llmgw.services.limiter.local import Bucket, LocalGcra
 from llmgw.services.limiter.rules import Limit, Rule, RuleSet
 
-__all__ = ["RedisLimiter"]
+__all__ = ["PAUSABLE_DOMAIN", "PAUSE_LIMIT", "RedisLimiter"]
+
+# A provider's 429 pauses its descriptor in this domain; refused checks then name this limit.
+PAUSABLE_DOMAIN = "provider"
+PAUSE_LIMIT = "provider-pause"
 
 _log = get_logger(__name__)
 DECISIONS = Counter("llmgw_limiter_decisions_total", "Limiter decisions", ["domain", "result"])
@@ -119,6 +124,7 @@ class RedisLimiter:
         batcher = batcher or ScriptBatcher(redis)
         self._check = batcher.register(_lua.CHECK)
         self._settle = batcher.register(_lua.SETTLE)
+        self._pause = batcher.register(_lua.PAUSE)
 
     @property
     def rules(self) -> RuleSet:
@@ -157,7 +163,10 @@ class RedisLimiter:
     ) -> Decision:
         plan = self._plan(domain, tuple(descriptor))
         matched, keys, specs = plan
-        if not matched:
+        # Only the provider domain can be paused (a provider's 429): its checks read the pause key
+        # in the same script, so even a provider with no limit rules is kept out by a pause.
+        pausable = domain == PAUSABLE_DOMAIN
+        if not matched and not pausable:
             _counter(domain, "unlimited").inc()
             return Decision(allowed=True)
         token_buckets = [
@@ -173,8 +182,9 @@ class RedisLimiter:
             # The budget counts from when the check is sent (kit/scripts.py): a burst that keeps
             # this process busy must not look like a slow Redis and trip the breaker.
             raw = await self._check(
-                keys=[*keys, reservation or f"{self._prefix}:res:none"],
-                args=[len(keys), payload, self._reservation_ttl_ms, requests, tokens, specs],
+                keys=[*keys, reservation or f"{self._prefix}:res:none",
+                      *([self._pause_key(domain, descriptor)] if pausable else [])],
+                args=[len(keys), payload, self._reservation_ttl_ms, requests, tokens, specs, int(pausable)],
                 timeout_s=self._timeout,
             )
         except (RedisError, OSError, TimeoutError) as exc:
@@ -184,6 +194,12 @@ class RedisLimiter:
             return self._decide_locally(domain, dict(descriptor), matched, requests, tokens)
         self._breaker.success()
         denied, retry_ms, deny_idx = int(raw[0]), int(raw[1]), int(raw[2])
+        if denied and deny_idx == 0:
+            _counter(domain, "paused").inc()
+            return Decision(allowed=False, retry_after_ms=retry_ms, limit_name=PAUSE_LIMIT)
+        if not matched:
+            _counter(domain, "unlimited").inc()
+            return Decision(allowed=True)
         statuses = tuple(
             LimitStatus(
                 name=limit.name,
@@ -334,6 +350,24 @@ class RedisLimiter:
             _log.warning("limiter_settle_failed", error=repr(exc), reservation=reservation_id)
             return 0
         return int(refunded or 0)
+
+    def _pause_key(self, domain: str, descriptor: Sequence[tuple[str, str]]) -> str:
+        return f"{self._prefix}:pause:{domain}:" + quote("|".join(f"{k}={v}" for k, v in descriptor), safe="=|")
+
+    async def pause(self, descriptor: Sequence[tuple[str, str]], *, seconds: float,
+                    domain: str = PAUSABLE_DOMAIN) -> int:
+        """Refuse every check of ``descriptor`` for ``seconds`` on every replica (a provider's
+        429); returns the ms in force. Best effort: with Redis out, each router's own pause holds."""
+        if domain != PAUSABLE_DOMAIN:
+            raise InvalidArgument("domain", f"only the {PAUSABLE_DOMAIN!r} domain can be paused")
+        ms = max(1, int(seconds * 1000))
+        try:
+            return int(await self._pause(keys=[self._pause_key(domain, descriptor)], args=[ms],
+                                         timeout_s=self._timeout * 4))
+        except (TimeoutError, RedisError, OSError) as exc:
+            REDIS_ERRORS.inc()
+            _log.warning("limiter_pause_failed", error=repr(exc))
+            return 0
 
     async def ready(self) -> bool:
         return bool(await self._redis.ping())

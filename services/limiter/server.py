@@ -6,6 +6,7 @@ import grpc
 
 from llmgw.domain import Decision, LimitStatus
 from llmgw.kit.client import GrpcClient, translate_rpc_errors
+from llmgw.kit.errors import InvalidArgument
 from llmgw.limiter.v1 import limiter_pb2, limiter_pb2_grpc
 from llmgw.ports import Descriptor, LimiterPort
 
@@ -64,6 +65,15 @@ class LimiterServicer(limiter_pb2_grpc.LimiterServicer):
         refunded = await self._core.settle(request.reservation_id, request.actual_tokens)
         return limiter_pb2.SettleResponse(refunded_tokens=refunded)
 
+    async def Pause(
+        self, request: limiter_pb2.PauseRequest, context: grpc.aio.ServicerContext
+    ) -> limiter_pb2.PauseResponse:
+        if request.pause_ms <= 0:
+            raise InvalidArgument("pause_ms", "must be positive")
+        paused = await self._core.pause([(e.key, e.value) for e in request.descriptor],
+                                        seconds=request.pause_ms / 1000, domain=request.domain or "provider")
+        return limiter_pb2.PauseResponse(paused_ms=paused)
+
 
 class LimiterClient(GrpcClient):
     """``LimiterPort`` over gRPC."""
@@ -102,6 +112,15 @@ class LimiterClient(GrpcClient):
                 metadata=self.metadata(),
             )
         return pb.refunded_tokens
+
+    async def pause(self, descriptor: Descriptor, *, seconds: float, domain: str = "provider") -> int:
+        req = limiter_pb2.PauseRequest(
+            domain=domain, descriptor=[limiter_pb2.DescriptorEntry(key=k, value=v) for k, v in descriptor],
+            pause_ms=max(1, int(seconds * 1000)),
+        )
+        with translate_rpc_errors(self.peer):
+            pb = await self._stub.Pause(req, timeout=self.timeout_s, metadata=self.metadata())
+        return pb.paused_ms
 
     async def admit(self, descriptor: Descriptor, *, domain: str = "gateway") -> Decision:
         # Over gRPC every admission is its own exact check (leases live in a colocated core).

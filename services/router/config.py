@@ -24,7 +24,10 @@ from llmgw.domain import Sampling, Usage
 from llmgw.kit.errors import ConfigError
 from llmgw.kit.settings import load_yaml
 
-__all__ = ["BreakerConfig", "Price", "ProviderConfig", "RouteConfig", "RouterConfig", "Target", "load_router_config"]
+__all__ = [
+    "BreakerConfig", "DeadlineConfig", "Price", "ProviderConfig", "RateLimitConfig", "RouteConfig", "RouterConfig",
+    "Target", "load_router_config",
+]
 
 ProviderName = Literal["openai", "anthropic"]
 
@@ -44,7 +47,11 @@ class ProviderConfig(_Strict):
 class Target(_Strict):
     provider: ProviderName
     model: str = Field(min_length=1)
+    # The most one attempt may take: a whole unary answer, or a whole stream (first byte to last).
     timeout_s: float = Field(default=30.0, gt=0)
+    # A stream's first content must arrive within this (default: timeout_s); a stall before it
+    # is a failed attempt that can still fall back, since nothing was sent to the caller yet.
+    first_token_timeout_s: float | None = Field(default=None, gt=0)
     # Tries on this target before falling back (1 = no retry).
     attempts: int = Field(default=1, ge=1, le=5)
     # Retry backoff: full jitter, uniform(0, base * 2**n) seconds.
@@ -76,10 +83,39 @@ class Price(_Strict):
 
 
 class BreakerConfig(_Strict):
-    # Consecutive failures (retryable or configuration) that open a target's circuit.
-    failure_threshold: int = Field(default=5, ge=1)
-    # How long an open circuit skips the target before one probe call is let through.
-    open_seconds: float = Field(default=30.0, gt=0)
+    """A failure-rate breaker per provider+model (kit.breaker.RateBreaker; docs/routing.md).
+    Failures are retryable and configuration errors; 429s, the caller's own faults and cancels
+    are no verdict on the provider."""
+
+    # Share of failed calls in the window that opens the circuit (Envoy's outlier detection
+    # defaults to 85 %): a provider failing half its calls stays in use, retries absorb that.
+    failure_rate: float = Field(default=0.8, gt=0, le=1)
+    # Outcomes in the window needed before the rate may open it (no verdict on a handful of calls).
+    min_calls: int = Field(default=20, ge=1)
+    # The sliding window, in whole seconds.
+    window_s: float = Field(default=10.0, ge=1)
+    # How long an open circuit skips the target before probes are let through.
+    open_seconds: float = Field(default=10.0, gt=0)
+    # Calls let through while half-open; they close or re-open it by the same failure rate.
+    half_open_probes: int = Field(default=3, ge=1)
+
+
+class DeadlineConfig(_Strict):
+    """How a caller's deadline is shared among a route's targets: an attempt that still has a
+    target after it may use the remaining time minus a reserve kept for the rest of the chain,
+    ``min(reserve_s, remaining * max_reserve_share)``."""
+
+    reserve_s: float = Field(default=1.0, ge=0)
+    max_reserve_share: float = Field(default=0.5, ge=0, lt=1)
+
+
+class RateLimitConfig(_Strict):
+    # A 429 pauses its target (in this router at once, in every replica through the limiter)
+    # for the provider's retry-after, or this long when it gives none.
+    default_pause_s: float = Field(default=1.0, gt=0)
+    # Never pause longer than this, whatever the provider asks (a bad header must not take a
+    # target out for an hour).
+    max_pause_s: float = Field(default=60.0, gt=0)
 
 
 class RouterConfig(_Strict):
@@ -88,6 +124,8 @@ class RouterConfig(_Strict):
     pricing: dict[str, Price] = {}
     default_route: str = "default"
     breaker: BreakerConfig = BreakerConfig()
+    deadline: DeadlineConfig = DeadlineConfig()
+    rate_limits: RateLimitConfig = RateLimitConfig()
 
     @model_validator(mode="after")
     def _consistent(self) -> RouterConfig:

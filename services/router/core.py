@@ -1,5 +1,11 @@
 """The routing policy: walk the route's targets in order, render each target's prompt variant,
-retry retryable failures within the target, fall back to the next, and report every attempt."""
+retry retryable failures within the target, fall back to the next, and report every attempt.
+
+What an attempt may cost is bounded three ways: the target's own timeout, a share of the
+caller's deadline that leaves the rest of the chain time to answer, and (streams) a first-token
+timeout. A provider's 429 pauses its target for every replica instead of counting as a failure;
+the breaker (kit.breaker.RateBreaker) judges each target by its failure rate.
+"""
 
 from __future__ import annotations
 
@@ -8,20 +14,22 @@ import random
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Mapping
+from dataclasses import dataclass, field
 
 from prometheus_client import Counter, Gauge, Histogram
 
 from llmgw.domain import Attempt, Chunk, Completion, Message, RouteCall, Sampling
-from llmgw.kit.breaker import Breaker, State
+from llmgw.kit.breaker import RateBreaker, State, Ticket
 from llmgw.kit.errors import DeadlineExceeded, InvalidArgument, LlmgwError, NotFound, Unavailable
 from llmgw.kit.logging import get_logger
 from llmgw.kit.tasks import Background
 from llmgw.kit.tokens import count_tokens
 from llmgw.ports import LimiterPort
 from llmgw.prompts import PromptVersion, Registry
+from llmgw.services.limiter.core import PAUSE_LIMIT
 from llmgw.services.router.config import RouterConfig, Target
 from llmgw.services.router.errors import ProviderError
-from llmgw.services.router.providers import DEFAULT_MAX_TOKENS, Provider
+from llmgw.services.router.providers import DEFAULT_MAX_TOKENS, Provider, ProviderReply, StreamPiece
 
 __all__ = ["Router"]
 
@@ -32,10 +40,48 @@ CONFIG_ALERTS = Counter(
     "llmgw_router_config_errors_total", "Provider calls failing because of our configuration (401/403/404)",
     ["provider", "model"],
 )
+PAUSES = Counter("llmgw_router_rate_limit_pauses_total", "429s that paused a target", ["provider", "model"])
+CUT_OFF = Counter("llmgw_router_streams_cut_off_total", "Streams that failed after their first chunk",
+                  ["provider", "model"])
 BREAKER_STATE = Gauge(
     "llmgw_router_breaker_state", "Circuit state per target: 0 closed, 1 half-open, 2 open", ["provider", "model"]
 )
 PROVIDER_LATENCY = Histogram("llmgw_router_provider_seconds", "Provider call latency", ["provider", "model"])
+
+
+
+@dataclass(frozen=True, slots=True)
+class _Plan:
+    route: str
+    targets: list[Target]
+    sampling: Sampling
+    version: PromptVersion | None
+
+
+@dataclass(slots=True)
+class _Slot:
+    """One attempt's permissions: the breaker's ticket and the provider-budget reservation.
+    Whatever ends the attempt settles both exactly once."""
+
+    target: Target
+    ticket: Ticket
+    reservation: str
+    prompt_tokens: int
+    start: float = field(default_factory=time.perf_counter)
+
+    @property
+    def ms(self) -> float:
+        return (time.perf_counter() - self.start) * 1000
+
+
+@dataclass(slots=True)
+class _Open:
+    """A stream whose first piece arrived: from here on a failure cannot fall back."""
+
+    slot: _Slot
+    pieces: AsyncIterator[StreamPiece]
+    first: StreamPiece
+    ends_at: float  # loop time by which the whole stream must be done
 
 
 class Router:
@@ -58,13 +104,16 @@ class Router:
         self._clock = clock
         self._rng = rng or random.Random()
         # Outbound shaping: the limiter's "provider" domain mirrors each provider account's
-        # RPM/TPM, so our own traffic never earns a provider 429.
+        # RPM/TPM, so our own traffic never earns a provider 429; a 429 that still comes pauses
+        # the target there for every replica.
         self._shaper = shaper
         self._budget_wait_s = budget_wait_s
         self._settles = Background()
-        self._breakers: dict[tuple[str, str], Breaker] = {}
+        self._breakers: dict[tuple[str, str], RateBreaker] = {}
+        # (provider, model) -> clock() until which a 429 keeps the target out (this replica).
+        self._paused: dict[tuple[str, str], float] = {}
 
-    def breaker(self, target: Target) -> Breaker:
+    def breaker(self, target: Target) -> RateBreaker:
         key = (target.provider, target.model)
         if key not in self._breakers:
 
@@ -73,12 +122,16 @@ class Router:
                 _log.warning("circuit_state", provider=provider, model=model, state=state.name.lower())
 
             cfg = self._config.breaker
-            self._breakers[key] = Breaker(failure_threshold=cfg.failure_threshold, open_seconds=cfg.open_seconds,
-                                          clock=self._clock, on_change=changed)
+            self._breakers[key] = RateBreaker(
+                failure_rate=cfg.failure_rate, min_calls=cfg.min_calls, window_s=cfg.window_s,
+                open_s=cfg.open_seconds, half_open_probes=cfg.half_open_probes, clock=self._clock, on_change=changed,
+            )
             BREAKER_STATE.labels(*key).set(0)
         return self._breakers[key]
 
-    def _route(self, call: RouteCall) -> tuple[str, list[Target], Sampling, PromptVersion | None]:
+    # ---- choosing and admitting targets ----
+
+    def _plan(self, call: RouteCall) -> _Plan:
         name = call.route or self._config.default_route
         route = self._config.routes.get(name)
         if route is None:
@@ -87,49 +140,49 @@ class Router:
         sampling = call.sampling
         if pv is not None:
             sampling = sampling.with_defaults(pv.sampling)  # caller, then prompt version, then route
-        return name, route.targets, sampling.with_defaults(route.sampling_defaults), pv
+        return _Plan(name, route.targets, sampling.with_defaults(route.sampling_defaults), pv)
 
-    def _note_failure(self, target: Target, exc: ProviderError) -> None:
-        ATTEMPTS.labels(target.provider, target.model, exc.kind).inc()
-        if exc.kind == "caller":
-            self.breaker(target).release()
-        else:
-            self.breaker(target).failure()
-        if exc.kind == "config":
-            CONFIG_ALERTS.labels(target.provider, target.model).inc()
-        _log.warning("provider_failed", provider=target.provider, model=target.model, kind=exc.kind,
-                     error=exc.message)
+    def _pause_left(self, target: Target) -> float:
+        until = self._paused.get((target.provider, target.model))
+        return 0.0 if until is None else until - self._clock()
 
-    def _failed_attempt(self, target: Target, exc: ProviderError, start: float, reservation: str,
-                        attempts: list[Attempt]) -> None:
-        """Record a failed call; the caller's own fault ends the request (no retry, no fallback)."""
-        self._settle(reservation, 0)
-        attempts.append(Attempt(target.provider, target.model, "error", exc.message,
-                                (time.perf_counter() - start) * 1000))
-        self._note_failure(target, exc)
-        if exc.kind == "caller":
-            raise InvalidArgument("request", exc.message) from exc
+    def _viable(self, target: Target, pv: PromptVersion | None) -> bool:
+        """Could this target be tried now? (Takes no ticket: used to plan the deadline.)"""
+        if pv is not None and pv.unsupported_reason(target.provider):
+            return False
+        return self._pause_left(target) <= 0 and self.breaker(target).state != State.OPEN
 
-    def _usable(self, target: Target, pv: PromptVersion | None, attempts: list[Attempt]) -> bool:
-        """A target is tried only if the prompt version has a variant for its provider (one that
-        passed the eval gate, when the prompt is gated) and its
-        circuit lets a call through; otherwise a 'skipped' attempt says why."""
-        reason = pv.unsupported_reason(target.provider) if pv is not None else ""
-        if not reason and not self.breaker(target).allow():
-            reason = "circuit open"
-        if not reason:
-            return True
+    def _has_next(self, plan: _Plan, index: int) -> bool:
+        return any(self._viable(t, plan.version) for t in plan.targets[index + 1 :])
+
+    def _skip(self, target: Target, reason: str, attempts: list[Attempt], result: str = "skipped") -> None:
         attempts.append(Attempt(target.provider, target.model, "skipped", reason, 0.0))
-        ATTEMPTS.labels(target.provider, target.model, "skipped").inc()
-        return False
+        ATTEMPTS.labels(target.provider, target.model, result).inc()
 
-    async def _reserve(self, call: RouteCall, target: Target, system: str, messages: tuple[Message, ...],
-                       sampling: Sampling, attempts: list[Attempt]) -> tuple[bool, str]:
-        """Ask the provider budget before a call: (go, reservation). Waits at most
-        ``budget_wait_s`` (and never past the deadline) for budget, else the target is skipped."""
+    def _ticket(self, target: Target, pv: PromptVersion | None, attempts: list[Attempt]) -> Ticket | None:
+        """A target is tried only if the prompt version has a variant for its provider (one that
+        passed the eval gate, when the prompt is gated), no 429 pause holds it, and its circuit
+        lets a call through; otherwise a 'skipped' attempt says why."""
+        reason = pv.unsupported_reason(target.provider) if pv is not None else ""
+        if reason:
+            self._skip(target, reason, attempts)
+            return None
+        paused = self._pause_left(target)
+        if paused > 0:
+            self._skip(target, f"rate limited by the provider (retry in {paused:.1f}s)", attempts, "paused")
+            return None
+        ticket = self.breaker(target).allow()
+        if ticket is None:
+            self._skip(target, "circuit open", attempts)
+        return ticket
+
+    async def _reserve(self, call: RouteCall, target: Target, prompt_tokens: int, sampling: Sampling,
+                       attempts: list[Attempt], *, may_wait: bool) -> tuple[bool, str]:
+        """Ask the provider budget before a call: (go, reservation). While another target of the
+        route could answer, a spent budget moves on at once; the last one waits at most
+        ``budget_wait_s`` (and never past the deadline)."""
         if self._shaper is None:
             return True, ""
-        prompt_tokens = count_tokens(system + "".join(m.content for m in messages))
         tokens = prompt_tokens + (sampling.max_tokens or DEFAULT_MAX_TOKENS)
         waited = 0.0
         while True:
@@ -143,34 +196,67 @@ class Router:
             if d.allowed:
                 return True, d.reservation_id
             wait = d.retry_after_ms / 1000
+            if d.limit_name == PAUSE_LIMIT:
+                # Another replica met this provider's 429: keep out here too, without asking again.
+                self._hold(target, wait)
+                self._skip(target, f"rate limited by the provider (retry in {wait:.1f}s)", attempts, "paused")
+                return False, ""
             late = call.deadline is not None and time.monotonic() + wait >= call.deadline
-            if waited + wait > self._budget_wait_s or late:
-                attempts.append(Attempt(target.provider, target.model, "skipped",
-                                        f"provider budget spent ({d.limit_name}, retry in {wait:.1f}s)", 0.0))
-                ATTEMPTS.labels(target.provider, target.model, "budget").inc()
+            if not may_wait or waited + wait > self._budget_wait_s or late:
+                self._skip(target, f"provider budget spent ({d.limit_name}, retry in {wait:.1f}s)", attempts,
+                           "budget")
                 return False, ""
             await asyncio.sleep(wait)
             waited += wait
+
+    def _hold(self, target: Target, seconds: float) -> None:
+        key = (target.provider, target.model)
+        self._paused[key] = max(self._paused.get(key, 0.0), self._clock() + seconds)
+
+    def _pause(self, target: Target, exc: ProviderError) -> None:
+        """A 429 is the provider's quota, not an outage: keep the target out for its retry-after,
+        here at once and in every replica through the limiter."""
+        cfg = self._config.rate_limits
+        seconds = min(cfg.max_pause_s, exc.retry_after_s if exc.retry_after_s is not None else cfg.default_pause_s)
+        self._hold(target, seconds)
+        PAUSES.labels(target.provider, target.model).inc()
+        if self._shaper is not None and seconds > 0:
+            self._settles.spawn(self._share_pause(target, seconds))
+
+    async def _share_pause(self, target: Target, seconds: float) -> None:
+        try:
+            assert self._shaper is not None
+            await self._shaper.pause(
+                [("provider", target.provider), ("model", target.model)], seconds=seconds, domain="provider")
+        except LlmgwError as exc:
+            _log.warning("provider_pause_not_shared", error=exc.message)
 
     def _settle(self, reservation: str, tokens: int) -> None:
         if self._shaper is None or not reservation:
             return
         self._settles.spawn(self._shaper.settle(reservation, tokens))
 
-    @staticmethod
-    def _budget(call: RouteCall, target: Target) -> float:
-        """This attempt's timeout: the target's, cut to what is left of the caller's deadline."""
+    # ---- time ----
+
+    def _timeout(self, call: RouteCall, target: Target, has_next: bool) -> float:
+        """This attempt's timeout: the target's, cut to what is left of the caller's deadline,
+        minus a reserve for the rest of the chain when another target could still answer."""
         if call.deadline is None:
             return target.timeout_s
         left = call.deadline - time.monotonic()
         if left <= 0.005:
             raise DeadlineExceeded("the caller's deadline passed before a provider answered")
+        if has_next:
+            d = self._config.deadline
+            left -= min(d.reserve_s, left * d.max_reserve_share)
         return min(target.timeout_s, left)
 
     def _retry_wait(self, call: RouteCall, target: Target, exc: ProviderError, attempt_no: int) -> float | None:
         """Seconds to wait before retrying this target, or None to move on to the next one."""
-        if exc.kind != "retryable" or attempt_no + 1 >= target.attempts:
+        if not exc.retriable or attempt_no + 1 >= target.attempts:
             return None
+        if exc.kind == "rate_limited" and exc.retry_after_s is None:
+            return None  # paused for the default pause: the next target, not a blind retry
         if exc.retry_after_s is not None:
             wait = exc.retry_after_s
             if wait > target.max_retry_wait_s:
@@ -178,115 +264,223 @@ class Router:
         else:
             # Full jitter: spreads retries of many callers instead of synchronising them.
             wait = self._rng.uniform(0, target.backoff_base_s * 2**attempt_no)
+        if self.breaker(target).state == State.OPEN:
+            return None  # no sleeping for a target that will not be called
         if call.deadline is not None and time.monotonic() + wait >= call.deadline:
             return None
         return wait
 
+    # ---- outcomes ----
+
+    def _failed(self, slot: _Slot, exc: ProviderError, attempts: list[Attempt], *, tokens: int = 0) -> None:
+        """Record a failed call and settle its slot; the caller's own fault ends the request."""
+        target = slot.target
+        self._settle(slot.reservation, tokens)
+        attempts.append(Attempt(target.provider, target.model, "error", exc.message, slot.ms))
+        ATTEMPTS.labels(target.provider, target.model, exc.kind).inc()
+        breaker = self.breaker(target)
+        if exc.kind in ("caller", "rate_limited"):
+            breaker.release(slot.ticket)  # no verdict on the provider's health
+        else:
+            breaker.record(slot.ticket, ok=False)
+        if exc.kind == "rate_limited":
+            self._pause(target, exc)
+        if exc.kind == "config":
+            CONFIG_ALERTS.labels(target.provider, target.model).inc()
+        _log.warning("provider_failed", provider=target.provider, model=target.model, kind=exc.kind,
+                     error=exc.message)
+        if exc.kind == "caller":
+            raise InvalidArgument("request", exc.message) from exc
+
+    def _abandoned(self, slot: _Slot, tokens: int) -> None:
+        """Cancelled or out of time mid-call: no verdict; the provider was sent the prompt."""
+        self.breaker(slot.target).release(slot.ticket)
+        self._settle(slot.reservation, tokens)
+
+    def _succeeded(self, slot: _Slot, input_tokens: int, output_tokens: int, attempts: list[Attempt]) -> float:
+        target = slot.target
+        ms = slot.ms
+        self._settle(slot.reservation, input_tokens + output_tokens)
+        self.breaker(target).record(slot.ticket, ok=True)
+        PROVIDER_LATENCY.labels(target.provider, target.model).observe(ms / 1000)
+        ATTEMPTS.labels(target.provider, target.model, "ok").inc()
+        attempts.append(Attempt(target.provider, target.model, "ok", "", ms))
+        return ms
+
+    def _completion(self, plan: _Plan, index: int, text: str, input_tokens: int, output_tokens: int,
+                    finish_reason: str, attempts: list[Attempt]) -> Completion:
+        target = plan.targets[index]
+        if index:
+            FALLBACKS.labels(plan.route).inc()
+        return Completion(text=text, provider=target.provider, model=target.model,
+                          usage=self._config.usage(target.model, input_tokens, output_tokens),
+                          attempts=tuple(attempts), finish_reason=finish_reason)
+
+    async def _slot(self, call: RouteCall, plan: _Plan, index: int, prompt_tokens: int,
+                    attempts: list[Attempt]) -> tuple[_Slot, float] | None:
+        """Everything an attempt needs before the call: its timeout, a breaker ticket and the
+        provider budget. None: the target is out (the reason is in ``attempts``)."""
+        target = plan.targets[index]
+        has_next = self._has_next(plan, index)
+        self._timeout(call, target, has_next)  # DeadlineExceeded before anything is taken
+        ticket = self._ticket(target, plan.version, attempts)
+        if ticket is None:
+            return None
+        try:
+            go, reservation = await self._reserve(call, target, prompt_tokens, plan.sampling, attempts,
+                                                  may_wait=not has_next)
+        except BaseException:
+            self.breaker(target).release(ticket)
+            raise
+        if not go:
+            self.breaker(target).release(ticket)
+            return None
+        # The budget wait came out of the deadline: recompute.
+        return _Slot(target, ticket, reservation, prompt_tokens), self._timeout(call, target, has_next)
+
+    def _render(self, call: RouteCall, plan: _Plan, target: Target) -> tuple[str, tuple[Message, ...], int]:
+        pv = plan.version
+        system, messages = pv.render(call.variables, target.provider) if pv else ("", call.messages)
+        return system, messages, count_tokens(system + "".join(m.content for m in messages))
+
+    # ---- unary ----
+
     async def route(self, call: RouteCall) -> Completion:
-        name, targets, sampling, pv = self._route(call)
+        plan = self._plan(call)
         attempts: list[Attempt] = []
-        for index, target in enumerate(targets):
-            if not self._usable(target, pv, attempts):
+        for index in range(len(plan.targets)):
+            reply = await self._try_unary(call, plan, index, attempts)
+            if reply is not None:
+                return self._completion(plan, index, reply.text, reply.input_tokens, reply.output_tokens,
+                                        reply.finish_reason, attempts)
+        raise Unavailable(_all_failed(plan.route, attempts), attempts=attempts)
+
+    async def _try_unary(self, call: RouteCall, plan: _Plan, index: int,
+                         attempts: list[Attempt]) -> ProviderReply | None:
+        target = plan.targets[index]
+        provider = self._providers[target.provider]
+        system, messages, prompt_tokens = self._render(call, plan, target)
+        for attempt_no in range(target.attempts):
+            got = await self._slot(call, plan, index, prompt_tokens, attempts)
+            if got is None:
+                return None
+            slot, timeout = got
+            try:
+                reply = await provider.complete(target.model, system, messages, plan.sampling, timeout)
+            except ProviderError as exc:
+                self._failed(slot, exc, attempts)
+                wait = self._retry_wait(call, target, exc, attempt_no)
+                if wait is None:
+                    return None
+                await asyncio.sleep(wait)
                 continue
-            system, messages = pv.render(call.variables, target.provider) if pv else ("", call.messages)
-            provider = self._providers[target.provider]
-            for attempt_no in range(target.attempts):
-                if attempt_no and not self.breaker(target).allow():
-                    break
-                go, reservation = await self._reserve(call, target, system, messages, sampling, attempts)
-                if not go:
-                    self.breaker(target).release()
-                    break
-                start = time.perf_counter()
-                try:
-                    reply = await provider.complete(
-                        target.model, system, messages, sampling, self._budget(call, target)
-                    )
-                except ProviderError as exc:
-                    self._failed_attempt(target, exc, start, reservation, attempts)
-                    wait = self._retry_wait(call, target, exc, attempt_no)
-                    if wait is None:
-                        break
-                    await asyncio.sleep(wait)
-                    continue
-                except BaseException:
-                    self.breaker(target).release()  # cancelled or out of time: no verdict on the target
-                    raise
-                ms = (time.perf_counter() - start) * 1000
-                self._settle(reservation, reply.input_tokens + reply.output_tokens)
-                self.breaker(target).success()
-                PROVIDER_LATENCY.labels(target.provider, target.model).observe(ms / 1000)
-                ATTEMPTS.labels(target.provider, target.model, "ok").inc()
-                attempts.append(Attempt(target.provider, target.model, "ok", "", ms))
-                if index:
-                    FALLBACKS.labels(name).inc()
-                return Completion(
-                    text=reply.text,
-                    provider=target.provider,
-                    model=target.model,
-                    usage=self._config.usage(target.model, reply.input_tokens, reply.output_tokens),
-                    attempts=tuple(attempts),
-                    finish_reason=reply.finish_reason,
-                )
-        raise Unavailable(_all_failed(name, attempts), attempts=attempts)
+            except BaseException:
+                self._abandoned(slot, prompt_tokens)
+                raise
+            self._succeeded(slot, reply.input_tokens, reply.output_tokens, attempts)
+            return reply
+        return None
+
+    # ---- streaming ----
 
     async def stream(self, call: RouteCall) -> AsyncIterator[Chunk]:
-        """Fallback is possible until the first chunk is out; after that a failure ends the
-        stream with an error (never a silent truncation)."""
-        name, targets, sampling, pv = self._route(call)
+        """Fallback (and retry) is possible until the first chunk is out; after that a failure
+        ends the stream with UNAVAILABLE saying the answer was cut off (never a silent
+        truncation: a stream is complete only with the provider's terminal event)."""
+        plan = self._plan(call)
         attempts: list[Attempt] = []
-        for index, target in enumerate(targets):
-            if not self._usable(target, pv, attempts):
+        for index in range(len(plan.targets)):
+            opened = await self._open_stream(call, plan, index, attempts)
+            if opened is None:
                 continue
-            system, messages = pv.render(call.variables, target.provider) if pv else ("", call.messages)
-            provider = self._providers[target.provider]
-            go, reservation = await self._reserve(call, target, system, messages, sampling, attempts)
-            if not go:
-                self.breaker(target).release()
-                continue
-            start = time.perf_counter()
-            try:
-                pieces = provider.stream(target.model, system, messages, sampling, self._budget(call, target))
-                first = await anext(pieces)
-            except ProviderError as exc:
-                self._failed_attempt(target, exc, start, reservation, attempts)
-                continue
-            except BaseException:
-                self.breaker(target).release()
-                raise
-            if index:
-                FALLBACKS.labels(name).inc()
-            piece = first
-            try:
-                while not piece.done:
-                    yield Chunk(delta=piece.delta)
-                    piece = await anext(pieces)
-            except ProviderError as exc:
-                self._note_failure(target, exc)
-                raise Unavailable(f"stream from {target.provider}/{target.model} failed after the first chunk: "
-                                  f"{exc.message}") from exc
-            except BaseException:
-                self.breaker(target).release()  # the caller went away mid-stream
-                raise
-            ms = (time.perf_counter() - start) * 1000
-            self._settle(reservation, piece.input_tokens + piece.output_tokens)
-            self.breaker(target).success()
-            ATTEMPTS.labels(target.provider, target.model, "ok").inc()
-            attempts.append(Attempt(target.provider, target.model, "ok", "", ms))
-            yield Chunk(
-                delta="",
-                final=True,
-                completion=Completion(
-                    text="",
-                    provider=target.provider,
-                    model=target.model,
-                    usage=self._config.usage(target.model, piece.input_tokens, piece.output_tokens),
-                    attempts=tuple(attempts),
-                    finish_reason=piece.finish_reason,
-                ),
-            )
+            async for chunk in self._relay(plan, index, opened, attempts):
+                yield chunk
             return
-        raise Unavailable(_all_failed(name, attempts), attempts=attempts)
+        raise Unavailable(_all_failed(plan.route, attempts), attempts=attempts)
+
+    async def _open_stream(self, call: RouteCall, plan: _Plan, index: int, attempts: list[Attempt]) -> _Open | None:
+        target = plan.targets[index]
+        provider = self._providers[target.provider]
+        system, messages, prompt_tokens = self._render(call, plan, target)
+        loop = asyncio.get_running_loop()
+        for attempt_no in range(target.attempts):
+            got = await self._slot(call, plan, index, prompt_tokens, attempts)
+            if got is None:
+                return None
+            slot, timeout = got
+            first_limit = min(timeout, target.first_token_timeout_s or timeout)
+            # The whole stream is bounded by the target's timeout and the caller's deadline (no
+            # reserve once it streams: there is no fallback after the first chunk).
+            total = target.timeout_s if call.deadline is None else min(
+                target.timeout_s, call.deadline - time.monotonic())
+            pieces = provider.stream(target.model, system, messages, plan.sampling, first_limit)
+            try:
+                async with asyncio.timeout(first_limit):
+                    first = await anext(pieces)
+            except (ProviderError, TimeoutError, StopAsyncIteration) as raised:
+                await _close(pieces)
+                exc = raised if isinstance(raised, ProviderError) else ProviderError(
+                    target.provider, "retryable", f"no first token within {first_limit:.1f} s")
+                self._failed(slot, exc, attempts)
+                wait = self._retry_wait(call, target, exc, attempt_no)
+                if wait is None:
+                    return None
+                await asyncio.sleep(wait)
+                continue
+            except BaseException:
+                await _close(pieces)
+                self._abandoned(slot, prompt_tokens)
+                raise
+            return _Open(slot, pieces, first, loop.time() + total - slot.ms / 1000)
+        return None
+
+    async def _relay(self, plan: _Plan, index: int, opened: _Open, attempts: list[Attempt]) -> AsyncIterator[Chunk]:
+        slot, pieces, piece = opened.slot, opened.pieces, opened.first
+        target = slot.target
+        sent: list[str] = []
+        loop = asyncio.get_running_loop()
+
+        def used() -> int:  # what a cut-off stream still cost: the prompt and the text sent
+            return slot.prompt_tokens + (count_tokens("".join(sent)) if sent else 0)
+
+        try:
+            while not piece.done:
+                if piece.delta:
+                    sent.append(piece.delta)
+                    yield Chunk(delta=piece.delta)
+                try:
+                    async with asyncio.timeout(max(0.0, opened.ends_at - loop.time())):
+                        piece = await anext(pieces)
+                except TimeoutError:
+                    raise ProviderError(target.provider, "retryable",
+                                        f"stream not finished within {target.timeout_s:.1f} s") from None
+                except StopAsyncIteration:
+                    raise ProviderError(target.provider, "retryable", "stream ended early") from None
+        except ProviderError as exc:
+            CUT_OFF.labels(target.provider, target.model).inc()
+            self._failed(slot, exc, attempts, tokens=used())
+            raise Unavailable(
+                f"the answer from {target.provider}/{target.model} was cut off after {len(sent)} chunks "
+                f"({exc.message}); what was sent is incomplete", attempts=attempts,
+            ) from exc
+        except BaseException:
+            self._abandoned(slot, used())  # the caller went away mid-stream
+            raise
+        finally:
+            await _close(pieces)
+        self._succeeded(slot, piece.input_tokens, piece.output_tokens, attempts)
+        completion = self._completion(plan, index, "", piece.input_tokens, piece.output_tokens,
+                                      piece.finish_reason, attempts)
+        yield Chunk(delta="", final=True, completion=completion)
+
+
+async def _close(pieces: AsyncIterator[StreamPiece]) -> None:
+    aclose = getattr(pieces, "aclose", None)
+    if aclose is not None:
+        try:
+            await aclose()
+        except Exception as exc:  # closing a broken stream must not mask why it broke
+            _log.debug("provider_stream_close_failed", error=repr(exc))
 
 
 def _all_failed(route: str, attempts: list[Attempt]) -> str:

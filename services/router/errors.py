@@ -1,9 +1,14 @@
 """Provider errors, classified once where they leave the SDK.
 
     ProviderError(kind=...)
-      retryable  429, 5xx, 529 overloaded, timeouts, connection errors -> retry, then fall back
-      caller     400 invalid request, context too long               -> INVALID_ARGUMENT, no fallback
-      config     401/403, unknown model (404)                         -> fall back, alert metric
+      retryable     5xx, 529 overloaded, timeouts, connection and protocol errors, malformed or
+                    truncated responses                              -> retry, then fall back; breaker counts it
+      rate_limited  429 (the provider's quota)                       -> pause the target, move on; not a failure
+      caller        400 invalid request, context too long            -> INVALID_ARGUMENT, no fallback
+      config        401/403, unknown model (404)                     -> fall back, alert metric
+
+Messages are ours (a fixed vocabulary plus the provider's own error text for HTTP errors): no
+Python exception type or text ever reaches a caller; the detail goes to the log.
 """
 
 from __future__ import annotations
@@ -16,7 +21,7 @@ from llmgw.kit.errors import LlmgwError
 
 __all__ = ["ProviderError", "classify_status"]
 
-Kind = Literal["retryable", "caller", "config"]
+Kind = Literal["retryable", "rate_limited", "caller", "config"]
 
 
 class ProviderError(LlmgwError):
@@ -32,7 +37,7 @@ class ProviderError(LlmgwError):
 
     @property
     def retriable(self) -> bool:  # type: ignore[override]
-        return self.kind == "retryable"
+        return self.kind in ("retryable", "rate_limited")
 
 
 def classify_status(status: int) -> Kind:
@@ -40,4 +45,6 @@ def classify_status(status: int) -> Kind:
         return "config"
     if status in (400, 413, 422):
         return "caller"
-    return "retryable"  # 408, 409, 429, 5xx, 529 and anything unexpected
+    if status == 429:
+        return "rate_limited"
+    return "retryable"  # 408, 409, 5xx, 529 and anything unexpected

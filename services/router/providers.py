@@ -8,7 +8,11 @@ its API (system placement, stop sequences, max_tokens) and translates SDK except
 from __future__ import annotations
 
 import contextlib
+import datetime
+import email.utils
+import json
 import os
+import time
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -17,10 +21,15 @@ import anthropic
 import openai
 
 from llmgw.domain import Message, Sampling
+from llmgw.kit.logging import get_logger
 from llmgw.services.router.config import ProviderConfig
 from llmgw.services.router.errors import ProviderError, classify_status
 
-__all__ = ["AnthropicProvider", "OpenAIProvider", "Provider", "ProviderReply", "StreamPiece", "make_provider"]
+__all__ = [
+    "AnthropicProvider", "OpenAIProvider", "Provider", "ProviderReply", "StreamPiece", "make_provider", "retry_after_s",
+]
+
+_log = get_logger(__name__)
 
 # Anthropic requires max_tokens; used when neither the caller nor the route sets one.
 DEFAULT_MAX_TOKENS = 1024
@@ -57,33 +66,92 @@ class Provider(Protocol):
     ) -> AsyncIterator[StreamPiece]: ...
 
 
-def _retry_after(headers: Any) -> float | None:
+def retry_after_s(headers: Any, *, now: float | None = None) -> float | None:
+    """The provider's wait, from ``retry-after-ms`` (both providers send it; the most precise),
+    else ``retry-after`` in seconds or as an HTTP date; None when absent or unreadable."""
     if headers is None:
         return None
+    ms = headers.get("retry-after-ms")
+    if ms is not None:
+        with contextlib.suppress(ValueError):
+            return max(0.0, float(ms) / 1000)
     raw = headers.get("retry-after")
-    try:
-        return float(raw) if raw is not None else None
-    except ValueError:
+    if raw is None:
         return None
+    try:
+        return max(0.0, float(raw))
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(raw)
+    except (TypeError, ValueError):
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=datetime.UTC)
+    return max(0.0, when.timestamp() - (time.time() if now is None else now))
+
+
+def _provider_message(exc: Any) -> str:
+    """The provider's own error text (never the SDK's exception text), bounded."""
+    body = getattr(exc, "body", None)
+    text = ""
+    if isinstance(body, dict):
+        error = body.get("error")
+        inner: dict[str, Any] = error if isinstance(error, dict) else body
+        text = str(inner.get("message") or inner.get("type") or "")
+    return text[:300]
+
+
+# Failures of the response itself, whatever library noticed them: a body that is not JSON, an
+# SSE event that does not parse, fields of the wrong shape (the SDKs parse lazily, so these
+# surface as plain Python errors).
+_MALFORMED = (json.JSONDecodeError, ValueError, KeyError, TypeError, AttributeError, IndexError)
 
 
 @contextlib.contextmanager
-def _translate(provider: str, sdk: Any) -> Iterator[None]:
-    """Both SDKs share the exception shape; translate once, keep the cause."""
+def _translate(provider: str, sdk: Any, timeout_s: float) -> Iterator[None]:
+    """Every failure of a provider call becomes a classified ``ProviderError`` here, with a
+    message of ours; the exception's detail goes to the log (the request id is bound there)."""
     try:
         yield
+    except ProviderError:
+        raise
     except sdk.APIStatusError as exc:
         status = exc.status_code
+        detail = _provider_message(exc)
         raise ProviderError(
-            provider, classify_status(status), f"HTTP {status}: {exc.message}", status=status,
-            retry_after_s=_retry_after(exc.response.headers),
+            provider, classify_status(status), f"HTTP {status}" + (f": {detail}" if detail else ""), status=status,
+            retry_after_s=retry_after_s(exc.response.headers),
         ) from exc
     except sdk.APITimeoutError as exc:
-        raise ProviderError(provider, "retryable", "timeout") from exc
+        raise ProviderError(provider, "retryable", f"no answer within {timeout_s:.1f} s") from exc
     except sdk.APIConnectionError as exc:
-        raise ProviderError(provider, "retryable", f"connection error: {exc}") from exc
-    except sdk.APIError as exc:
-        raise ProviderError(provider, "retryable", f"API error: {exc}") from exc
+        _log.warning("provider_transport_error", provider=provider, error=repr(exc.__cause__ or exc))
+        raise ProviderError(provider, "retryable", "connection failed") from exc
+    except (sdk.APIError, *_MALFORMED) as exc:
+        _log.warning("provider_malformed_response", provider=provider, error=repr(exc))
+        raise ProviderError(provider, "retryable", "malformed response") from exc
+    except Exception as exc:  # the SDKs raise more than they document: classify, never leak
+        if _is_transport(exc):
+            _log.warning("provider_transport_error", provider=provider, error=repr(exc))
+            raise ProviderError(provider, "retryable", "connection lost during the response") from exc
+        _log.warning("provider_unexpected_error", provider=provider, error=repr(exc))
+        raise ProviderError(provider, "retryable", "unexpected provider failure") from exc
+
+
+def _is_transport(exc: Exception) -> bool:
+    """A transport error raised while reading a body or stream, past the SDK's own wrapping.
+    Told by the class hierarchy's names, not by import: the SDKs ship different HTTP stacks
+    (httpx, httpcore, the Anthropic SDK's own ``httpx2``)."""
+    return any(cls.__name__ in _TRANSPORT and cls.__module__.startswith(("httpx", "httpcore"))
+               for cls in type(exc).__mro__)
+
+
+_TRANSPORT = frozenset({"TransportError", "ProtocolError", "NetworkError", "TimeoutException"})
+
+
+def _incomplete(provider: str, what: str) -> ProviderError:
+    return ProviderError(provider, "retryable", f"{what}: the answer was cut off")
 
 
 def _api_key(cfg: ProviderConfig) -> str:
@@ -120,24 +188,27 @@ class OpenAIProvider:
     async def complete(
         self, model: str, system: str, messages: tuple[Message, ...], sampling: Sampling, timeout_s: float
     ) -> ProviderReply:
-        with _translate(self.name, openai):
+        with _translate(self.name, openai, timeout_s):
             resp = await self._client.chat.completions.create(
                 **self._params(model, system, messages, sampling), timeout=timeout_s
             )
-        choice = resp.choices[0]
-        usage = resp.usage
-        return ProviderReply(
-            text=choice.message.content or "",
-            input_tokens=usage.prompt_tokens if usage else 0,
-            output_tokens=usage.completion_tokens if usage else 0,
-            finish_reason=choice.finish_reason or "",
-        )
+            choice = resp.choices[0]
+            usage = resp.usage
+            reply = ProviderReply(
+                text=choice.message.content or "",
+                input_tokens=usage.prompt_tokens if usage else 0,
+                output_tokens=usage.completion_tokens if usage else 0,
+                finish_reason=choice.finish_reason or "",
+            )
+        if not reply.finish_reason:
+            raise _incomplete(self.name, "response without a finish_reason")
+        return reply
 
     async def stream(
         self, model: str, system: str, messages: tuple[Message, ...], sampling: Sampling, timeout_s: float
     ) -> AsyncIterator[StreamPiece]:
         finish, tin, tout = "", 0, 0
-        with _translate(self.name, openai):
+        with _translate(self.name, openai, timeout_s):
             stream = await self._client.chat.completions.create(
                 **self._params(model, system, messages, sampling),
                 stream=True,
@@ -152,6 +223,10 @@ class OpenAIProvider:
                         yield StreamPiece(delta=choice.delta.content)
                     if choice.finish_reason:
                         finish = choice.finish_reason
+        # Complete only with a chunk carrying a finish_reason: an EOF before it (a dropped
+        # connection the server closed cleanly) is a truncated answer, not a short one.
+        if not finish:
+            raise _incomplete(self.name, "stream ended without a finish_reason")
         yield StreamPiece(done=True, input_tokens=tin, output_tokens=tout, finish_reason=finish)
 
     async def close(self) -> None:
@@ -185,34 +260,42 @@ class AnthropicProvider:
     async def complete(
         self, model: str, system: str, messages: tuple[Message, ...], sampling: Sampling, timeout_s: float
     ) -> ProviderReply:
-        with _translate(self.name, anthropic):
+        with _translate(self.name, anthropic, timeout_s):
             resp = await self._client.messages.create(
                 **self._params(model, system, messages, sampling), timeout=timeout_s
             )
-        text = "".join(block.text for block in resp.content if getattr(block, "type", "") == "text")
-        return ProviderReply(
-            text=text,
-            input_tokens=resp.usage.input_tokens,
-            output_tokens=resp.usage.output_tokens,
-            finish_reason=resp.stop_reason or "",
-        )
+            text = "".join(block.text for block in resp.content if getattr(block, "type", "") == "text")
+            reply = ProviderReply(
+                text=text,
+                input_tokens=resp.usage.input_tokens,
+                output_tokens=resp.usage.output_tokens,
+                finish_reason=resp.stop_reason or "",
+            )
+        if not reply.finish_reason:
+            raise _incomplete(self.name, "response without a stop_reason")
+        return reply
 
     async def stream(
         self, model: str, system: str, messages: tuple[Message, ...], sampling: Sampling, timeout_s: float
     ) -> AsyncIterator[StreamPiece]:
-        finish, tin, tout = "", 0, 0
-        with _translate(self.name, anthropic):
+        finish, tin, tout, stopped = "", 0, 0, False
+        with _translate(self.name, anthropic, timeout_s):
             stream = await self._client.messages.create(
                 **self._params(model, system, messages, sampling), stream=True, timeout=timeout_s
             )
             async for event in stream:
-                if event.type == "message_start":
+                if event.type == "message_stop":
+                    stopped = True
+                elif event.type == "message_start":
                     tin = event.message.usage.input_tokens
                 elif event.type == "content_block_delta" and event.delta.type == "text_delta":
                     yield StreamPiece(delta=event.delta.text)
                 elif event.type == "message_delta":
                     tout = event.usage.output_tokens
                     finish = event.delta.stop_reason or ""
+        # Complete only with message_stop after a stop_reason (see the OpenAI adapter).
+        if not (stopped and finish):
+            raise _incomplete(self.name, "stream ended without message_stop")
         yield StreamPiece(done=True, input_tokens=tin, output_tokens=tout, finish_reason=finish)
 
     async def close(self) -> None:

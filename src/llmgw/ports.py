@@ -33,6 +33,10 @@ class LimiterPort(Protocol):
         """One request that costs no tokens (a cache hit): counted against request limits."""
         ...
 
+    async def pause(self, descriptor: Descriptor, *, seconds: float, domain: str = "provider") -> int:
+        """Refuse the descriptor's checks for ``seconds`` everywhere (a provider's 429); ms in force."""
+        ...
+
 
 class CachePort(Protocol):
     def peek(self, key: KeyMaterial) -> LookupResult | None:

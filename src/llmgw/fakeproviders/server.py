@@ -1,9 +1,9 @@
 """One aiohttp app serving the OpenAI Chat Completions API (``/v1/chat/completions``) and the
 Anthropic Messages API (``/v1/messages``), plain and SSE streaming, with per-provider faults.
 
-Controls (JSON): ``POST /_control/{openai|anthropic}`` with any of
-``latency_ms``, ``error_rate`` (0..1), ``status`` (e.g. 429, 500, 529), ``retry_after`` (s),
-``fail_next`` (the next N calls fail with ``status``), ``reply`` (fixed text);
+Controls (JSON): ``POST /_control/{openai|anthropic}`` with any field of ``Faults``
+(fakeproviders/faults.py: error rates per status, retry-after in its three forms, RPM/TPM limits,
+dropped connections, truncated streams, malformed chunks, stalls, slow tokens);
 ``POST /_control/reset``; ``GET /_stats`` -> calls per provider.
 The answer is deterministic: it quotes the last user message, so tests can assert on it.
 In process, a ``responder`` scripts the answer per request (the eval suite's own tests and its
@@ -23,21 +23,11 @@ from typing import Any
 
 from aiohttp import web
 
+from llmgw.fakeproviders.faults import Faults, Quota
+
 __all__ = ["FakeProviders", "Faults", "create_app", "reply_for"]
 
 PROVIDERS = ("openai", "anthropic")
-
-
-@dataclass
-class Faults:
-    latency_ms: float = 0.0
-    error_rate: float = 0.0
-    status: int = 500
-    retry_after: float | None = None
-    fail_next: int = 0
-    reply: str | None = None
-    # Delay between streamed chunks.
-    chunk_delay_ms: float = 0.0
 
 
 # (provider, model, system prompt, messages as sent) -> the answer text.
@@ -50,13 +40,7 @@ class FakeProviders:
     responder: Responder | None = None
     calls: dict[str, int] = field(default_factory=lambda: {p: 0 for p in PROVIDERS})
     rng: random.Random = field(default_factory=lambda: random.Random(7))
-
-    def should_fail(self, provider: str) -> bool:
-        f = self.faults[provider]
-        if f.fail_next > 0:
-            f.fail_next -= 1
-            return True
-        return f.error_rate > 0 and self.rng.random() < f.error_rate
+    quotas: dict[str, Quota] = field(default_factory=lambda: {p: Quota() for p in PROVIDERS})
 
 
 STATE: web.AppKey[FakeProviders] = web.AppKey("state", FakeProviders)
@@ -79,21 +63,19 @@ def _chunks(text: str) -> list[str]:
     return [w if i == 0 else " " + w for i, w in enumerate(words)]
 
 
-def _openai_error(status: int, retry_after: float | None) -> web.Response:
+def _openai_error(status: int, headers: dict[str, str] | None = None) -> web.Response:
     kinds = {429: "rate_limit_exceeded", 400: "invalid_request_error", 401: "invalid_api_key"}
     body = {"error": {"message": f"fake openai error {status}", "type": kinds.get(status, "server_error"),
                       "code": kinds.get(status, "server_error")}}
-    headers = {"retry-after": str(retry_after)} if retry_after is not None else {}
-    return web.json_response(body, status=status, headers=headers)
+    return web.json_response(body, status=status, headers=headers or {})
 
 
-def _anthropic_error(status: int, retry_after: float | None) -> web.Response:
+def _anthropic_error(status: int, headers: dict[str, str] | None = None) -> web.Response:
     kinds = {429: "rate_limit_error", 529: "overloaded_error", 400: "invalid_request_error",
              401: "authentication_error"}
     body = {"type": "error", "error": {"type": kinds.get(status, "api_error"),
                                        "message": f"fake anthropic error {status}"}}
-    headers = {"retry-after": str(retry_after)} if retry_after is not None else {}
-    return web.json_response(body, status=status, headers=headers)
+    return web.json_response(body, status=status, headers=headers or {})
 
 
 async def _prelude(state: FakeProviders, provider: str) -> web.Response | None:
@@ -101,21 +83,76 @@ async def _prelude(state: FakeProviders, provider: str) -> web.Response | None:
     f = state.faults[provider]
     if f.latency_ms:
         await asyncio.sleep(f.latency_ms / 1000)
-    if state.should_fail(provider):
-        err = _openai_error if provider == "openai" else _anthropic_error
-        return err(f.status, f.retry_after)
+    err = _openai_error if provider == "openai" else _anthropic_error
+    wait = state.quotas[provider].refused(f, time.monotonic())
+    if wait is not None:
+        return err(429, Quota.headers(wait))
+    status = f.failing_status(state.rng)
+    if status is not None:
+        return err(status, f.retry_headers())
     return None
 
 
-async def _sse(request: web.Request, events: list[tuple[str | None, Any]], delay_ms: float) -> web.StreamResponse:
+# An event whose data is not JSON, named as each API names its content events (the Anthropic
+# SDK skips events it has no name for).
+_MALFORMED = {True: b'data: {"id": "broken", "choices": [{"delta": {"content": "x"\n\n',
+              False: b'event: content_block_delta\ndata: {"type": "content_block_delta", "delta": \n\n'}
+
+
+async def _drop(request: web.Request, resp: web.StreamResponse) -> web.StreamResponse:
+    """The connection dies mid-response, as a provider's load balancer drops it."""
+    if request.transport is not None:
+        request.transport.abort()
+    return resp
+
+
+async def _unary(request: web.Request, body: dict[str, Any], fault: str, f: Faults) -> web.StreamResponse:
+    if fault == "stall":
+        await asyncio.sleep(f.stall_ms / 1000)
+    if fault.startswith("malformed"):
+        return web.Response(status=200, body=b'{"id": "broken", "choices": [', content_type="application/json")
+    if fault.startswith("disconnect"):
+        data = json.dumps(body).encode()
+        resp = web.StreamResponse(headers={"content-type": "application/json", "content-length": str(len(data))})
+        await resp.prepare(request)
+        await resp.write(data[: len(data) // 2])
+        return await _drop(request, resp)
+    return web.json_response(body)
+
+
+async def _sse(request: web.Request, events: list[tuple[str | None, Any]], *, first: int, terminal: int,
+               fault: str, f: Faults, done: bool) -> web.StreamResponse:
+    """Stream ``events``; ``first`` is the first content event, ``terminal`` the first of the
+    closing events (finish_reason / message_delta ...), ``done``: the API ends with ``[DONE]``."""
     resp = web.StreamResponse(headers={"content-type": "text/event-stream", "cache-control": "no-cache"})
     await resp.prepare(request)
-    for name, data in events:
+
+    def encode(name: str | None, data: Any) -> bytes:
         payload = data if isinstance(data, str) else json.dumps(data)
-        line = (f"event: {name}\n" if name else "") + f"data: {payload}\n\n"
-        await resp.write(line.encode())
-        if delay_ms:
-            await asyncio.sleep(delay_ms / 1000)
+        return ((f"event: {name}\n" if name else "") + f"data: {payload}\n\n").encode()
+
+    for i, (name, data) in enumerate(events):
+        if i == first:
+            if fault == "disconnect_before_first":
+                return await _drop(request, resp)
+            if fault == "malformed_before_first":
+                await resp.write(_MALFORMED[done])
+            if f.first_token_ms:
+                await asyncio.sleep(f.first_token_ms / 1000)
+        if fault == "truncate" and i >= max(first + 1, (first + terminal) // 2):
+            if done:
+                await resp.write(encode(None, "[DONE]"))
+            break
+        await resp.write(encode(name, data))
+        if i == first:
+            if fault == "disconnect_after_first":
+                return await _drop(request, resp)
+            if fault == "malformed_after_first":
+                await resp.write(_MALFORMED[done])
+            if fault == "stall":
+                await asyncio.sleep(f.stall_ms / 1000)
+        if f.chunk_delay_ms:
+            await asyncio.sleep(f.chunk_delay_ms / 1000)
     await resp.write_eof()
     return resp
 
@@ -129,7 +166,7 @@ async def openai_chat(request: web.Request) -> web.StreamResponse:
     model = body.get("model", "")
     messages = body.get("messages", [])
     if not messages:
-        return _openai_error(400, None)
+        return _openai_error(400)
     last_user = next((m.get("content", "") for m in reversed(messages) if m.get("role") == "user"), "")
     text = reply_for("openai", model, str(last_user), state.faults["openai"].reply)
     if state.responder is not None and state.faults["openai"].reply is None:
@@ -142,13 +179,17 @@ async def openai_chat(request: web.Request) -> web.StreamResponse:
     prompt_tokens = sum(count_tokens(str(m.get("content", ""))) for m in messages)
     usage = {"prompt_tokens": prompt_tokens, "completion_tokens": count_tokens(text),
              "total_tokens": prompt_tokens + count_tokens(text)}
+    f = state.faults["openai"]
+    state.quotas["openai"].record(time.monotonic(), usage["total_tokens"])
+    fault = f.broken(state.rng)
     cid, created = f"chatcmpl-{uuid.uuid4().hex[:12]}", int(time.time())
     if not body.get("stream"):
-        return web.json_response({
+        content, final = (text[: len(text) // 2], None) if fault == "truncate" else (text, finish)
+        return await _unary(request, {
             "id": cid, "object": "chat.completion", "created": created, "model": model,
-            "choices": [{"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": finish}],
+            "choices": [{"index": 0, "message": {"role": "assistant", "content": content}, "finish_reason": final}],
             "usage": usage,
-        })
+        }, fault, f)
     base = {"id": cid, "object": "chat.completion.chunk", "created": created, "model": model}
     events: list[tuple[str | None, Any]] = [
         (None, {**base, "choices": [{"index": 0, "delta": {"role": "assistant", "content": ""},
@@ -158,11 +199,12 @@ async def openai_chat(request: web.Request) -> web.StreamResponse:
         (None, {**base, "choices": [{"index": 0, "delta": {"content": c}, "finish_reason": None}]})
         for c in _chunks(text)
     ]
+    terminal = len(events)
     events.append((None, {**base, "choices": [{"index": 0, "delta": {}, "finish_reason": finish}]}))
     if (body.get("stream_options") or {}).get("include_usage"):
         events.append((None, {**base, "choices": [], "usage": usage}))
     events.append((None, "[DONE]"))
-    return await _sse(request, events, state.faults["openai"].chunk_delay_ms)
+    return await _sse(request, events, first=1, terminal=terminal, fault=fault, f=f, done=True)
 
 
 async def anthropic_messages(request: web.Request) -> web.StreamResponse:
@@ -174,7 +216,7 @@ async def anthropic_messages(request: web.Request) -> web.StreamResponse:
     model = body.get("model", "")
     messages = body.get("messages", [])
     if not messages or "max_tokens" not in body:
-        return _anthropic_error(400, None)
+        return _anthropic_error(400)
 
     def _text(content: Any) -> str:
         if isinstance(content, str):
@@ -193,12 +235,16 @@ async def anthropic_messages(request: web.Request) -> web.StreamResponse:
     input_tokens = count_tokens(_text(system)) if system else 0
     input_tokens += sum(count_tokens(_text(m.get("content", ""))) for m in messages)
     mid = f"msg_{uuid.uuid4().hex[:12]}"
+    f = state.faults["anthropic"]
+    state.quotas["anthropic"].record(time.monotonic(), input_tokens + count_tokens(text))
+    fault = f.broken(state.rng)
     if not body.get("stream"):
-        return web.json_response({
+        content, final = (text[: len(text) // 2], None) if fault == "truncate" else (text, stop)
+        return await _unary(request, {
             "id": mid, "type": "message", "role": "assistant", "model": model,
-            "content": [{"type": "text", "text": text}], "stop_reason": stop, "stop_sequence": None,
+            "content": [{"type": "text", "text": content}], "stop_reason": final, "stop_sequence": None,
             "usage": {"input_tokens": input_tokens, "output_tokens": count_tokens(text)},
-        })
+        }, fault, f)
     events: list[tuple[str | None, Any]] = [
         ("message_start", {"type": "message_start", "message": {
             "id": mid, "type": "message", "role": "assistant", "model": model, "content": [],
@@ -212,13 +258,14 @@ async def anthropic_messages(request: web.Request) -> web.StreamResponse:
                                  "delta": {"type": "text_delta", "text": c}})
         for c in _chunks(text)
     ]
+    terminal = len(events)
     events += [
         ("content_block_stop", {"type": "content_block_stop", "index": 0}),
         ("message_delta", {"type": "message_delta", "delta": {"stop_reason": stop, "stop_sequence": None},
                            "usage": {"output_tokens": count_tokens(text)}}),
         ("message_stop", {"type": "message_stop"}),
     ]
-    return await _sse(request, events, state.faults["anthropic"].chunk_delay_ms)
+    return await _sse(request, events, first=2, terminal=terminal, fault=fault, f=f, done=False)
 
 
 async def control(request: web.Request) -> web.Response:
@@ -227,6 +274,7 @@ async def control(request: web.Request) -> web.Response:
     if target == "reset":
         state.faults = {p: Faults() for p in PROVIDERS}
         state.calls = {p: 0 for p in PROVIDERS}
+        state.quotas = {p: Quota() for p in PROVIDERS}
         return web.json_response({"ok": True})
     if target not in PROVIDERS:
         return web.json_response({"error": f"unknown provider {target!r}"}, status=404)
@@ -236,7 +284,10 @@ async def control(request: web.Request) -> web.Response:
     if unknown:
         return web.json_response({"error": f"unknown fields {sorted(unknown)}"}, status=400)
     current.update(body)
-    state.faults[target] = Faults(**current)
+    try:
+        state.faults[target] = Faults(**current)
+    except (TypeError, ValueError) as exc:
+        return web.json_response({"error": str(exc)}, status=400)
     return web.json_response(asdict(state.faults[target]))
 
 

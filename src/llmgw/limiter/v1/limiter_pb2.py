@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1ellmgw/limiter/v1/limiter.proto\x12\x10llmgw.limiter.v1\"-\n\x0f\x44\x65scriptorEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t\"\x8b\x01\n\x0c\x43heckRequest\x12\x0e\n\x06\x64omain\x18\x01 \x01(\t\x12\x35\n\ndescriptor\x18\x02 \x03(\x0b\x32!.llmgw.limiter.v1.DescriptorEntry\x12\x10\n\x08requests\x18\x03 \x01(\x03\x12\x0e\n\x06tokens\x18\x04 \x01(\x03\x12\x12\n\nrequest_id\x18\x05 \x01(\t\"s\n\x0bLimitStatus\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0c\n\x04unit\x18\x02 \x01(\t\x12\r\n\x05limit\x18\x03 \x01(\x03\x12\x11\n\tremaining\x18\x04 \x01(\x03\x12\x16\n\x0ereset_after_ms\x18\x05 \x01(\x03\x12\x0e\n\x06shadow\x18\x06 \x01(\x08\"\x95\x01\n\rCheckResponse\x12\x0f\n\x07\x61llowed\x18\x01 \x01(\x08\x12\x16\n\x0eretry_after_ms\x18\x02 \x01(\x03\x12\x12\n\nlimit_name\x18\x03 \x01(\t\x12/\n\x08statuses\x18\x04 \x03(\x0b\x32\x1d.llmgw.limiter.v1.LimitStatus\x12\x16\n\x0ereservation_id\x18\x05 \x01(\t\">\n\rSettleRequest\x12\x16\n\x0ereservation_id\x18\x01 \x01(\t\x12\x15\n\ractual_tokens\x18\x02 \x01(\x03\")\n\x0eSettleResponse\x12\x17\n\x0frefunded_tokens\x18\x01 \x01(\x03\x32\xa0\x01\n\x07Limiter\x12H\n\x05\x43heck\x12\x1e.llmgw.limiter.v1.CheckRequest\x1a\x1f.llmgw.limiter.v1.CheckResponse\x12K\n\x06Settle\x12\x1f.llmgw.limiter.v1.SettleRequest\x1a .llmgw.limiter.v1.SettleResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1ellmgw/limiter/v1/limiter.proto\x12\x10llmgw.limiter.v1\"-\n\x0f\x44\x65scriptorEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t\"\x8b\x01\n\x0c\x43heckRequest\x12\x0e\n\x06\x64omain\x18\x01 \x01(\t\x12\x35\n\ndescriptor\x18\x02 \x03(\x0b\x32!.llmgw.limiter.v1.DescriptorEntry\x12\x10\n\x08requests\x18\x03 \x01(\x03\x12\x0e\n\x06tokens\x18\x04 \x01(\x03\x12\x12\n\nrequest_id\x18\x05 \x01(\t\"s\n\x0bLimitStatus\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0c\n\x04unit\x18\x02 \x01(\t\x12\r\n\x05limit\x18\x03 \x01(\x03\x12\x11\n\tremaining\x18\x04 \x01(\x03\x12\x16\n\x0ereset_after_ms\x18\x05 \x01(\x03\x12\x0e\n\x06shadow\x18\x06 \x01(\x08\"\x95\x01\n\rCheckResponse\x12\x0f\n\x07\x61llowed\x18\x01 \x01(\x08\x12\x16\n\x0eretry_after_ms\x18\x02 \x01(\x03\x12\x12\n\nlimit_name\x18\x03 \x01(\t\x12/\n\x08statuses\x18\x04 \x03(\x0b\x32\x1d.llmgw.limiter.v1.LimitStatus\x12\x16\n\x0ereservation_id\x18\x05 \x01(\t\">\n\rSettleRequest\x12\x16\n\x0ereservation_id\x18\x01 \x01(\t\x12\x15\n\ractual_tokens\x18\x02 \x01(\x03\")\n\x0eSettleResponse\x12\x17\n\x0frefunded_tokens\x18\x01 \x01(\x03\"g\n\x0cPauseRequest\x12\x0e\n\x06\x64omain\x18\x01 \x01(\t\x12\x35\n\ndescriptor\x18\x02 \x03(\x0b\x32!.llmgw.limiter.v1.DescriptorEntry\x12\x10\n\x08pause_ms\x18\x03 \x01(\x03\"\"\n\rPauseResponse\x12\x11\n\tpaused_ms\x18\x01 \x01(\x03\x32\xea\x01\n\x07Limiter\x12H\n\x05\x43heck\x12\x1e.llmgw.limiter.v1.CheckRequest\x1a\x1f.llmgw.limiter.v1.CheckResponse\x12K\n\x06Settle\x12\x1f.llmgw.limiter.v1.SettleRequest\x1a .llmgw.limiter.v1.SettleResponse\x12H\n\x05Pause\x12\x1e.llmgw.limiter.v1.PauseRequest\x1a\x1f.llmgw.limiter.v1.PauseResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -43,6 +43,10 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_SETTLEREQUEST']._serialized_end=572
   _globals['_SETTLERESPONSE']._serialized_start=574
   _globals['_SETTLERESPONSE']._serialized_end=615
-  _globals['_LIMITER']._serialized_start=618
-  _globals['_LIMITER']._serialized_end=778
+  _globals['_PAUSEREQUEST']._serialized_start=617
+  _globals['_PAUSEREQUEST']._serialized_end=720
+  _globals['_PAUSERESPONSE']._serialized_start=722
+  _globals['_PAUSERESPONSE']._serialized_end=756
+  _globals['_LIMITER']._serialized_start=759
+  _globals['_LIMITER']._serialized_end=993
 # @@protoc_insertion_point(module_scope)

@@ -71,3 +71,19 @@ class SettleResponse(_message.Message):
     REFUNDED_TOKENS_FIELD_NUMBER: _ClassVar[int]
     refunded_tokens: int
     def __init__(self, refunded_tokens: _Optional[int] = ...) -> None: ...
+
+class PauseRequest(_message.Message):
+    __slots__ = ("domain", "descriptor", "pause_ms")
+    DOMAIN_FIELD_NUMBER: _ClassVar[int]
+    DESCRIPTOR_FIELD_NUMBER: _ClassVar[int]
+    PAUSE_MS_FIELD_NUMBER: _ClassVar[int]
+    domain: str
+    descriptor: _containers.RepeatedCompositeFieldContainer[DescriptorEntry]
+    pause_ms: int
+    def __init__(self, domain: _Optional[str] = ..., descriptor: _Optional[_Iterable[_Union[DescriptorEntry, _Mapping]]] = ..., pause_ms: _Optional[int] = ...) -> None: ...
+
+class PauseResponse(_message.Message):
+    __slots__ = ("paused_ms",)
+    PAUSED_MS_FIELD_NUMBER: _ClassVar[int]
+    paused_ms: int
+    def __init__(self, paused_ms: _Optional[int] = ...) -> None: ...

@@ -44,6 +44,11 @@ class LimiterStub:
                 request_serializer=llmgw_dot_limiter_dot_v1_dot_limiter__pb2.SettleRequest.SerializeToString,
                 response_deserializer=llmgw_dot_limiter_dot_v1_dot_limiter__pb2.SettleResponse.FromString,
                 _registered_method=True)
+        self.Pause = channel.unary_unary(
+                '/llmgw.limiter.v1.Limiter/Pause',
+                request_serializer=llmgw_dot_limiter_dot_v1_dot_limiter__pb2.PauseRequest.SerializeToString,
+                response_deserializer=llmgw_dot_limiter_dot_v1_dot_limiter__pb2.PauseResponse.FromString,
+                _registered_method=True)
 
 
 class LimiterServicer:
@@ -63,6 +68,15 @@ class LimiterServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Pause(self, request, context):
+        """Keep a descriptor out for a while (a provider's 429 with its retry-after): until it ends,
+        every Check of that descriptor in that domain is refused with limit_name "provider-pause",
+        on every replica. A shorter pause never shortens a longer one.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_LimiterServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -75,6 +89,11 @@ def add_LimiterServicer_to_server(servicer, server):
                     servicer.Settle,
                     request_deserializer=llmgw_dot_limiter_dot_v1_dot_limiter__pb2.SettleRequest.FromString,
                     response_serializer=llmgw_dot_limiter_dot_v1_dot_limiter__pb2.SettleResponse.SerializeToString,
+            ),
+            'Pause': grpc.unary_unary_rpc_method_handler(
+                    servicer.Pause,
+                    request_deserializer=llmgw_dot_limiter_dot_v1_dot_limiter__pb2.PauseRequest.FromString,
+                    response_serializer=llmgw_dot_limiter_dot_v1_dot_limiter__pb2.PauseResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -131,6 +150,33 @@ class Limiter:
             '/llmgw.limiter.v1.Limiter/Settle',
             llmgw_dot_limiter_dot_v1_dot_limiter__pb2.SettleRequest.SerializeToString,
             llmgw_dot_limiter_dot_v1_dot_limiter__pb2.SettleResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Pause(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/llmgw.limiter.v1.Limiter/Pause',
+            llmgw_dot_limiter_dot_v1_dot_limiter__pb2.PauseRequest.SerializeToString,
+            llmgw_dot_limiter_dot_v1_dot_limiter__pb2.PauseResponse.FromString,
             options,
             channel_credentials,
             insecure,
