@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import functools
 import time
 import uuid
@@ -308,9 +309,12 @@ class RedisCache:
 
     async def store(self, key: str, entry: CacheEntry, *, tenant: str, prompt: str = "", route: str = "") -> bool:
         policy = self._policy.for_request(prompt, route)
+        if not policy.stores(entry.finish_reason):
+            _log.info("cache_entry_incomplete", finish_reason=entry.finish_reason)
+            await self.release(key)
+            return False
         if not entry.stored_at:
-            entry = CacheEntry(text=entry.text, provider=entry.provider, model=entry.model, usage=entry.usage,
-                               chunks=entry.chunks, stored_at=time.time())
+            entry = dataclasses.replace(entry, stored_at=time.time())
         blob = zlib.compress(entry_to_pb(entry).SerializeToString(), 6)
         if len(blob) > policy.max_entry_bytes:
             _log.info("cache_entry_too_large", bytes=len(blob), max_bytes=policy.max_entry_bytes)

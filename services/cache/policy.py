@@ -9,6 +9,8 @@
 
 ``cacheable``: ``deterministic`` (temperature 0, or unset with a route default of 0), ``always``
 (also sampled answers: the same question gets the first answer), or ``never``.
+``cache_length``: also store answers cut off by max_tokens (default false). Whatever the policy,
+an answer without a normal finish reason (truncated, filtered) is never stored.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from llmgw.domain import KeyMaterial
+from llmgw.domain import COMPLETE_FINISH, LENGTH_FINISH, KeyMaterial
 from llmgw.kit.errors import ConfigError
 from llmgw.kit.settings import load_yaml
 
@@ -35,12 +37,21 @@ class Policy(_Strict):
     cacheable: Cacheable = "deterministic"
     ttl_s: int = Field(default=3600, gt=0)
     max_entry_bytes: int = Field(default=256 * 1024, gt=0)
+    # Also store answers cut off by max_tokens (finish "length" / "max_tokens"): the same
+    # request would be cut the same way, but a caller may not expect a partial answer.
+    cache_length: bool = False
+
+    def stores(self, finish_reason: str) -> bool:
+        """Only complete answers are stored: a finish reason of a normal end (or of max_tokens,
+        when opted in). An empty one (a truncated stream, an old router) never."""
+        return finish_reason in COMPLETE_FINISH or (self.cache_length and finish_reason in LENGTH_FINISH)
 
 
 class _Override(_Strict):
     cacheable: Cacheable | None = None
     ttl_s: int | None = Field(default=None, gt=0)
     max_entry_bytes: int | None = Field(default=None, gt=0)
+    cache_length: bool | None = None
 
 
 class _Match(_Strict):

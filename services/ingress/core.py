@@ -12,7 +12,18 @@ from typing import Any
 
 from prometheus_client import Counter
 
-from llmgw.domain import CacheEntry, Chunk, Completion, Decision, KeyMaterial, LimitStatus, LookupResult, RouteCall
+from llmgw.domain import (
+    COMPLETE_FINISH,
+    LENGTH_FINISH,
+    CacheEntry,
+    Chunk,
+    Completion,
+    Decision,
+    KeyMaterial,
+    LimitStatus,
+    LookupResult,
+    RouteCall,
+)
 from llmgw.kit.errors import Aborted, LlmgwError, RateLimited
 from llmgw.kit.ids import new_request_id
 from llmgw.kit.kafka import REQUESTS_TOPIC, RESPONSES_TOPIC
@@ -37,8 +48,8 @@ TOKENS = Counter("llmgw_tokens_total", "Provider tokens used (cache hits exclude
 COST = Counter("llmgw_cost_usd_total", "Provider cost in USD (priced models only)", ["tenant", "provider", "model"])
 DEPENDENCY_ERRORS = Counter("llmgw_ingress_dependency_errors_total", "Limiter/cache calls that failed", ["peer"])
 
-# Finish reasons that must never be cached: the answer is not a complete, normal one.
-_UNCACHEABLE_FINISH = frozenset({"length", "max_tokens", "refusal", "content_filter", "error"})
+# Offered to the cache: complete answers, and max_tokens cuts (the cache's policy decides those).
+_STORABLE_FINISH = COMPLETE_FINISH | LENGTH_FINISH
 
 
 @dataclass(frozen=True, slots=True)
@@ -336,6 +347,7 @@ class Gateway:
                 text=c.text if c else "", provider=c.provider if c else "", model=c.model if c else "",
                 error=exc.message if exc else "", usage=c.usage if c else None, cache_hit=cache_hit,
                 attempts=c.attempts if c else tuple(getattr(exc, "attempts", ()) or ()),
+                finish_reason=c.finish_reason if c else "",
                 redact=self._redactor.for_tenant(tenant),
             ),
         )
@@ -354,9 +366,10 @@ class Gateway:
         if decision.reservation_id:
             self._later(self._limiter.settle(decision.reservation_id, 0 if hit else completion.usage.total_tokens))
         if (not hit and lookup.cacheable and lookup.key and a.req.cache_mode != CacheMode.BYPASS
-                and completion.finish_reason not in _UNCACHEABLE_FINISH):
+                and completion.finish_reason in _STORABLE_FINISH):
             entry = CacheEntry(text=completion.text, provider=completion.provider, model=completion.model,
-                               usage=completion.usage, chunks=chunks, stored_at=time.time())
+                               usage=completion.usage, chunks=chunks, stored_at=time.time(),
+                               finish_reason=completion.finish_reason)
             self._later(self._cache.store(lookup.key, entry, tenant=a.tenant, prompt=a.req.prompt, route=a.route))
         elif lookup.leader:
             self._later(self._cache.release(lookup.key))  # waiters stop waiting for an entry that won't come
@@ -401,7 +414,8 @@ class Gateway:
             decision, lookup = await self._gate(a)
             if lookup.hit and lookup.entry is not None:
                 e = lookup.entry
-                completion = Completion(text=e.text, provider=e.provider, model=e.model, usage=e.usage)
+                completion = Completion(text=e.text, provider=e.provider, model=e.model, usage=e.usage,
+                                        finish_reason=e.finish_reason)
                 self._finish(a, decision, lookup, completion, (), hit=True)
                 return Reply(rid, completion, a.prompt_version, True, decision.statuses)
             completion = await self._router.route(a.call())
@@ -429,7 +443,8 @@ class Gateway:
             # Replay with the original chunk boundaries; a plain entry replays as one chunk.
             for piece in e.chunks or (e.text,):
                 yield Chunk(delta=piece)
-            completion = Completion(text=e.text, provider=e.provider, model=e.model, usage=e.usage)
+            completion = Completion(text=e.text, provider=e.provider, model=e.model, usage=e.usage,
+                                        finish_reason=e.finish_reason)
             self._finish(a, decision, lookup, completion, (), hit=True)
             yield Reply(rid, completion, a.prompt_version, True, decision.statuses)
             return

@@ -63,6 +63,7 @@ def response_event(
     usage: Usage | None = None,
     cache_hit: bool = False,
     attempts: tuple[Attempt, ...] = (),
+    finish_reason: str = "",
     redact: Callable[[str], str],
 ) -> bytes:
     return events_pb2.ResponseEvent(
@@ -83,5 +84,6 @@ def response_event(
         cache_hit=cache_hit,
         attempts=attempts_to_pb(Attempt(a.provider, a.model, a.status, redact(a.error), a.latency_ms)
                                 for a in attempts),
+        finish_reason=finish_reason,
     ).SerializeToString()
 

@@ -85,6 +85,7 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServicer):
             cache_hit=reply.cache_hit,
             usage=usage_to_pb(c.usage),
             attempts=attempts_to_pb(c.attempts),
+            finish_reason=c.finish_reason,
         )
 
     async def StreamComplete(
@@ -109,4 +110,5 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServicer):
                 cache_hit=item.cache_hit,
                 usage=usage_to_pb(c.usage),
                 attempts=attempts_to_pb(c.attempts),
+                finish_reason=c.finish_reason,
             )

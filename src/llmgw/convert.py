@@ -134,6 +134,7 @@ def entry_to_pb(e: CacheEntry) -> cache_pb2.Entry:
         usage=usage_to_pb(e.usage),
         chunks=list(e.chunks),
         stored_at=e.stored_at,
+        finish_reason=e.finish_reason,
     )
 
 
@@ -145,4 +146,5 @@ def entry_from_pb(e: cache_pb2.Entry) -> CacheEntry:
         usage=usage_from_pb(e.usage),
         chunks=tuple(e.chunks),
         stored_at=e.stored_at,
+        finish_reason=e.finish_reason,
     )

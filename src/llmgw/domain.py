@@ -7,6 +7,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 __all__ = [
+    "COMPLETE_FINISH",
+    "LENGTH_FINISH",
     "Attempt",
     "CacheEntry",
     "Chunk",
@@ -20,6 +22,13 @@ __all__ = [
     "Sampling",
     "Usage",
 ]
+
+
+# Finish reasons of a complete answer, in both providers' words. Only these are cacheable; an
+# answer cut by max_tokens (LENGTH_FINISH) only where the cache policy opts in; anything else
+# (content_filter, refusal, none at all) never.
+COMPLETE_FINISH = frozenset({"stop", "end_turn", "stop_sequence", "tool_calls", "tool_use"})
+LENGTH_FINISH = frozenset({"length", "max_tokens"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -130,6 +139,7 @@ class CacheEntry:
     # The streamed chunks as produced, so a replay keeps their boundaries; () for plain responses.
     chunks: tuple[str, ...] = ()
     stored_at: float = 0.0
+    finish_reason: str = ""
 
 
 @dataclass(frozen=True, slots=True)

@@ -6,6 +6,7 @@ Kafka and gRPC servers instead.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 
@@ -31,17 +32,29 @@ class InMemoryEvents:
 
 @dataclass
 class ScriptedProvider:
-    """A ``Provider`` whose next calls fail as scripted: each item is None (succeed) or an error kind."""
+    """A ``Provider`` whose next calls fail as scripted: each item is None (succeed), an error
+    kind, or a ``ProviderError`` to raise as it is. ``delay_s`` (by model) makes a call slow: it
+    then fails with a timeout when the router's timeout is shorter, as an SDK call would."""
 
     name: str
-    script: list[Kind | None] = field(default_factory=list)
+    script: list[Kind | ProviderError | None] = field(default_factory=list)
     fail_stream_after: int | None = None  # fail after this many chunks (a mid-stream failure)
+    delay_s: dict[str, float] = field(default_factory=dict)
     calls: list[tuple[str, str, tuple[Message, ...], Sampling]] = field(default_factory=list)
+    timeouts: list[float] = field(default_factory=list)
 
-    def _next(self) -> None:
-        kind = self.script.pop(0) if self.script else None
-        if kind is not None:
-            raise ProviderError(self.name, kind, f"scripted {kind} failure", status=500)
+    async def _next(self, model: str, timeout_s: float) -> None:
+        self.timeouts.append(timeout_s)
+        delay = self.delay_s.get(model, 0.0)
+        if delay:
+            await asyncio.sleep(min(delay, timeout_s))
+            if delay > timeout_s:
+                raise ProviderError(self.name, "retryable", f"no answer within {timeout_s:.1f} s")
+        item = self.script.pop(0) if self.script else None
+        if isinstance(item, ProviderError):
+            raise item
+        if item is not None:
+            raise ProviderError(self.name, item, f"scripted {item} failure", status=500)
 
     def _text(self, messages: tuple[Message, ...]) -> str:
         return f"{self.name} says: {messages[-1].content}"
@@ -50,7 +63,7 @@ class ScriptedProvider:
         self, model: str, system: str, messages: tuple[Message, ...], sampling: Sampling, timeout_s: float
     ) -> ProviderReply:
         self.calls.append((model, system, messages, sampling))
-        self._next()
+        await self._next(model, timeout_s)
         text = self._text(messages)
         return ProviderReply(text=text, input_tokens=10, output_tokens=len(text.split()), finish_reason="stop")
 
@@ -58,7 +71,7 @@ class ScriptedProvider:
         self, model: str, system: str, messages: tuple[Message, ...], sampling: Sampling, timeout_s: float
     ) -> AsyncIterator[StreamPiece]:
         self.calls.append((model, system, messages, sampling))
-        self._next()
+        await self._next(model, timeout_s)
         words = self._text(messages).split(" ")
         for i, w in enumerate(words):
             if self.fail_stream_after is not None and i == self.fail_stream_after:

@@ -22,7 +22,7 @@ pytestmark = pytest.mark.integration
 ROUTES = {
     "providers": {"openai": {"api_key_env": "OPENAI_API_KEY", "fallback_api_key": "fake"},
                   "anthropic": {"api_key_env": "ANTHROPIC_API_KEY", "fallback_api_key": "fake"}},
-    "breaker": {"failure_threshold": 3, "open_seconds": 60},
+    "breaker": {"min_calls": 3, "failure_rate": 0.5, "open_seconds": 60},
     "routes": {"default": {"defaults": {"temperature": 0},
                            "targets": [{"provider": "openai", "model": "gpt-4o-mini", "attempts": 2,
                                         "backoff_base_s": 0.01, "max_retry_wait_s": 1.0},

@@ -30,7 +30,8 @@ def test_public_field_names() -> None:
     fields = {f.name for f in gateway_pb2.CompleteRequest.DESCRIPTOR.fields}
     assert fields == {"prompt", "label", "variables", "messages", "route", "sampling", "cache_mode", "metadata"}
     resp = {f.name for f in gateway_pb2.CompleteResponse.DESCRIPTOR.fields}
-    assert resp == {"request_id", "text", "provider", "model", "prompt_version", "cache_hit", "usage", "attempts"}
+    assert resp == {"request_id", "text", "provider", "model", "prompt_version", "cache_hit", "usage", "attempts",
+                    "finish_reason"}
     assert [v.name for v in gateway_pb2.CompleteRequest.CacheMode.DESCRIPTOR.values] == ["DEFAULT", "BYPASS", "REFRESH"]
 
 

@@ -11,6 +11,7 @@ from llmgw.kit.errors import InvalidArgument, NotFound, Unavailable
 from llmgw.prompts import Registry
 from llmgw.services.router.config import RouterConfig
 from llmgw.services.router.core import Router
+from llmgw.services.router.errors import ProviderError
 from llmgw.testing import ScriptedProvider
 
 REPO = Path(__file__).resolve().parents[2]
@@ -95,7 +96,7 @@ class TestStream:
     async def test_failure_after_the_first_chunk_is_an_error_not_a_truncation(self) -> None:
         router, _, a = _router([None], [None], fail_stream_after=2)
         got = []
-        with pytest.raises(Unavailable, match="after the first chunk"):
+        with pytest.raises(Unavailable, match="was cut off after 2 chunks"):
             async for c in router.stream(CALL):
                 got.append(c)
         assert len(got) == 2 and a.calls == []
@@ -111,12 +112,14 @@ class FakeClock:
 
 class TestCircuitBreaker:
     def _router(self, clock: FakeClock) -> tuple[Router, ScriptedProvider, ScriptedProvider]:
+        # Two calls and half of them failing open it; one probe decides: the old consecutive
+        # breaker's behaviour, as a special case of the rate breaker's settings.
         cfg = CONFIG.model_copy(update={"breaker": CONFIG.breaker.model_copy(
-            update={"failure_threshold": 2, "open_seconds": 10})})
+            update={"min_calls": 2, "failure_rate": 0.5, "open_seconds": 10, "half_open_probes": 1})})
         o, a = ScriptedProvider("openai", []), ScriptedProvider("anthropic", [])
         return Router(cfg, {"openai": o, "anthropic": a}, Registry.load(REPO / "prompts"), clock=clock), o, a
 
-    async def test_opens_after_threshold_skips_then_probes_and_closes(self) -> None:
+    async def test_opens_at_its_rate_skips_then_probes_and_closes(self) -> None:
         clock = FakeClock()
         router, o, _ = self._router(clock)
         o.script = ["retryable", "retryable"]
@@ -152,6 +155,20 @@ class TestCircuitBreaker:
                 await router.route(CALL)
         assert router.breaker(CONFIG.routes["default"].targets[0]).state.name == "CLOSED"
 
+    async def test_rate_limits_never_open_the_circuit_and_pause_the_target(self) -> None:
+        clock = FakeClock()
+        router, o, _ = self._router(clock)
+        o.script = [ProviderError("openai", "rate_limited", "HTTP 429", status=429, retry_after_s=5.0)] * 5
+        c = await router.route(CALL)
+        assert c.provider == "anthropic"
+        for _ in range(4):
+            c = await router.route(CALL)
+            assert c.attempts[0].status == "skipped" and "rate limited by the provider" in c.attempts[0].error
+        assert len(o.calls) == 1, "a paused target is not called again until its retry-after passed"
+        assert router.breaker(CONFIG.routes["default"].targets[0]).state.name == "CLOSED"
+        clock.now += 5.1
+        assert (await router.route(CALL)).attempts[0].status == "error"  # tried again (429 scripted)
+
     async def test_streams_skip_an_open_circuit(self) -> None:
         router, o, _ = self._router(FakeClock())
         o.script = ["retryable", "retryable"]
@@ -159,3 +176,31 @@ class TestCircuitBreaker:
             await router.route(CALL)
         chunks = [c async for c in router.stream(CALL)]
         assert chunks[-1].completion is not None and chunks[-1].completion.attempts[0].status == "skipped"
+
+
+class TestNoWastedWaits:
+    async def test_a_retry_after_longer_than_the_wait_falls_back_at_once(self) -> None:
+        router, o, _ = _router([ProviderError("openai", "retryable", "HTTP 503", status=503, retry_after_s=30.0)],
+                               [None])
+        c = await router.route(RouteCall(route="retrying", messages=CALL.messages))
+        assert c.provider == "anthropic" and len(o.calls) == 1
+
+    async def test_streams_retry_a_target_before_falling_back(self) -> None:
+        router, o, a = _router(["retryable", None], [])
+        chunks = [c async for c in router.stream(RouteCall(route="retrying", messages=CALL.messages))]
+        assert chunks[-1].completion is not None and chunks[-1].completion.provider == "openai"
+        assert len(o.calls) == 2 and a.calls == []
+        assert [x.status for x in chunks[-1].completion.attempts] == ["error", "ok"]
+
+
+class TestDeadlines:
+    async def test_a_slow_primary_leaves_the_reserve_to_the_next_target(self) -> None:
+        import time as _time
+
+        router, o, a = _router([], [], delay_s={"gpt": 5.0})
+        c = await router.route(RouteCall(route="default", messages=CALL.messages,
+                                         deadline=_time.monotonic() + 3.0))
+        assert c.provider == "anthropic"
+        # The primary's timeout was cut to leave a reserve of 1 s (docs/routing.md) for the rest.
+        assert o.timeouts[0] == pytest.approx(2.0, abs=0.1)
+        assert a.timeouts[0] <= 1.05

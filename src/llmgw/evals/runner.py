@@ -104,7 +104,7 @@ async def run_version(
             default_route="eval", pricing=config.pricing,
         )
         # A breaker would skip the rest of a suite after a few provider errors: every case must run.
-        single = single.model_copy(update={"breaker": single.breaker.model_copy(update={"failure_threshold": 10**9})})
+        single = single.model_copy(update={"breaker": single.breaker.model_copy(update={"min_calls": 10**9})})
         router = Router(single, {target.provider: CassetteProvider(cassette, inner)}, registry)
         bar = progress(len(suite.cases), f"{suite.prompt}@{pv.version} {target.provider}") if progress else None
         sem = asyncio.Semaphore(suite.settings.concurrency)

@@ -148,8 +148,12 @@ class _Scope:
             if isinstance(exc, LlmgwError):
                 code = exc.code
                 await _abort(self._context, exc)  # raises: the RPC ends with exc's status
-            elif isinstance(exc, Exception):
-                code = grpc.StatusCode.UNKNOWN
+            elif isinstance(exc, Exception) and not isinstance(exc, grpc.aio.AbortError):
+                # A bug of ours: the detail goes to the log, the caller gets our own words (grpc
+                # would answer UNKNOWN with "Unexpected <class ...>", the exception's type).
+                code = grpc.StatusCode.INTERNAL
+                _log.error("unhandled_error", method=self._method, error=repr(exc), exc_info=exc)
+                await self._context.abort(code, f"internal error (request id {_REQUEST_ID.get()})")
         finally:
             child(RPC_HANDLED, self._service, self._method, code.name).inc()
             child(RPC_LATENCY, self._service, self._method).observe(time.perf_counter() - self._start)

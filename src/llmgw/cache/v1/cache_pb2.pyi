@@ -33,20 +33,22 @@ class KeyMaterial(_message.Message):
     def __init__(self, tenant: _Optional[str] = ..., prompt: _Optional[str] = ..., prompt_version: _Optional[str] = ..., variables: _Optional[_Mapping[str, str]] = ..., messages: _Optional[_Iterable[_Union[_gateway_pb2.Message, _Mapping]]] = ..., route: _Optional[str] = ..., sampling: _Optional[_Union[_gateway_pb2.Sampling, _Mapping]] = ...) -> None: ...
 
 class Entry(_message.Message):
-    __slots__ = ("text", "provider", "model", "usage", "chunks", "stored_at")
+    __slots__ = ("text", "provider", "model", "usage", "chunks", "stored_at", "finish_reason")
     TEXT_FIELD_NUMBER: _ClassVar[int]
     PROVIDER_FIELD_NUMBER: _ClassVar[int]
     MODEL_FIELD_NUMBER: _ClassVar[int]
     USAGE_FIELD_NUMBER: _ClassVar[int]
     CHUNKS_FIELD_NUMBER: _ClassVar[int]
     STORED_AT_FIELD_NUMBER: _ClassVar[int]
+    FINISH_REASON_FIELD_NUMBER: _ClassVar[int]
     text: str
     provider: str
     model: str
     usage: _gateway_pb2.Usage
     chunks: _containers.RepeatedScalarFieldContainer[str]
     stored_at: float
-    def __init__(self, text: _Optional[str] = ..., provider: _Optional[str] = ..., model: _Optional[str] = ..., usage: _Optional[_Union[_gateway_pb2.Usage, _Mapping]] = ..., chunks: _Optional[_Iterable[str]] = ..., stored_at: _Optional[float] = ...) -> None: ...
+    finish_reason: str
+    def __init__(self, text: _Optional[str] = ..., provider: _Optional[str] = ..., model: _Optional[str] = ..., usage: _Optional[_Union[_gateway_pb2.Usage, _Mapping]] = ..., chunks: _Optional[_Iterable[str]] = ..., stored_at: _Optional[float] = ..., finish_reason: _Optional[str] = ...) -> None: ...
 
 class LookupRequest(_message.Message):
     __slots__ = ("key", "read")

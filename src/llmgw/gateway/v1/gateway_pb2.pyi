@@ -94,7 +94,7 @@ class Attempt(_message.Message):
     def __init__(self, provider: _Optional[str] = ..., model: _Optional[str] = ..., status: _Optional[str] = ..., error: _Optional[str] = ..., latency_ms: _Optional[float] = ...) -> None: ...
 
 class CompleteResponse(_message.Message):
-    __slots__ = ("request_id", "text", "provider", "model", "prompt_version", "cache_hit", "usage", "attempts")
+    __slots__ = ("request_id", "text", "provider", "model", "prompt_version", "cache_hit", "usage", "attempts", "finish_reason")
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     TEXT_FIELD_NUMBER: _ClassVar[int]
     PROVIDER_FIELD_NUMBER: _ClassVar[int]
@@ -103,6 +103,7 @@ class CompleteResponse(_message.Message):
     CACHE_HIT_FIELD_NUMBER: _ClassVar[int]
     USAGE_FIELD_NUMBER: _ClassVar[int]
     ATTEMPTS_FIELD_NUMBER: _ClassVar[int]
+    FINISH_REASON_FIELD_NUMBER: _ClassVar[int]
     request_id: str
     text: str
     provider: str
@@ -111,10 +112,11 @@ class CompleteResponse(_message.Message):
     cache_hit: bool
     usage: Usage
     attempts: _containers.RepeatedCompositeFieldContainer[Attempt]
-    def __init__(self, request_id: _Optional[str] = ..., text: _Optional[str] = ..., provider: _Optional[str] = ..., model: _Optional[str] = ..., prompt_version: _Optional[str] = ..., cache_hit: _Optional[bool] = ..., usage: _Optional[_Union[Usage, _Mapping]] = ..., attempts: _Optional[_Iterable[_Union[Attempt, _Mapping]]] = ...) -> None: ...
+    finish_reason: str
+    def __init__(self, request_id: _Optional[str] = ..., text: _Optional[str] = ..., provider: _Optional[str] = ..., model: _Optional[str] = ..., prompt_version: _Optional[str] = ..., cache_hit: _Optional[bool] = ..., usage: _Optional[_Union[Usage, _Mapping]] = ..., attempts: _Optional[_Iterable[_Union[Attempt, _Mapping]]] = ..., finish_reason: _Optional[str] = ...) -> None: ...
 
 class CompleteChunk(_message.Message):
-    __slots__ = ("request_id", "delta", "final", "provider", "model", "prompt_version", "cache_hit", "usage", "attempts")
+    __slots__ = ("request_id", "delta", "final", "provider", "model", "prompt_version", "cache_hit", "usage", "attempts", "finish_reason")
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     DELTA_FIELD_NUMBER: _ClassVar[int]
     FINAL_FIELD_NUMBER: _ClassVar[int]
@@ -124,6 +126,7 @@ class CompleteChunk(_message.Message):
     CACHE_HIT_FIELD_NUMBER: _ClassVar[int]
     USAGE_FIELD_NUMBER: _ClassVar[int]
     ATTEMPTS_FIELD_NUMBER: _ClassVar[int]
+    FINISH_REASON_FIELD_NUMBER: _ClassVar[int]
     request_id: str
     delta: str
     final: bool
@@ -133,4 +136,5 @@ class CompleteChunk(_message.Message):
     cache_hit: bool
     usage: Usage
     attempts: _containers.RepeatedCompositeFieldContainer[Attempt]
-    def __init__(self, request_id: _Optional[str] = ..., delta: _Optional[str] = ..., final: _Optional[bool] = ..., provider: _Optional[str] = ..., model: _Optional[str] = ..., prompt_version: _Optional[str] = ..., cache_hit: _Optional[bool] = ..., usage: _Optional[_Union[Usage, _Mapping]] = ..., attempts: _Optional[_Iterable[_Union[Attempt, _Mapping]]] = ...) -> None: ...
+    finish_reason: str
+    def __init__(self, request_id: _Optional[str] = ..., delta: _Optional[str] = ..., final: _Optional[bool] = ..., provider: _Optional[str] = ..., model: _Optional[str] = ..., prompt_version: _Optional[str] = ..., cache_hit: _Optional[bool] = ..., usage: _Optional[_Union[Usage, _Mapping]] = ..., attempts: _Optional[_Iterable[_Union[Attempt, _Mapping]]] = ..., finish_reason: _Optional[str] = ...) -> None: ...
