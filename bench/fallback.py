@@ -37,7 +37,9 @@ async def run(n: int) -> dict[str, dict[str, float]]:
 
         times = await interleave({"healthy primary": call(stubs[0], "openai"),
                                   "primary down, breaker open": call(stubs[1], "anthropic")}, n)
-        assert degraded.fake.state.calls["openai"] == 5, "breaker open: the primary saw only the threshold"
+        # Breaker open: the primary saw the calls that opened it (min_calls, routes.yaml) and the
+        # half-open probes of each cool-down the run lasted; never one call per request.
+        assert degraded.fake.state.calls["openai"] < 2 * 20 + n // 10, degraded.fake.state.calls
         for ch in channels:
             await ch.close()
         await healthy.stop()

@@ -160,13 +160,8 @@ class Router:
         ATTEMPTS.labels(target.provider, target.model, result).inc()
 
     def _ticket(self, target: Target, pv: PromptVersion | None, attempts: list[Attempt]) -> Ticket | None:
-        """A target is tried only if the prompt version has a variant for its provider (one that
-        passed the eval gate, when the prompt is gated), no 429 pause holds it, and its circuit
-        lets a call through; otherwise a 'skipped' attempt says why."""
-        reason = pv.unsupported_reason(target.provider) if pv is not None else ""
-        if reason:
-            self._skip(target, reason, attempts)
-            return None
+        """A target is tried only if no 429 pause holds it and its circuit lets a call through;
+        otherwise a 'skipped' attempt says why."""
         paused = self._pause_left(target)
         if paused > 0:
             self._skip(target, f"rate limited by the provider (retry in {paused:.1f}s)", attempts, "paused")
@@ -338,9 +333,18 @@ class Router:
         # The budget wait came out of the deadline: recompute.
         return _Slot(target, ticket, reservation, prompt_tokens), self._timeout(call, target, has_next)
 
-    def _render(self, call: RouteCall, plan: _Plan, target: Target) -> tuple[str, tuple[Message, ...], int]:
+    def _render(self, call: RouteCall, plan: _Plan, target: Target,
+                attempts: list[Attempt]) -> tuple[str, tuple[Message, ...], int] | None:
+        """The target's prompt variant, or None (skipped) when the prompt version has none for
+        its provider, or none that passed the eval gate when the prompt is gated."""
         pv = plan.version
-        system, messages = pv.render(call.variables, target.provider) if pv else ("", call.messages)
+        if pv is None:
+            return "", call.messages, count_tokens("".join(m.content for m in call.messages))
+        reason = pv.unsupported_reason(target.provider)
+        if reason:
+            self._skip(target, reason, attempts)
+            return None
+        system, messages = pv.render(call.variables, target.provider)
         return system, messages, count_tokens(system + "".join(m.content for m in messages))
 
     # ---- unary ----
@@ -359,7 +363,10 @@ class Router:
                          attempts: list[Attempt]) -> ProviderReply | None:
         target = plan.targets[index]
         provider = self._providers[target.provider]
-        system, messages, prompt_tokens = self._render(call, plan, target)
+        rendered = self._render(call, plan, target, attempts)
+        if rendered is None:
+            return None
+        system, messages, prompt_tokens = rendered
         for attempt_no in range(target.attempts):
             got = await self._slot(call, plan, index, prompt_tokens, attempts)
             if got is None:
@@ -401,7 +408,10 @@ class Router:
     async def _open_stream(self, call: RouteCall, plan: _Plan, index: int, attempts: list[Attempt]) -> _Open | None:
         target = plan.targets[index]
         provider = self._providers[target.provider]
-        system, messages, prompt_tokens = self._render(call, plan, target)
+        rendered = self._render(call, plan, target, attempts)
+        if rendered is None:
+            return None
+        system, messages, prompt_tokens = rendered
         loop = asyncio.get_running_loop()
         for attempt_no in range(target.attempts):
             got = await self._slot(call, plan, index, prompt_tokens, attempts)

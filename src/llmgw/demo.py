@@ -112,10 +112,10 @@ async def run_demo(address: str, *, kafka: str, fake_url: str | None) -> list[st
                 md = dict(exc.trailing_metadata() or ())
                 print(f"request {i + 1}: {exc.code().name}: {exc.details()} (retry-after: {md.get('retry-after')}s)")
 
-        _h("4. OpenAI fails: fallback to Anthropic with the prompt's Anthropic variant")
+        _h("4. OpenAI fails (its retry too): fallback to Anthropic with the prompt's Anthropic variant")
         if fake_url:
             async with aiohttp.ClientSession() as http:
-                await http.post(f"{fake_url}/_control/openai", json={"fail_next": 1, "status": 503})
+                await http.post(f"{fake_url}/_control/openai", json={"fail_next": 2, "status": 503})
         fb = gateway_pb2.CompleteRequest(
             prompt="summarize", variables={"text": "Fallback keeps the app up when one provider is down."},
         )

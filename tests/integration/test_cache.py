@@ -12,13 +12,14 @@ import redis.asyncio as aioredis
 from llmgw.domain import CacheEntry, KeyMaterial, Sampling, Usage
 from llmgw.kit.embedded import free_port
 from llmgw.services.cache.core import RedisCache
+from llmgw.services.cache.policy import CachePolicy
 
 pytestmark = pytest.mark.integration
 
 KEY = KeyMaterial(tenant="acme", route="default", prompt="p", prompt_version="v1@x", variables={"a": "1"},
                   sampling=Sampling(temperature=0))
 ENTRY = CacheEntry(text="hello world", provider="openai", model="m", usage=Usage(10, 5, 0.001),
-                   chunks=("hello", " world"))
+                   chunks=("hello", " world"), finish_reason="stop")
 
 
 def _cache(redis: aioredis.Redis) -> RedisCache:
@@ -230,3 +231,22 @@ async def test_a_near_entry_never_outlives_its_redis_ttl(redis: aioredis.Redis) 
     assert cache.peek(KEY) is not None
     await asyncio.sleep(1.1)
     assert cache.peek(KEY) is None
+
+
+@pytest.mark.parametrize("finish", ["", "content_filter", "length"])
+async def test_only_complete_answers_are_stored(redis: aioredis.Redis, finish: str) -> None:
+    cache = _cache(redis)
+    first = await cache.lookup(KEY)
+    assert first.leader
+    assert not await cache.store(first.key, replace(ENTRY, finish_reason=finish), tenant="acme", prompt="p")
+    again = await cache.lookup(KEY)
+    assert not again.hit and again.leader, "refused, and the single-flight lock was released"
+
+
+async def test_answers_cut_by_max_tokens_are_stored_only_where_the_policy_opts_in(redis: aioredis.Redis) -> None:
+    policy = CachePolicy.model_validate({"rules": [{"match": {"prompt": "p"}, "cache_length": True}]})
+    cache = RedisCache(redis, policy=policy, prefix=f"t-{uuid.uuid4().hex[:8]}")
+    first = await cache.lookup(KEY)
+    assert await cache.store(first.key, replace(ENTRY, finish_reason="length"), tenant="acme", prompt="p")
+    hit = await cache.lookup(KEY)
+    assert hit.hit and hit.entry is not None and hit.entry.finish_reason == "length"

@@ -73,15 +73,15 @@ async def test_a_failed_leader_releases_its_waiters(roomy: Stack) -> None:
     # go on as an uncoordinated miss (by design) and make a third provider call.
     stack = roomy
     stack.fake.state.faults["openai"].latency_ms = 200
-    stack.fake.state.faults["openai"].fail_next = 1
-    stack.fake.state.faults["anthropic"].fail_next = 1
+    stack.fake.state.faults["openai"].fail_next = 2  # both tries of each target (routes.yaml)
+    stack.fake.state.faults["anthropic"].fail_next = 2
     client = Client(stack.ingress.address)
     results = await asyncio.gather(*(client.complete(prompt_request("leader fails")) for _ in range(10)),
                                    return_exceptions=True)
     await client.close()
     failed = [r for r in results if isinstance(r, grpc.aio.AioRpcError)]
     assert len(failed) == 1 and failed[0].code() == grpc.StatusCode.UNAVAILABLE
-    assert stack.fake.state.calls["openai"] == 2  # the failed leader's call and the new leader's
+    assert stack.fake.state.calls["openai"] == 3  # the failed leader's two tries and the new leader's
 
 
 async def test_hits_count_against_the_request_limit_but_not_the_token_quota(limited: Stack) -> None:

@@ -92,11 +92,12 @@ async def test_unknown_prompt_and_label_are_not_found(stack: Stack, client: Clie
 
 
 async def test_fallback_to_anthropic_with_its_own_variant(stack: Stack, client: Client) -> None:
-    stack.fake.state.faults["openai"].fail_next = 1
+    stack.fake.state.faults["openai"].fail_next = 2  # the shipped route tries each target twice
     stack.fake.state.faults["openai"].status = 500
     resp = await client.complete(prompt_request("fall back please"))
     assert resp.provider == "anthropic"
-    assert [(a.provider, a.status) for a in resp.attempts] == [("openai", "error"), ("anthropic", "ok")]
+    assert [(a.provider, a.status) for a in resp.attempts] == [("openai", "error"), ("openai", "error"),
+                                                                 ("anthropic", "ok")]
     assert "HTTP 500" in resp.attempts[0].error
     # The anthropic variant of the prompt wraps the text in <text> tags.
     assert "<text>fall back please</text>" in resp.text

@@ -103,7 +103,7 @@ async def test_the_callers_deadline_bounds_the_provider_call(routed: tuple[Stack
 async def test_stream_falls_back_before_the_first_chunk(routed: tuple[Stack, Client]) -> None:
     stack, client = routed
     f = stack.fake.state.faults["openai"]
-    f.fail_next, f.status = 1, 503
+    f.fail_next, f.status = 2, 503  # both of its attempts
     chunks = await client.stream(_msg("stream please"))
     assert chunks[-1].final and chunks[-1].provider == "anthropic"
     assert "stream please" in "".join(c.delta for c in chunks)
@@ -242,7 +242,7 @@ async def test_token_reservations_settle_to_real_usage_for_streams_and_failures(
         # The reservation (prompt + 512 max tokens) was replaced by the real usage.
         assert abs(after_stream - (usage.input_tokens + usage.output_tokens)) <= 1
         for name in ("openai", "anthropic"):
-            stack.fake.state.faults[name].fail_next = 1
+            stack.fake.state.faults[name].fail_next = 2  # both tries of each target
         with pytest.raises(grpc.aio.AioRpcError):
             await client.complete(_msg("fails"))
         assert abs(await used() - after_stream) <= 1  # a failed call is refunded entirely
