@@ -246,3 +246,36 @@ async def test_no_status_message_names_an_exception(gateway: tuple[Stack, Client
                 await call(_msg(f"leak? {fault}", cache=False))
             assert err.value.code() == grpc.StatusCode.UNAVAILABLE
             assert not LEAK.search(err.value.details()), err.value.details()
+
+
+async def test_a_cut_off_stream_settles_its_provider_budget_to_what_was_sent(
+    redis_url: str, topics_ready: str, tmp_path: Path
+) -> None:
+    from llmgw.kit.redis import connect
+    from llmgw.services.limiter.core import RedisLimiter
+    from llmgw.services.limiter.rules import load_rules
+
+    limits = tmp_path / "limits.yaml"
+    limits.write_text(
+        "domains:\n"
+        "  gateway: [{match: {tenant: '*'}, limits: [{name: rps, unit: requests, limit: 100000, per: second}]}]\n"
+        "  provider: [{match: {provider: '*', model: '*'}, limits: [{name: ptok, unit: tokens, limit: 100000, per: day}]}]\n"
+    )
+    stack = await start_stack(redis_url=redis_url, kafka_bootstrap=topics_ready, limits_file=limits)
+    client = Client(stack.ingress.address)
+    redis = connect(redis_url)
+    probe = RedisLimiter(redis, load_rules(limits), prefix=f"{stack.prefix}:rl")
+    descriptor = [("provider", "openai"), ("model", "gpt-4o-mini")]
+    try:
+        _fault(stack, "openai", fault="disconnect_after_first")
+        with pytest.raises(grpc.aio.AioRpcError):
+            await client.stream(_msg("one two three four five six seven", cache=False))
+        await asyncio.sleep(0.3)  # the router settles in the background
+        d = await probe.check(descriptor, tokens=0, domain="provider")
+        used = 100000 - d.statuses[0].remaining
+        # Reserved: the prompt plus max_tokens (512). Settled: the prompt plus the one chunk sent.
+        assert 0 < used < 50, used
+    finally:
+        await redis.aclose()
+        await client.close()
+        await stack.stop()
