@@ -187,7 +187,8 @@ async def build(settings: IngressSettings, *, limiter_settings: LimiterSettings 
 
     return GrpcService(
         name="ingress",
-        servicers=[(GatewayServicer(core, memo_entries=settings.memo_entries, memo_max_bytes=settings.memo_max_bytes),
+        servicers=[(GatewayServicer(core, memo_entries=settings.memo_entries, memo_max_bytes=settings.memo_max_bytes,
+                                    max_request_bytes=settings.max_request_bytes),
                     gateway_pb2_grpc.add_GatewayServicer_to_server, SERVICE_NAME)],
         ready=ready,
         on_stop=on_stop,

@@ -398,6 +398,13 @@ class Gateway:
         if decision is not None and decision.reservation_id:
             self._later(self._limiter.settle(decision.reservation_id, 0))
 
+    def refused(self, request_id: str, exc: LlmgwError) -> None:
+        """A request refused before it was read (its size): the response event says so and
+        carries none of its fields, so nothing in it can make an event the broker refuses."""
+        now = time.perf_counter()
+        self._bookkeeping.call(self._publish_outcome, request_id, "", GatewayRequest(), "", "", exc, now, None,
+                               False, now, time.time())
+
     # ---- the two entry points ----
 
     async def complete(

@@ -38,17 +38,26 @@ def request_from_pb(r: gateway_pb2.CompleteRequest, fingerprint: bytes = b"") ->
     )
 
 
+class RequestTooLarge(InvalidArgument):
+    """Over MAX_REQUEST_BYTES: refused before anything reads the fields."""
+
+
 class _Requests:
     """Protobuf -> GatewayRequest, remembered for recent requests: a repeat (what a cache
     answers) is recognized by its canonical bytes and reuses its GatewayRequest, whose fingerprint
     then lets the core reuse its admission too. Requests over ``max_bytes`` are converted anew."""
 
-    def __init__(self, *, max_entries: int, max_bytes: int) -> None:
+    def __init__(self, *, max_entries: int, max_bytes: int, max_request_bytes: int = 256 * 1024) -> None:
         self._memo: Memo[bytes, GatewayRequest] = Memo(max_entries)
         self._max_bytes = max_bytes
+        self._max_request_bytes = max_request_bytes
 
     def convert(self, r: gateway_pb2.CompleteRequest) -> GatewayRequest:
         wire = r.SerializeToString(deterministic=True)
+        # First of all, before authentication builds an event from the fields: the size.
+        if len(wire) > self._max_request_bytes:
+            raise RequestTooLarge("request", f"{len(wire)} bytes is over the limit of {self._max_request_bytes} "
+                                             "bytes (MAX_REQUEST_BYTES)")
         if len(wire) > self._max_bytes:
             return request_from_pb(r)
         known = self._memo.get(wire)
@@ -63,15 +72,26 @@ def _reply_metadata(reply: Reply) -> tuple[tuple[str, str], ...]:
 
 
 class GatewayServicer(gateway_pb2_grpc.GatewayServicer):
-    def __init__(self, core: Gateway, *, memo_entries: int = 1024, memo_max_bytes: int = 4096) -> None:
+    def __init__(self, core: Gateway, *, memo_entries: int = 1024, memo_max_bytes: int = 4096,
+                 max_request_bytes: int = 256 * 1024) -> None:
         self._core = core
-        self._requests = _Requests(max_entries=memo_entries, max_bytes=memo_max_bytes)
+        self._requests = _Requests(max_entries=memo_entries, max_bytes=memo_max_bytes,
+                                   max_request_bytes=max_request_bytes)
+
+
+    def _convert(self, request: gateway_pb2.CompleteRequest, rid: str) -> GatewayRequest:
+        try:
+            return self._requests.convert(request)
+        except RequestTooLarge as exc:
+            self._core.refused(rid, exc)
+            raise
 
     async def Complete(
         self, request: gateway_pb2.CompleteRequest, context: grpc.aio.ServicerContext
     ) -> gateway_pb2.CompleteResponse:
+        rid = request_id()
         reply = await self._core.complete(
-            header(context, "authorization"), self._requests.convert(request), request_id=request_id(),
+            header(context, "authorization"), self._convert(request, rid), request_id=rid,
             time_remaining=context.time_remaining(),
         )
         context.set_trailing_metadata(_reply_metadata(reply))
@@ -93,7 +113,7 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServicer):
     ) -> AsyncIterator[gateway_pb2.CompleteChunk]:
         rid = request_id()
         async for item in self._core.stream(
-            header(context, "authorization"), self._requests.convert(request), request_id=rid,
+            header(context, "authorization"), self._convert(request, rid), request_id=rid,
             time_remaining=context.time_remaining(),
         ):
             if isinstance(item, Chunk):

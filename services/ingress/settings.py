@@ -62,6 +62,10 @@ class IngressSettings(ServiceSettings):
     # memo_max_bytes (serialized) are never remembered. 0: off.
     memo_entries: int = Field(default=1024, ge=0)
     memo_max_bytes: int = Field(default=4096, ge=0)
+    # A request larger than this (serialized) is refused with INVALID_ARGUMENT before anything
+    # else reads it, authentication included: its fields never reach an event, so one request
+    # can't make an event the broker refuses (Kafka's default max message is 1 MiB).
+    max_request_bytes: int = Field(default=256 * 1024, ge=1024)
 
     @field_validator("colocate", mode="before")
     @classmethod

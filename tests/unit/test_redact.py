@@ -36,3 +36,68 @@ def test_bad_config_names_the_key(tmp_path: Path) -> None:
     f.write_text("tenants:\n  acme: {redact: [ssn]}\n")
     with pytest.raises(ConfigError, match=r"tenants\.acme\.redact"):
         load_redaction(f)
+
+
+# Built from parts: a literal secret in the repository trips secret scanners.
+_AWS = "AKIA" + "IOSFODNN7EXAMPLE"
+_GH = "ghp_" + "a1B2c3D4e5F6g7H8i9J0k1L2m3N4o5P6q7R8"
+_JWT = "eyJhbGciOiJIUzI1NiJ9" + ".eyJzdWIiOiIxMjM0NTY3ODkwIn0" + ".dozjgNryP4J3jVmNHl0w5N_XgL0n3I9PlFUP0THsR8U"
+
+
+@pytest.mark.parametrize(("text", "secret"), [
+    ("openai sk-proj-" + "Ab12Cd34Ef56Gh78", "Ab12Cd34Ef56Gh78"),
+    ("anthropic sk-ant-api03-" + "Zz9Yy8Xx7Ww6", "Zz9Yy8Xx7Ww6"),
+    (f"aws {_AWS} in a config", _AWS),
+    ("aws_secret_access_key=" + "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY", "wJalrXUtnFEMI"),
+    (f"github {_GH}", _GH),
+    ("fine-grained github_pat_" + "11ABCDEFG0123456789_abcdefghijklmnop", "11ABCDEFG0123456789"),
+    ("slack xoxb-" + "123456789012-abcdefABCDEF", "abcdefABCDEF"),
+    ("stripe sk_live_" + "4eC39HqLyjWDarjtT1zdp7dc", "4eC39HqLyjWDarjtT1zdp7dc"),
+    ("google AIza" + "SyD-abcdefghijklmnopqrstuvwxyz012345", "abcdefghijklmnopqrstuvwxyz"),
+    (f"jwt {_JWT}", _JWT),
+    ("authorization: Bearer " + "opaque.token-value_123", "opaque.token-value_123"),
+    ("Authorization: Basic " + "dXNlcjpwYXNzd29yZA==", "dXNlcjpwYXNzd29yZA=="),
+    ("url ?api_key=" + "abc123def456&x=1", "abc123def456"),
+    ('json {"apiKey": "' + "k-998877665544" + '"}', "k-998877665544"),
+    ("env OPENROUTER_API_KEY=" + "or-v1-5566778899", "or-v1-5566778899"),
+    ("password: " + "hunter2hunter2", "hunter2hunter2"),
+    ("x-auth-token=" + "t0k3nvalue99", "t0k3nvalue99"),
+])
+def test_every_common_secret_format_is_masked(text: str, secret: str) -> None:
+    from llmgw.kit.redact import mask_secrets
+
+    out = mask_secrets(text)
+    assert secret not in out and "[SECRET]" in out, out
+
+
+def test_masking_keeps_ordinary_text() -> None:
+    from llmgw.kit.redact import mask_secrets
+
+    text = "The token limit is 4096; ask about the password reset page. Order ABC-12345."
+    assert mask_secrets(text) == text
+
+
+_HEADER = "Bearer sk-" + "leak0123456789"
+_IN_TRACEBACK = "token=" + "inside-a-traceback-77"
+
+
+def test_stdlib_records_of_other_libraries_are_masked(capsys: pytest.CaptureFixture[str]) -> None:
+    import logging
+
+    from llmgw.kit.logging import configure
+
+    root = logging.getLogger()
+    saved = root.handlers[:]
+    root.handlers = []
+    try:
+        configure("info", service="test")
+        logging.getLogger("grpc._cython.cygrpc").warning("metadata %s", ("authorization", _HEADER))
+        try:
+            raise ValueError(_IN_TRACEBACK)  # the source line in the traceback names no secret
+        except ValueError:
+            logging.getLogger("aiokafka").exception("failed")
+    finally:
+        root.handlers = saved
+    err = capsys.readouterr().err
+    assert "leak0123456789" not in err and "inside-a-traceback-77" not in err
+    assert "[SECRET]" in err and "metadata" in err

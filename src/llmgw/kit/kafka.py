@@ -22,7 +22,13 @@ from typing import Any
 
 from aiokafka import AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-from aiokafka.errors import KafkaError, TopicAlreadyExistsError
+from aiokafka.errors import (
+    InvalidTopicError,
+    KafkaError,
+    MessageSizeTooLargeError,
+    RecordListTooLargeError,
+    TopicAlreadyExistsError,
+)
 from aiokafka.helpers import create_ssl_context
 from prometheus_client import Counter, Gauge, Histogram
 
@@ -47,6 +53,11 @@ SPOOL_BYTES = Gauge("llmgw_events_spool_bytes", "Bytes of events spooled on disk
 SPOOL_FULL = Gauge("llmgw_events_spool_full", "1 while the spool is at its cap and events are dropped (alarm)")
 PUBLISHED = Counter("llmgw_events_published_total", "Events acknowledged by the broker", ["topic"])
 DROPPED = Counter("llmgw_events_dropped_total", "Events dropped: only when the spool is full", ["topic"])
+REJECTED = Counter("llmgw_events_rejected_total",
+                   "Events the broker can never take (too large, bad topic): logged, not retried", ["topic", "reason"])
+# Errors about the record itself: sending it again can never succeed. Everything else (a broker
+# down, a timeout, a topic briefly missing, an authorization not granted yet) is retried.
+_POISON = (MessageSizeTooLargeError, RecordListTooLargeError, InvalidTopicError)
 PUBLISH_LATENCY = Histogram("llmgw_events_publish_seconds", "Broker acknowledgement time of a batch")
 
 
@@ -264,25 +275,47 @@ class KafkaPublisher:
         self._inflight = []
 
     async def _deliver(self, batch: list[Record]) -> None:
-        """Send one batch until the broker acknowledges all of it; meanwhile new events spool."""
+        """Send one batch until the broker acknowledged every record of it; meanwhile new events
+        spool. Records are judged one by one: one the broker can never take (``_POISON``: too
+        large, a bad topic) is rejected — counted and logged, never retried — and neither holds
+        back nor duplicates the rest; only records that failed for a passing reason are sent again."""
         delay = 0.2
+        pending = batch
         while True:
             assert self._producer is not None
             start = time.perf_counter()
-            try:
-                futures = [await self._producer.send(t, value=v, key=k) for t, k, v in batch]
-                await asyncio.gather(*futures)
-            except (KafkaError, OSError) as exc:
-                if not self._spooling:
-                    self._spooling = True
-                    _log.warning("kafka_unavailable_spooling_to_disk", error=repr(exc), events=len(batch))
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 5.0)
-                continue
-            PUBLISH_LATENCY.observe(time.perf_counter() - start)
-            for t, _, _ in batch:
-                child(PUBLISHED, t).inc()
+            retry: list[Record] = []
+            sent: list[tuple[Record, asyncio.Future[Any]]] = []
+            for rec in pending:
+                try:
+                    sent.append((rec, await self._producer.send(rec[0], value=rec[2], key=rec[1])))
+                except (KafkaError, OSError) as exc:
+                    self._failed_record(rec, exc, retry)
+            results = await asyncio.gather(*(f for _, f in sent), return_exceptions=True)
+            for (rec, _), result in zip(sent, results, strict=True):
+                if isinstance(result, asyncio.CancelledError):
+                    raise result
+                if isinstance(result, BaseException):
+                    self._failed_record(rec, result, retry)
+                else:
+                    child(PUBLISHED, rec[0]).inc()
+            if not retry:
+                PUBLISH_LATENCY.observe(time.perf_counter() - start)
+                return
+            if not self._spooling:
+                self._spooling = True
+                _log.warning("kafka_unavailable_spooling_to_disk", events=len(retry))
+            pending = retry
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 5.0)
+
+    def _failed_record(self, rec: Record, exc: BaseException, retry: list[Record]) -> None:
+        if isinstance(exc, _POISON):
+            child(REJECTED, rec[0], type(exc).__name__).inc()
+            _log.error("event_rejected_by_broker", topic=rec[0], key=rec[1].decode(errors="replace")[:64],
+                       bytes=len(rec[2]), error=type(exc).__name__)
             return
+        retry.append(rec)
 
     async def flush(self, timeout_s: float = 5.0) -> bool:
         """Wait until everything was handed to the broker (or the timeout); True when it was.

@@ -24,15 +24,25 @@ def _mask(_: Any, __: str, event: MutableMapping[str, Any]) -> MutableMapping[st
     return event
 
 
+class _MaskingFormatter(logging.Formatter):
+    """For the records of other libraries (grpc, aiokafka, asyncio …) that reach stdlib logging:
+    the whole formatted line, traceback included, goes through the same masking as ours."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        return mask_secrets(super().format(record))
+
+
 def configure(level: str = "info", *, service: str) -> None:
     logging.basicConfig(format="%(message)s", stream=sys.stderr, level=level.upper())
+    for handler in logging.getLogger().handlers:
+        handler.setFormatter(_MaskingFormatter("%(levelname)s %(name)s %(message)s"))
     structlog.configure(
         processors=[
             structlog.contextvars.merge_contextvars,
             structlog.processors.add_log_level,
             structlog.processors.TimeStamper(fmt="iso", utc=True),
-            _mask,
             structlog.processors.format_exc_info,
+            _mask,  # after the traceback is text: a secret in an exception message is masked too
             structlog.processors.JSONRenderer(),
         ],
         wrapper_class=structlog.make_filtering_bound_logger(logging.getLevelName(level.upper())),

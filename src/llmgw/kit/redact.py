@@ -1,6 +1,8 @@
 """Redaction before anything leaves the process (events; logs mask secrets via the same patterns).
 
-Secrets (OpenAI/Anthropic keys, bearer tokens) are always removed. Per tenant, configurable:
+Secrets are always removed: provider keys (OpenAI, Anthropic, Google), cloud and forge
+credentials (AWS access keys, GitHub and Slack tokens, Stripe keys), JWTs, bearer and basic
+authorization values, and the value of any ``api_key=`` / ``token: …`` / ``password=``-style pair. Per tenant, configurable:
 emails, phone numbers, card numbers (Luhn-checked, so order ids survive), custom regexes, and
 whether the raw input goes out at all (``raw_input: false`` keeps only a hash and the
 embedding-relevant text, itself redacted).
@@ -27,15 +29,29 @@ __all__ = ["RedactionConfig", "Redactor", "load_redaction", "mask_secrets"]
 Kind = Literal["email", "phone", "card"]
 _DEFAULT_KINDS: tuple[Kind, ...] = ("email", "phone", "card")
 
-_SECRET = re.compile(r"\bsk-(?:ant-)?[A-Za-z0-9_\-]{8,}|\bBearer\s+[A-Za-z0-9._\-]{6,}")
+_SECRET = re.compile("|".join([
+    r"\bsk-(?:ant-|proj-)?[A-Za-z0-9_\-]{8,}",  # OpenAI, Anthropic
+    r"\b(?:sk|rk)_(?:live|test)_[A-Za-z0-9]{8,}",  # Stripe
+    r"\b(?:AKIA|ASIA|AGPA|AIDA|AROA)[A-Z0-9]{16}\b",  # AWS access key ids
+    r"\bgh[pousr]_[A-Za-z0-9]{20,}|\bgithub_pat_[A-Za-z0-9_]{20,}",  # GitHub
+    r"\bxox[abprs]-[A-Za-z0-9\-]{10,}",  # Slack
+    r"\bAIza[0-9A-Za-z_\-]{30,}",  # Google API keys
+    r"\beyJ[A-Za-z0-9_\-]{5,}\.eyJ[A-Za-z0-9_\-]{5,}\.[A-Za-z0-9_\-]{5,}",  # JWTs
+    r"\b(?:Bearer|Basic)\s+[A-Za-z0-9._~+/=\-]{6,}",  # authorization values
+]))
+# name=value / name: value pairs whose name says secret; the name stays, the value goes.
+_SECRET_PAIR = re.compile(
+    r"(?i)\b((?:[a-z0-9]+[_\-])*(?:api[_\-]?key|apikey|secret(?:[_\-]?access)?(?:[_\-]?key)?|access[_\-]?key|"
+    r"token|password|passwd|pwd|credentials?)\b[\"']?\s*[:=]\s*[\"']?)([^\s\"',;&}]{4,})"
+)
 _EMAIL = re.compile(r"\b[A-Za-z0-9._%+\-]+@[A-Za-z0-9.\-]+\.[A-Za-z]{2,}\b")
 _PHONE = re.compile(r"(?<![\w+])\+?\d[\d\s().\-]{7,}\d(?!\w)")
 _CARD = re.compile(r"(?<!\d)(?:\d[ \-]?){12,18}\d(?!\d)")
 
 
 def mask_secrets(text: str) -> str:
-    """API keys of OpenAI (sk-...) and Anthropic (sk-ant-...) and bearer tokens -> [SECRET]."""
-    return _SECRET.sub("[SECRET]", text)
+    """Every secret format above -> [SECRET] (for a pair: its value)."""
+    return _SECRET_PAIR.sub(r"\1[SECRET]", _SECRET.sub("[SECRET]", text))
 
 
 def _luhn(digits: str) -> bool:

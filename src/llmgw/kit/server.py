@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import re
 import signal
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
@@ -23,7 +24,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1._async import HealthServicer
 from grpc_reflection.v1alpha import reflection
 
-from llmgw.kit.errors import LlmgwError
+from llmgw.kit.errors import InvalidArgument, LlmgwError
 from llmgw.kit.ids import new_request_id
 from llmgw.kit.logging import get_logger
 from llmgw.kit.metrics import RPC_HANDLED, RPC_LATENCY, SERVING, child, start_metrics_server
@@ -64,8 +65,21 @@ def header(context: grpc.aio.ServicerContext, name: str) -> str | None:
     return None
 
 
+# What a caller's request id may look like: it is logged, published and sent on to our peers
+# in their metadata, where grpc refuses control characters and non-ASCII (the call would die
+# with no status at all).
+_VALID_REQUEST_ID = re.compile(r"[A-Za-z0-9._:/+=@-]{1,128}")
+
+
 def _request_id(context: grpc.aio.ServicerContext) -> str:
-    return header(context, REQUEST_ID_KEY) or new_request_id()
+    given = header(context, REQUEST_ID_KEY)
+    if given and _VALID_REQUEST_ID.fullmatch(given):
+        return given
+    rid = new_request_id()
+    if given is not None:
+        # Replaced, not refused: the reply's x-request-id (and the events) carry the new one.
+        _log.info("request_id_replaced", request_id=rid, reason="not 1-128 of [A-Za-z0-9._:/+=@-]")
+    return rid
 
 
 def request_id() -> str:
@@ -97,13 +111,13 @@ class _Interceptor(grpc.aio.ServerInterceptor):
         if handler.unary_unary is not None:
             return grpc.unary_unary_rpc_method_handler(
                 self._wrap_unary(handler.unary_unary, method),
-                request_deserializer=handler.request_deserializer,
+                request_deserializer=_tolerant(handler.request_deserializer),
                 response_serializer=handler.response_serializer,
             )
         if handler.unary_stream is not None:
             return grpc.unary_stream_rpc_method_handler(
                 self._wrap_stream(handler.unary_stream, method),
-                request_deserializer=handler.request_deserializer,
+                request_deserializer=_tolerant(handler.request_deserializer),
                 response_serializer=handler.response_serializer,
             )
         return handler
@@ -111,6 +125,7 @@ class _Interceptor(grpc.aio.ServerInterceptor):
     def _wrap_unary(self, behavior: Any, method: str) -> Any:
         async def wrapped(request: Any, context: grpc.aio.ServicerContext) -> Any:
             async with _Scope(self._service, context, method):
+                _decoded(request)
                 return await behavior(request, context)
 
         return wrapped
@@ -118,10 +133,38 @@ class _Interceptor(grpc.aio.ServerInterceptor):
     def _wrap_stream(self, behavior: Any, method: str) -> Any:
         async def wrapped(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
             async with _Scope(self._service, context, method):
+                _decoded(request)
                 async for item in behavior(request, context):
                     yield item
 
         return wrapped
+
+
+class _Undecodable:
+    """Stands for a request body that did not parse: the handler then answers INVALID_ARGUMENT.
+    (Left to grpc, a parse failure is UNKNOWN with protobuf's exception text and a traceback
+    logged per call.)"""
+
+
+_UNDECODABLE = _Undecodable()
+
+
+def _tolerant(deserialize: Callable[[bytes], Any] | None) -> Callable[[bytes], Any] | None:
+    if deserialize is None:
+        return None
+
+    def parse(data: bytes) -> Any:
+        try:
+            return deserialize(data)
+        except Exception:  # protobuf's DecodeError, or anything a custom deserializer raises
+            return _UNDECODABLE
+
+    return parse
+
+
+def _decoded(request: Any) -> None:
+    if request is _UNDECODABLE:
+        raise InvalidArgument("request", "the request body is not a valid protobuf message of this method")
 
 
 class _Scope:
