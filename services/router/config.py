@@ -25,8 +25,8 @@ from llmgw.kit.errors import ConfigError
 from llmgw.kit.settings import load_yaml
 
 __all__ = [
-    "BreakerConfig", "DeadlineConfig", "Price", "ProviderConfig", "RateLimitConfig", "RouteConfig", "RouterConfig",
-    "Target", "load_router_config",
+    "BreakerConfig", "DeadlineConfig", "HedgeConfig", "Price", "ProviderConfig", "RateLimitConfig", "RouteConfig",
+    "RouterConfig", "Target", "load_router_config",
 ]
 
 ProviderName = Literal["openai", "anthropic"]
@@ -70,6 +70,10 @@ class _Defaults(_Strict):
 class RouteConfig(_Strict):
     defaults: _Defaults = _Defaults()
     targets: list[Target] = Field(min_length=1)
+    # Hedging (unary calls): when a target is slower than its recent ``hedging.quantile``, the
+    # next target is started too and the first complete answer wins. Off by default: it spends
+    # provider calls (and money) to cut tail latency.
+    hedge: bool = False
 
     @property
     def sampling_defaults(self) -> Sampling:
@@ -109,6 +113,15 @@ class DeadlineConfig(_Strict):
     max_reserve_share: float = Field(default=0.5, ge=0, lt=1)
 
 
+class HedgeConfig(_Strict):
+    # A hedge starts once the attempt has run longer than this quantile of the target's recent
+    # successful latencies (the last 200), known from at least ``min_samples`` of them...
+    quantile: float = Field(default=0.95, gt=0, lt=1)
+    min_samples: int = Field(default=20, ge=1)
+    # ...and never sooner than this.
+    min_delay_s: float = Field(default=0.05, ge=0)
+
+
 class RateLimitConfig(_Strict):
     # A 429 pauses its target (in this router at once, in every replica through the limiter)
     # for the provider's retry-after, or this long when it gives none.
@@ -126,6 +139,7 @@ class RouterConfig(_Strict):
     breaker: BreakerConfig = BreakerConfig()
     deadline: DeadlineConfig = DeadlineConfig()
     rate_limits: RateLimitConfig = RateLimitConfig()
+    hedging: HedgeConfig = HedgeConfig()
 
     @model_validator(mode="after")
     def _consistent(self) -> RouterConfig:

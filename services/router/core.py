@@ -13,6 +13,7 @@ import asyncio
 import random
 import time
 import uuid
+from collections import deque
 from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass, field
 
@@ -46,6 +47,7 @@ CUT_OFF = Counter("llmgw_router_streams_cut_off_total", "Streams that failed aft
 BREAKER_STATE = Gauge(
     "llmgw_router_breaker_state", "Circuit state per target: 0 closed, 1 half-open, 2 open", ["provider", "model"]
 )
+HEDGES = Counter("llmgw_router_hedges_total", "Hedged requests, by which attempt answered", ["route", "winner"])
 PROVIDER_LATENCY = Histogram("llmgw_router_provider_seconds", "Provider call latency", ["provider", "model"])
 
 
@@ -112,6 +114,8 @@ class Router:
         self._breakers: dict[tuple[str, str], RateBreaker] = {}
         # (provider, model) -> clock() until which a 429 keeps the target out (this replica).
         self._paused: dict[tuple[str, str], float] = {}
+        # (provider, model) -> recent successful latencies (s), for hedging.
+        self._latencies: dict[tuple[str, str], deque[float]] = {}
 
     def breaker(self, target: Target) -> RateBreaker:
         key = (target.provider, target.model)
@@ -298,6 +302,7 @@ class Router:
         self._settle(slot.reservation, input_tokens + output_tokens)
         self.breaker(target).record(slot.ticket, ok=True)
         PROVIDER_LATENCY.labels(target.provider, target.model).observe(ms / 1000)
+        self._latencies.setdefault((target.provider, target.model), deque(maxlen=200)).append(ms / 1000)
         ATTEMPTS.labels(target.provider, target.model, "ok").inc()
         attempts.append(Attempt(target.provider, target.model, "ok", "", ms))
         return ms
@@ -352,12 +357,72 @@ class Router:
     async def route(self, call: RouteCall) -> Completion:
         plan = self._plan(call)
         attempts: list[Attempt] = []
-        for index in range(len(plan.targets)):
-            reply = await self._try_unary(call, plan, index, attempts)
-            if reply is not None:
-                return self._completion(plan, index, reply.text, reply.input_tokens, reply.output_tokens,
-                                        reply.finish_reason, attempts)
+        index = 0
+        while index < len(plan.targets):
+            delay = self._hedge_delay(plan, index)
+            answered: tuple[int, ProviderReply] | None = None
+            if delay is None:
+                reply = await self._try_unary(call, plan, index, attempts)
+                answered, tried = (None if reply is None else (index, reply)), 1
+            else:
+                answered, tried = await self._hedged(call, plan, index, delay, attempts)
+            if answered is not None:
+                i, got = answered
+                return self._completion(plan, i, got.text, got.input_tokens, got.output_tokens,
+                                        got.finish_reason, attempts)
+            index += tried
         raise Unavailable(_all_failed(plan.route, attempts), attempts=attempts)
+
+    def _hedge_delay(self, plan: _Plan, index: int) -> float | None:
+        """How long target ``index`` may run before the next one is started beside it; None: no
+        hedge (off for the route, no next target that could answer, too few samples)."""
+        route = self._config.routes[plan.route]
+        if not route.hedge or index + 1 >= len(plan.targets) or not self._viable(plan.targets[index + 1],
+                                                                                  plan.version):
+            return None
+        target = plan.targets[index]
+        cfg = self._config.hedging
+        seen = self._latencies.get((target.provider, target.model))
+        if seen is None or len(seen) < cfg.min_samples:
+            return None
+        ordered = sorted(seen)
+        return max(cfg.min_delay_s, ordered[min(len(ordered) - 1, int(cfg.quantile * len(ordered)))])
+
+    async def _hedged(self, call: RouteCall, plan: _Plan, index: int, delay: float, attempts: list[Attempt]
+                      ) -> tuple[tuple[int, ProviderReply] | None, int]:
+        """Target ``index``, and after ``delay`` target ``index + 1`` beside it: the first complete
+        answer wins, the other call is cancelled (its budget settled as any cancel). Returns the
+        answer (or None) and how many targets were tried."""
+        own: dict[asyncio.Task[ProviderReply | None], tuple[int, list[Attempt]]] = {}
+        first: list[Attempt] = []
+        own[asyncio.create_task(self._try_unary(call, plan, index, first))] = (index, first)
+        try:
+            done, pending = await asyncio.wait(set(own), timeout=delay)
+            if not done:
+                second: list[Attempt] = []
+                own[asyncio.create_task(self._try_unary(call, plan, index + 1, second))] = (index + 1, second)
+                pending = set(own)
+            while pending or done:
+                if not done:
+                    done, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
+                for task in done:
+                    reply = task.result()  # the caller's fault (InvalidArgument) ends it all
+                    if reply is not None:
+                        if len(own) > 1:
+                            HEDGES.labels(plan.route, "hedge" if own[task][0] != index else "first").inc()
+                        return (own[task][0], reply), len(own)
+                done = set()
+            return None, len(own)
+        finally:
+            for task in own:
+                task.cancel()
+            await asyncio.gather(*own, return_exceptions=True)
+            for task, (i, mine) in own.items():
+                attempts.extend(mine)
+                if task.cancelled():
+                    t = plan.targets[i]
+                    attempts.append(Attempt(t.provider, t.model, "skipped", "hedge: another target answered first",
+                                            0.0))
 
     async def _try_unary(self, call: RouteCall, plan: _Plan, index: int,
                          attempts: list[Attempt]) -> ProviderReply | None:

@@ -204,3 +204,35 @@ class TestDeadlines:
         # The primary's timeout was cut to leave a reserve of 1 s (docs/routing.md) for the rest.
         assert o.timeouts[0] == pytest.approx(2.0, abs=0.1)
         assert a.timeouts[0] <= 1.05
+
+
+class TestHedging:
+    def _router(self, hedge: bool) -> tuple[Router, ScriptedProvider, ScriptedProvider]:
+        cfg = RouterConfig.model_validate({
+            "providers": {"openai": {"api_key_env": "X"}, "anthropic": {"api_key_env": "Y"}},
+            "routes": {"default": {"hedge": hedge, "targets": [{"provider": "openai", "model": "gpt"},
+                                                               {"provider": "anthropic", "model": "claude"}]}},
+            "hedging": {"min_samples": 3, "min_delay_s": 0.01},
+        })
+        o, a = ScriptedProvider("openai", []), ScriptedProvider("anthropic", [])
+        return Router(cfg, {"openai": o, "anthropic": a}, Registry.load(REPO / "prompts")), o, a
+
+    async def test_a_primary_slower_than_its_p95_is_hedged_and_the_first_answer_wins(self) -> None:
+        router, o, a = self._router(hedge=True)
+        for _ in range(3):  # the primary's recent latencies: fast
+            assert (await router.route(CALL)).provider == "openai"
+        o.delay_s["gpt"] = 5.0
+        c = await router.route(CALL)
+        assert c.provider == "anthropic" and c.text == "anthropic says: hello"
+        assert [(x.provider, x.status) for x in c.attempts] == [("openai", "skipped"), ("anthropic", "ok")]
+        assert "hedge" in c.attempts[0].error
+        assert router.breaker(router._config.routes["default"].targets[0]).window() == (3, 0), \
+            "the cancelled primary is no verdict on its health"
+
+    async def test_off_by_default(self) -> None:
+        router, o, a = self._router(hedge=False)
+        for _ in range(3):
+            await router.route(CALL)
+        o.delay_s["gpt"] = 0.3
+        c = await router.route(CALL)
+        assert c.provider == "openai" and a.calls == []
