@@ -236,3 +236,19 @@ class TestHedging:
         o.delay_s["gpt"] = 0.3
         c = await router.route(CALL)
         assert c.provider == "openai" and a.calls == []
+
+
+class TestRetryAfter:
+    def test_all_three_forms(self) -> None:
+        import email.utils
+
+        from llmgw.services.router.providers import retry_after_s
+
+        assert retry_after_s({"retry-after-ms": "250", "retry-after": "3"}) == 0.25  # ms wins: more precise
+        assert retry_after_s({"retry-after": "2"}) == 2.0
+        assert retry_after_s({"retry-after": "1.5"}) == 1.5
+        date = email.utils.formatdate(1_000_030, usegmt=True)
+        assert retry_after_s({"retry-after": date}, now=1_000_000) == pytest.approx(30, abs=1)
+        assert retry_after_s({"retry-after": email.utils.formatdate(10, usegmt=True)}, now=1_000_000) == 0.0
+        assert retry_after_s({"retry-after": "soon"}) is None
+        assert retry_after_s({}) is None
