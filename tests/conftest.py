@@ -7,12 +7,17 @@ LLMGW_TEST_REDIS_URL / LLMGW_TEST_KAFKA point at already-running ones.
 from __future__ import annotations
 
 import os
+import tempfile
 from collections.abc import AsyncIterator, Iterator
 
 import pytest
 import redis.asyncio as aioredis
 
 from llmgw.kit.embedded import start_redis, start_tansu
+
+# The services' stable state (the event spool's default directory) goes to a directory of this
+# run, never the user's ~/.local/state: one run's leftovers must not replay into the next.
+os.environ.setdefault("LLMGW_STATE_DIR", tempfile.mkdtemp(prefix="llmgw-test-state-"))
 from llmgw.kit.kafka import ensure_topics
 from llmgw.stack import Stack, start_stack
 

@@ -21,6 +21,7 @@ from llmgw.kit.redis import connect
 from llmgw.kit.scripts import ScriptBatcher
 from llmgw.kit.server import GrpcService
 from llmgw.kit.settings import load_settings
+from llmgw.kit.spool import default_spool_dir
 from llmgw.ports import CachePort, EventSink, LimiterPort
 from llmgw.prompts import LabelStore, Registry
 from llmgw.services.cache.app import start_core as start_cache_core
@@ -149,8 +150,8 @@ async def build(settings: IngressSettings, *, limiter_settings: LimiterSettings 
     publisher = KafkaPublisher(
         settings.kafka_bootstrap, queue_size=settings.event_queue_size, idempotent=settings.kafka_idempotence,
         security=security,
-        spool_dir=settings.spool_dir,
-        spool_max_bytes=settings.spool_max_bytes,
+        spool_dir=settings.spool_dir or default_spool_dir("ingress", settings.port),
+        spool_max_bytes=settings.spool_max_bytes, ack_timeout_s=settings.events_ack_timeout_s,
     )
     await publisher.start()
     events: EventSink = publisher if settings.publish_events else DiscardingSink()

@@ -28,10 +28,15 @@ class IngressSettings(ServiceSettings):
     # Off only to measure the publisher's overhead (bench/events.py): events are then discarded.
     publish_events: bool = True
     event_queue_size: int = 10_000
-    # Where events wait on disk while the broker is away; default: a fresh temp directory.
-    # In k8s an emptyDir survives container restarts, so a crash loses nothing spooled.
+    # Where events wait on disk while the broker is away or slow. Default: the same directory at
+    # every start of the ingress on this port ($LLMGW_STATE_DIR or ~/.local/state/llmgw, then
+    # spool/ingress-<port>), so a restart replays it; locked per process (a second process on the
+    # same directory gets a fresh temporary one). In k8s an emptyDir survives container restarts.
     spool_dir: Path | None = None
     spool_max_bytes: int = 512 * 1024 * 1024
+    # Write-ahead bound: events the broker has not acknowledged within this time go to the disk
+    # spool at once, so a crash during a broker hang loses at most this interval (docs/events.md).
+    events_ack_timeout_s: float = Field(default=0.15, gt=0, le=5)
     kafka_security_protocol: str = "PLAINTEXT"
     kafka_sasl_mechanism: str = "PLAIN"
     kafka_sasl_username: str | None = None

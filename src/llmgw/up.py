@@ -153,6 +153,8 @@ async def start_system(workdir: Path, *, ingress_port: int = 50050, with_drift: 
                 "API_KEYS": api_keys,
                 "LABELS_REDIS_URL": f"redis://{redis.address}/0",
                 "PROMPTS_DIR": str(REPO / "prompts"),
+                # Stable across restarts of this system: a restarted ingress replays what it spooled.
+                "SPOOL_DIR": str(workdir / "spool" / "ingress"),
             },
         }
         if colocate:

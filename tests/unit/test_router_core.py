@@ -218,7 +218,7 @@ class TestHedging:
         return Router(cfg, {"openai": o, "anthropic": a}, Registry.load(REPO / "prompts")), o, a
 
     async def test_a_primary_slower_than_its_p95_is_hedged_and_the_first_answer_wins(self) -> None:
-        router, o, a = self._router(hedge=True)
+        router, o, _ = self._router(hedge=True)
         for _ in range(3):  # the primary's recent latencies: fast
             assert (await router.route(CALL)).provider == "openai"
         o.delay_s["gpt"] = 5.0

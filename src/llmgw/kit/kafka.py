@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import random
 import tempfile
 import time
@@ -34,7 +35,7 @@ from prometheus_client import Counter, Gauge, Histogram
 
 from llmgw.kit.logging import get_logger
 from llmgw.kit.metrics import child
-from llmgw.kit.spool import Record, Spool
+from llmgw.kit.spool import Record, Spool, claim_spool_dir
 
 __all__ = ["DRIFT_METRICS_TOPIC", "DRIFT_TOPIC", "REQUESTS_TOPIC", "RESPONSES_TOPIC", "DiscardingSink",
            "KafkaPublisher", "by_key", "ensure_topics"]
@@ -53,6 +54,8 @@ SPOOL_BYTES = Gauge("llmgw_events_spool_bytes", "Bytes of events spooled on disk
 SPOOL_FULL = Gauge("llmgw_events_spool_full", "1 while the spool is at its cap and events are dropped (alarm)")
 PUBLISHED = Counter("llmgw_events_published_total", "Events acknowledged by the broker", ["topic"])
 DROPPED = Counter("llmgw_events_dropped_total", "Events dropped: only when the spool is full", ["topic"])
+SPOOLED = Counter("llmgw_events_spooled_total", "Events written to the disk spool", ["reason"])
+REPLAYED = Counter("llmgw_events_replayed_total", "Spooled events delivered from disk")
 REJECTED = Counter("llmgw_events_rejected_total",
                    "Events the broker can never take (too large, bad topic): logged, not retried", ["topic", "reason"])
 # Errors about the record itself: sending it again can never succeed. Everything else (a broker
@@ -115,6 +118,11 @@ def by_key(key: bytes | None, all_partitions: list[int], available: list[int]) -
     return all_partitions[zlib.crc32(key) % len(all_partitions)]
 
 
+def _retrieve(f: asyncio.Future[Any]) -> None:
+    if not f.cancelled():
+        f.exception()  # a late failure of a spilled record: already on disk, nothing to report
+
+
 class DiscardingSink:
     """An ``EventSink`` that drops everything: only the baseline of the publisher benchmark."""
 
@@ -144,6 +152,7 @@ class KafkaPublisher:
         spool_dir: Path | None = None,
         spool_max_bytes: int = 512 * 1024 * 1024,
         request_timeout_ms: int = 5_000,
+        ack_timeout_s: float = 0.15,
     ) -> None:
         self._bootstrap = bootstrap
         self._queue: asyncio.Queue[Record] = asyncio.Queue(maxsize=queue_size)
@@ -152,9 +161,18 @@ class KafkaPublisher:
         self._batch = batch
         self._security = security or KafkaSecurity()
         self._request_timeout_ms = request_timeout_ms
-        # A spool belongs to one publisher: two sharing a directory would replay each other's events.
-        directory = spool_dir or Path(tempfile.mkdtemp(prefix="llmgw-spool-"))
+        # A spool belongs to one publisher: two sharing a directory would replay each other's
+        # events, so the directory is locked for this process (another one's: a fresh one).
+        directory, self._lock_fd = claim_spool_dir(spool_dir or Path(tempfile.mkdtemp(prefix="llmgw-spool-")))
         self._spool = Spool(directory, max_bytes=spool_max_bytes)
+        # Write-ahead: a batch the broker has not acknowledged within this time goes to disk at
+        # once (with the queue behind it), so a crash during a broker hang loses at most this
+        # interval's events, not the producer's whole request timeout.
+        self._ack_timeout_s = ack_timeout_s
+        # Topics the broker's metadata confirmed (per connection): nothing is sent to a topic
+        # it does not list, so a broker restarted empty is not written before its topics exist
+        # again (a write to an auto-created topic is lost when the real one is created).
+        self._confirmed: set[str] = set()
         # True while new events must go to the spool to keep their order behind what waits.
         self._spooling = not self._spool.empty()
         self._to_spool: list[Record] = []
@@ -211,6 +229,7 @@ class KafkaPublisher:
                 delay = min(delay * 2, 5.0)
                 continue
             self._connecting = None
+            self._confirmed = set()
             self.connected.set()
             _log.info("kafka_connected", bootstrap=self._bootstrap)
             return producer
@@ -226,6 +245,7 @@ class KafkaPublisher:
             async with self._spool_lock:
                 taken = await loop.run_in_executor(None, self._spool.append, batch)
                 SPOOL_BYTES.set(self._spool.size)
+            child(SPOOLED, "broker_away_or_queue_full").inc(taken)
             self._dropped(batch[taken:])
 
     def _dropped(self, lost: list[Record]) -> None:
@@ -249,14 +269,21 @@ class KafkaPublisher:
                     await asyncio.sleep(0.06)  # let the flusher put them on disk, in order
                     continue
                 async with self._spool_lock:
-                    records = await loop.run_in_executor(None, self._spool.take)
-                for i in range(0, len(records), self._batch):
-                    await self._deliver(records[i : i + self._batch])
+                    await loop.run_in_executor(None, self._spool.take)
+                # Oldest first, in bounded chunks: a spool of hundreds of MiB is never all in memory.
+                offset, replayed = 0, 0
+                while True:
+                    chunk, offset = await loop.run_in_executor(None, self._spool.read, offset, self._batch)
+                    if not chunk:
+                        break
+                    await self._deliver(chunk)
+                    replayed += len(chunk)
+                    REPLAYED.inc(len(chunk))
                 async with self._spool_lock:
                     await loop.run_in_executor(None, self._spool.done)
                     SPOOL_BYTES.set(self._spool.size)
-                if records:
-                    _log.info("event_spool_replayed", events=len(records))
+                if replayed:
+                    _log.info("event_spool_replayed", events=replayed)
                 if self._spool.empty() and not self._to_spool and self._queue.empty():
                     self._spooling = False  # no await since the checks: publish() sees it at once
                     SPOOL_FULL.set(0)
@@ -271,10 +298,46 @@ class KafkaPublisher:
 
     async def _deliver_from_queue(self, batch: list[Record]) -> None:
         self._inflight = batch
-        await self._deliver(batch)
+        await self._deliver(batch, spill=True)
         self._inflight = []
 
-    async def _deliver(self, batch: list[Record]) -> None:
+    async def _topics_exist(self, topics: set[str]) -> bool:
+        missing = topics - self._confirmed
+        if not missing:
+            return True
+        assert self._producer is not None
+        try:
+            cluster = await self._producer.client.fetch_all_metadata()
+        except (KafkaError, OSError) as exc:
+            _log.warning("kafka_metadata_failed", error=repr(exc))
+            return False
+        self._confirmed |= missing & set(cluster.topics())
+        if missing - self._confirmed:
+            _log.warning("kafka_topics_missing_waiting", topics=sorted(missing - self._confirmed))
+            return False
+        return True
+
+    async def _spill(self, records: list[Record]) -> None:
+        self._confirmed.clear()  # a broker this slow may be restarting: confirm its topics again
+        await self._spill_to_disk(records)
+
+    async def _spill_to_disk(self, records: list[Record]) -> None:
+        """The broker is slow to acknowledge: ``records`` (unacknowledged, oldest) and the queue
+        behind them go to disk now, before what already waits to be spooled; new events spool
+        from here on. Whatever the producer still delivers of them may arrive twice
+        (consumers de-duplicate by request id); nothing is lost if this process dies."""
+        loop = asyncio.get_running_loop()
+        async with self._spool_lock:
+            self._spooling = True
+            older = records + self._drain(self._queue.qsize())
+            newer, self._to_spool = self._to_spool, []
+            taken = await loop.run_in_executor(None, self._spool.append, older + newer)
+            SPOOL_BYTES.set(self._spool.size)
+        child(SPOOLED, "ack_timeout").inc(min(taken, len(older) + len(newer)))
+        self._dropped((older + newer)[taken:])
+        _log.warning("kafka_slow_spooling_to_disk", events=len(older) + len(newer), ack_timeout_s=self._ack_timeout_s)
+
+    async def _deliver(self, batch: list[Record], *, spill: bool = False) -> None:
         """Send one batch until the broker acknowledged every record of it; meanwhile new events
         spool. Records are judged one by one: one the broker can never take (``_POISON``: too
         large, a bad topic) is rejected — counted and logged, never retried — and neither holds
@@ -284,6 +347,12 @@ class KafkaPublisher:
         while True:
             assert self._producer is not None
             start = time.perf_counter()
+            if not await self._topics_exist({rec[0] for rec in pending}):
+                if spill:
+                    await self._spill(pending)
+                    return
+                await asyncio.sleep(1.0)
+                continue
             retry: list[Record] = []
             sent: list[tuple[Record, asyncio.Future[Any]]] = []
             for rec in pending:
@@ -291,6 +360,17 @@ class KafkaPublisher:
                     sent.append((rec, await self._producer.send(rec[0], value=rec[2], key=rec[1])))
                 except (KafkaError, OSError) as exc:
                     self._failed_record(rec, exc, retry)
+            if spill and sent:
+                _, slow = await asyncio.wait([f for _, f in sent], timeout=self._ack_timeout_s)
+                if slow:
+                    failed = {id(f) for _, f in sent if f in slow or f.cancelled() or f.exception() is not None}
+                    await self._spill([rec for rec, f in sent if id(f) in failed] + retry)
+                    for rec, f in sent:
+                        if id(f) not in failed:
+                            child(PUBLISHED, rec[0]).inc()
+                    for f in slow:  # the producer may still settle them: nothing waits for that now
+                        f.add_done_callback(_retrieve)
+                    return
             results = await asyncio.gather(*(f for _, f in sent), return_exceptions=True)
             for (rec, _), result in zip(sent, results, strict=True):
                 if isinstance(result, asyncio.CancelledError):
@@ -310,6 +390,10 @@ class KafkaPublisher:
             delay = min(delay * 2, 5.0)
 
     def _failed_record(self, rec: Record, exc: BaseException, retry: list[Record]) -> None:
+        if not isinstance(exc, _POISON):
+            # The broker may have gone and come back empty: ask its metadata again before the
+            # next try instead of writing into a topic it auto-creates.
+            self._confirmed.discard(rec[0])
         if isinstance(exc, _POISON):
             child(REJECTED, rec[0], type(exc).__name__).inc()
             _log.error("event_rejected_by_broker", topic=rec[0], key=rec[1].decode(errors="replace")[:64],
@@ -337,6 +421,7 @@ class KafkaPublisher:
         """Deliver what it can within ``timeout_s``; whatever is left goes to the spool on disk,
         so a restart sends it (nothing is lost to a shutdown)."""
         if not self._tasks:
+            self._release_spool()
             return
         await self.flush(timeout_s)
         tasks, self._tasks = self._tasks, []
@@ -349,6 +434,7 @@ class KafkaPublisher:
         older = self._inflight + self._drain(self._queue.qsize())
         newer, self._inflight, self._to_spool = self._to_spool, [], []
         kept_older, kept_newer = self._spool.prepend(older), self._spool.append(newer)
+        child(SPOOLED, "stop").inc(kept_older + kept_newer)
         self._dropped(older[kept_older:] + newer[kept_newer:])
         if older or newer:
             _log.warning("events_left_in_spool_at_stop", events=kept_older + kept_newer)
@@ -360,6 +446,13 @@ class KafkaPublisher:
             with contextlib.suppress(Exception):
                 await self._producer.stop()
             self._producer = None
+        self._release_spool()
+
+    def _release_spool(self) -> None:
+        """The spool directory is free for the next publisher (this process's restart)."""
+        if self._lock_fd >= 0:
+            os.close(self._lock_fd)
+            self._lock_fd = -1
 
     async def ready(self) -> bool:
         return self.connected.is_set()

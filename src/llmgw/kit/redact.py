@@ -2,7 +2,8 @@
 
 Secrets are always removed: provider keys (OpenAI, Anthropic, Google), cloud and forge
 credentials (AWS access keys, GitHub and Slack tokens, Stripe keys), JWTs, bearer and basic
-authorization values, and the value of any ``api_key=`` / ``token: …`` / ``password=``-style pair. Per tenant, configurable:
+authorization values, and the value of any ``api_key=`` / ``token: …`` / ``password=``-style pair.
+Per tenant, configurable:
 emails, phone numbers, card numbers (Luhn-checked, so order ids survive), custom regexes, and
 whether the raw input goes out at all (``raw_input: false`` keeps only a hash and the
 embedding-relevant text, itself redacted).

@@ -9,12 +9,14 @@ then possibly sent twice: consumers de-duplicate by request id).
 
 from __future__ import annotations
 
+import fcntl
 import os
 import struct
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
-__all__ = ["Record", "Spool"]
+__all__ = ["Record", "Spool", "claim_spool_dir", "default_spool_dir"]
 
 Record = tuple[str, bytes, bytes]  # topic, key, value
 _LEN = struct.Struct(">I")
@@ -40,6 +42,31 @@ def _decode(data: bytes) -> Iterator[Record]:
             p += 4 + n
         yield parts[0].decode(), parts[1], parts[2]
         pos += 4 + size
+
+
+def default_spool_dir(service: str, port: int) -> Path:
+    """The same directory at every start of a service on a port (``$LLMGW_STATE_DIR``, else
+    ``~/.local/state/llmgw``), so a restarted process finds and replays what it spooled."""
+    base = Path(os.environ.get("LLMGW_STATE_DIR") or Path.home() / ".local" / "state" / "llmgw")
+    return base / "spool" / f"{service}-{port}"
+
+
+def claim_spool_dir(directory: Path) -> tuple[Path, int]:
+    """Lock ``directory`` for this process (``flock`` on a lock file, released when the process
+    dies, SIGKILL included). Taken by another live process (two in-process stacks of the tests,
+    say), a fresh temporary directory is used instead: two publishers must never share a spool.
+    Returns the directory and the lock's file descriptor (kept open for the process's life)."""
+    for candidate in (directory, None):
+        path = candidate if candidate is not None else Path(tempfile.mkdtemp(prefix="llmgw-spool-"))
+        path.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path / ".lock", os.O_CREAT | os.O_RDWR, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            continue
+        return path, fd
+    raise RuntimeError("unreachable: a fresh temporary directory is never locked")
 
 
 class Spool:
@@ -88,12 +115,37 @@ class Spool:
         return taken
 
     def take(self) -> list[Record]:
-        """Everything spooled, oldest first; the segments stay on disk until ``done()``."""
-        if not self._replaying.exists() and self._current.exists():
-            os.replace(self._current, self._replaying)
+        """Everything spooled, oldest first; the segments stay on disk until ``done()``. (Small
+        spools and tests; the publisher reads what it took in chunks with ``read``.)"""
+        self._start_replay()
         if not self._replaying.exists():
             return []
         return list(_decode(self._replaying.read_bytes()))
+
+    def _start_replay(self) -> None:
+        if not self._replaying.exists() and self._current.exists():
+            os.replace(self._current, self._replaying)
+
+    def read(self, offset: int, most: int) -> tuple[list[Record], int]:
+        """Up to ``most`` records of the taken segment from byte ``offset``; and the next offset.
+        ``take()`` (or this, the first time) moves the current segment aside for replay."""
+        self._start_replay()
+        if not self._replaying.exists():
+            return [], offset
+        out: list[Record] = []
+        with open(self._replaying, "rb") as f:
+            f.seek(offset)
+            while len(out) < most:
+                head = f.read(4)
+                if len(head) < 4:
+                    break
+                (size,) = _LEN.unpack(head)
+                body = f.read(size)
+                if len(body) < size:
+                    break  # a torn final record (crash mid-write): ignore it
+                out.extend(_decode(head + body))
+                offset += 4 + size
+        return out, offset
 
     def done(self) -> None:
         """The records of the last ``take()`` reached the broker."""
