@@ -4,7 +4,7 @@ VENV    ?= .venv
 BIN     := $(VENV)/bin
 PROTOS  := $(shell find proto -name '*.proto')
 
-.PHONY: install run demo test test-unit check manifests proto lint typecheck bench clean
+.PHONY: install run demo test test-unit check manifests proto lint typecheck bench chaos clean
 
 ## install: create the venv and install everything in ONE pip resolve (faust's click<8.4 vs huggingface-hub;
 ## torch pinned to 2.13.0 so pip takes the local CPU build, never a multi-GB CUDA one)
@@ -65,6 +65,10 @@ bench: install
 	$(BIN)/python -m bench.events
 	$(BIN)/python -m bench.limiter
 	$(BIN)/python -m bench.drift
+
+## chaos: the fault matrix against the system as deployed (every service its own process), a few minutes
+chaos: install
+	$(BIN)/python -m bench.chaos_matrix
 
 clean:
 	rm -rf $(VENV) .pytest_cache

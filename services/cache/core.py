@@ -21,6 +21,7 @@ from redis.exceptions import RedisError
 from llmgw.cache.v1 import cache_pb2
 from llmgw.convert import entry_from_pb, entry_to_pb
 from llmgw.domain import CacheEntry, KeyMaterial, LookupResult, Usage
+from llmgw.kit.breaker import Breaker, State
 from llmgw.kit.logging import get_logger
 from llmgw.kit.metrics import child
 from llmgw.kit.scripts import ScriptBatcher
@@ -38,6 +39,8 @@ TOKENS_SAVED = Counter("llmgw_cache_tokens_saved_total", "Provider tokens not sp
 COST_SAVED = Counter("llmgw_cache_cost_saved_usd_total", "Provider dollars not spent thanks to hits",
                      ["tenant", "prompt"])
 COALESCED = Counter("llmgw_cache_coalesced_total", "Misses answered by another request's provider call")
+SKIPPED = Counter("llmgw_cache_redis_skipped_total",
+                  "Lookups answered as a miss without asking Redis while its breaker is open")
 ERRORS = Counter("llmgw_cache_redis_errors_total", "Cache operations that gave up on Redis", ["op"])
 
 _REDIS_ERRORS = (RedisError, OSError, TimeoutError)
@@ -141,8 +144,12 @@ class RedisCache:
         lock_ttl_s: float = 30.0,
         batcher: ScriptBatcher | None = None,
         near: NearCache | None = None,
+        breaker: Breaker | None = None,
     ) -> None:
         self._redis = redis
+        # As the limiter's: while Redis hangs, lookups skip it at once (a miss, counted) instead of
+        # each waiting out the timeout, so a hung Redis costs at most its budget, once.
+        self._breaker = breaker or Breaker(failure_threshold=3, open_seconds=2.0)
         self._prefix = prefix
         self._policy = policy or CachePolicy()
         self._timeout = timeout_s
@@ -259,12 +266,20 @@ class RedisCache:
         if near is not None:
             return near
         generation = self._generation()
+        if not self._breaker.allow():
+            SKIPPED.inc()
+            return LookupResult(key=k, cacheable=False)  # no store either: Redis is out
         try:
             raw, leader = await self._probe(key, k)
         except _REDIS_ERRORS as exc:
             ERRORS.labels("lookup").inc()
+            self._breaker.failure()
             _log.warning("cache_lookup_gave_up", error=repr(exc))
             return LookupResult(key=k, cacheable=True)
+        except BaseException:
+            self._breaker.release()  # cancelled: no verdict, and a probe slot must not stay taken
+            raise
+        self._breaker.success()
         if raw is not None:
             return self._hit(key, k, raw, generation)
         if leader:
@@ -281,10 +296,14 @@ class RedisCache:
             await asyncio.sleep(delay)
             delay = min(delay * 2, 0.05)
             generation = self._generation()
+            if self._breaker.state == State.OPEN:
+                SKIPPED.inc()
+                return LookupResult(key=k, cacheable=False)  # Redis is out: no leader to wait for
             try:
                 raw, leader = await self._probe(key, k)
             except _REDIS_ERRORS as exc:  # one slow poll is not the end of the wait
                 ERRORS.labels("wait").inc()
+                self._breaker.failure()
                 _log.debug("cache_wait_poll_failed", error=repr(exc))
                 continue
             if raw is not None:

@@ -17,6 +17,8 @@ def _digest(key: str) -> bytes:
 class ApiKeys:
     def __init__(self, keys: dict[str, str]) -> None:
         self._by_digest = {_digest(k): tenant for k, tenant in keys.items()}
+        # A key's id: a prefix of its digest, never the key. Limit rules match on it (api_key).
+        self._ids = {d: "key-" + d.hex()[:12] for d in self._by_digest}
 
     @classmethod
     def parse(cls, spec: str) -> ApiKeys:
@@ -31,10 +33,19 @@ class ApiKeys:
 
     def tenant_for(self, header: str | None) -> str:
         """The tenant of an ``authorization`` header value (``Bearer <api key>``)."""
+        return self.identify(header)[0]
+
+    def identify(self, header: str | None) -> tuple[str, str]:
+        """(tenant, key id) of an ``authorization`` header value (``Bearer <api key>``)."""
         if not header or not header.startswith("Bearer "):
             raise Unauthenticated("missing 'authorization: Bearer <api key>' metadata")
         probe = _digest(header[len("Bearer ") :].strip())
         for digest, tenant in self._by_digest.items():
             if hmac.compare_digest(digest, probe):
-                return tenant
+                return tenant, self._ids[digest]
         raise Unauthenticated("unknown API key")
+
+    @staticmethod
+    def key_id(key: str) -> str:
+        """The id a key's requests carry (``api_key`` in limit rules): ``llmgw keys`` prints it."""
+        return "key-" + _digest(key).hex()[:12]

@@ -42,6 +42,9 @@ from llmgw.services.ingress.request import CacheMode, GatewayRequest
 __all__ = ["Gateway", "Reply", "remaining_metadata"]
 
 _log = get_logger(__name__)
+# The route a request that names none (nor its prompt) runs on, as limit rules see it: the
+# router's default_route, "default" in the shipped routes.yaml.
+DEFAULT_ROUTE = "default"
 REQUESTS = Counter("llmgw_requests_total", "Gateway requests by outcome", ["tenant", "status", "cache"])
 TOKENS = Counter("llmgw_tokens_total", "Provider tokens used (cache hits excluded)",
                  ["tenant", "provider", "model", "direction"])
@@ -71,6 +74,8 @@ class _Resolved:
     version: PromptVersion | None
     route: str
     key: KeyMaterial
+    # The limiter descriptor after tenant and key id: route, prompt, label (docs/limits.md).
+    descriptor_tail: tuple[tuple[str, str], ...] = ()
     # The prompt's tokens as it will be sent (rendering + tokenizing is costly): counted on first need.
     prompt_tokens: int | None = None
 
@@ -84,6 +89,12 @@ class _Admitted:
     stream: bool
     deadline: float | None = None
     at: float = 0.0  # wall clock at admission (the request event's time)
+    key_id: str = ""
+
+    @property
+    def descriptor(self) -> tuple[tuple[str, str], ...]:
+        """What the limiter's gateway-domain rules may match: every key the ingress knows."""
+        return (("tenant", self.tenant), ("api_key", self.key_id), *self.resolved.descriptor_tail)
 
     @property
     def req(self) -> GatewayRequest:
@@ -181,16 +192,16 @@ class Gateway:
         time_remaining: float | None = None,
     ) -> _Admitted:
         started = time.perf_counter()
-        tenant = ""
+        tenant = key_id = ""
         try:
-            tenant = self._keys.tenant_for(authorization)
+            tenant, key_id = self._keys.identify(authorization)
             resolved = self._resolve(tenant, req)
         except LlmgwError as exc:
             self._bookkeeping.call(self._publish_outcome, request_id, tenant, req, "", req.route, exc, started,
                                    None, False, time.perf_counter(), time.time())
             raise
         deadline = time.monotonic() + time_remaining if time_remaining is not None else None
-        return _Admitted(request_id, tenant, resolved, started, stream, deadline, time.time())
+        return _Admitted(request_id, tenant, resolved, started, stream, deadline, time.time(), key_id)
 
     def _resolve(self, tenant: str, req: GatewayRequest) -> _Resolved:
         """Validation, label resolution and key material; a repeat (same fingerprint, tenant and
@@ -207,7 +218,9 @@ class Gateway:
             # (No longer the caller's bytes: the fingerprint goes.)
             req = replace(req, variables=version.variables(req.variables), route=req.route or version.route,
                           fingerprint=b"")
-        resolved = _Resolved(req, version, req.route, KeyMaterial(
+        tail = (("route", req.route or DEFAULT_ROUTE),
+                *((("prompt", req.prompt), ("label", req.label or self._default_label)) if req.prompt else ()))
+        resolved = _Resolved(req, version, req.route, descriptor_tail=tail, key=KeyMaterial(
             tenant=tenant,
             route=req.route,
             prompt=req.prompt,
@@ -248,7 +261,7 @@ class Gateway:
 
     async def _check(self, a: _Admitted) -> Decision:
         return await self._limited(self._limiter.check(
-            [("tenant", a.tenant)], requests=1, tokens=self._estimate(a), request_id=a.request_id
+            a.descriptor, requests=1, tokens=self._estimate(a), request_id=a.request_id
         ))
 
     async def _limited(self, decision: Coroutine[Any, Any, Decision]) -> Decision:
@@ -287,23 +300,36 @@ class Gateway:
             if near is not None:
                 # Answered from memory: only the request limit is left to decide (a hit costs no
                 # tokens), often from a lease without any round trip.
-                return self._allowed(a, await self._limited(self._limiter.admit([("tenant", a.tenant)]))), near
+                return self._allowed(a, await self._limited(self._limiter.admit(a.descriptor))), near
         check = asyncio.ensure_future(self._check(a))
         lookup = asyncio.ensure_future(self._lookup(a))
         try:
-            decision = await check
+            # Shielded: a request cancelled here (client cancel, deadline) lets both calls finish
+            # and gives back what they took, instead of leaving a reservation charged and a
+            # single-flight lock held until they expire.
+            decision = await asyncio.shield(check)
         except BaseException:
             lookup.add_done_callback(self._release_if_leader)
+            check.add_done_callback(self._settle_if_reserved)
             raise
         if not decision.allowed:
             # Let the lookup finish (it is bounded): a refused request must not keep a
             # single-flight lock that identical requests of other callers would wait on.
             lookup.add_done_callback(self._release_if_leader)
         self._allowed(a, decision)
-        found = await lookup
-        if found.in_flight:
-            found = await self._wait(a, found)
+        try:
+            found = await asyncio.shield(lookup)
+            if found.in_flight:
+                found = await self._wait(a, found)
+        except BaseException:
+            lookup.add_done_callback(self._release_if_leader)
+            self._release(decision, None)
+            raise
         return decision, found
+
+    def _settle_if_reserved(self, done: asyncio.Future[Decision]) -> None:
+        if not done.cancelled() and done.exception() is None and done.result().reservation_id:
+            self._later(self._limiter.settle(done.result().reservation_id, 0))
 
     @staticmethod
     def _allowed(a: _Admitted, decision: Decision) -> Decision:
@@ -385,18 +411,25 @@ class Gateway:
                               completion, hit, ended, at)
 
     def _failed(
-        self, a: _Admitted, decision: Decision | None, exc: LlmgwError, lookup: LookupResult | None = None
+        self, a: _Admitted, decision: Decision | None, exc: LlmgwError, lookup: LookupResult | None = None,
+        *, tokens: int = 0,
     ) -> None:
+        """``tokens``: what the failed request still cost (a stream cut after chunks were sent)."""
         if (lookup is not None and lookup.leader) or (decision is not None and decision.reservation_id):
-            self._soon.call(self._release, decision, lookup)
+            self._soon.call(self._release, decision, lookup, tokens)
         self._bookkeeping.call(self._publish_outcome, a.request_id, a.tenant, a.req, a.prompt_version, a.route,
                                exc, a.started, None, False, time.perf_counter(), time.time())
 
-    def _release(self, decision: Decision | None, lookup: LookupResult | None) -> None:
+    def _release(self, decision: Decision | None, lookup: LookupResult | None, tokens: int = 0) -> None:
         if lookup is not None and lookup.leader:
             self._later(self._cache.release(lookup.key))
         if decision is not None and decision.reservation_id:
-            self._later(self._limiter.settle(decision.reservation_id, 0))
+            self._later(self._limiter.settle(decision.reservation_id, tokens))
+
+    def _sent_tokens(self, a: _Admitted, pieces: list[str]) -> int:
+        """What a stream cut after chunks were sent cost: the prompt and the text sent (counted
+        with the same tokenizer as the reservation). Nothing sent: nothing charged."""
+        return self._prompt_token_count(a) + count_tokens("".join(pieces)) if pieces else 0
 
     def refused(self, request_id: str, exc: LlmgwError) -> None:
         """A request refused before it was read (its size): the response event says so and
@@ -428,6 +461,11 @@ class Gateway:
             completion = await self._router.route(a.call())
         except LlmgwError as exc:
             self._failed(a, decision, exc, lookup)
+            raise
+        except BaseException:
+            # Cancelled (the client went away, its deadline passed): give back the lock and the
+            # reservation now, not when they expire.
+            self._failed(a, decision, Aborted("request cancelled by the client"), lookup)
             raise
         self._finish(a, decision, lookup, completion, (), hit=False)
         return Reply(rid, completion, a.prompt_version, False, decision.statuses)
@@ -465,11 +503,13 @@ class Gateway:
                 pieces.append(chunk.delta)
                 yield chunk
         except LlmgwError as exc:
-            self._failed(a, decision, exc, lookup)
+            self._failed(a, decision, exc, lookup, tokens=self._sent_tokens(a, pieces))
             raise
         except BaseException:
-            # The client went away mid-stream: an aborted stream is never cached.
-            self._failed(a, decision, Aborted("stream aborted by the client"), lookup)
+            # The client went away mid-stream: an aborted stream is never cached, and pays for
+            # what it was sent (reading 99 of 100 chunks and leaving is not free).
+            self._failed(a, decision, Aborted("stream aborted by the client"), lookup,
+                         tokens=self._sent_tokens(a, pieces))
             raise
         if final is None:
             exc2 = Aborted("provider stream ended without a final chunk")

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 import uuid
+from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -15,7 +17,7 @@ from prometheus_client import Counter
 from redis.exceptions import RedisError
 
 from llmgw.domain import Decision, LimitStatus
-from llmgw.kit.breaker import Breaker
+from llmgw.kit.breaker import Breaker, State
 from llmgw.kit.errors import InvalidArgument
 from llmgw.kit.logging import get_logger
 from llmgw.kit.metrics import child
@@ -36,6 +38,8 @@ DECISIONS = Counter("llmgw_limiter_decisions_total", "Limiter decisions", ["doma
 REDIS_ERRORS = Counter("llmgw_limiter_redis_errors_total", "Redis calls that failed or timed out")
 NEAR_LIMIT = Counter("llmgw_limiter_near_limit_total", "Admissions leaving less than 20% of a limit", ["limit"])
 SHADOW_HITS = Counter("llmgw_limiter_shadow_exceeded_total", "Shadow limits that would have refused", ["limit"])
+SETTLES = Counter("llmgw_limiter_settles_deferred_total",
+                  "Settles that met a Redis outage: queued, applied late, or dropped (queue full)", ["result"])
 LOCAL_DECISIONS = Counter("llmgw_limiter_local_decisions_total", "Checks decided in process while Redis is out")
 
 
@@ -103,6 +107,7 @@ class RedisLimiter:
         batcher: ScriptBatcher | None = None,
         lease_max: int = 1,
         lease_ttl_s: float = 1.0,
+        settle_queue_max: int = 100_000,
     ) -> None:
         self._redis = redis
         self._rules = rules
@@ -119,6 +124,10 @@ class RedisLimiter:
         self._lease_ttl = lease_ttl_s
         self._leases: dict[tuple[str, tuple[tuple[str, str], ...]], _Lease] = {}
         self._refills = Background()
+        # Settles that met a Redis outage, applied when it is back (oldest first, bounded).
+        self._pending_settles: deque[tuple[str, int]] = deque()
+        self._settle_queue_max = settle_queue_max
+        self._settling = False
         # Pipelined with whatever else runs at the same moment (other checks; in a colocated
         # ingress also the cache lookup): one write and one read per loop turn, not per call.
         batcher = batcher or ScriptBatcher(redis)
@@ -174,7 +183,10 @@ class RedisLimiter:
             for key, (_, limit) in zip(keys, matched, strict=True)
             if limit.unit == "tokens" and tokens > 0 and not limit.shadow
         ]
-        reservation = f"{self._prefix}:res:{request_id or uuid.uuid4().hex}" if token_buckets else ""
+        # Made here, never taken from the caller (whose request id is a correlation id only: two
+        # requests with the same one must not share a reservation), and namespaced by tenant.
+        owner = quote(dict(descriptor).get("tenant") or domain, safe="")
+        reservation = f"{self._prefix}:res:{owner}:{uuid.uuid4().hex}" if token_buckets else ""
         payload = json.dumps({"buckets": token_buckets}) if token_buckets else ""
         if not self._breaker.allow():
             return self._decide_locally(domain, dict(descriptor), matched, requests, tokens)
@@ -192,7 +204,13 @@ class RedisLimiter:
             self._breaker.failure()
             _log.warning("limiter_redis_unavailable", error=repr(exc))
             return self._decide_locally(domain, dict(descriptor), matched, requests, tokens)
+        except BaseException:
+            # Cancelled mid-call: no verdict on Redis, but a half-open probe slot must be freed,
+            # or the breaker would never let another call through (degraded until a restart).
+            self._breaker.release()
+            raise
         self._breaker.success()
+        self._settle_queued()
         denied, retry_ms, deny_idx = int(raw[0]), int(raw[1]), int(raw[2])
         if denied and deny_idx == 0:
             _counter(domain, "paused").inc()
@@ -339,8 +357,13 @@ class RedisLimiter:
         return max(1, min(self._lease_max, min(remaining, default=0) // 10, lease.demand))
 
     async def settle(self, reservation_id: str, actual_tokens: int) -> int:
-        """Replace a reservation's estimate by the real count; 0 when there is nothing to settle."""
-        if not reservation_id or not self._breaker.allow():
+        """Replace a reservation's estimate by the real count; 0 when there is nothing to settle.
+        While Redis is out the settle is queued (bounded, counted) and applied once it is back:
+        otherwise the whole estimate would stay charged for the reservation's life."""
+        if not reservation_id:
+            return 0
+        if self._breaker.state == State.OPEN:
+            self._queue_settle(reservation_id, actual_tokens)
             return 0
         try:
             refunded = await self._settle(keys=[reservation_id], args=[max(0, actual_tokens)],
@@ -348,8 +371,43 @@ class RedisLimiter:
         except (TimeoutError, RedisError, OSError) as exc:
             REDIS_ERRORS.inc()
             _log.warning("limiter_settle_failed", error=repr(exc), reservation=reservation_id)
+            self._queue_settle(reservation_id, actual_tokens)
             return 0
+        self._settle_queued()
         return int(refunded or 0)
+
+    def _queue_settle(self, reservation_id: str, tokens: int) -> None:
+        if len(self._pending_settles) >= self._settle_queue_max:
+            SETTLES.labels("dropped").inc()  # the reservation then expires with its estimate
+            return
+        self._pending_settles.append((reservation_id, tokens))
+        SETTLES.labels("queued").inc()
+        if not self._settling:
+            self._settling = True
+            self._refills.spawn(self._retry_settles())
+
+    def _settle_queued(self) -> None:
+        """Redis answers again: apply what waited (in the background)."""
+        if self._pending_settles and not self._settling:
+            self._settling = True
+            self._refills.spawn(self._retry_settles())
+
+    async def _retry_settles(self) -> None:
+        try:
+            while self._pending_settles:
+                if self._breaker.state == State.OPEN:
+                    await asyncio.sleep(0.25)
+                    continue
+                reservation_id, tokens = self._pending_settles[0]
+                try:
+                    await self._settle(keys=[reservation_id], args=[max(0, tokens)], timeout_s=self._timeout * 4)
+                except (TimeoutError, RedisError, OSError):
+                    await asyncio.sleep(0.25)
+                    continue
+                self._pending_settles.popleft()
+                SETTLES.labels("applied_late").inc()
+        finally:
+            self._settling = False
 
     def _pause_key(self, domain: str, descriptor: Sequence[tuple[str, str]]) -> str:
         return f"{self._prefix}:pause:{domain}:" + quote("|".join(f"{k}={v}" for k, v in descriptor), safe="=|")

@@ -23,9 +23,16 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from llmgw.kit.errors import ConfigError
 from llmgw.kit.settings import load_yaml
 
-__all__ = ["DESCRIPTOR_KEYS", "Limit", "Rule", "RuleSet", "load_rules", "parse_rules"]
+__all__ = ["DESCRIPTOR_KEYS", "SENT_KEYS", "Limit", "Rule", "RuleSet", "load_rules", "parse_rules"]
 
-DESCRIPTOR_KEYS = ("tenant", "api_key", "route", "prompt", "provider", "model")
+# What each domain's caller sends, and so all a rule may match on: the ingress checks the
+# gateway domain before a model is chosen (tenant, the API key's id — never the key —, route,
+# prompt, label), the router the provider domain before each provider call.
+SENT_KEYS: dict[str, tuple[str, ...]] = {
+    "gateway": ("tenant", "api_key", "route", "prompt", "label"),
+    "provider": ("provider", "model"),
+}
+DESCRIPTOR_KEYS = tuple(dict.fromkeys(k for keys in SENT_KEYS.values() for k in keys))
 PERIOD_MS = {"second": 1_000, "minute": 60_000, "hour": 3_600_000, "day": 86_400_000}
 
 
@@ -96,6 +103,19 @@ class RuleSet(_Strict):
     @classmethod
     def _unique_names(cls, value: dict[str, list[Rule]]) -> dict[str, list[Rule]]:
         for domain, rules in value.items():
+            if domain not in SENT_KEYS:
+                raise ValueError(f"unknown domain {domain!r}: nothing checks it (domains: {', '.join(SENT_KEYS)})")
+            matches: dict[frozenset[tuple[str, str]], int] = {}
+            for i, rule in enumerate(rules):
+                unsent = [k for k in rule.match if k not in SENT_KEYS[domain]]
+                if unsent:
+                    raise ValueError(f"{domain}[{i}]: the {domain} domain is never sent {unsent[0]!r}, so this "
+                                     f"rule could never apply (it gets: {', '.join(SENT_KEYS[domain])})")
+                key = frozenset(rule.match.items())
+                if key in matches:
+                    raise ValueError(f"{domain}[{matches[key]}] and {domain}[{i}] have the same match {rule.match}: "
+                                     "only one of them would ever apply; merge their limits")
+                matches[key] = i
             seen: set[str] = set()
             for rule in rules:
                 for limit in rule.limits:

@@ -60,10 +60,11 @@ class System:
     ingress_env: dict[str, str] = field(default_factory=dict)
     used_ports: set[int] = field(default_factory=set)
 
-    async def add_ingress(self, name: str, *, colocate: bool) -> str:
+    async def add_ingress(self, name: str, *, colocate: bool, port: int | None = None) -> str:
         """One more ingress process on this system's limiter, cache, router and Redis (e.g. to
-        compare topologies side by side); returns its address once SERVING."""
-        port = free_port(self.used_ports)
+        compare topologies side by side, or to restart one on its port); returns its address
+        once SERVING."""
+        port = port or free_port(self.used_ports)
         env = {**self.ingress_env, "PORT": str(port), "METRICS_PORT": "0",
                **(_colocated_env(self.ingress_env["REDIS_URL"], self.workdir / "limits.yaml") if colocate else {})}
         if not colocate:

@@ -250,3 +250,43 @@ async def test_answers_cut_by_max_tokens_are_stored_only_where_the_policy_opts_i
     assert await cache.store(first.key, replace(ENTRY, finish_reason="length"), tenant="acme", prompt="p")
     hit = await cache.lookup(KEY)
     assert hit.hit and hit.entry is not None and hit.entry.finish_reason == "length"
+
+
+async def test_a_hung_redis_is_waited_for_a_few_times_then_skipped_until_it_answers() -> None:
+    """With Redis frozen (SIGSTOP), only the lookups that open the breaker wait out the budget;
+    after that every lookup is a miss without a Redis call (counted), so what a hung Redis costs a
+    request is bounded by the budget, once — shown by counting calls, not by timing them."""
+    import os
+    import signal
+
+    from prometheus_client import REGISTRY
+
+    from llmgw.kit.breaker import Breaker
+    from llmgw.kit.embedded import start_redis
+
+    proc = start_redis()
+    redis = aioredis.Redis.from_url(f"redis://{proc.address}/0")
+    cache = RedisCache(redis, prefix="t-hung", breaker=Breaker(failure_threshold=3, open_seconds=0.5))
+
+    def count(name: str, labels: dict[str, str] | None = None) -> float:
+        return REGISTRY.get_sample_value(name, labels or {}) or 0
+
+    try:
+        assert (await cache.lookup(KEY)).leader
+        os.kill(proc.popen.pid, signal.SIGSTOP)
+        try:
+            gave_up, skipped = count("llmgw_cache_redis_errors_total", {"op": "lookup"}), \
+                count("llmgw_cache_redis_skipped_total")
+            results = [await cache.lookup(KEY) for _ in range(20)]
+            assert all(not r.hit and not r.leader for r in results)
+            assert count("llmgw_cache_redis_errors_total", {"op": "lookup"}) - gave_up == 3
+            assert count("llmgw_cache_redis_skipped_total") - skipped == 17
+            assert not results[-1].cacheable, "nothing is stored while Redis is out"
+        finally:
+            os.kill(proc.popen.pid, signal.SIGCONT)
+        await asyncio.sleep(0.6)  # the breaker's cool-down: the next lookup probes Redis again
+        back = await cache.lookup(replace(KEY, variables={"a": "2"}))
+        assert back.cacheable and back.leader
+    finally:
+        await redis.aclose()
+        proc.stop()

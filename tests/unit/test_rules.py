@@ -12,7 +12,7 @@ GOOD = {
     "domains": {
         "gateway": [
             {"match": {"tenant": "*"}, "limits": [{"name": "rpm", "unit": "requests", "limit": 5, "per": "minute"}]},
-            {"match": {"tenant": "acme", "model": "*"},
+            {"match": {"tenant": "acme", "route": "*"},
              "limits": [{"name": "acme-tpm", "unit": "tokens", "limit": 100, "per": "minute", "shadow": True}]},
         ]
     }
@@ -21,7 +21,7 @@ GOOD = {
 
 def test_matching_by_wildcard_and_value() -> None:
     rules = parse_rules(GOOD)
-    names = [lim.name for _, lim in rules.matching("gateway", {"tenant": "acme", "model": "m"})]
+    names = [lim.name for _, lim in rules.matching("gateway", {"tenant": "acme", "route": "r"})]
     assert names == ["rpm", "acme-tpm"]
     assert [lim.name for _, lim in rules.matching("gateway", {"tenant": "globex"})] == ["rpm"]
     assert rules.matching("other", {"tenant": "acme"}) == []
@@ -35,6 +35,9 @@ def test_matching_by_wildcard_and_value() -> None:
         (lambda d: d["domains"]["gateway"][0]["limits"][0].update(limit=0), "limit"),
         (lambda d: d["domains"]["gateway"][0].update(match={"colour": "red"}), "colour"),
         (lambda d: d["domains"]["gateway"][1]["limits"][0].update(name="rpm"), "used twice"),
+        (lambda d: d["domains"]["gateway"][1].update(match={"tenant": "*", "model": "*"}), "never sent 'model'"),
+        (lambda d: d["domains"].update(custom=[]), "unknown domain 'custom'"),
+        (lambda d: d["domains"]["gateway"][1].update(match={"tenant": "*"}), r"gateway\[0\] and gateway\[1\]"),
     ],
 )
 def test_bad_rules_are_rejected_with_the_key_named(mutate, message: str) -> None:  # type: ignore[no-untyped-def]
