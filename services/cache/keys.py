@@ -2,7 +2,9 @@
 
 Canonical JSON (sorted keys, no whitespace) of every field that changes the answer: tenant,
 prompt name and immutable version, variables (defaults filled in), every raw message (system
-included), route, and all sampling parameters. Metadata and request ids are not part of it.
+included), route and a digest of its targets (provider and model: a route edit is a new key), and
+all sampling parameters as they run (the caller's, then the prompt version's, then the route's
+defaults). Metadata and request ids are not part of it.
 
 Redis layout (``:`` separates, each part escaped):
 
@@ -25,7 +27,7 @@ __all__ = ["KEY_SCHEMA", "cache_key", "canonical_json", "entry_pattern", "lock_k
 
 # Bumped whenever the canonical form or the entry layout changes, so old entries are simply never
 # read again (2: entries became hashes carrying their savings, see core._LOOKUP).
-KEY_SCHEMA = 2
+KEY_SCHEMA = 3  # 3: effective sampling and the route's targets
 
 
 # Escape what would break the layout or a SCAN pattern (str.translate: this runs on every lookup).
@@ -41,6 +43,7 @@ def canonical_json(k: KeyMaterial) -> str:
         "schema": KEY_SCHEMA,
         "tenant": k.tenant,
         "route": k.route,
+        "targets": k.targets,
         "prompt": k.prompt,
         "prompt_version": k.prompt_version,
         "variables": dict(sorted(k.variables.items())),

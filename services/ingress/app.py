@@ -34,6 +34,7 @@ from llmgw.services.ingress.settings import IngressSettings
 from llmgw.services.limiter.app import start_core as start_limiter_core
 from llmgw.services.limiter.server import LimiterClient
 from llmgw.services.limiter.settings import LimiterSettings
+from llmgw.services.router.config import load_router_config
 from llmgw.services.router.server import RouterClient
 
 __all__ = ["build"]
@@ -171,6 +172,7 @@ async def build(settings: IngressSettings, *, limiter_settings: LimiterSettings 
         single_flight_wait_s=settings.single_flight_wait_s,
         memo_entries=settings.memo_entries,
         bookkeeping_delay_s=settings.bookkeeping_delay_s,
+        routes=load_router_config(settings.routes_file) if settings.routes_file else None,
     )
 
     async def ready() -> bool:

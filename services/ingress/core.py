@@ -36,14 +36,16 @@ from llmgw.kit.tokens import count_tokens
 from llmgw.ports import CachePort, EventSink, LimiterPort, RouterPort
 from llmgw.prompts import PromptVersion, Registry
 from llmgw.services.ingress.auth import ApiKeys
+from llmgw.services.ingress.effective import effective_sampling, route_name
 from llmgw.services.ingress.events import request_event, response_event
 from llmgw.services.ingress.request import CacheMode, GatewayRequest
+from llmgw.services.router.config import RouterConfig
 
 __all__ = ["Gateway", "Reply", "remaining_metadata"]
 
 _log = get_logger(__name__)
-# The route a request that names none (nor its prompt) runs on, as limit rules see it: the
-# router's default_route, "default" in the shipped routes.yaml.
+# The route a request that names none (nor its prompt) runs on, as limit rules see it when the
+# ingress has no routes file: "default", the shipped routes.yaml's default_route.
 DEFAULT_ROUTE = "default"
 REQUESTS = Counter("llmgw_requests_total", "Gateway requests by outcome", ["tenant", "status", "cache"])
 TOKENS = Counter("llmgw_tokens_total", "Provider tokens used (cache hits excluded)",
@@ -149,7 +151,10 @@ class Gateway:
         single_flight_wait_s: float = 10.0,
         memo_entries: int = 1024,
         bookkeeping_delay_s: float = 0.002,
+        routes: RouterConfig | None = None,
     ) -> None:
+        # The router's routes (the same file): what really runs, for the cache key.
+        self._routes = routes
         self._limiter = limiter
         self._cache = cache
         self._router = router
@@ -218,8 +223,10 @@ class Gateway:
             # (No longer the caller's bytes: the fingerprint goes.)
             req = replace(req, variables=version.variables(req.variables), route=req.route or version.route,
                           fingerprint=b"")
-        tail = (("route", req.route or DEFAULT_ROUTE),
+        route = route_name(req.route, self._routes) or DEFAULT_ROUTE
+        tail = (("route", route),
                 *((("prompt", req.prompt), ("label", req.label or self._default_label)) if req.prompt else ()))
+        sampling, targets = effective_sampling(req.sampling, version, req.route, self._routes)
         resolved = _Resolved(req, version, req.route, descriptor_tail=tail, key=KeyMaterial(
             tenant=tenant,
             route=req.route,
@@ -227,7 +234,8 @@ class Gateway:
             prompt_version=version.id if version else "",
             variables=req.variables,
             messages=req.messages,
-            sampling=req.sampling,
+            sampling=sampling,
+            targets=targets,
         ))
         if memo_key is not None:
             self._resolutions.put(memo_key, resolved)
@@ -246,7 +254,7 @@ class Gateway:
     def _estimate(self, a: _Admitted) -> int:
         """Tokens to reserve: the prompt as it will be sent (counted with cl100k_base) plus the
         most the answer may take. Settled against the provider's real usage afterwards."""
-        return self._prompt_token_count(a) + (a.req.sampling.max_tokens or self._default_max_tokens)
+        return self._prompt_token_count(a) + (a.key.sampling.max_tokens or self._default_max_tokens)
 
     def _prompt_token_count(self, a: _Admitted) -> int:
         r = a.resolved

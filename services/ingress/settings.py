@@ -8,6 +8,7 @@ from typing import Literal
 from pydantic import Field, SecretStr, field_validator
 
 from llmgw.kit.settings import ServiceSettings
+from llmgw.services.router.settings import DEFAULT_ROUTES
 
 
 class IngressSettings(ServiceSettings):
@@ -67,6 +68,9 @@ class IngressSettings(ServiceSettings):
     # memo_max_bytes (serialized) are never remembered. 0: off.
     memo_entries: int = Field(default=1024, ge=0)
     memo_max_bytes: int = Field(default=4096, ge=0)
+    # The router's routes file (the same one): the ingress builds cache keys from what really runs
+    # (the route's sampling defaults and targets). Empty: keys from the request and prompt only.
+    routes_file: Path | None = DEFAULT_ROUTES
     # A request larger than this (serialized) is refused with INVALID_ARGUMENT before anything
     # else reads it, authentication included: its fields never reach an event, so one request
     # can't make an event the broker refuses (Kafka's default max message is 1 MiB).

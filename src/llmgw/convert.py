@@ -111,6 +111,7 @@ def key_to_pb(k: KeyMaterial) -> cache_pb2.KeyMaterial:
         messages=messages_to_pb(k.messages),
         route=k.route,
         sampling=sampling_to_pb(k.sampling),
+        targets=k.targets,
     )
 
 
@@ -123,6 +124,7 @@ def key_from_pb(k: cache_pb2.KeyMaterial) -> KeyMaterial:
         variables=dict(k.variables),
         messages=messages_from_pb(k.messages),
         sampling=sampling_from_pb(k.sampling),
+        targets=k.targets,
     )
 
 

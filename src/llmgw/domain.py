@@ -123,7 +123,10 @@ class KeyMaterial:
     prompt_version: str = ""
     variables: Mapping[str, str] = field(default_factory=dict)
     messages: tuple[Message, ...] = ()
+    # The effective sampling: the caller's, then the prompt version's, then the route's defaults.
     sampling: Sampling = Sampling()
+    # Digest of the route's targets (provider and model, in order), so a route edit is a new key.
+    targets: str = ""
     # Values derived from this material, filled in once by whoever derives them (the cache's key,
     # by prefix: services/cache/keys.py). The ingress reuses one KeyMaterial for a request's
     # repeats, so a hit serializes and hashes nothing. Not part of equality; ``replace`` starts empty.

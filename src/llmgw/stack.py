@@ -87,13 +87,15 @@ async def start_stack(
     cache_overrides: dict[str, Any] | None = None,
     router_overrides: dict[str, Any] | None = None,
     colocate: tuple[str, ...] = (),
+    prefix: str | None = None,
 ) -> Stack:
     """Start limiter, cache, router and ingress; keys get a fresh prefix so runs never collide.
 
     ``colocate`` ("limiter", "cache") runs those cores inside the ingress too, with the very
     settings of the services (same Redis keys): the services keep running for the router's
     outbound quotas and the cache's Stats/Invalidate."""
-    prefix = f"llmgw-test-{uuid.uuid4().hex[:8]}"
+    # A given prefix: a "restart" that finds the previous run's cache and limits in Redis.
+    prefix = prefix or f"llmgw-test-{uuid.uuid4().hex[:8]}"
     owns_fake = fake is None
     fake = fake or await start_fake_providers()
     lim_kw: dict[str, Any] = {"redis_url": redis_url, "key_prefix": f"{prefix}:rl", "port": 0}
@@ -122,6 +124,7 @@ async def start_stack(
                 api_keys=api_keys,
                 prompts_dir=prompts_dir,
                 colocate=frozenset(colocate),
+                **({"routes_file": str(routes_file)} if routes_file else {}),
                 **(ingress_overrides or {}),
             ),
             limiter_settings=limiter_settings,

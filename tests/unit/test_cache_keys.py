@@ -30,6 +30,7 @@ BASE = KeyMaterial(
         replace(BASE, sampling=replace(BASE.sampling, top_p=0.9)),
         replace(BASE, sampling=replace(BASE.sampling, stop=("STOP",))),
         replace(BASE, messages=(Message("user", "hi"),)),
+        replace(BASE, targets="0123456789abcdef"),  # the route's targets were edited
     ],
 )
 def test_every_field_that_changes_the_answer_changes_the_key(changed: KeyMaterial) -> None:
@@ -77,3 +78,33 @@ def test_a_material_computes_its_key_once_per_prefix() -> None:
     assert k == BASE
     other = replace(k, tenant="globex")
     assert other.memo == {} and cache_key(other) != first
+
+
+def test_the_key_is_built_from_the_sampling_and_targets_that_really_run() -> None:
+    from pathlib import Path
+
+    from llmgw.prompts import Registry
+    from llmgw.services.ingress.effective import effective_sampling
+    from llmgw.services.router.config import RouterConfig
+
+    def routes(model: str, temperature: float | None = 0) -> RouterConfig:
+        return RouterConfig.model_validate({
+            "providers": {"openai": {"api_key_env": "X"}},
+            "routes": {"default": {"defaults": {"temperature": temperature, "max_tokens": 300},
+                                   "targets": [{"provider": "openai", "model": model}]}},
+        })
+
+    pv = Registry.load(Path(__file__).resolve().parents[2] / "prompts").resolve("summarize")
+    caller = Sampling()  # the caller sets nothing
+    sampling, targets = effective_sampling(caller, None, "", routes("gpt-4o-mini", 0.9))
+    assert sampling.temperature == 0.9 and sampling.max_tokens == 300  # the route's defaults
+    from dataclasses import replace as _replace
+
+    pv = _replace(pv, spec=pv.spec.model_copy(update={"sampling": pv.spec.sampling.model_copy(
+        update={"temperature": 0.2})}))
+    sampling, _ = effective_sampling(caller, pv, "", routes("gpt-4o-mini", 0.9))
+    assert sampling.temperature == 0.2  # the prompt version's come before the route's
+    assert effective_sampling(Sampling(temperature=0.3), pv, "", routes("m"))[0].temperature == 0.3  # caller wins
+    _, edited = effective_sampling(caller, None, "", routes("gpt-5-mini"))
+    assert edited != targets and len(edited) == 16
+    assert effective_sampling(caller, None, "", None) == (caller, "")

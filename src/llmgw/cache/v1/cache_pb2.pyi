@@ -8,7 +8,7 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class KeyMaterial(_message.Message):
-    __slots__ = ("tenant", "prompt", "prompt_version", "variables", "messages", "route", "sampling")
+    __slots__ = ("tenant", "prompt", "prompt_version", "variables", "messages", "route", "sampling", "targets")
     class VariablesEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -23,6 +23,7 @@ class KeyMaterial(_message.Message):
     MESSAGES_FIELD_NUMBER: _ClassVar[int]
     ROUTE_FIELD_NUMBER: _ClassVar[int]
     SAMPLING_FIELD_NUMBER: _ClassVar[int]
+    TARGETS_FIELD_NUMBER: _ClassVar[int]
     tenant: str
     prompt: str
     prompt_version: str
@@ -30,7 +31,8 @@ class KeyMaterial(_message.Message):
     messages: _containers.RepeatedCompositeFieldContainer[_gateway_pb2.Message]
     route: str
     sampling: _gateway_pb2.Sampling
-    def __init__(self, tenant: _Optional[str] = ..., prompt: _Optional[str] = ..., prompt_version: _Optional[str] = ..., variables: _Optional[_Mapping[str, str]] = ..., messages: _Optional[_Iterable[_Union[_gateway_pb2.Message, _Mapping]]] = ..., route: _Optional[str] = ..., sampling: _Optional[_Union[_gateway_pb2.Sampling, _Mapping]] = ...) -> None: ...
+    targets: str
+    def __init__(self, tenant: _Optional[str] = ..., prompt: _Optional[str] = ..., prompt_version: _Optional[str] = ..., variables: _Optional[_Mapping[str, str]] = ..., messages: _Optional[_Iterable[_Union[_gateway_pb2.Message, _Mapping]]] = ..., route: _Optional[str] = ..., sampling: _Optional[_Union[_gateway_pb2.Sampling, _Mapping]] = ..., targets: _Optional[str] = ...) -> None: ...
 
 class Entry(_message.Message):
     __slots__ = ("text", "provider", "model", "usage", "chunks", "stored_at", "finish_reason")
