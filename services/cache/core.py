@@ -114,7 +114,26 @@ if redis.call('SET', KEYS[2], ARGV[1], 'NX', 'PX', ARGV[2]) then
   for i = 3, 4 do redis.call('HINCRBY', KEYS[i], 'misses', 1) end
   return {2}
 end
-return {3}
+return {3, redis.call('PTTL', KEYS[2])}
+"""
+
+# KEYS: the lock. ARGV: the owner's token. Deletes the lock only if that owner still holds it.
+_RELEASE = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
+"""
+
+# KEYS: entry, lock, tenant stats, tenant+prompt stats. ARGV: blob, tokens, cost, ttl s, token.
+# Only the lock's owner stores (or anyone when the lock is gone: the answer is complete); a lock
+# taken over by another leader since is left to that leader.
+_STORE = """
+local holder = redis.call('GET', KEYS[2])
+if holder and holder ~= ARGV[5] then return 0 end
+redis.call('HSET', KEYS[1], 'e', ARGV[1], 't', ARGV[2], 'c', ARGV[3])
+redis.call('EXPIRE', KEYS[1], ARGV[4])
+if holder then redis.call('DEL', KEYS[2]) end
+for i = 3, 4 do redis.call('HINCRBY', KEYS[i], 'stores', 1) end
+return 1
 """
 
 
@@ -160,6 +179,8 @@ class RedisCache:
         # takes a single-flight lock it would not use.
         batcher = batcher or ScriptBatcher(redis)
         self._lookup_script = batcher.register(_LOOKUP)
+        self._release_script = batcher.register(_RELEASE)
+        self._store_script = batcher.register(_STORE)
         self._near_hits = batcher.register(_NEAR_HITS)
         self._near = near
         self._invalidations = f"{prefix}!invalidations"
@@ -243,16 +264,20 @@ class RedisCache:
             await asyncio.sleep(every_s)
             await self.flush_near_hits()
 
-    async def _probe(self, key: KeyMaterial, k: str) -> tuple[bytes | None, bool]:
-        """(entry, leader): the entry if stored; else whether this caller took the lock."""
+    async def _probe(self, key: KeyMaterial, k: str) -> tuple[bytes | None, str, int]:
+        """(entry, lock token, lock ms left): the entry if stored; else this caller's owner token
+        if it took the lock, or how long the leader's lock still holds."""
         # The budget counts from when the lookup is sent (kit/scripts.py): it bounds Redis, not
         # the wait for this process in a burst.
+        token = uuid.uuid4().hex
         res = await self._lookup_script(
             keys=[k, lock_key(k, prefix=self._prefix), *self._stats_keys(key.tenant, key.prompt)],
-            args=[uuid.uuid4().hex, self._lock_ttl_ms], timeout_s=self._timeout,
+            args=[token, self._lock_ttl_ms], timeout_s=self._timeout,
         )
         code = int(res[0])
-        return (res[1] if code == 1 else None), code == 2
+        if code == 1:
+            return res[1], "", 0
+        return None, (token if code == 2 else ""), (max(0, int(res[1])) if code == 3 else 0)
 
     async def lookup(self, key: KeyMaterial, *, read: bool = True) -> LookupResult:
         """A hit; or a miss that says whether this caller leads the provider call (``leader``) or
@@ -270,7 +295,7 @@ class RedisCache:
             SKIPPED.inc()
             return LookupResult(key=k, cacheable=False)  # no store either: Redis is out
         try:
-            raw, leader = await self._probe(key, k)
+            raw, token, ttl_ms = await self._probe(key, k)
         except _REDIS_ERRORS as exc:
             ERRORS.labels("lookup").inc()
             self._breaker.failure()
@@ -282,9 +307,10 @@ class RedisCache:
         self._breaker.success()
         if raw is not None:
             return self._hit(key, k, raw, generation)
-        if leader:
+        if token:
             _saved(key.tenant, key.prompt or "-").misses.inc()
-        return LookupResult(key=k, cacheable=True, leader=leader, in_flight=not leader)
+        return LookupResult(key=k, cacheable=True, leader=bool(token), in_flight=not token, lock_token=token,
+                            lock_ttl_ms=ttl_ms)
 
     async def wait(self, key: KeyMaterial, *, timeout_s: float) -> LookupResult:
         """Wait (bounded) for the leader's entry. If the leader gave up or died, the first waiter
@@ -300,7 +326,7 @@ class RedisCache:
                 SKIPPED.inc()
                 return LookupResult(key=k, cacheable=False)  # Redis is out: no leader to wait for
             try:
-                raw, leader = await self._probe(key, k)
+                raw, token, _ = await self._probe(key, k)
             except _REDIS_ERRORS as exc:  # one slow poll is not the end of the wait
                 ERRORS.labels("wait").inc()
                 self._breaker.failure()
@@ -309,50 +335,56 @@ class RedisCache:
             if raw is not None:
                 COALESCED.inc()
                 return self._hit(key, k, raw, generation)
-            if leader:
+            if token:
                 _saved(key.tenant, key.prompt or "-").misses.inc()
-                return LookupResult(key=k, cacheable=True, leader=True)
+                return LookupResult(key=k, cacheable=True, leader=True, lock_token=token)
         _log.warning("cache_wait_timed_out", key=k)
         _saved(key.tenant, key.prompt or "-").misses.inc()
         self._count_miss(key)
         return LookupResult(key=k, cacheable=True)
 
-    async def release(self, key: str) -> None:
-        """The leader will not store (failure, uncacheable answer): let waiters go at once."""
+    async def release(self, key: str, lock_token: str = "") -> None:
+        """The leader will not store (failure, uncacheable answer): let waiters go at once. Only
+        the owner's token releases: a leader slower than its lock must not free its successor's."""
+        if not lock_token:
+            return
         try:
-            async with asyncio.timeout(self._timeout * 4):
-                await self._redis.delete(lock_key(key, prefix=self._prefix))
+            await self._release_script(keys=[lock_key(key, prefix=self._prefix)], args=[lock_token],
+                                       timeout_s=self._timeout * 4)
         except _REDIS_ERRORS as exc:
             ERRORS.labels("release").inc()
             _log.warning("cache_release_gave_up", error=repr(exc))
 
-    async def store(self, key: str, entry: CacheEntry, *, tenant: str, prompt: str = "", route: str = "") -> bool:
+    async def store(self, key: str, entry: CacheEntry, *, tenant: str, prompt: str = "", route: str = "",
+                    lock_token: str = "") -> bool:
+        """Store a complete answer and free its waiters; ``lock_token``: the leader's (a store
+        while another leader holds the lock is left to that leader)."""
         policy = self._policy.for_request(prompt, route)
         if not policy.stores(entry.finish_reason):
             _log.info("cache_entry_incomplete", finish_reason=entry.finish_reason)
-            await self.release(key)
+            await self.release(key, lock_token)
             return False
         if not entry.stored_at:
             entry = dataclasses.replace(entry, stored_at=time.time())
         blob = zlib.compress(entry_to_pb(entry).SerializeToString(), 6)
         if len(blob) > policy.max_entry_bytes:
             _log.info("cache_entry_too_large", bytes=len(blob), max_bytes=policy.max_entry_bytes)
-            await self.release(key)
+            await self.release(key, lock_token)
             return False
         generation = self._generation()
         try:
-            async with asyncio.timeout(self._timeout * 4):
-                pipe = self._redis.pipeline(transaction=True)  # atomic with the lookup script
-                pipe.hset(key, mapping={"e": blob, "t": entry.usage.total_tokens,
-                                        "c": repr(entry.usage.cost_usd or 0.0)})
-                pipe.expire(key, policy.ttl_s)
-                pipe.delete(lock_key(key, prefix=self._prefix))
-                for stats in self._stats_keys(tenant, prompt):
-                    pipe.hincrby(stats, "stores", 1)
-                await pipe.execute()
+            stored = await self._store_script(
+                keys=[key, lock_key(key, prefix=self._prefix), *self._stats_keys(tenant, prompt)],
+                args=[blob, entry.usage.total_tokens, repr(entry.usage.cost_usd or 0.0), policy.ttl_s,
+                      lock_token or "-"],
+                timeout_s=self._timeout * 4,
+            )
         except _REDIS_ERRORS as exc:
             ERRORS.labels("store").inc()
             _log.warning("cache_store_gave_up", error=repr(exc))
+            return False
+        if not int(stored):
+            _log.info("cache_store_left_to_the_lock_owner", key=key)
             return False
         if self._near is not None:
             self._near.put(key, entry, ttl_left_s=policy.ttl_s, generation=generation)

@@ -29,25 +29,27 @@ class CacheServicer(cache_pb2_grpc.CacheServicer):
     ) -> cache_pb2.LookupResponse:
         res = await self._core.lookup(key_from_pb(request.key), read=request.read)
         return cache_pb2.LookupResponse(hit=res.hit, key=res.key, cacheable=res.cacheable, entry=_entry(res),
-                                        leader=res.leader, in_flight=res.in_flight)
+                                        leader=res.leader, in_flight=res.in_flight, lock_token=res.lock_token,
+                                        lock_ttl_ms=res.lock_ttl_ms)
 
     async def Wait(self, request: cache_pb2.WaitRequest, context: grpc.aio.ServicerContext) -> cache_pb2.WaitResponse:
         if request.timeout_ms <= 0:
             raise InvalidArgument("timeout_ms", "must be positive")
         res = await self._core.wait(key_from_pb(request.key), timeout_s=request.timeout_ms / 1000)
-        return cache_pb2.WaitResponse(hit=res.hit, key=res.key, entry=_entry(res), leader=res.leader)
+        return cache_pb2.WaitResponse(hit=res.hit, key=res.key, entry=_entry(res), leader=res.leader,
+                                      lock_token=res.lock_token)
 
     async def Store(
         self, request: cache_pb2.StoreRequest, context: grpc.aio.ServicerContext
     ) -> cache_pb2.StoreResponse:
         stored = await self._core.store(request.key, entry_from_pb(request.entry), tenant=request.tenant,
-                                        prompt=request.prompt, route=request.route)
+                                        prompt=request.prompt, route=request.route, lock_token=request.lock_token)
         return cache_pb2.StoreResponse(stored=stored)
 
     async def Release(
         self, request: cache_pb2.ReleaseRequest, context: grpc.aio.ServicerContext
     ) -> cache_pb2.ReleaseResponse:
-        await self._core.release(request.key)
+        await self._core.release(request.key, request.lock_token)
         return cache_pb2.ReleaseResponse()
 
     async def Stats(
@@ -89,27 +91,30 @@ class CacheClient(GrpcClient):
             pb = await self._stub.Lookup(cache_pb2.LookupRequest(key=key_to_pb(key), read=read),
                                          timeout=self.timeout_s, metadata=self.metadata())
         return LookupResult(key=pb.key, hit=pb.hit, entry=entry_from_pb(pb.entry) if pb.hit else None,
-                            cacheable=pb.cacheable, leader=pb.leader, in_flight=pb.in_flight)
+                            cacheable=pb.cacheable, leader=pb.leader, in_flight=pb.in_flight,
+                            lock_token=pb.lock_token, lock_ttl_ms=pb.lock_ttl_ms)
 
     async def wait(self, key: KeyMaterial, *, timeout_s: float) -> LookupResult:
         with translate_rpc_errors(self.peer):
             pb = await self._stub.Wait(cache_pb2.WaitRequest(key=key_to_pb(key), timeout_ms=int(timeout_s * 1000)),
                                        timeout=timeout_s + self.timeout_s, metadata=self.metadata())
         return LookupResult(key=pb.key, hit=pb.hit, entry=entry_from_pb(pb.entry) if pb.hit else None,
-                            leader=pb.leader)
+                            leader=pb.leader, lock_token=pb.lock_token)
 
-    async def store(self, key: str, entry: CacheEntry, *, tenant: str, prompt: str = "", route: str = "") -> bool:
+    async def store(self, key: str, entry: CacheEntry, *, tenant: str, prompt: str = "", route: str = "",
+                    lock_token: str = "") -> bool:
         with translate_rpc_errors(self.peer):
             pb = await self._stub.Store(
-                cache_pb2.StoreRequest(key=key, entry=entry_to_pb(entry), tenant=tenant, prompt=prompt, route=route),
+                cache_pb2.StoreRequest(key=key, entry=entry_to_pb(entry), tenant=tenant, prompt=prompt, route=route,
+                                       lock_token=lock_token),
                 timeout=self.timeout_s * 4, metadata=self.metadata(),
             )
         return pb.stored
 
-    async def release(self, key: str) -> None:
+    async def release(self, key: str, lock_token: str = "") -> None:
         with translate_rpc_errors(self.peer):
-            await self._stub.Release(cache_pb2.ReleaseRequest(key=key), timeout=self.timeout_s * 4,
-                                     metadata=self.metadata())
+            await self._stub.Release(cache_pb2.ReleaseRequest(key=key, lock_token=lock_token),
+                                     timeout=self.timeout_s * 4, metadata=self.metadata())
 
     async def stats(self, tenant: str, prompt: str = "") -> cache_pb2.StatsResponse:
         with translate_rpc_errors(self.peer):

@@ -352,12 +352,15 @@ class Gateway:
 
     def _release_if_leader(self, done: asyncio.Future[LookupResult]) -> None:
         if not done.cancelled() and done.exception() is None and done.result().leader:
-            self._later(self._cache.release(done.result().key))
+            self._later(self._cache.release(done.result().key, done.result().lock_token))
 
     async def _wait(self, a: _Admitted, first: LookupResult) -> LookupResult:
         """An identical request is already calling the provider: take its answer (bounded wait)."""
         try:
-            return await self._cache.wait(a.key, timeout_s=self._single_flight_wait_s)
+            # As long as the leader's lock holds (one setting, the cache's SINGLE_FLIGHT_LOCK_S):
+            # a leader that died frees its waiters when its lock expires, not later or sooner.
+            wait_s = first.lock_ttl_ms / 1000 + 0.1 if first.lock_ttl_ms else self._single_flight_wait_s
+            return await self._cache.wait(a.key, timeout_s=wait_s)
         except LlmgwError as exc:
             DEPENDENCY_ERRORS.labels("cache").inc()
             _log.warning("cache_wait_failed", error=exc.message)
@@ -404,9 +407,11 @@ class Gateway:
             entry = CacheEntry(text=completion.text, provider=completion.provider, model=completion.model,
                                usage=completion.usage, chunks=chunks, stored_at=time.time(),
                                finish_reason=completion.finish_reason)
-            self._later(self._cache.store(lookup.key, entry, tenant=a.tenant, prompt=a.req.prompt, route=a.route))
+            self._later(self._cache.store(lookup.key, entry, tenant=a.tenant, prompt=a.req.prompt, route=a.route,
+                                          lock_token=lookup.lock_token))
         elif lookup.leader:
-            self._later(self._cache.release(lookup.key))  # waiters stop waiting for an entry that won't come
+            # Waiters stop waiting for an entry that won't come.
+            self._later(self._cache.release(lookup.key, lookup.lock_token))
 
     def _account(self, a: _Admitted, completion: Completion, hit: bool, ended: float, at: float) -> None:
         if not hit:
@@ -430,7 +435,7 @@ class Gateway:
 
     def _release(self, decision: Decision | None, lookup: LookupResult | None, tokens: int = 0) -> None:
         if lookup is not None and lookup.leader:
-            self._later(self._cache.release(lookup.key))
+            self._later(self._cache.release(lookup.key, lookup.lock_token))
         if decision is not None and decision.reservation_id:
             self._later(self._limiter.settle(decision.reservation_id, tokens))
 

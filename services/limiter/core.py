@@ -77,12 +77,17 @@ def _counter(domain: str, result: str) -> Any:
     return child(DECISIONS, domain, result)
 
 
+def _spec(limit: Limit) -> str:
+    tail = f"{int(limit.shadow)},{int(limit.unit == 'tokens')}"
+    if limit.algorithm == "gcra":
+        interval = limit.period_ms / limit.limit
+        return f"g,{interval!r},{interval * limit.gcra_burst!r},{tail}"
+    return f"w,{limit.period_ms},{limit.limit},{tail}"
+
+
 def _specs(matched: Sequence[tuple[Rule, Limit]]) -> str:
-    """The Lua script's bucket specs; built once per descriptor plan."""
-    return ";".join(
-        f"{limit.period_ms / limit.limit!r},{limit.period_ms},{int(limit.shadow)},{int(limit.unit == 'tokens')}"
-        for _, limit in matched
-    )
+    """The Lua script's bucket specs (_lua.CHECK); built once per descriptor plan."""
+    return ";".join(_spec(limit) for _, limit in matched)
 
 
 class RedisLimiter:
@@ -179,7 +184,7 @@ class RedisLimiter:
             _counter(domain, "unlimited").inc()
             return Decision(allowed=True)
         token_buckets = [
-            [key, limit.period_ms / limit.limit, tokens]
+            [key, limit.period_ms / limit.limit, tokens] if limit.algorithm == "gcra" else [key, "w", tokens]
             for key, (_, limit) in zip(keys, matched, strict=True)
             if limit.unit == "tokens" and tokens > 0 and not limit.shadow
         ]

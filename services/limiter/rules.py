@@ -18,7 +18,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from llmgw.kit.errors import ConfigError
 from llmgw.kit.settings import load_yaml
@@ -45,6 +45,12 @@ class Limit(_Strict):
     unit: Literal["requests", "tokens"]
     limit: int = Field(gt=0)
     per: Literal["second", "minute", "hour", "day"]
+    # window (default): no window of length ``per`` ever holds more than ``limit``.
+    # gcra: a steady rate of ``limit`` per ``per``, at most ``burst`` ahead of it (any window of
+    # length ``per`` then holds at most limit + burst). docs/limits.md "Algorithms".
+    algorithm: Literal["window", "gcra"] = "window"
+    # gcra only; default a tenth of the limit (at least 1).
+    burst: int | None = Field(default=None, gt=0)
     # Count and report, never refuse: for trying a new limit in production.
     shadow: bool = False
     # While Redis is unreachable: "local" applies limit / replicas in each process; "open" admits;
@@ -54,6 +60,23 @@ class Limit(_Strict):
     @property
     def period_ms(self) -> int:
         return PERIOD_MS[self.per]
+
+    @model_validator(mode="after")
+    def _burst_is_gcra(self) -> Limit:
+        if self.burst is not None and self.algorithm != "gcra":
+            raise ValueError(f"limit {self.name!r}: burst applies to algorithm gcra only")
+        return self
+
+    @property
+    def gcra_burst(self) -> int:
+        return self.burst if self.burst is not None else max(1, -(-self.limit // 10))
+
+    def worst_case(self) -> str:
+        """The most this limit admits in any window of its length, in words."""
+        if self.algorithm == "window":
+            return f"at most {self.limit} {self.unit} in any {self.per}"
+        return (f"at most {self.limit + self.gcra_burst} {self.unit} in any {self.per} "
+                f"(a rate of {self.limit} per {self.per}, {self.gcra_burst} ahead)")
 
 
 class Rule(_Strict):

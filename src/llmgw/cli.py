@@ -29,6 +29,10 @@ def _limits_check(args: argparse.Namespace) -> int:
             continue
         count = sum(len(r.limits) for rules_ in rules.domains.values() for r in rules_)
         print(f"ok   {path}: {len(rules.domains)} domain(s), {count} limit(s)")
+        for domain, domain_rules in rules.domains.items():
+            for rule in domain_rules:
+                for limit in rule.limits:
+                    print(f"     {domain} {rule.match} {limit.name}: {limit.worst_case()}")
     return 1 if bad else 0
 
 

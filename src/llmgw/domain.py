@@ -155,6 +155,10 @@ class LookupResult:
     leader: bool = False
     # ...or an identical request already does: wait for its entry (bounded) instead.
     in_flight: bool = False
+    # Leader: the lock's owner token (only the owner stores or releases). In flight: how long the
+    # leader's lock still holds (the waiters wait exactly that: a dead leader frees them then).
+    lock_token: str = ""
+    lock_ttl_ms: int = 0
 
 
 # ---- limiter ----

@@ -30,7 +30,7 @@ async def test_store_then_hit_with_chunks_and_stats(redis: aioredis.Redis) -> No
     cache = _cache(redis)
     miss = await cache.lookup(KEY)
     assert not miss.hit and miss.cacheable
-    assert await cache.store(miss.key, ENTRY, tenant="acme")
+    assert await cache.store(miss.key, ENTRY, tenant="acme", lock_token=miss.lock_token)
     hit = await cache.lookup(KEY)
     assert hit.hit and hit.entry is not None and hit.entry.chunks == ("hello", " world")
     assert hit.entry.usage == Usage(10, 5, 0.001)
@@ -42,7 +42,7 @@ async def test_store_then_hit_with_chunks_and_stats(redis: aioredis.Redis) -> No
 async def test_never_served_across_tenants(redis: aioredis.Redis) -> None:
     cache = _cache(redis)
     res = await cache.lookup(KEY)
-    await cache.store(res.key, ENTRY, tenant="acme")
+    await cache.store(res.key, ENTRY, tenant="acme", lock_token=res.lock_token)
     other = replace(KEY, tenant="globex")
     assert not (await cache.lookup(other)).hit
 
@@ -57,7 +57,7 @@ async def test_redis_down_is_a_miss_not_an_error() -> None:
     cache = RedisCache(dead, prefix="x")
     res = await cache.lookup(KEY)
     assert not res.hit
-    assert not await cache.store(res.key, ENTRY, tenant="acme")
+    assert not await cache.store(res.key, ENTRY, tenant="acme", lock_token=res.lock_token)
     await dead.aclose()
 
 
@@ -77,7 +77,7 @@ async def test_waiters_get_the_leaders_entry(redis: aioredis.Redis) -> None:
     leader = await cache.lookup(KEY)
     waiter = asyncio.create_task(cache.wait(KEY, timeout_s=3))
     await asyncio.sleep(0.05)
-    await cache.store(leader.key, ENTRY, tenant="acme", prompt="p")
+    await cache.store(leader.key, ENTRY, tenant="acme", prompt="p", lock_token=leader.lock_token)
     got = await waiter
     assert got.hit and got.entry is not None and got.entry.text == ENTRY.text
 
@@ -91,7 +91,8 @@ async def test_invalidate_by_tenant_prompt_and_version(redis: aioredis.Redis) ->
         "b1": replace(KEY, tenant="b", prompt="p", prompt_version="v1@111"),
     }
     for k in keys.values():
-        await cache.store((await cache.lookup(k)).key, ENTRY, tenant=k.tenant, prompt=k.prompt)
+        first = await cache.lookup(k)
+        await cache.store(first.key, ENTRY, tenant=k.tenant, prompt=k.prompt, lock_token=first.lock_token)
 
     async def hits() -> set[str]:
         return {name for name, k in keys.items() if (await cache.lookup(k)).hit}
@@ -116,14 +117,14 @@ async def test_policy_per_prompt_and_route(redis: aioredis.Redis) -> None:
     sampled = replace(KEY, sampling=Sampling(temperature=0.9))
     res = await cache.lookup(sampled)
     assert res.cacheable  # "always" for prompt p
-    await cache.store(res.key, ENTRY, tenant="acme", prompt="p", route="default")
+    await cache.store(res.key, ENTRY, tenant="acme", prompt="p", route="default", lock_token=res.lock_token)
     assert 4000 < await redis.ttl(res.key) <= 5000
 
 
 async def test_stats_per_prompt(redis: aioredis.Redis) -> None:
     cache = _cache(redis)
     res = await cache.lookup(KEY)
-    await cache.store(res.key, ENTRY, tenant="acme", prompt="p")
+    await cache.store(res.key, ENTRY, tenant="acme", prompt="p", lock_token=res.lock_token)
     await cache.lookup(KEY)
     await cache.lookup(replace(KEY, prompt="other"))
     await asyncio.sleep(0.05)
@@ -156,7 +157,7 @@ async def test_near_caches_answer_from_memory_count_in_redis_and_drop_on_invalid
     try:
         await asyncio.sleep(0.2)  # B subscribed
         miss = await a.lookup(KEY)
-        await a.store(miss.key, ENTRY, tenant="acme", prompt="p")
+        await a.store(miss.key, ENTRY, tenant="acme", prompt="p", lock_token=miss.lock_token)
         assert b.peek(KEY) is None  # B has not seen it yet
         assert (await b.lookup(KEY)).hit  # from Redis, now kept in B's memory
         near = b.peek(KEY)
@@ -227,7 +228,7 @@ async def test_a_near_entry_never_outlives_its_redis_ttl(redis: aioredis.Redis) 
     cache = RedisCache(redis, prefix=f"t-{uuid.uuid4().hex[:8]}", near=near,
                        policy=CachePolicy(default=Policy(ttl_s=1)))
     miss = await cache.lookup(KEY)
-    await cache.store(miss.key, ENTRY, tenant="acme", prompt="p")
+    await cache.store(miss.key, ENTRY, tenant="acme", prompt="p", lock_token=miss.lock_token)
     assert cache.peek(KEY) is not None
     await asyncio.sleep(1.1)
     assert cache.peek(KEY) is None
@@ -238,7 +239,7 @@ async def test_only_complete_answers_are_stored(redis: aioredis.Redis, finish: s
     cache = _cache(redis)
     first = await cache.lookup(KEY)
     assert first.leader
-    assert not await cache.store(first.key, replace(ENTRY, finish_reason=finish), tenant="acme", prompt="p")
+    assert not await cache.store(first.key, replace(ENTRY, finish_reason=finish), tenant="acme", prompt="p", lock_token=first.lock_token)
     again = await cache.lookup(KEY)
     assert not again.hit and again.leader, "refused, and the single-flight lock was released"
 
@@ -247,7 +248,7 @@ async def test_answers_cut_by_max_tokens_are_stored_only_where_the_policy_opts_i
     policy = CachePolicy.model_validate({"rules": [{"match": {"prompt": "p"}, "cache_length": True}]})
     cache = RedisCache(redis, policy=policy, prefix=f"t-{uuid.uuid4().hex[:8]}")
     first = await cache.lookup(KEY)
-    assert await cache.store(first.key, replace(ENTRY, finish_reason="length"), tenant="acme", prompt="p")
+    assert await cache.store(first.key, replace(ENTRY, finish_reason="length"), tenant="acme", prompt="p", lock_token=first.lock_token)
     hit = await cache.lookup(KEY)
     assert hit.hit and hit.entry is not None and hit.entry.finish_reason == "length"
 
@@ -290,3 +291,21 @@ async def test_a_hung_redis_is_waited_for_a_few_times_then_skipped_until_it_answ
     finally:
         await redis.aclose()
         proc.stop()
+
+
+async def test_only_the_lock_owner_releases_or_stores_and_waiters_wait_as_long_as_the_lock(
+    redis: aioredis.Redis,
+) -> None:
+    cache = RedisCache(redis, prefix=f"t-{uuid.uuid4().hex[:8]}", lock_ttl_s=0.3)
+    old = await cache.lookup(KEY)
+    assert old.leader and old.lock_token
+    waiter = await cache.lookup(KEY)
+    assert waiter.in_flight and 0 < waiter.lock_ttl_ms <= 300  # wait exactly as long as the lock holds
+    await asyncio.sleep(0.35)  # the old leader is slow: its lock expired...
+    new = await cache.wait(KEY, timeout_s=waiter.lock_ttl_ms / 1000 + 0.1)
+    assert new.leader and new.lock_token != old.lock_token  # ...and the waiter took over at once
+    await cache.release(old.key, old.lock_token)  # the old leader's late release changes nothing
+    assert (await cache.lookup(KEY)).in_flight, "the new leader's lock survived the old one's release"
+    assert not await cache.store(old.key, ENTRY, tenant="acme", lock_token=old.lock_token)  # nor its store
+    assert await cache.store(new.key, ENTRY, tenant="acme", lock_token=new.lock_token)
+    assert (await cache.lookup(KEY)).hit

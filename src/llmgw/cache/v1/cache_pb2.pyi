@@ -61,20 +61,24 @@ class LookupRequest(_message.Message):
     def __init__(self, key: _Optional[_Union[KeyMaterial, _Mapping]] = ..., read: _Optional[bool] = ...) -> None: ...
 
 class LookupResponse(_message.Message):
-    __slots__ = ("hit", "entry", "key", "cacheable", "leader", "in_flight")
+    __slots__ = ("hit", "entry", "key", "cacheable", "leader", "in_flight", "lock_token", "lock_ttl_ms")
     HIT_FIELD_NUMBER: _ClassVar[int]
     ENTRY_FIELD_NUMBER: _ClassVar[int]
     KEY_FIELD_NUMBER: _ClassVar[int]
     CACHEABLE_FIELD_NUMBER: _ClassVar[int]
     LEADER_FIELD_NUMBER: _ClassVar[int]
     IN_FLIGHT_FIELD_NUMBER: _ClassVar[int]
+    LOCK_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    LOCK_TTL_MS_FIELD_NUMBER: _ClassVar[int]
     hit: bool
     entry: Entry
     key: str
     cacheable: bool
     leader: bool
     in_flight: bool
-    def __init__(self, hit: _Optional[bool] = ..., entry: _Optional[_Union[Entry, _Mapping]] = ..., key: _Optional[str] = ..., cacheable: _Optional[bool] = ..., leader: _Optional[bool] = ..., in_flight: _Optional[bool] = ...) -> None: ...
+    lock_token: str
+    lock_ttl_ms: int
+    def __init__(self, hit: _Optional[bool] = ..., entry: _Optional[_Union[Entry, _Mapping]] = ..., key: _Optional[str] = ..., cacheable: _Optional[bool] = ..., leader: _Optional[bool] = ..., in_flight: _Optional[bool] = ..., lock_token: _Optional[str] = ..., lock_ttl_ms: _Optional[int] = ...) -> None: ...
 
 class WaitRequest(_message.Message):
     __slots__ = ("key", "timeout_ms")
@@ -85,22 +89,26 @@ class WaitRequest(_message.Message):
     def __init__(self, key: _Optional[_Union[KeyMaterial, _Mapping]] = ..., timeout_ms: _Optional[int] = ...) -> None: ...
 
 class WaitResponse(_message.Message):
-    __slots__ = ("hit", "entry", "key", "leader")
+    __slots__ = ("hit", "entry", "key", "leader", "lock_token")
     HIT_FIELD_NUMBER: _ClassVar[int]
     ENTRY_FIELD_NUMBER: _ClassVar[int]
     KEY_FIELD_NUMBER: _ClassVar[int]
     LEADER_FIELD_NUMBER: _ClassVar[int]
+    LOCK_TOKEN_FIELD_NUMBER: _ClassVar[int]
     hit: bool
     entry: Entry
     key: str
     leader: bool
-    def __init__(self, hit: _Optional[bool] = ..., entry: _Optional[_Union[Entry, _Mapping]] = ..., key: _Optional[str] = ..., leader: _Optional[bool] = ...) -> None: ...
+    lock_token: str
+    def __init__(self, hit: _Optional[bool] = ..., entry: _Optional[_Union[Entry, _Mapping]] = ..., key: _Optional[str] = ..., leader: _Optional[bool] = ..., lock_token: _Optional[str] = ...) -> None: ...
 
 class ReleaseRequest(_message.Message):
-    __slots__ = ("key",)
+    __slots__ = ("key", "lock_token")
     KEY_FIELD_NUMBER: _ClassVar[int]
+    LOCK_TOKEN_FIELD_NUMBER: _ClassVar[int]
     key: str
-    def __init__(self, key: _Optional[str] = ...) -> None: ...
+    lock_token: str
+    def __init__(self, key: _Optional[str] = ..., lock_token: _Optional[str] = ...) -> None: ...
 
 class ReleaseResponse(_message.Message):
     __slots__ = ()
@@ -123,18 +131,20 @@ class InvalidateResponse(_message.Message):
     def __init__(self, deleted: _Optional[int] = ...) -> None: ...
 
 class StoreRequest(_message.Message):
-    __slots__ = ("key", "entry", "tenant", "prompt", "route")
+    __slots__ = ("key", "entry", "tenant", "prompt", "route", "lock_token")
     KEY_FIELD_NUMBER: _ClassVar[int]
     ENTRY_FIELD_NUMBER: _ClassVar[int]
     TENANT_FIELD_NUMBER: _ClassVar[int]
     PROMPT_FIELD_NUMBER: _ClassVar[int]
     ROUTE_FIELD_NUMBER: _ClassVar[int]
+    LOCK_TOKEN_FIELD_NUMBER: _ClassVar[int]
     key: str
     entry: Entry
     tenant: str
     prompt: str
     route: str
-    def __init__(self, key: _Optional[str] = ..., entry: _Optional[_Union[Entry, _Mapping]] = ..., tenant: _Optional[str] = ..., prompt: _Optional[str] = ..., route: _Optional[str] = ...) -> None: ...
+    lock_token: str
+    def __init__(self, key: _Optional[str] = ..., entry: _Optional[_Union[Entry, _Mapping]] = ..., tenant: _Optional[str] = ..., prompt: _Optional[str] = ..., route: _Optional[str] = ..., lock_token: _Optional[str] = ...) -> None: ...
 
 class StoreResponse(_message.Message):
     __slots__ = ("stored",)
