@@ -10,9 +10,13 @@ from llmgw.events.v1 import events_pb2
 from llmgw.inputs import embedding_text, input_sha256
 from llmgw.services.ingress.request import GatewayRequest
 
-__all__ = ["SCHEMA_VERSION", "request_event", "response_event"]
+__all__ = ["MAX_EVENT_BYTES", "SCHEMA_VERSION", "request_event", "response_event"]
 
 SCHEMA_VERSION = 1
+# Under Kafka's default max message size (1 MiB) with room for the record's overhead. A request is
+# capped at MAX_REQUEST_BYTES before any event is built; an answer can still be larger: its text
+# is then cut and the event names the field (``truncated_fields``).
+MAX_EVENT_BYTES = 900 * 1024
 
 
 def request_event(req: GatewayRequest, *, request_id: str, tenant: str, at: float, prompt_version: str, route: str,
@@ -66,7 +70,7 @@ def response_event(
     finish_reason: str = "",
     redact: Callable[[str], str],
 ) -> bytes:
-    return events_pb2.ResponseEvent(
+    event = events_pb2.ResponseEvent(
         schema_version=SCHEMA_VERSION,
         request_id=request_id,
         tenant=tenant,
@@ -85,5 +89,13 @@ def response_event(
         attempts=attempts_to_pb(Attempt(a.provider, a.model, a.status, redact(a.error), a.latency_ms)
                                 for a in attempts),
         finish_reason=finish_reason,
-    ).SerializeToString()
+    )
+    wire = event.SerializeToString()
+    if len(wire) > MAX_EVENT_BYTES:
+        over = len(wire) - MAX_EVENT_BYTES
+        text_bytes = event.text.encode()
+        event.text = text_bytes[: max(0, len(text_bytes) - over - 64)].decode(errors="ignore")
+        event.truncated_fields.append("text")
+        wire = event.SerializeToString()
+    return wire
 

@@ -94,3 +94,31 @@ async def test_a_broker_restarted_empty_gets_nothing_before_its_topics_exist(sys
     await ensure_topics(fresh.address)
     answered += await _answer(system.ingress_addr, 20, "after")
     await _all_arrive(fresh.address, answered)
+
+
+async def test_no_api_key_reaches_any_log_line_after_bad_headers(tmp_path: Path) -> None:
+    from tests.rawgrpc import raw_call
+
+    debug = {"LOG_LEVEL": "debug", "GRPC_VERBOSITY": "debug"}  # every level, ours and grpc's
+    system = await start_system(tmp_path / "debug", ingress_port=free_port(), with_drift=False, limits=ROOMY,
+                                extra_env={"ingress": debug, "router": debug, "limiter": debug, "cache": debug})
+    try:
+        await _leak_check(system, raw_call)
+    finally:
+        system.stop()
+
+
+async def _leak_check(system: System, raw_call) -> None:  # type: ignore[no-untyped-def]
+    secret = "sk-" + "hostileKey0123456789abcdef"
+    body = gateway_pb2.CompleteRequest(messages=[gateway_pb2.Message(role="user", content="who am i")])
+    for rid in (b"tab\there", b"nul\x00", "\u00e9".encode(), b"ok-id"):
+        for auth_value in (f"Bearer {secret}".encode(), secret.encode(), f"Bearer {DEMO_KEY}".encode()):
+            await raw_call(system.ingress_addr, "/llmgw.gateway.v1.Gateway/Complete", body.SerializeToString(),
+                           [(b"authorization", auth_value), (b"x-request-id", rid)])
+    await raw_call(system.ingress_addr, "/llmgw.gateway.v1.Gateway/Complete", b"\xff\xff garbage",
+                   [(b"authorization", f"Bearer {secret}".encode())])
+    await asyncio.sleep(0.5)
+    for log in (system.workdir / "logs").glob("*.log"):
+        text = log.read_text(errors="replace")
+        assert secret not in text and "hostileKey0123456789" not in text, log.name
+        assert DEMO_KEY not in text.replace("'demo-key'", ""), log.name

@@ -47,9 +47,19 @@ async def test_admits_exactly_the_limit_then_refuses_with_retry_after(redis: aio
     assert [d.allowed for d in decisions] == [True] * 5 + [False] * 2
     assert [d.statuses[0].remaining for d in decisions[:5]] == [4, 3, 2, 1, 0]
     refused = decisions[5]
-    assert refused.limit_name == "rpm" and 0 < refused.retry_after_ms <= 12_000
+    # A window limit: the five stay in the window for a minute (one sub-bucket more, at most).
+    assert refused.limit_name == "rpm" and 59_000 <= refused.retry_after_ms <= 61_000
     # Buckets are per value of the wildcard key.
     assert (await lim.check([("tenant", "globex")])).allowed
+
+
+async def test_gcra_admits_its_burst_then_refuses_until_the_next_emission(redis: aioredis.Redis) -> None:
+    lim = _limiter(redis, _rule({"tenant": "*"}, {"name": "rpm", "unit": "requests", "limit": 5, "per": "minute",
+                                                  "algorithm": "gcra", "burst": 5}))
+    decisions = [await lim.check([("tenant", "acme")]) for _ in range(7)]
+    assert [d.allowed for d in decisions] == [True] * 5 + [False] * 2
+    assert [d.statuses[0].remaining for d in decisions[:5]] == [4, 3, 2, 1, 0]
+    assert 0 < decisions[5].retry_after_ms <= 12_000  # one emission interval
 
 
 async def test_all_limits_decided_atomically(redis: aioredis.Redis) -> None:

@@ -53,8 +53,8 @@ def test_per_value_override_replaces_the_wildcard_rule() -> None:
     rules = parse_rules({"domains": {"gateway": [
         {"match": {"tenant": "*"}, "limits": [{"name": "default-rpm", "unit": "requests", "limit": 60, "per": "minute"}]},
         {"match": {"tenant": "acme"}, "limits": [{"name": "acme-rpm", "unit": "requests", "limit": 600, "per": "minute"}]},
-        {"match": {"tenant": "*", "model": "*"}, "limits": [{"name": "model-tpm", "unit": "tokens", "limit": 9, "per": "minute"}]},
+        {"match": {"tenant": "*", "route": "*"}, "limits": [{"name": "model-tpm", "unit": "tokens", "limit": 9, "per": "minute"}]},
     ]}})
     names = lambda d: [lim.name for _, lim in rules.matching("gateway", d)]  # noqa: E731
-    assert names({"tenant": "acme", "model": "m"}) == ["acme-rpm", "model-tpm"]
+    assert names({"tenant": "acme", "route": "r"}) == ["acme-rpm", "model-tpm"]
     assert names({"tenant": "globex"}) == ["default-rpm"]

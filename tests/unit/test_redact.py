@@ -84,13 +84,13 @@ _IN_TRACEBACK = "token=" + "inside-a-traceback-77"
 def test_stdlib_records_of_other_libraries_are_masked(capsys: pytest.CaptureFixture[str]) -> None:
     import logging
 
-    from llmgw.kit.logging import configure
+    from llmgw.kit.logging import mask_stdlib_logging
 
     root = logging.getLogger()
-    saved = root.handlers[:]
+    saved, level = root.handlers[:], root.level
     root.handlers = []
     try:
-        configure("info", service="test")
+        mask_stdlib_logging("info")
         logging.getLogger("grpc._cython.cygrpc").warning("metadata %s", ("authorization", _HEADER))
         try:
             raise ValueError(_IN_TRACEBACK)  # the source line in the traceback names no secret
@@ -98,6 +98,7 @@ def test_stdlib_records_of_other_libraries_are_masked(capsys: pytest.CaptureFixt
             logging.getLogger("aiokafka").exception("failed")
     finally:
         root.handlers = saved
+        root.setLevel(level)
     err = capsys.readouterr().err
     assert "leak0123456789" not in err and "inside-a-traceback-77" not in err
     assert "[SECRET]" in err and "metadata" in err

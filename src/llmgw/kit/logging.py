@@ -14,7 +14,7 @@ import structlog
 
 from llmgw.kit.redact import mask_secrets
 
-__all__ = ["configure", "get_logger", "mask_secrets"]
+__all__ = ["configure", "get_logger", "mask_secrets", "mask_stdlib_logging"]
 
 
 def _mask(_: Any, __: str, event: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
@@ -32,10 +32,15 @@ class _MaskingFormatter(logging.Formatter):
         return mask_secrets(super().format(record))
 
 
-def configure(level: str = "info", *, service: str) -> None:
+def mask_stdlib_logging(level: str = "info") -> None:
+    """Other libraries' stdlib log records to stderr, through the same masking as ours."""
     logging.basicConfig(format="%(message)s", stream=sys.stderr, level=level.upper())
     for handler in logging.getLogger().handlers:
         handler.setFormatter(_MaskingFormatter("%(levelname)s %(name)s %(message)s"))
+
+
+def configure(level: str = "info", *, service: str) -> None:
+    mask_stdlib_logging(level)
     structlog.configure(
         processors=[
             structlog.contextvars.merge_contextvars,

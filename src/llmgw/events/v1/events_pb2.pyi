@@ -56,7 +56,7 @@ class RequestEvent(_message.Message):
     def __init__(self, schema_version: _Optional[int] = ..., request_id: _Optional[str] = ..., tenant: _Optional[str] = ..., time: _Optional[float] = ..., prompt: _Optional[str] = ..., prompt_version: _Optional[str] = ..., label: _Optional[str] = ..., route: _Optional[str] = ..., variables: _Optional[_Mapping[str, str]] = ..., messages: _Optional[_Iterable[_Union[_gateway_pb2.Message, _Mapping]]] = ..., sampling: _Optional[_Union[_gateway_pb2.Sampling, _Mapping]] = ..., metadata: _Optional[_Mapping[str, str]] = ..., stream: _Optional[bool] = ..., input_sha256: _Optional[str] = ..., input_text: _Optional[str] = ...) -> None: ...
 
 class ResponseEvent(_message.Message):
-    __slots__ = ("schema_version", "request_id", "tenant", "time", "prompt", "prompt_version", "route", "text", "provider", "model", "status", "error", "latency_ms", "usage", "cache_hit", "attempts", "finish_reason")
+    __slots__ = ("schema_version", "request_id", "tenant", "time", "prompt", "prompt_version", "route", "text", "provider", "model", "status", "error", "latency_ms", "usage", "cache_hit", "attempts", "finish_reason", "truncated_fields")
     SCHEMA_VERSION_FIELD_NUMBER: _ClassVar[int]
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     TENANT_FIELD_NUMBER: _ClassVar[int]
@@ -74,6 +74,7 @@ class ResponseEvent(_message.Message):
     CACHE_HIT_FIELD_NUMBER: _ClassVar[int]
     ATTEMPTS_FIELD_NUMBER: _ClassVar[int]
     FINISH_REASON_FIELD_NUMBER: _ClassVar[int]
+    TRUNCATED_FIELDS_FIELD_NUMBER: _ClassVar[int]
     schema_version: int
     request_id: str
     tenant: str
@@ -91,4 +92,5 @@ class ResponseEvent(_message.Message):
     cache_hit: bool
     attempts: _containers.RepeatedCompositeFieldContainer[_gateway_pb2.Attempt]
     finish_reason: str
-    def __init__(self, schema_version: _Optional[int] = ..., request_id: _Optional[str] = ..., tenant: _Optional[str] = ..., time: _Optional[float] = ..., prompt: _Optional[str] = ..., prompt_version: _Optional[str] = ..., route: _Optional[str] = ..., text: _Optional[str] = ..., provider: _Optional[str] = ..., model: _Optional[str] = ..., status: _Optional[str] = ..., error: _Optional[str] = ..., latency_ms: _Optional[float] = ..., usage: _Optional[_Union[_gateway_pb2.Usage, _Mapping]] = ..., cache_hit: _Optional[bool] = ..., attempts: _Optional[_Iterable[_Union[_gateway_pb2.Attempt, _Mapping]]] = ..., finish_reason: _Optional[str] = ...) -> None: ...
+    truncated_fields: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, schema_version: _Optional[int] = ..., request_id: _Optional[str] = ..., tenant: _Optional[str] = ..., time: _Optional[float] = ..., prompt: _Optional[str] = ..., prompt_version: _Optional[str] = ..., route: _Optional[str] = ..., text: _Optional[str] = ..., provider: _Optional[str] = ..., model: _Optional[str] = ..., status: _Optional[str] = ..., error: _Optional[str] = ..., latency_ms: _Optional[float] = ..., usage: _Optional[_Union[_gateway_pb2.Usage, _Mapping]] = ..., cache_hit: _Optional[bool] = ..., attempts: _Optional[_Iterable[_Union[_gateway_pb2.Attempt, _Mapping]]] = ..., finish_reason: _Optional[str] = ..., truncated_fields: _Optional[_Iterable[str]] = ...) -> None: ...
