@@ -4,15 +4,19 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+from prometheus_client import Counter
+
 from llmgw.convert import attempts_to_pb, messages_to_pb, sampling_to_pb, usage_to_pb
 from llmgw.domain import Attempt, Message, Usage
 from llmgw.events.v1 import events_pb2
 from llmgw.inputs import embedding_text, input_sha256
+from llmgw.kit.kafka import RESPONSES_TOPIC
 from llmgw.services.ingress.request import GatewayRequest
 
 __all__ = ["MAX_EVENT_BYTES", "SCHEMA_VERSION", "request_event", "response_event"]
 
 SCHEMA_VERSION = 1
+TRUNCATED = Counter("llmgw_events_truncated_total", "Events whose fields were cut to fit the broker", ["topic"])
 # Under Kafka's default max message size (1 MiB) with room for the record's overhead. A request is
 # capped at MAX_REQUEST_BYTES before any event is built; an answer can still be larger: its text
 # is then cut and the event names the field (``truncated_fields``).
@@ -97,5 +101,6 @@ def response_event(
         event.text = text_bytes[: max(0, len(text_bytes) - over - 64)].decode(errors="ignore")
         event.truncated_fields.append("text")
         wire = event.SerializeToString()
+        TRUNCATED.labels(RESPONSES_TOPIC).inc()
     return wire
 

@@ -11,7 +11,7 @@ from llmgw.domain import Chunk
 from llmgw.gateway.v1 import gateway_pb2, gateway_pb2_grpc
 from llmgw.kit.errors import InvalidArgument
 from llmgw.kit.memo import Memo
-from llmgw.kit.server import REQUEST_ID_KEY, header, request_id
+from llmgw.kit.server import REQUEST_ID_KEY, header, request_id, request_id_replaced
 from llmgw.services.ingress.core import Gateway, Reply, remaining_metadata
 from llmgw.services.ingress.request import CacheMode, GatewayRequest
 
@@ -68,7 +68,8 @@ class _Requests:
 
 
 def _reply_metadata(reply: Reply) -> tuple[tuple[str, str], ...]:
-    return ((REQUEST_ID_KEY, reply.request_id), *remaining_metadata(reply.limits).items())
+    replaced = (("x-request-id-replaced", "invalid"),) if request_id_replaced() else ()
+    return ((REQUEST_ID_KEY, reply.request_id), *replaced, *remaining_metadata(reply.limits).items())
 
 
 class GatewayServicer(gateway_pb2_grpc.GatewayServicer):

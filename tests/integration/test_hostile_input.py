@@ -97,6 +97,7 @@ async def test_a_bad_request_id_is_replaced_and_the_call_answered(stack: Stack, 
     answer = gateway_pb2.CompleteResponse.FromString(reply.messages[0])
     assert answer.text and answer.request_id and answer.request_id.encode() != bad
     assert reply.trailers.get(b"x-request-id") == answer.request_id.encode()
+    assert reply.trailers.get(b"x-request-id-replaced") == b"invalid"  # the reply says so
 
 
 async def test_a_good_request_id_is_kept(stack: Stack) -> None:

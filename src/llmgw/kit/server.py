@@ -30,7 +30,7 @@ from llmgw.kit.logging import get_logger
 from llmgw.kit.metrics import RPC_HANDLED, RPC_LATENCY, SERVING, child, start_metrics_server
 
 __all__ = ["LIVENESS_SERVICE", "REQUEST_ID_KEY", "GrpcService", "RunningServer", "header", "request_id",
-           "serve_forever", "start_server"]
+           "request_id_replaced", "serve_forever", "start_server"]
 
 REQUEST_ID_KEY = "x-request-id"
 # Health name for liveness probes: SERVING while the process runs, whatever its dependencies do,
@@ -55,6 +55,7 @@ class GrpcService:
 
 # This RPC's request id, set once by the interceptor: logs, replies and events all carry the same.
 _REQUEST_ID: ContextVar[str] = ContextVar("llmgw_request_id", default="")
+_REPLACED: ContextVar[bool] = ContextVar("llmgw_request_id_replaced", default=False)
 
 
 def header(context: grpc.aio.ServicerContext, name: str) -> str | None:
@@ -77,9 +78,16 @@ def _request_id(context: grpc.aio.ServicerContext) -> str:
         return given
     rid = new_request_id()
     if given is not None:
-        # Replaced, not refused: the reply's x-request-id (and the events) carry the new one.
+        # Replaced, not refused: the reply's x-request-id (and the events) carry the new one,
+        # and x-request-id-replaced says why the caller's is not there.
+        _REPLACED.set(True)
         _log.info("request_id_replaced", request_id=rid, reason="not 1-128 of [A-Za-z0-9._:/+=@-]")
     return rid
+
+
+def request_id_replaced() -> bool:
+    """Whether this RPC's caller sent an x-request-id that could not be used (see _request_id)."""
+    return _REPLACED.get()
 
 
 def request_id() -> str:
@@ -180,6 +188,7 @@ class _Scope:
 
     async def __aenter__(self) -> None:
         self._start = time.perf_counter()
+        _REPLACED.set(False)
         rid = _request_id(self._context)
         _REQUEST_ID.set(rid)
         structlog.contextvars.bind_contextvars(request_id=rid)
