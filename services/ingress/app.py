@@ -29,6 +29,8 @@ from llmgw.services.cache.server import CacheClient
 from llmgw.services.cache.settings import CacheSettings
 from llmgw.services.ingress.auth import ApiKeys
 from llmgw.services.ingress.core import Gateway
+from llmgw.services.ingress.http import HttpFace
+from llmgw.services.ingress.openai_http import add_openai_routes
 from llmgw.services.ingress.server import SERVICE_NAME, GatewayServicer
 from llmgw.services.ingress.settings import IngressSettings
 from llmgw.services.limiter.app import start_core as start_limiter_core
@@ -158,6 +160,7 @@ async def build(settings: IngressSettings, *, limiter_settings: LimiterSettings 
     events: EventSink = publisher if settings.publish_events else DiscardingSink()
     registry = Registry.load(settings.prompts_dir)
     stop_labels = await _follow_labels(settings, registry)
+    routes = load_router_config(settings.routes_file) if settings.routes_file else None
     core = Gateway(
         limiter=limiter,
         cache=cache,
@@ -172,7 +175,7 @@ async def build(settings: IngressSettings, *, limiter_settings: LimiterSettings 
         single_flight_wait_s=settings.single_flight_wait_s,
         memo_entries=settings.memo_entries,
         bookkeeping_delay_s=settings.bookkeeping_delay_s,
-        routes=load_router_config(settings.routes_file) if settings.routes_file else None,
+        routes=routes,
     )
 
     async def ready() -> bool:
@@ -181,7 +184,17 @@ async def build(settings: IngressSettings, *, limiter_settings: LimiterSettings 
         checks = await asyncio.gather(*(probe() for probe in peers.probes), peer_serving(router.channel))
         return all(checks)
 
+    face: HttpFace | None = None
+    endpoints: dict[str, str] = {}
+    if settings.http_port >= 0:
+        face = HttpFace(max_request_bytes=settings.max_request_bytes)
+        add_openai_routes(face, core, routes, max_request_bytes=settings.max_request_bytes)
+        endpoints["http"] = await face.start(settings.http_host, settings.http_port)
+        _log.info("http_serving", address=endpoints["http"])
+
     async def on_stop() -> None:
+        if face is not None:
+            await face.stop()
         await stop_labels()
         await core.drain()
         await publisher.stop()
@@ -195,4 +208,5 @@ async def build(settings: IngressSettings, *, limiter_settings: LimiterSettings 
                     gateway_pb2_grpc.add_GatewayServicer_to_server, SERVICE_NAME)],
         ready=ready,
         on_stop=on_stop,
+        endpoints=endpoints,
     )

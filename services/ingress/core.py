@@ -444,6 +444,10 @@ class Gateway:
         with the same tokenizer as the reservation). Nothing sent: nothing charged."""
         return self._prompt_token_count(a) + count_tokens("".join(pieces)) if pieces else 0
 
+    def authenticate(self, authorization: str | None) -> str:
+        """The tenant of a caller's authorization value, or Unauthenticated (listing endpoints)."""
+        return self._keys.identify(authorization)[0]
+
     def refused(self, request_id: str, exc: LlmgwError) -> None:
         """A request refused before it was read (its size): the response event says so and
         carries none of its fields, so nothing in it can make an event the broker refuses."""

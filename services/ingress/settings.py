@@ -13,6 +13,9 @@ from llmgw.services.router.settings import DEFAULT_ROUTES
 
 class IngressSettings(ServiceSettings):
     port: int = 50050
+    # The OpenAI-compatible HTTP face (docs/api.md) on the same process and core; -1: off.
+    http_host: str = "127.0.0.1"
+    http_port: int = Field(default=8080, ge=-1)
     limiter_addr: str = "127.0.0.1:50061"
     cache_addr: str = "127.0.0.1:50062"
     router_addr: str = "127.0.0.1:50063"

@@ -12,7 +12,7 @@ def _up(args: argparse.Namespace) -> int:
     from llmgw.up import main as up
 
     return up(demo=args.demo, exit_after_demo=args.exit_after_demo, workdir=args.workdir, port=args.port,
-              colocate=args.colocate)
+              colocate=args.colocate, http_port=args.http_port)
 
 
 def _limits_check(args: argparse.Namespace) -> int:
@@ -64,6 +64,8 @@ def main(argv: list[str] | None = None) -> int:
     up.add_argument("--exit-after-demo", action="store_true", help="stop everything after the demo")
     up.add_argument("--workdir", default=".llmgw", help="logs and generated config (default .llmgw)")
     up.add_argument("--port", type=int, default=50050, help="the ingress port (default 50050)")
+    up.add_argument("--http-port", type=int, default=8080,
+                    help="the ingress's OpenAI-compatible HTTP port (default 8080; /v1)")
     up.add_argument("--colocate", action="store_true",
                     help="the ingress runs the limiter and cache cores itself (a hit: one gRPC hop; docs/cache.md)")
     up.set_defaults(func=_up)

@@ -66,6 +66,11 @@ class Stack:
     owns_fake: bool = True  # False when the fake providers were handed in (shared by stacks)
     servers: list[RunningServer] = field(default_factory=list)
 
+    @property
+    def http(self) -> str:
+        """The ingress's HTTP face, ``http://host:port``."""
+        return f"http://{self.ingress.service.endpoints['http']}"
+
     async def stop(self) -> None:
         # Ingress first: it drains its after-reply work and flushes events before peers go.
         for s in [self.ingress, self.router, self.cache, self.limiter]:
@@ -124,6 +129,7 @@ async def start_stack(
                 api_keys=api_keys,
                 prompts_dir=prompts_dir,
                 colocate=frozenset(colocate),
+                http_port=0,
                 **({"routes_file": str(routes_file)} if routes_file else {}),
                 **(ingress_overrides or {}),
             ),

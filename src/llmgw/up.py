@@ -53,6 +53,7 @@ def _say(msg: str) -> None:
 class System:
     workdir: Path
     ingress_addr: str = ""
+    http_addr: str = ""  # the ingress's OpenAI-compatible HTTP face
     kafka: str = ""
     fake_url: str | None = None
     procs: list[LocalProcess] = field(default_factory=list)
@@ -65,7 +66,7 @@ class System:
         compare topologies side by side, or to restart one on its port); returns its address
         once SERVING."""
         port = port or free_port(self.used_ports)
-        env = {**self.ingress_env, "PORT": str(port), "METRICS_PORT": "0",
+        env = {**self.ingress_env, "PORT": str(port), "METRICS_PORT": "0", "HTTP_PORT": "-1",
                **(_colocated_env(self.ingress_env["REDIS_URL"], self.workdir / "limits.yaml") if colocate else {})}
         if not colocate:
             env.pop("COLOCATE", None)
@@ -102,7 +103,8 @@ def _colocated_env(redis_url: str, limits_file: Path) -> dict[str, str]:
             "CACHE_REDIS_URL": redis_url}
 
 
-async def start_system(workdir: Path, *, ingress_port: int = 50050, with_drift: bool = True,
+async def start_system(workdir: Path, *, ingress_port: int = 50050, http_port: int | None = None,
+                       with_drift: bool = True,
                        colocate: bool = False, limits: str = DEMO_LIMITS,
                        api_keys: str = f"{DEMO_KEY}=demo,{LIMITED_KEY}=limited",
                        extra_env: dict[str, dict[str, str]] | None = None) -> System:
@@ -142,6 +144,7 @@ async def start_system(workdir: Path, *, ingress_port: int = 50050, with_drift: 
         limits_file.write_text(limits)
         ports = {name: free_port(used) for name in ("limiter", "cache", "router", "drift")}
         ports["ingress"] = ingress_port
+        system.http_addr = f"127.0.0.1:{http_port or free_port(used)}"
         common = {**env, "REDIS_URL": f"redis://{redis.address}/0", "KAFKA_BOOTSTRAP": tansu.address}
         services: dict[str, dict[str, str]] = {
             "limiter": {"LIMITS_FILE": str(limits_file)},
@@ -156,6 +159,7 @@ async def start_system(workdir: Path, *, ingress_port: int = 50050, with_drift: 
                 "PROMPTS_DIR": str(REPO / "prompts"),
                 # Stable across restarts of this system: a restarted ingress replays what it spooled.
                 "SPOOL_DIR": str(workdir / "spool" / "ingress"),
+                "HTTP_PORT": system.http_addr.rsplit(":", 1)[1],
             },
         }
         if colocate:
@@ -186,8 +190,8 @@ async def start_system(workdir: Path, *, ingress_port: int = 50050, with_drift: 
         raise
 
 
-async def _run(args_demo: bool, exit_after: bool, workdir: Path, port: int, colocate: bool) -> int:
-    system = await start_system(workdir, ingress_port=port, colocate=colocate)
+async def _run(args_demo: bool, exit_after: bool, workdir: Path, port: int, colocate: bool, http_port: int) -> int:
+    system = await start_system(workdir, ingress_port=port, colocate=colocate, http_port=http_port)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -197,7 +201,8 @@ async def _run(args_demo: bool, exit_after: bool, workdir: Path, port: int, colo
             await run_demo(system.ingress_addr, kafka=system.kafka, fake_url=system.fake_url)
         if exit_after:
             return 0
-        _say(f"gateway ready on {system.ingress_addr} (API key {DEMO_KEY!r}); logs in {workdir}/logs; Ctrl-C stops")
+        _say(f"gateway ready on {system.ingress_addr} (gRPC) and http://{system.http_addr}/v1 (OpenAI-compatible), "
+             f"API key {DEMO_KEY!r}; logs in {workdir}/logs; Ctrl-C stops")
         while not stop.is_set():
             system.check_alive()
             await asyncio.wait({asyncio.ensure_future(stop.wait())}, timeout=1.0)
@@ -208,5 +213,6 @@ async def _run(args_demo: bool, exit_after: bool, workdir: Path, port: int, colo
         _say("stopped; no process left behind")
 
 
-def main(*, demo: bool, exit_after_demo: bool, workdir: str, port: int, colocate: bool = False) -> int:
-    return asyncio.run(_run(demo, exit_after_demo, Path(workdir).resolve(), port, colocate))
+def main(*, demo: bool, exit_after_demo: bool, workdir: str, port: int, colocate: bool = False,
+         http_port: int = 8080) -> int:
+    return asyncio.run(_run(demo, exit_after_demo, Path(workdir).resolve(), port, colocate, http_port))

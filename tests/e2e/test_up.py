@@ -47,7 +47,7 @@ def test_up_runs_the_demo_through_separate_processes(tmp_path: Path) -> None:
     env.pop("ANTHROPIC_API_KEY", None)
     proc = subprocess.run(
         [sys.executable, "-m", "llmgw.cli", "up", "--demo", "--exit-after-demo", "--workdir", str(tmp_path),
-         "--port", str(port)],
+         "--port", str(port), "--http-port", str(free_port())],
         cwd=REPO, env=env, capture_output=True, text=True, timeout=400,
     )
     out = proc.stdout
@@ -69,7 +69,8 @@ def test_ctrl_c_stops_everything(tmp_path: Path) -> None:
     port = free_port()
     env = {**os.environ, "LLMGW_E2E_RUN": str(tmp_path)}
     proc = subprocess.Popen(
-        [sys.executable, "-m", "llmgw.cli", "up", "--workdir", str(tmp_path), "--port", str(port)],
+        [sys.executable, "-m", "llmgw.cli", "up", "--workdir", str(tmp_path), "--port", str(port),
+         "--http-port", str(free_port())],
         cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
     )
     assert proc.stdout is not None

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import re
 import signal
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
@@ -25,7 +24,7 @@ from grpc_health.v1._async import HealthServicer
 from grpc_reflection.v1alpha import reflection
 
 from llmgw.kit.errors import InvalidArgument, LlmgwError
-from llmgw.kit.ids import new_request_id
+from llmgw.kit.ids import new_request_id, valid_request_id
 from llmgw.kit.logging import get_logger
 from llmgw.kit.metrics import RPC_HANDLED, RPC_LATENCY, SERVING, child, start_metrics_server
 
@@ -51,6 +50,8 @@ class GrpcService:
     ready: Probe
     probe_interval_s: float = 2.0
     on_stop: Callable[[], Awaitable[None]] | None = None
+    # What else the service serves, for whoever started it (e.g. {"http": "127.0.0.1:8080"}).
+    endpoints: dict[str, str] = field(default_factory=dict)
 
 
 # This RPC's request id, set once by the interceptor: logs, replies and events all carry the same.
@@ -66,16 +67,10 @@ def header(context: grpc.aio.ServicerContext, name: str) -> str | None:
     return None
 
 
-# What a caller's request id may look like: it is logged, published and sent on to our peers
-# in their metadata, where grpc refuses control characters and non-ASCII (the call would die
-# with no status at all).
-_VALID_REQUEST_ID = re.compile(r"[A-Za-z0-9._:/+=@-]{1,128}")
-
-
 def _request_id(context: grpc.aio.ServicerContext) -> str:
     given = header(context, REQUEST_ID_KEY)
-    if given and _VALID_REQUEST_ID.fullmatch(given):
-        return given
+    if valid_request_id(given):
+        return given  # type: ignore[return-value]
     rid = new_request_id()
     if given is not None:
         # Replaced, not refused: the reply's x-request-id (and the events) carry the new one,
