@@ -73,7 +73,7 @@ async def _read_until(kafka: str, topic: str, done: Callable[[dict[str, Any]], b
     return latest
 
 
-async def run_demo(address: str, *, kafka: str, fake_url: str | None) -> list[str]:
+async def run_demo(address: str, *, kafka: str, fake_url: str | None, http_addr: str = "") -> list[str]:
     """Runs the demo and returns the request ids it made (the e2e test checks them on Kafka)."""
     ids: list[str] = []
     async with grpc.aio.insecure_channel(address) as channel:
@@ -129,6 +129,20 @@ async def run_demo(address: str, *, kafka: str, fake_url: str | None) -> list[st
             metadata=_md(DEMO_KEY), timeout=30)]
         ids.append(chunks[-1].request_id)
         print(f"{len(chunks) - 1} chunks: {''.join(c.delta for c in chunks)!r}  (final: {chunks[-1].provider})")
+
+    if http_addr:
+        _h("5b. an unmodified openai SDK app over HTTP: base_url and api_key changed, nothing else")
+        import openai
+
+        client = openai.AsyncOpenAI(base_url=f"http://{http_addr}/v1", api_key=DEMO_KEY)
+        try:
+            reply = await client.chat.completions.create(
+                model="default", messages=[{"role": "user", "content": "Hello from the openai SDK"}])
+            print(f"text:     {reply.choices[0].message.content}\nmodel:    {reply.model}"
+                  f"  finish_reason: {reply.choices[0].finish_reason}")
+            ids.append((reply.model_extra or {}).get("llmgw", {}).get("request_id", ""))
+        finally:
+            await client.close()
 
     _h("6. the events on Kafka")
     wanted = set(ids)

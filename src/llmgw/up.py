@@ -198,7 +198,8 @@ async def _run(args_demo: bool, exit_after: bool, workdir: Path, port: int, colo
         loop.add_signal_handler(sig, stop.set)
     try:
         if args_demo:
-            await run_demo(system.ingress_addr, kafka=system.kafka, fake_url=system.fake_url)
+            await run_demo(system.ingress_addr, kafka=system.kafka, fake_url=system.fake_url,
+                           http_addr=system.http_addr)
         if exit_after:
             return 0
         _say(f"gateway ready on {system.ingress_addr} (gRPC) and http://{system.http_addr}/v1 (OpenAI-compatible), "

@@ -52,7 +52,9 @@ async def test_an_oversized_request_is_refused_first_and_events_keep_flowing(
         assert dict(err.value.trailing_metadata() or ()).get("x-invalid-field") == "request"
         run = uuid.uuid4().hex[:6]
         ids = []
-        for i in range(0, 1000, 50):  # the next 1 000 events (500 requests, each a request and a response event)
+        # The next 1 000 events (500 requests, each a request and a response event); with a valid
+        # key the same path runs, so a tenth of that shows it.
+        for i in range(0, 1000 if key is None else 100, 50):
             batch = await asyncio.gather(*(client.complete(_msg(f"after poison {run} {j}")) for j in range(i, i + 25)))
             ids += [r.request_id for r in batch]
         await stack.ingress.service.servicers[0][0]._core.drain()
@@ -78,8 +80,9 @@ async def test_a_record_the_broker_refuses_is_rejected_once_and_holds_nothing_ba
             publisher.publish(REQUESTS_TOPIC, k, k.encode())
         assert await publisher.flush(timeout_s=20), "a poison record jammed the publisher"
         await publisher.stop()
-        got = await read_topic(broker.address, REQUESTS_TOPIC, [*keys, "poison"], timeout_s=20)
-        assert set(got) == set(keys), "every good record arrives, the poison one never"
+        got = await read_topic(broker.address, REQUESTS_TOPIC, keys, timeout_s=20)
+        assert set(got) == set(keys), "every good record arrives"
+        assert not await read_topic(broker.address, REQUESTS_TOPIC, ["poison"], timeout_s=2), "the poison one never"
         after = REGISTRY.get_sample_value("llmgw_events_rejected_total",
                                           {"topic": REQUESTS_TOPIC, "reason": "MessageSizeTooLargeError"})
         assert after == before + 1, "rejected exactly once, not retried"
