@@ -27,6 +27,7 @@ from llmgw.prompts import LabelStore, Registry
 from llmgw.services.cache.app import start_core as start_cache_core
 from llmgw.services.cache.server import CacheClient
 from llmgw.services.cache.settings import CacheSettings
+from llmgw.services.ingress.anthropic_http import add_anthropic_routes
 from llmgw.services.ingress.auth import ApiKeys
 from llmgw.services.ingress.core import Gateway
 from llmgw.services.ingress.http import HttpFace
@@ -189,6 +190,7 @@ async def build(settings: IngressSettings, *, limiter_settings: LimiterSettings 
     if settings.http_port >= 0:
         face = HttpFace(max_request_bytes=settings.max_request_bytes)
         add_openai_routes(face, core, routes, max_request_bytes=settings.max_request_bytes)
+        add_anthropic_routes(face, core, routes, max_request_bytes=settings.max_request_bytes)
         endpoints["http"] = await face.start(settings.http_host, settings.http_port)
         _log.info("http_serving", address=endpoints["http"])
 

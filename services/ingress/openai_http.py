@@ -16,11 +16,12 @@ from typing import Any
 
 from aiohttp import web
 
-from llmgw.domain import Chunk, Completion, Message, Sampling
-from llmgw.kit.errors import InvalidArgument, LlmgwError, NotFound
+from llmgw.domain import Completion, Message, Sampling
+from llmgw.kit.errors import InvalidArgument, LlmgwError
 from llmgw.services.ingress.core import Gateway, Reply, remaining_metadata
+from llmgw.services.ingress.dialect import model_ids, number, request, sse, text_of
 from llmgw.services.ingress.http import REQUEST_ID, STATUS, HttpFace, error_headers, read_json
-from llmgw.services.ingress.request import CacheMode, GatewayRequest
+from llmgw.services.ingress.request import GatewayRequest
 from llmgw.services.router.config import RouterConfig
 
 __all__ = ["add_openai_routes", "openai_error"]
@@ -48,41 +49,6 @@ def openai_error(exc: LlmgwError, rid: str) -> web.Response:
     return web.json_response(body, status=status, headers=error_headers(exc, rid))
 
 
-def _text(content: Any, where: str) -> str:
-    if isinstance(content, str):
-        return content
-    if not isinstance(content, list):
-        raise InvalidArgument(where, "must be a string or a list of content parts")
-    texts = []
-    for j, part in enumerate(content):
-        kind = part.get("type") if isinstance(part, dict) else None
-        if kind != "text" or not isinstance(part.get("text"), str):
-            raise InvalidArgument(f"{where}[{j}].type", f"{kind!r} parts are not supported yet (text only)")
-        texts.append(part["text"])
-    return "".join(texts)
-
-
-def _number(body: Mapping[str, Any], name: str, kind: type | tuple[type, ...] = (int, float)) -> Any:
-    value = body.get(name)
-    if value is not None and (isinstance(value, bool) or not isinstance(value, kind)):
-        raise InvalidArgument(name, "must be an integer" if kind is int else "must be a number")
-    return value
-
-
-def _route(model: str, routes: RouterConfig | None) -> str:
-    if routes is None or not model:
-        return model
-    if model in routes.routes:
-        return model
-    if "/" in model:
-        provider, name = model.split("/", 1)
-        for route, cfg in routes.routes.items():
-            first = cfg.targets[0]
-            if (first.provider, first.model) == (provider, name):
-                return route
-    raise NotFound(f"model {model!r}: no route is named so, nor has it as its first target (see GET /v1/models)")
-
-
 def parse(body: Mapping[str, Any], routes: RouterConfig | None) -> tuple[GatewayRequest, bool, bool]:
     """(request, stream, include_usage) from an OpenAI chat-completions body."""
     for name in _NOT_YET:
@@ -94,18 +60,10 @@ def parse(body: Mapping[str, Any], routes: RouterConfig | None) -> tuple[Gateway
     fmt = body.get("response_format")
     if fmt not in (None, {"type": "text"}):
         raise InvalidArgument("response_format", "only {'type': 'text'} is supported yet")
-    ext = body.get("llmgw") or {}
-    if not isinstance(ext, dict):
-        raise InvalidArgument("llmgw", "must be an object")
-    model = body.get("model")
-    if model is not None and not isinstance(model, str):
-        raise InvalidArgument("model", "must be a string")
-    if not model and not ext.get("prompt"):
-        raise InvalidArgument("model", "required (a route, or provider/model; GET /v1/models lists them)")
-    messages = []
     raw = body.get("messages") or []
     if not isinstance(raw, list):
         raise InvalidArgument("messages", "must be a list")
+    messages = []
     for i, m in enumerate(raw):
         if not isinstance(m, dict):
             raise InvalidArgument(f"messages[{i}]", "must be an object")
@@ -114,35 +72,21 @@ def parse(body: Mapping[str, Any], routes: RouterConfig | None) -> tuple[Gateway
             raise InvalidArgument(f"messages[{i}].role", "tool calls and results are not supported yet")
         if role not in _ROLES:
             raise InvalidArgument(f"messages[{i}].role", f"must be one of {', '.join(_ROLES)}")
-        messages.append(Message(_ROLES[role], _text(m.get("content"), f"messages[{i}].content")))
+        messages.append(Message(_ROLES[role], text_of(m.get("content"), f"messages[{i}].content")))
     stop = body.get("stop")
     if isinstance(stop, str):
         stop = [stop]
     if stop is not None and not (isinstance(stop, list) and all(isinstance(s, str) for s in stop)):
         raise InvalidArgument("stop", "must be a string or a list of strings")
-    max_tokens = _number(body, "max_completion_tokens", int) or _number(body, "max_tokens", int)
-    sampling = Sampling(temperature=_number(body, "temperature"), max_tokens=max_tokens,
-                        top_p=_number(body, "top_p"), stop=tuple(stop or ()))
-    modes = {"default": CacheMode.DEFAULT, "bypass": CacheMode.BYPASS, "refresh": CacheMode.REFRESH}
-    mode = modes.get(str(ext.get("cache_mode", "default")))
-    if mode is None:
-        raise InvalidArgument("llmgw.cache_mode", f"must be one of {', '.join(modes)}")
-    variables = ext.get("variables") or {}
-    if not isinstance(variables, dict) or not all(isinstance(v, str) for v in variables.values()):
-        raise InvalidArgument("llmgw.variables", "must be an object of strings")
+    max_tokens = number(body, "max_completion_tokens", int) or number(body, "max_tokens", int)
+    sampling = Sampling(temperature=number(body, "temperature"), max_tokens=max_tokens,
+                        top_p=number(body, "top_p"), stop=tuple(stop or ()))
     metadata = body.get("metadata") or {}
-    if not isinstance(metadata, dict):
-        raise InvalidArgument("metadata", "must be an object of strings")
-    if isinstance(body.get("user"), str):
+    if isinstance(metadata, dict) and isinstance(body.get("user"), str):
         metadata = {**metadata, "user": body["user"]}
-    stream = body.get("stream") is True
     options = body.get("stream_options") or {}
-    req = GatewayRequest(
-        prompt=str(ext.get("prompt") or ""), label=str(ext.get("label") or ""), variables=dict(variables),
-        messages=tuple(messages) if not ext.get("prompt") else (), route=_route(model or "", routes),
-        sampling=sampling, cache_mode=mode, metadata={str(k): str(v) for k, v in metadata.items()},
-    )
-    return req, stream, bool(isinstance(options, dict) and options.get("include_usage"))
+    return (request(body, routes, messages, sampling, metadata), body.get("stream") is True,
+            bool(isinstance(options, dict) and options.get("include_usage")))
 
 
 def _usage(c: Completion) -> dict[str, int]:
@@ -185,11 +129,7 @@ def add_openai_routes(face: HttpFace, core: Gateway, routes: RouterConfig | None
 
     async def models(request: web.Request) -> web.StreamResponse:
         core.authenticate(request.headers.get("authorization"))
-        ids: list[str] = []
-        for name, cfg in (routes.routes.items() if routes is not None else ()):
-            ids.append(name)
-            ids += [f"{t.provider}/{t.model}" for t in cfg.targets[:1]]
-        data = [{"id": i, "object": "model", "created": 0, "owned_by": "llmgw"} for i in dict.fromkeys(ids)]
+        data = [{"id": i, "object": "model", "created": 0, "owned_by": "llmgw"} for i in model_ids(routes)]
         return web.json_response({"object": "list", "data": data})
 
     face.route("POST", "/v1/chat/completions", chat, openai_error)
@@ -198,48 +138,30 @@ def add_openai_routes(face: HttpFace, core: Gateway, routes: RouterConfig | None
 
 async def _stream(request: web.Request, core: Gateway, auth: str | None, req: GatewayRequest, rid: str,
                   include_usage: bool) -> web.StreamResponse:
-    """SSE as OpenAI sends it. Headers go out with the first chunk: an error before it (a bad key,
-    a limit, every provider down) is a plain HTTP error with its status; after it, an error event."""
+    """SSE as OpenAI sends it: a role chunk, content deltas, the finish_reason chunk, the usage
+    chunk when asked for, ``[DONE]``; an error after the first chunk is an ``error`` event."""
     created = int(time.time())
-    resp: web.StreamResponse | None = None
-    model = ""
 
-    def frame(delta: dict[str, Any], finish: str | None = None, **extra: Any) -> bytes:
-        chunk = {"id": f"chatcmpl-{rid}", "object": "chat.completion.chunk", "created": created, "model": model,
-                 "choices": [{"index": 0, "delta": delta, "finish_reason": finish, "logprobs": None}], **extra}
-        return f"data: {json.dumps(chunk)}\n\n".encode()
+    def frame(delta: dict[str, Any], finish: str | None = None, model: str = "", **extra: Any) -> bytes:
+        body = {"id": f"chatcmpl-{rid}", "object": "chat.completion.chunk", "created": created, "model": model,
+                "choices": [{"index": 0, "delta": delta, "finish_reason": finish, "logprobs": None}], **extra}
+        return f"data: {json.dumps(body)}\n\n".encode()
 
-    async def opened() -> web.StreamResponse:
-        nonlocal resp
-        if resp is None:
-            resp = web.StreamResponse(headers={"content-type": "text/event-stream", "cache-control": "no-cache",
-                                               "x-request-id": rid})
-            await resp.prepare(request)
-            await resp.write(frame({"role": "assistant", "content": ""}))
-        return resp
+    def closing(reply: Reply) -> list[bytes]:
+        c = reply.completion
+        frames = [frame({}, _FINISH.get(c.finish_reason, "stop"), c.model, llmgw=_extension(reply))]
+        if include_usage:
+            tail = {"id": f"chatcmpl-{rid}", "object": "chat.completion.chunk", "created": created,
+                    "model": c.model, "choices": [], "usage": _usage(c)}
+            frames.append(f"data: {json.dumps(tail)}\n\n".encode())
+        return [*frames, b"data: [DONE]\n\n"]
 
-    try:
-        async for item in core.stream(auth, req, request_id=rid):
-            if isinstance(item, Chunk):
-                out = await opened()
-                if item.delta:
-                    await out.write(frame({"content": item.delta}))
-                continue
-            c = item.completion
-            model = c.model
-            out = await opened()
-            await out.write(frame({}, _FINISH.get(c.finish_reason, "stop"), llmgw=_extension(item)))
-            if include_usage:
-                tail = {"id": f"chatcmpl-{rid}", "object": "chat.completion.chunk", "created": created,
-                        "model": model, "choices": [], "usage": _usage(c)}
-                await out.write(f"data: {json.dumps(tail)}\n\n".encode())
-            await out.write(b"data: [DONE]\n\n")
-    except LlmgwError as exc:
-        if resp is None:
-            return openai_error(exc, rid)
+    def failed(exc: LlmgwError) -> bytes:
         body = {"error": {"message": exc.message, "type": _TYPES.get(STATUS.get(exc.code, 500), "api_error"),
                           "code": exc.code.name.lower()}}
-        await resp.write(f"data: {json.dumps(body)}\n\n".encode())
-    assert resp is not None
-    await resp.write_eof()
-    return resp
+        return f"data: {json.dumps(body)}\n\n".encode()
+
+    return await sse(request, core.stream(auth, req, request_id=rid), headers={"x-request-id": rid},
+                     opening=lambda: [frame({"role": "assistant", "content": ""})],
+                     chunk=lambda delta: frame({"content": delta}), closing=closing, failed=failed,
+                     error=lambda exc: openai_error(exc, rid))

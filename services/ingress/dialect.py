@@ -1,0 +1,146 @@
+"""What both HTTP dialects (OpenAI's, Anthropic's) share at the edge: text content, numbers,
+``model`` -> route, the ``llmgw`` extension field, the request it all becomes, and the SSE
+driver that sends headers only with the first chunk (so an error before it is a plain HTTP error
+with its status)."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from aiohttp import web
+
+from llmgw.domain import Chunk, Message, Sampling
+from llmgw.kit.errors import InvalidArgument, LlmgwError, NotFound
+from llmgw.services.ingress.core import Reply
+from llmgw.services.ingress.request import CacheMode, GatewayRequest
+from llmgw.services.router.config import RouterConfig
+
+__all__ = ["Extension", "extension", "model_ids", "number", "request", "route_for", "sse", "text_of"]
+
+
+def text_of(content: Any, where: str) -> str:
+    """A message's text: a string, or a list of text parts (other kinds: not supported yet)."""
+    if isinstance(content, str):
+        return content
+    if not isinstance(content, list):
+        raise InvalidArgument(where, "must be a string or a list of content parts")
+    texts = []
+    for j, part in enumerate(content):
+        kind = part.get("type") if isinstance(part, dict) else None
+        if kind != "text" or not isinstance(part.get("text"), str):
+            raise InvalidArgument(f"{where}[{j}].type", f"{kind!r} parts are not supported yet (text only)")
+        texts.append(part["text"])
+    return "".join(texts)
+
+
+def number(body: Mapping[str, Any], name: str, kind: type | tuple[type, ...] = (int, float)) -> Any:
+    value = body.get(name)
+    if value is not None and (isinstance(value, bool) or not isinstance(value, kind)):
+        raise InvalidArgument(name, "must be an integer" if kind is int else "must be a number")
+    return value
+
+
+def route_for(model: str, routes: RouterConfig | None) -> str:
+    """``model`` names a route, or a ``provider/model`` that is the first target of a route."""
+    if routes is None or not model:
+        return model
+    if model in routes.routes:
+        return model
+    if "/" in model:
+        provider, name = model.split("/", 1)
+        for route, cfg in routes.routes.items():
+            first = cfg.targets[0]
+            if (first.provider, first.model) == (provider, name):
+                return route
+    raise NotFound(f"model {model!r}: no route is named so, nor has it as its first target (see GET /v1/models)")
+
+
+def model_ids(routes: RouterConfig | None) -> list[str]:
+    ids: list[str] = []
+    for name, cfg in (routes.routes.items() if routes is not None else ()):
+        ids.append(name)
+        ids += [f"{t.provider}/{t.model}" for t in cfg.targets[:1]]
+    return list(dict.fromkeys(ids))
+
+
+@dataclass(frozen=True, slots=True)
+class Extension:
+    """The ``llmgw`` field: a registry prompt instead of messages, and the cache mode."""
+
+    prompt: str = ""
+    label: str = ""
+    variables: Mapping[str, str] | None = None
+    cache_mode: CacheMode = CacheMode.DEFAULT
+
+
+_MODES = {"default": CacheMode.DEFAULT, "bypass": CacheMode.BYPASS, "refresh": CacheMode.REFRESH}
+
+
+def extension(body: Mapping[str, Any]) -> Extension:
+    ext = body.get("llmgw") or {}
+    if not isinstance(ext, dict):
+        raise InvalidArgument("llmgw", "must be an object")
+    mode = _MODES.get(str(ext.get("cache_mode", "default")))
+    if mode is None:
+        raise InvalidArgument("llmgw.cache_mode", f"must be one of {', '.join(_MODES)}")
+    variables = ext.get("variables") or {}
+    if not isinstance(variables, dict) or not all(isinstance(v, str) for v in variables.values()):
+        raise InvalidArgument("llmgw.variables", "must be an object of strings")
+    return Extension(str(ext.get("prompt") or ""), str(ext.get("label") or ""), dict(variables), mode)
+
+
+def request(body: Mapping[str, Any], routes: RouterConfig | None, messages: Sequence[Message], sampling: Sampling,
+            metadata: Mapping[str, Any]) -> GatewayRequest:
+    """The one domain request both faces run, from a dialect's parsed parts."""
+    ext = extension(body)
+    model = body.get("model")
+    if model is not None and not isinstance(model, str):
+        raise InvalidArgument("model", "must be a string")
+    if not model and not ext.prompt:
+        raise InvalidArgument("model", "required (a route, or provider/model; GET /v1/models lists them)")
+    if not isinstance(metadata, dict):
+        raise InvalidArgument("metadata", "must be an object")
+    return GatewayRequest(
+        prompt=ext.prompt, label=ext.label, variables=dict(ext.variables or {}),
+        messages=tuple(messages) if not ext.prompt else (), route=route_for(model or "", routes),
+        sampling=sampling, cache_mode=ext.cache_mode, metadata={str(k): str(v) for k, v in metadata.items()},
+    )
+
+
+async def sse(request_: web.Request, items: AsyncIterator[Chunk | Reply], *, headers: Mapping[str, str],
+              opening: Callable[[], list[bytes]], chunk: Callable[[str], bytes],
+              closing: Callable[[Reply], list[bytes]], failed: Callable[[LlmgwError], bytes],
+              error: Callable[[LlmgwError], web.Response]) -> web.StreamResponse:
+    """Relay the core's stream as SSE. Headers (and ``opening``) go out with the first item: an
+    error before it answers ``error(exc)`` with its HTTP status; after it, the ``failed`` event."""
+    resp: web.StreamResponse | None = None
+
+    async def opened() -> web.StreamResponse:
+        nonlocal resp
+        if resp is None:
+            resp = web.StreamResponse(headers={"content-type": "text/event-stream", "cache-control": "no-cache",
+                                               **headers})
+            await resp.prepare(request_)
+            for frame in opening():
+                await resp.write(frame)
+        return resp
+
+    try:
+        async for item in items:
+            out = await opened()
+            if isinstance(item, Chunk):
+                if item.delta:
+                    await out.write(chunk(item.delta))
+                continue
+            for frame in closing(item):
+                await out.write(frame)
+    except LlmgwError as exc:
+        if resp is None:
+            return error(exc)
+        await resp.write(failed(exc))
+    final = await opened()
+    await final.write_eof()
+    return final
+
