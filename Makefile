@@ -62,6 +62,7 @@ bench: install
 	$(BIN)/python -m bench.latency
 	$(BIN)/python -m bench.fallback
 	$(BIN)/python -m bench.chaos
+	$(BIN)/python -m bench.http
 	$(BIN)/python -m bench.events
 	$(BIN)/python -m bench.limiter
 	$(BIN)/python -m bench.drift

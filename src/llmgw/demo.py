@@ -143,6 +143,18 @@ async def run_demo(address: str, *, kafka: str, fake_url: str | None, http_addr:
             ids.append((reply.model_extra or {}).get("llmgw", {}).get("request_id", ""))
         finally:
             await client.close()
+        import anthropic
+
+        _h("5c. an unmodified anthropic SDK app over HTTP, the same way")
+        claude = anthropic.AsyncAnthropic(base_url=f"http://{http_addr}", api_key=DEMO_KEY)
+        try:
+            msg = await claude.messages.create(model="anthropic-first", max_tokens=256,
+                                               messages=[{"role": "user", "content": "Hello from the anthropic SDK"}])
+            block = msg.content[0]
+            print(f"text:     {getattr(block, 'text', '')}\nmodel:    {msg.model}  stop_reason: {msg.stop_reason}")
+            ids.append((msg.model_extra or {}).get("llmgw", {}).get("request_id", ""))
+        finally:
+            await claude.close()
 
     _h("6. the events on Kafka")
     wanted = set(ids)

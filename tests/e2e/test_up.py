@@ -56,11 +56,12 @@ def test_up_runs_the_demo_through_separate_processes(tmp_path: Path) -> None:
         assert f"{name:<8} SERVING" in out
     assert "cache_hit: True" in out
     assert "[openai:gpt-4o-mini] You said: Hello from the openai SDK" in out  # the HTTP face
+    assert "[anthropic:claude-3-5-haiku-latest] You said: Hello from the anthropic SDK" in out
     assert "RESOURCE_EXHAUSTED" in out and "retry-after: " in out
     assert "provider: anthropic" in out and "openai/gpt-4o-mini=error" in out
     # Every demo request reached both topics, and the drift job consumed and published.
-    assert "llm.requests:  7 of 7 requests" in out
-    assert "llm.responses: 7 of 7 requests" in out
+    assert "llm.requests:  8 of 8 requests" in out
+    assert "llm.responses: 8 of 8 requests" in out
     assert "llm.drift.metrics: segment=" in out
     assert "no process left behind" in out
     assert _spawned_by(tmp_path) == []
