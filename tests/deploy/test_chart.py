@@ -189,3 +189,17 @@ def test_dashboard_uses_only_metrics_the_code_exports() -> None:
     for name in names:
         base = name.removesuffix("_total")
         assert f'"{name}"' in source or f'"{base}_total"' in source or f'"{base}"' in source, name
+
+
+def test_the_ingress_serves_its_http_face_and_keeps_its_spool_inside_its_volume() -> None:
+    docs = render()
+    (c,) = of_kind(docs, "Deployment")["llmgw-ingress"]["spec"]["template"]["spec"]["containers"]
+    assert {"name": "http", "containerPort": 8080, "protocol": "TCP"} in c["ports"]
+    env = {e["name"]: e.get("value") for e in c["env"]}
+    assert env["HTTP_HOST"] == "0.0.0.0" and env["HTTP_PORT"] == "8080"
+    assert env["ROUTES_FILE"] == "/etc/llmgw/config/routes.yaml"
+    assert int(env["SPOOL_MAX_BYTES"]) < 256 * 1024 * 1024  # the /tmp emptyDir's sizeLimit
+    service = of_kind(docs, "Service")["llmgw-ingress"]
+    assert any(p["name"] == "http" and p["port"] == 8080 for p in service["spec"]["ports"])
+    off = of_kind(render({"ingress": {"httpPort": -1}}), "Deployment")["llmgw-ingress"]
+    assert all(p["name"] != "http" for p in off["spec"]["template"]["spec"]["containers"][0]["ports"])

@@ -118,6 +118,9 @@ spec:
           imagePullPolicy: {{ $root.Values.image.pullPolicy }}
           ports:
             - {name: grpc, containerPort: {{ .c.port }}, protocol: TCP}
+            {{- if and (hasKey .c "httpPort") (ge (int .c.httpPort) 0) }}
+            - {name: http, containerPort: {{ .c.httpPort }}, protocol: TCP}
+            {{- end }}
             - {name: metrics, containerPort: {{ $root.Values.metricsPort }}, protocol: TCP}
           env:
             - name: PORT
@@ -175,6 +178,9 @@ spec:
     {{- include "llmgw.selector" . | nindent 4 }}
   ports:
     - {name: grpc, port: {{ .c.port }}, targetPort: grpc, protocol: TCP, appProtocol: grpc}
+    {{- if and (hasKey .c "httpPort") (ge (int .c.httpPort) 0) }}
+    - {name: http, port: {{ .c.httpPort }}, targetPort: http, protocol: TCP, appProtocol: http}
+    {{- end }}
     - {name: metrics, port: {{ $root.Values.metricsPort }}, targetPort: metrics, protocol: TCP}
 {{- end }}
 {{- if .c.pdb.enabled }}
