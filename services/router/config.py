@@ -40,6 +40,10 @@ class ProviderConfig(_Strict):
     # None: the SDK's default (the real provider).
     base_url: str | None = None
     api_key_env: str
+    # The SDK's HTTP transport: "aiohttp" (the SDKs' own DefaultAioHttpClient, vendored in both:
+    # faster per call and per process than their default; docs/benchmarks.md "bench/http.py") or
+    # "httpx" (the SDKs' default).
+    transport: Literal["aiohttp", "httpx"] = "aiohttp"
     # Used when the key variable is unset: only for local fake providers.
     fallback_api_key: str | None = None
 

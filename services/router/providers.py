@@ -167,7 +167,10 @@ class OpenAIProvider:
 
     def __init__(self, cfg: ProviderConfig) -> None:
         # max_retries=0: retries and fallback are the router's policy, not the SDK's.
-        self._client = openai.AsyncOpenAI(api_key=_api_key(cfg), base_url=cfg.base_url, max_retries=0)
+        self._client = openai.AsyncOpenAI(
+            api_key=_api_key(cfg), base_url=cfg.base_url, max_retries=0,
+            http_client=openai.DefaultAioHttpClient() if cfg.transport == "aiohttp" else None,
+        )
 
     @staticmethod
     def _params(model: str, system: str, messages: tuple[Message, ...], sampling: Sampling) -> dict[str, Any]:
@@ -237,7 +240,10 @@ class AnthropicProvider:
     name = "anthropic"
 
     def __init__(self, cfg: ProviderConfig) -> None:
-        self._client = anthropic.AsyncAnthropic(api_key=_api_key(cfg), base_url=cfg.base_url, max_retries=0)
+        self._client = anthropic.AsyncAnthropic(
+            api_key=_api_key(cfg), base_url=cfg.base_url, max_retries=0,
+            http_client=anthropic.DefaultAioHttpClient() if cfg.transport == "aiohttp" else None,
+        )
 
     @staticmethod
     def _params(model: str, system: str, messages: tuple[Message, ...], sampling: Sampling) -> dict[str, Any]:
