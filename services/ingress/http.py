@@ -56,8 +56,11 @@ async def read_json(request: web.Request, max_bytes: int) -> dict[str, Any]:
     if request.content_length is not None and request.content_length > max_bytes:
         raise InvalidArgument("request", f"{request.content_length} bytes is over the limit of {max_bytes} bytes "
                                          "(MAX_REQUEST_BYTES)")
-    raw = await request.content.read(max_bytes + 1)
-    if len(raw) > max_bytes:
+    try:
+        raw = await request.read()  # the whole body (a single stream read may return only a part)
+    except web.HTTPRequestEntityTooLarge:
+        raw = b""
+    if len(raw) > max_bytes or (not raw and (request.content_length or 0) > 0):
         raise InvalidArgument("request", f"over the limit of {max_bytes} bytes (MAX_REQUEST_BYTES)")
     try:
         body = json.loads(raw)

@@ -149,3 +149,11 @@ async def test_concurrent_calls_share_the_core(http: tuple[Stack, openai.AsyncOp
         model="default", messages=[{"role": "user", "content": f"q{i}"}]) for i in range(10)))  # type: ignore[arg-type]
     assert [r.choices[0].message.content for r in replies] == [
         f"[openai:gpt-4o-mini] You said: q{i}" for i in range(10)]
+
+
+async def test_a_large_body_under_the_limit_is_read_whole(http: tuple[Stack, openai.AsyncOpenAI]) -> None:
+    _, client = http
+    text = "word " * 40_000  # 200 KB: arrives in many TCP reads
+    reply = await client.chat.completions.create(
+        model="default", messages=[{"role": "user", "content": text}], extra_body={"llmgw": {"cache_mode": "bypass"}})
+    assert reply.choices[0].message.content and reply.choices[0].message.content.startswith("[openai:")
