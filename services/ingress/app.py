@@ -30,7 +30,7 @@ from llmgw.services.cache.settings import CacheSettings
 from llmgw.services.ingress.anthropic_http import add_anthropic_routes
 from llmgw.services.ingress.auth import ApiKeys
 from llmgw.services.ingress.core import Gateway
-from llmgw.services.ingress.http import HttpFace
+from llmgw.services.ingress.http import OPENAPI, HttpFace
 from llmgw.services.ingress.openai_http import add_openai_routes
 from llmgw.services.ingress.server import SERVICE_NAME, GatewayServicer
 from llmgw.services.ingress.settings import IngressSettings
@@ -191,6 +191,7 @@ async def build(settings: IngressSettings, *, limiter_settings: LimiterSettings 
         face = HttpFace(max_request_bytes=settings.max_request_bytes)
         add_openai_routes(face, core, routes, max_request_bytes=settings.max_request_bytes)
         add_anthropic_routes(face, core, routes, max_request_bytes=settings.max_request_bytes)
+        face.serve_document("/openapi.json", OPENAPI)
         endpoints["http"] = await face.start(settings.http_host, settings.http_port)
         _log.info("http_serving", address=endpoints["http"])
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 from typing import Any
 
 import grpc
@@ -20,9 +21,12 @@ from llmgw.kit.errors import InvalidArgument, LlmgwError, RateLimited
 from llmgw.kit.ids import new_request_id, valid_request_id
 from llmgw.kit.logging import get_logger
 
-__all__ = ["REQUEST_ID", "STATUS", "HttpFace", "HttpRequest", "error_headers", "read_json", "request_id_of"]
+__all__ = ["OPENAPI", "REQUEST_ID", "STATUS", "HttpFace", "HttpRequest", "error_headers", "read_json", "request_id_of"]
 
 _log = get_logger(__name__)
+
+# The HTTP API's OpenAPI document, checked in and served at /openapi.json.
+OPENAPI = Path(__file__).with_name("openapi.json")
 
 # Our status -> the HTTP status both dialects use for it.
 STATUS: dict[grpc.StatusCode, int] = {
@@ -86,6 +90,15 @@ class HttpFace:
         self.app = web.Application(client_max_size=max_request_bytes + 1024)
         self._runner: web.AppRunner | None = None
         self.address = ""
+
+    def serve_document(self, path: str, document: Path) -> None:
+        """A static JSON document (the OpenAPI description of the HTTP API), read once."""
+        body = document.read_bytes()
+
+        async def handler(request: web.Request) -> web.Response:
+            return web.Response(body=body, content_type="application/json")
+
+        self.app.router.add_get(path, handler)
 
     def route(self, method: str, path: str, handler: Handler, errors: ErrorShape) -> None:
         async def guarded(request: web.Request) -> web.StreamResponse:

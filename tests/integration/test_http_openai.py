@@ -157,3 +157,37 @@ async def test_a_large_body_under_the_limit_is_read_whole(http: tuple[Stack, ope
     reply = await client.chat.completions.create(
         model="default", messages=[{"role": "user", "content": text}], extra_body={"llmgw": {"cache_mode": "bypass"}})
     assert reply.choices[0].message.content and reply.choices[0].message.content.startswith("[openai:")
+
+
+async def test_the_openapi_document_is_served_and_describes_the_answers(
+    http: tuple[Stack, openai.AsyncOpenAI],
+) -> None:
+    import jsonschema
+
+    from llmgw.services.ingress.http import OPENAPI
+
+    stack, client = http
+    async with aiohttp.ClientSession() as session:
+        async with session.get(f"{stack.http}/openapi.json") as resp:
+            served = await resp.json()
+        checked_in = json.loads(OPENAPI.read_text())
+        assert served == checked_in and served["openapi"].startswith("3.")
+        for path in served["paths"]:  # every documented path is routed
+            method = "post" if "post" in served["paths"][path] else "get"
+            async with session.request(method, f"{stack.http}{path}", json={},
+                                       headers={"authorization": "Bearer test-key"}) as r:
+                assert r.status != 404 or path == "/v1/chat/completions", path
+
+        def check(instance: object, schema: str) -> None:
+            jsonschema.validate(instance, {"$ref": f"#/components/schemas/{schema}", "components": served["components"]})
+
+        reply = await client.chat.completions.create(model="default", messages=[{"role": "user", "content": "doc"}])
+        check(reply.model_dump(exclude_none=True), "ChatCompletion")
+        async with session.post(f"{stack.http}/v1/messages", headers={"x-api-key": "test-key"},
+                                json={"model": "anthropic-first", "max_tokens": 50,
+                                      "messages": [{"role": "user", "content": "doc"}]}) as r:
+            check(await r.json(), "Message")
+        async with session.post(f"{stack.http}/v1/chat/completions", headers={"authorization": "Bearer test-key"},
+                                json={"model": "default", "messages": [], "tools": [{"type": "function"}]}) as r:
+            assert r.status == 400
+            check(await r.json(), "OpenAIError")
