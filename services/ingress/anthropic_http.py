@@ -15,7 +15,7 @@ from aiohttp import web
 from llmgw.domain import Completion, Message, Sampling
 from llmgw.kit.errors import InvalidArgument, LlmgwError
 from llmgw.services.ingress.core import Gateway, Reply, remaining_metadata
-from llmgw.services.ingress.dialect import number, request, sse, text_of
+from llmgw.services.ingress.dialect import extension, number, request, sse, text_of
 from llmgw.services.ingress.http import REQUEST_ID, STATUS, HttpFace, error_headers, read_json
 from llmgw.services.ingress.request import GatewayRequest
 from llmgw.services.router.config import RouterConfig
@@ -50,7 +50,7 @@ def parse(body: Mapping[str, Any], routes: RouterConfig | None) -> tuple[Gateway
         if body.get(name) not in (None, [], {}):
             raise InvalidArgument(name, "not supported yet (docs/api.md)")
     max_tokens = number(body, "max_tokens", int)
-    if max_tokens is None and not (body.get("llmgw") or {}).get("prompt"):
+    if max_tokens is None and not extension(body).prompt:
         raise InvalidArgument("max_tokens", "required")
     raw = body.get("messages") or []
     if not isinstance(raw, list):

@@ -13,6 +13,8 @@ __all__ = ["CacheMode", "GatewayRequest"]
 
 _ROLES = ("system", "user", "assistant")
 MAX_MESSAGES = 1000
+# More than any model answers; also what the contracts' int32 can carry (the HTTP face takes any JSON integer).
+MAX_TOKENS = 1_000_000
 
 
 class CacheMode(Enum):
@@ -57,8 +59,8 @@ class GatewayRequest:
         s = self.sampling
         if s.temperature is not None and not 0 <= s.temperature <= 2:
             raise InvalidArgument("sampling.temperature", "must be between 0 and 2")
-        if s.max_tokens is not None and s.max_tokens <= 0:
-            raise InvalidArgument("sampling.max_tokens", "must be positive")
+        if s.max_tokens is not None and not 0 < s.max_tokens <= MAX_TOKENS:
+            raise InvalidArgument("sampling.max_tokens", f"must be between 1 and {MAX_TOKENS}")
         if s.top_p is not None and not 0 < s.top_p <= 1:
             raise InvalidArgument("sampling.top_p", "must be in (0, 1]")
         if len(s.stop) > 4:
