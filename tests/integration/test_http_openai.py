@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
+import random
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -193,7 +195,7 @@ async def test_the_openapi_document_is_served_and_describes_the_answers(
             check(await r.json(), "OpenAIError")
 
 
-def _fuzz_values(rng: "random.Random", depth: int = 0) -> object:
+def _fuzz_values(rng: random.Random, depth: int = 0) -> object:
     choices: list[object] = [None, True, 0, -1, 2**40, 1.5, -0.0, 1e308, "", "x" * rng.randint(1, 50), "é\x00\t",
                              [], {}, ["a"], {"type": "text"}, {"type": "image_url"}]
     if depth < 2:
@@ -205,9 +207,6 @@ def _fuzz_values(rng: "random.Random", depth: int = 0) -> object:
 async def test_fuzzed_bodies_never_get_a_5xx_other_than_503(http: tuple[Stack, openai.AsyncOpenAI]) -> None:
     """Bodies built from the OpenAPI document's field names with values of every wrong (and some
     right) kind: answers are 2xx/4xx (or 503 when no provider could answer), never a crash."""
-    import os
-    import random
-
     from llmgw.services.ingress.http import OPENAPI
 
     stack, _ = http
