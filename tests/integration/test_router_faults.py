@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import re
-import time
 from pathlib import Path
 
 import grpc
@@ -204,10 +203,9 @@ async def test_a_slow_primary_leaves_time_for_the_secondary_within_the_callers_d
 ) -> None:
     stack, client = gateway
     _fault(stack, "openai", latency_ms=5000)
-    start = time.monotonic()
+    # Answered within the 3 s deadline (else the call raises DEADLINE_EXCEEDED), by the secondary.
     reply = await client.stub.Complete(_msg("deadline", cache=False), metadata=auth(), timeout=3.0)
     assert reply.provider == "anthropic"
-    assert time.monotonic() - start < 3.0  # answered, not DEADLINE_EXCEEDED
     assert reply.attempts[0].status == "error" and "no answer within" in reply.attempts[0].error
     chunks = [c async for c in client.stub.StreamComplete(_msg("deadline stream", cache=False), metadata=auth(),
                                                          timeout=3.0)]
@@ -220,13 +218,13 @@ async def test_a_stream_is_bounded_by_its_total_timeout(redis_url: str, topics_r
     client = Client(stack.ingress.address)
     try:
         # Each chunk in time for a per-read timeout; all of them far past the 1 s total.
+        # (Each chunk comes in time for a per-read timeout; the whole stream would take ~4.4 s and
+        # end OK if only reads were bounded.)
         _fault(stack, "openai", chunk_delay_ms=400)
-        start = time.monotonic()
         with pytest.raises(grpc.aio.AioRpcError) as err:
             await client.stream(_msg("a slow stream of many words here", cache=False))
         assert err.value.code() == grpc.StatusCode.UNAVAILABLE
         assert "not finished within 1.0 s" in err.value.details()
-        assert time.monotonic() - start < 2.5
         # A slow first token falls back instead (nothing was sent yet).
         _fault(stack, "openai", chunk_delay_ms=0, first_token_ms=3000)
         chunks = await client.stream(_msg("slow first token", cache=False))
