@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import ssl
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
@@ -19,6 +20,7 @@ from prometheus_client import Counter, Gauge
 
 from llmgw.events.v1 import events_pb2
 from llmgw.kit.embed import Embedder
+from llmgw.kit.errors import ConfigError
 from llmgw.kit.kafka import DRIFT_METRICS_TOPIC, DRIFT_TOPIC
 from llmgw.kit.logging import get_logger
 from llmgw.services.drift.detector import DriftDetector, Input, Reference
@@ -118,6 +120,21 @@ async def publish(records: list[dict[str, Any]], send: Send) -> None:
         observe_metrics(rec)
 
 
+def broker_credentials(settings: DriftSettings) -> faust.SASLCredentials | faust.SSLCredentials | None:
+    """The ingress's Kafka security settings, as Faust takes them (it ignores the URL's scheme)."""
+    protocol = settings.kafka_security_protocol.upper()
+    ssl_context = ssl.create_default_context() if protocol in ("SSL", "SASL_SSL") else None
+    if protocol.startswith("SASL"):
+        password = settings.kafka_sasl_password.get_secret_value() if settings.kafka_sasl_password else None
+        return faust.SASLCredentials(username=settings.kafka_sasl_username, password=password,
+                                     mechanism=settings.kafka_sasl_mechanism, ssl_context=ssl_context)
+    if protocol == "SSL":
+        return faust.SSLCredentials(ssl_context)
+    if protocol != "PLAINTEXT":
+        raise ConfigError(f"KAFKA_SECURITY_PROTOCOL: unknown protocol {settings.kafka_security_protocol!r}")
+    return None
+
+
 def create_app(settings: DriftSettings, embedder: Embedder, *, send: Send | None = None,
                loop: asyncio.AbstractEventLoop | None = None) -> faust.App:
     """``send`` replaces publishing to Kafka and ``loop`` is the running loop (agent tests under
@@ -126,6 +143,8 @@ def create_app(settings: DriftSettings, embedder: Embedder, *, send: Send | None
         settings.app_id,
         loop=loop,
         broker=f"kafka://{settings.kafka_bootstrap}",
+        broker_credentials=broker_credentials(settings),
+        datadir=settings.data_dir,
         store="memory://",
         autodiscover=False,
         web_enabled=False,

@@ -15,6 +15,15 @@ class DriftSettings(ServiceSettings):
     # gRPC health endpoint of the worker.
     port: int = 50064
     kafka_bootstrap: str = "127.0.0.1:9092"
+    # A secured Kafka, as the ingress reads it (the chart passes the same variables):
+    # PLAINTEXT | SSL | SASL_PLAINTEXT | SASL_SSL.
+    kafka_security_protocol: str = "PLAINTEXT"
+    kafka_sasl_mechanism: str = "PLAIN"
+    kafka_sasl_username: str | None = None
+    kafka_sasl_password: SecretStr | None = None
+    # Faust's data directory: absolute, so a read-only root filesystem is no obstacle (the chart
+    # points it at the /tmp emptyDir).
+    data_dir: str = "/tmp/llmgw-drift"
     app_id: str = "llmgw-drift"
     # The input topic: llm.requests, or a replayed window (llmgw events replay --to-topic ...).
     requests_topic: str = "llm.requests"

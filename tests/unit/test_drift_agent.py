@@ -80,3 +80,25 @@ async def test_the_agent_publishes_window_metrics_and_a_new_topic_incident() -> 
     assert opened and opened[0]["clusters"][0]["cell"] == "novel"
     assert "subjecte" in opened[0]["clusters"][0]["keywords"]
     assert all(key == r["segment"].encode() for t, key, r in sent)
+
+
+def test_the_drift_job_reaches_a_secured_kafka_and_keeps_its_data_dir_absolute() -> None:
+    import faust
+    import pytest as _pytest
+
+    from llmgw.kit.errors import ConfigError
+    from llmgw.services.drift.app import broker_credentials
+    from llmgw.services.drift.settings import DriftSettings
+
+    plain = DriftSettings()
+    assert broker_credentials(plain) is None
+    assert plain.data_dir.startswith("/")  # never relative to a read-only working directory
+    sasl = DriftSettings(kafka_security_protocol="SASL_SSL", kafka_sasl_mechanism="SCRAM-SHA-512",
+                         kafka_sasl_username="drift", kafka_sasl_password="s3cret")  # type: ignore[arg-type]
+    creds = broker_credentials(sasl)
+    assert isinstance(creds, faust.SASLCredentials)
+    assert creds.username == "drift" and creds.password == "s3cret" and creds.ssl_context is not None
+    assert str(creds.mechanism.value) == "SCRAM-SHA-512"
+    assert isinstance(broker_credentials(DriftSettings(kafka_security_protocol="SSL")), faust.SSLCredentials)
+    with _pytest.raises(ConfigError, match="KAFKA_SECURITY_PROTOCOL"):
+        broker_credentials(DriftSettings(kafka_security_protocol="TLS13"))
