@@ -27,7 +27,8 @@ async def start_core(
     ``batcher``: share another core's script pipeline on the same Redis (colocated ingress); its
     Redis then belongs to whoever made the batcher, and this stop leaves it open."""
     redis = batcher.redis if batcher is not None else connect(settings.redis_url, settings.redis_password)
-    near = NearCache(max_entries=settings.near_entries, ttl_s=settings.near_ttl_s) if settings.near_entries else None
+    near = (NearCache(max_entries=settings.near_entries, ttl_s=settings.near_ttl_s, max_bytes=settings.near_max_bytes)
+            if settings.near_entries else None)
     core = RedisCache(
         redis,
         prefix=settings.key_prefix,

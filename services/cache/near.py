@@ -20,12 +20,27 @@ from llmgw.domain import CacheEntry
 __all__ = ["NearCache"]
 
 
+# Per entry beyond its text: the dataclass, the usage, the dict slot (an estimate: what matters is
+# that the bound follows the answers' size, which a count of entries does not).
+_OVERHEAD = 400
+
+
+def _size(entry: CacheEntry) -> int:
+    return _OVERHEAD + len(entry.text.encode()) + sum(len(c.encode()) + 60 for c in entry.chunks)
+
+
 class NearCache:
-    def __init__(self, *, max_entries: int, ttl_s: float, clock: Callable[[], float] = time.monotonic) -> None:
+    """At most ``max_entries`` entries and about ``max_bytes`` of them (entries are kept
+    decompressed: ten thousand long answers would not fit a small pod), least recently used out."""
+
+    def __init__(self, *, max_entries: int, ttl_s: float, clock: Callable[[], float] = time.monotonic,
+                 max_bytes: int = 64 * 1024 * 1024) -> None:
         self._max = max_entries
+        self._max_bytes = max_bytes
         self._ttl = ttl_s
         self._clock = clock
-        self._entries: OrderedDict[str, tuple[CacheEntry, float]] = OrderedDict()
+        self._entries: OrderedDict[str, tuple[CacheEntry, float, int]] = OrderedDict()
+        self.bytes = 0
         self.generation = 0
 
     def __len__(self) -> int:
@@ -35,9 +50,9 @@ class NearCache:
         found = self._entries.get(key)
         if found is None:
             return None
-        entry, expires = found
+        entry, expires, _ = found
         if self._clock() >= expires:
-            del self._entries[key]
+            self._remove(key)
             return None
         self._entries.move_to_end(key)
         return entry
@@ -47,19 +62,30 @@ class NearCache:
         was fetched (an invalidation since then means it may be stale: not kept)."""
         if generation != self.generation or ttl_left_s <= 0 or self._max <= 0:
             return
-        self._entries[key] = (entry, self._clock() + min(self._ttl, ttl_left_s))
-        self._entries.move_to_end(key)
-        while len(self._entries) > self._max:
-            self._entries.popitem(last=False)
+        size = _size(entry)
+        if size > self._max_bytes:
+            return  # larger than the whole budget: Redis serves it
+        self._remove(key)
+        self._entries[key] = (entry, self._clock() + min(self._ttl, ttl_left_s), size)
+        self.bytes += size
+        while len(self._entries) > self._max or self.bytes > self._max_bytes:
+            _, (_, _, gone) = self._entries.popitem(last=False)
+            self.bytes -= gone
+
+    def _remove(self, key: str) -> None:
+        found = self._entries.pop(key, None)
+        if found is not None:
+            self.bytes -= found[2]
 
     def drop(self, pattern: str) -> int:
         """Drop the entries a SCAN pattern of ``llmgw cache invalidate`` matches."""
         self.generation += 1
         doomed = [k for k in self._entries if fnmatch.fnmatchcase(k, pattern)]
         for k in doomed:
-            del self._entries[k]
+            self._remove(k)
         return len(doomed)
 
     def clear(self) -> None:
         self.generation += 1
         self._entries.clear()
+        self.bytes = 0

@@ -28,6 +28,8 @@ class CacheSettings(ServiceSettings):
     # trip. Never longer than NEAR_TTL_S nor the entry's Redis TTL; `llmgw cache invalidate`
     # reaches every near cache at once (Redis pub/sub). See docs/cache.md "Near cache".
     near_entries: int = 10_000
+    # And at most about this many bytes of them (kept decompressed; the ingress pod has 512Mi).
+    near_max_bytes: int = 64 * 1024 * 1024
     near_ttl_s: float = 30.0
     # Hits from the near cache reach the shared counters (Stats, `llmgw cache stats`) in one batch
     # this often, not one Redis call per hit; a stopping process flushes what it holds.

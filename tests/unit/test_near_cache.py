@@ -45,3 +45,18 @@ def test_invalidation_drops_matches_and_refuses_fills_read_before_it() -> None:
     # A lookup that read Redis before the invalidation must not put its (maybe stale) entry back.
     near.put("llmgw:cache:acme:p:v1@x:1", E, ttl_left_s=60, generation=gen)
     assert near.get("llmgw:cache:acme:p:v1@x:1") is None
+
+
+def test_bounded_by_bytes_too_least_recently_used_out() -> None:
+    from dataclasses import replace
+
+    big = replace(E, text="y" * 10_000)  # about 10 KB each, kept decompressed
+    near = NearCache(max_entries=1000, ttl_s=30, max_bytes=35_000)
+    for i in range(5):
+        near.put(f"k{i}", big, ttl_left_s=30, generation=0)
+    assert len(near) == 3 and near.bytes <= 35_000  # the count would have kept all five
+    assert near.get("k0") is None and near.get("k4") is not None
+    near.put("huge", replace(E, text="z" * 100_000), ttl_left_s=30, generation=0)
+    assert near.get("huge") is None and len(near) == 3  # larger than the budget: left to Redis
+    near.drop("k*")
+    assert len(near) == 0 and near.bytes == 0
