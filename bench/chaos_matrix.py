@@ -30,20 +30,13 @@ from typing import Any
 import aiohttp
 from aiokafka import AIOKafkaConsumer
 
-from bench._harness import pct
+from bench._harness import LIMITS, pct
 from llmgw.demo import DEMO_KEY
 from llmgw.gateway.v1 import gateway_pb2, gateway_pb2_grpc
 from llmgw.kit.embedded import LocalProcess, free_port, start_redis, start_tansu
 from llmgw.kit.kafka import REQUESTS_TOPIC, RESPONSES_TOPIC, ensure_topics
 from llmgw.up import System, start_system
 
-ROOMY = """\
-domains:
-  gateway:
-    - match: {tenant: "*"}
-      limits:
-        - {name: rps, unit: requests, limit: 100000, per: second}
-"""
 FAULT_AT_S, FAULT_FOR_S = 3.0, 5.0
 
 
@@ -232,7 +225,7 @@ async def _scenario(system: System, name: str, fault: Callable[[System], Awaitab
 
 async def run(rate: float, seconds: float, only: list[str]) -> dict[str, dict[str, Any]]:
     tmp = Path(tempfile.mkdtemp(prefix="llmgw-chaos-"))
-    system = await start_system(tmp, with_drift=False, limits=ROOMY, ingress_port=free_port())
+    system = await start_system(tmp, with_drift=False, limits=LIMITS, ingress_port=free_port())
     results: dict[str, dict[str, Any]] = {}
     try:
         await _scenario(system, "warm-up", lambda s: asyncio.sleep(0), rate, FAULT_AT_S + 1, tmp)

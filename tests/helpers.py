@@ -15,6 +15,8 @@ from aiokafka import AIOKafkaConsumer
 from llmgw.gateway.v1 import gateway_pb2, gateway_pb2_grpc
 
 KEY = "test-key"
+# Limits no test of other things reaches: their load is the providers' or the broker's problem.
+HIGH_LIMITS = "domains: {gateway: [{match: {tenant: '*'}, limits: [{name: rps, unit: requests, limit: 100000, per: second}]}]}"
 
 
 def auth(key: str = KEY) -> tuple[tuple[str, str], ...]:

@@ -15,8 +15,8 @@ from aiohttp import web
 from llmgw.domain import Completion, Message, Sampling
 from llmgw.kit.errors import InvalidArgument, LlmgwError
 from llmgw.services.ingress.core import Gateway, Reply, remaining_metadata
-from llmgw.services.ingress.dialect import extension, number, request, sse, text_of
-from llmgw.services.ingress.http import REQUEST_ID, STATUS, HttpFace, error_headers, read_json
+from llmgw.services.ingress.dialect import extension, number, read_body, reply_extension, request, sse, text_of
+from llmgw.services.ingress.http import REQUEST_ID, STATUS, HttpFace, error_headers
 from llmgw.services.ingress.request import GatewayRequest
 from llmgw.services.router.config import RouterConfig
 
@@ -80,14 +80,6 @@ def _usage(c: Completion) -> dict[str, int]:
     return {"input_tokens": c.usage.input_tokens, "output_tokens": c.usage.output_tokens}
 
 
-def _extension(reply: Reply) -> dict[str, Any]:
-    c = reply.completion
-    return {"request_id": reply.request_id, "cache_hit": reply.cache_hit, "provider": c.provider,
-            "prompt_version": reply.prompt_version,
-            "attempts": [{"provider": a.provider, "model": a.model, "status": a.status, "error": a.error}
-                         for a in c.attempts]}
-
-
 def _event(name: str, data: dict[str, Any]) -> bytes:
     return f"event: {name}\ndata: {json.dumps(data)}\n\n".encode()
 
@@ -96,11 +88,7 @@ def add_anthropic_routes(face: HttpFace, core: Gateway, routes: RouterConfig | N
                          max_request_bytes: int) -> None:
     async def messages(http_request: web.Request) -> web.StreamResponse:
         rid = http_request[REQUEST_ID]
-        try:
-            body = await read_json(http_request, max_request_bytes)
-        except InvalidArgument as exc:
-            core.refused(rid, exc)
-            raise
+        body = await read_body(http_request, core, rid, max_request_bytes)
         req, stream = parse(body, routes)
         auth = _auth(http_request)
         if not stream:
@@ -109,7 +97,7 @@ def add_anthropic_routes(face: HttpFace, core: Gateway, routes: RouterConfig | N
             return web.json_response({
                 "id": f"msg_{rid}", "type": "message", "role": "assistant", "model": c.model,
                 "content": [{"type": "text", "text": c.text}], "stop_reason": _STOP.get(c.finish_reason, "end_turn"),
-                "stop_sequence": None, "usage": _usage(c), "llmgw": _extension(reply),
+                "stop_sequence": None, "usage": _usage(c), "llmgw": reply_extension(reply),
             }, headers={"x-request-id": rid, **remaining_metadata(reply.limits)})
         return await _stream(http_request, core, auth, req, rid, str(body.get("model") or ""))
 
@@ -142,7 +130,7 @@ async def _stream(http_request: web.Request, core: Gateway, auth: str | None, re
             _event("message_delta", {"type": "message_delta",
                                      "delta": {"stop_reason": _STOP.get(c.finish_reason, "end_turn"),
                                                "stop_sequence": None},
-                                     "usage": _usage(c), "llmgw": _extension(reply)}),
+                                     "usage": _usage(c), "llmgw": reply_extension(reply)}),
             _event("message_stop", {"type": "message_stop"}),
         ]
 

@@ -14,11 +14,15 @@ def _digest(key: str) -> bytes:
     return hashlib.sha256(key.encode("utf-8")).digest()
 
 
+def _id(digest: bytes) -> str:
+    """A key's id: a prefix of its digest, never the key. Limit rules match on it (api_key)."""
+    return "key-" + digest.hex()[:12]
+
+
 class ApiKeys:
     def __init__(self, keys: dict[str, str]) -> None:
         self._by_digest = {_digest(k): tenant for k, tenant in keys.items()}
-        # A key's id: a prefix of its digest, never the key. Limit rules match on it (api_key).
-        self._ids = {d: "key-" + d.hex()[:12] for d in self._by_digest}
+        self._ids = {d: _id(d) for d in self._by_digest}
 
     @classmethod
     def parse(cls, spec: str) -> ApiKeys:
@@ -48,4 +52,4 @@ class ApiKeys:
     @staticmethod
     def key_id(key: str) -> str:
         """The id a key's requests carry (``api_key`` in limit rules): ``llmgw keys`` prints it."""
-        return "key-" + _digest(key).hex()[:12]
+        return _id(_digest(key))

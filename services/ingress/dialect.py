@@ -13,11 +13,13 @@ from aiohttp import web
 
 from llmgw.domain import Chunk, Message, Sampling
 from llmgw.kit.errors import InvalidArgument, LlmgwError, NotFound
-from llmgw.services.ingress.core import Reply
+from llmgw.services.ingress.core import Gateway, Reply
+from llmgw.services.ingress.http import read_json
 from llmgw.services.ingress.request import CacheMode, GatewayRequest
 from llmgw.services.router.config import RouterConfig
 
-__all__ = ["Extension", "extension", "model_ids", "number", "request", "route_for", "sse", "text_of"]
+__all__ = ["Extension", "extension", "model_ids", "number", "read_body", "reply_extension", "request", "route_for",
+           "sse", "text_of"]
 
 
 def text_of(content: Any, where: str) -> str:
@@ -63,6 +65,25 @@ def model_ids(routes: RouterConfig | None) -> list[str]:
         ids.append(name)
         ids += [f"{t.provider}/{t.model}" for t in cfg.targets[:1]]
     return list(dict.fromkeys(ids))
+
+
+async def read_body(http_request: web.Request, core: Gateway, rid: str, max_bytes: int) -> dict[str, Any]:
+    """The body as a JSON object; one that can't be read (too large, not JSON) is refused and its
+    response event carries none of its fields."""
+    try:
+        return await read_json(http_request, max_bytes)
+    except InvalidArgument as exc:
+        core.refused(rid, exc)
+        raise
+
+
+def reply_extension(reply: Reply) -> dict[str, Any]:
+    """The ``llmgw`` object both dialects add to an answer."""
+    c = reply.completion
+    return {"request_id": reply.request_id, "cache_hit": reply.cache_hit, "provider": c.provider,
+            "prompt_version": reply.prompt_version,
+            "attempts": [{"provider": a.provider, "model": a.model, "status": a.status, "error": a.error}
+                         for a in c.attempts]}
 
 
 @dataclass(frozen=True, slots=True)

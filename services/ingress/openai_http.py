@@ -19,8 +19,8 @@ from aiohttp import web
 from llmgw.domain import Completion, Message, Sampling
 from llmgw.kit.errors import InvalidArgument, LlmgwError
 from llmgw.services.ingress.core import Gateway, Reply, remaining_metadata
-from llmgw.services.ingress.dialect import model_ids, number, request, sse, text_of
-from llmgw.services.ingress.http import REQUEST_ID, STATUS, HttpFace, error_headers, read_json
+from llmgw.services.ingress.dialect import model_ids, number, read_body, reply_extension, request, sse, text_of
+from llmgw.services.ingress.http import REQUEST_ID, STATUS, HttpFace, error_headers
 from llmgw.services.ingress.request import GatewayRequest
 from llmgw.services.router.config import RouterConfig
 
@@ -94,14 +94,6 @@ def _usage(c: Completion) -> dict[str, int]:
     return {"prompt_tokens": u.input_tokens, "completion_tokens": u.output_tokens, "total_tokens": u.total_tokens}
 
 
-def _extension(reply: Reply) -> dict[str, Any]:
-    c = reply.completion
-    return {"request_id": reply.request_id, "cache_hit": reply.cache_hit, "provider": c.provider,
-            "prompt_version": reply.prompt_version,
-            "attempts": [{"provider": a.provider, "model": a.model, "status": a.status, "error": a.error}
-                         for a in c.attempts]}
-
-
 def _headers(reply: Reply) -> dict[str, str]:
     return {"x-request-id": reply.request_id, **remaining_metadata(reply.limits)}
 
@@ -110,11 +102,7 @@ def add_openai_routes(face: HttpFace, core: Gateway, routes: RouterConfig | None
     async def chat(request: web.Request) -> web.StreamResponse:
         rid = request[REQUEST_ID]
         auth = request.headers.get("authorization")
-        try:
-            body = await read_json(request, max_request_bytes)
-        except InvalidArgument as exc:
-            core.refused(rid, exc)
-            raise
+        body = await read_body(request, core, rid, max_request_bytes)
         req, stream, include_usage = parse(body, routes)
         if not stream:
             reply = await core.complete(auth, req, request_id=rid)
@@ -123,7 +111,7 @@ def add_openai_routes(face: HttpFace, core: Gateway, routes: RouterConfig | None
                 "id": f"chatcmpl-{rid}", "object": "chat.completion", "created": int(time.time()), "model": c.model,
                 "choices": [{"index": 0, "message": {"role": "assistant", "content": c.text},
                              "finish_reason": _FINISH.get(c.finish_reason, "stop"), "logprobs": None}],
-                "usage": _usage(c), "llmgw": _extension(reply),
+                "usage": _usage(c), "llmgw": reply_extension(reply),
             }, headers=_headers(reply))
         return await _stream(request, core, auth, req, rid, include_usage)
 
@@ -149,7 +137,7 @@ async def _stream(request: web.Request, core: Gateway, auth: str | None, req: Ga
 
     def closing(reply: Reply) -> list[bytes]:
         c = reply.completion
-        frames = [frame({}, _FINISH.get(c.finish_reason, "stop"), c.model, llmgw=_extension(reply))]
+        frames = [frame({}, _FINISH.get(c.finish_reason, "stop"), c.model, llmgw=reply_extension(reply))]
         if include_usage:
             tail = {"id": f"chatcmpl-{rid}", "object": "chat.completion.chunk", "created": created,
                     "model": c.model, "choices": [], "usage": _usage(c)}

@@ -387,12 +387,10 @@ class RedisLimiter:
             return
         self._pending_settles.append((reservation_id, tokens))
         SETTLES.labels("queued").inc()
-        if not self._settling:
-            self._settling = True
-            self._refills.spawn(self._retry_settles())
+        self._settle_queued()
 
     def _settle_queued(self) -> None:
-        """Redis answers again: apply what waited (in the background)."""
+        """Apply what waits, in the background, until Redis takes it (one retrier at a time)."""
         if self._pending_settles and not self._settling:
             self._settling = True
             self._refills.spawn(self._retry_settles())

@@ -14,8 +14,9 @@ import random
 import time
 import uuid
 from collections import deque
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
+from typing import TypeVar
 
 from prometheus_client import Counter, Gauge, Histogram
 
@@ -33,6 +34,8 @@ from llmgw.services.router.errors import ProviderError
 from llmgw.services.router.providers import DEFAULT_MAX_TOKENS, Provider, ProviderReply, StreamPiece
 
 __all__ = ["Router"]
+
+T = TypeVar("T")
 
 _log = get_logger(__name__)
 ATTEMPTS = Counter("llmgw_router_attempts_total", "Provider attempts", ["provider", "model", "result"])
@@ -428,6 +431,20 @@ class Router:
                          attempts: list[Attempt]) -> ProviderReply | None:
         target = plan.targets[index]
         provider = self._providers[target.provider]
+
+        async def once(slot: _Slot, timeout: float, system: str, messages: tuple[Message, ...]) -> ProviderReply:
+            reply = await provider.complete(target.model, system, messages, plan.sampling, timeout)
+            self._succeeded(slot, reply.input_tokens, reply.output_tokens, attempts)
+            return reply
+
+        return await self._with_retries(call, plan, index, attempts, once)
+
+    async def _with_retries(self, call: RouteCall, plan: _Plan, index: int, attempts: list[Attempt],
+                            once: Callable[[_Slot, float, str, tuple[Message, ...]], Awaitable[T]]) -> T | None:
+        """The retry policy of one target, for unary calls and for opening streams alike: each try
+        takes a slot (timeout, breaker ticket, provider budget); ``once`` raises ProviderError for a
+        failed try. None: the target is out (the reasons are in ``attempts``)."""
+        target = plan.targets[index]
         rendered = self._render(call, plan, target, attempts)
         if rendered is None:
             return None
@@ -438,19 +455,16 @@ class Router:
                 return None
             slot, timeout = got
             try:
-                reply = await provider.complete(target.model, system, messages, plan.sampling, timeout)
+                return await once(slot, timeout, system, messages)
             except ProviderError as exc:
                 self._failed(slot, exc, attempts)
                 wait = self._retry_wait(call, target, exc, attempt_no)
                 if wait is None:
                     return None
                 await asyncio.sleep(wait)
-                continue
             except BaseException:
                 self._abandoned(slot, prompt_tokens)
                 raise
-            self._succeeded(slot, reply.input_tokens, reply.output_tokens, attempts)
-            return reply
         return None
 
     # ---- streaming ----
@@ -473,16 +487,9 @@ class Router:
     async def _open_stream(self, call: RouteCall, plan: _Plan, index: int, attempts: list[Attempt]) -> _Open | None:
         target = plan.targets[index]
         provider = self._providers[target.provider]
-        rendered = self._render(call, plan, target, attempts)
-        if rendered is None:
-            return None
-        system, messages, prompt_tokens = rendered
         loop = asyncio.get_running_loop()
-        for attempt_no in range(target.attempts):
-            got = await self._slot(call, plan, index, prompt_tokens, attempts)
-            if got is None:
-                return None
-            slot, timeout = got
+
+        async def once(slot: _Slot, timeout: float, system: str, messages: tuple[Message, ...]) -> _Open:
             first_limit = min(timeout, target.first_token_timeout_s or timeout)
             # The whole stream is bounded by the target's timeout and the caller's deadline (no
             # reserve once it streams: there is no fallback after the first chunk).
@@ -492,22 +499,16 @@ class Router:
             try:
                 async with asyncio.timeout(first_limit):
                     first = await anext(pieces)
-            except (ProviderError, TimeoutError, StopAsyncIteration) as raised:
+            except (TimeoutError, StopAsyncIteration):
                 await _close(pieces)
-                exc = raised if isinstance(raised, ProviderError) else ProviderError(
-                    target.provider, "retryable", f"no first token within {first_limit:.1f} s")
-                self._failed(slot, exc, attempts)
-                wait = self._retry_wait(call, target, exc, attempt_no)
-                if wait is None:
-                    return None
-                await asyncio.sleep(wait)
-                continue
+                raise ProviderError(target.provider, "retryable",
+                                    f"no first token within {first_limit:.1f} s") from None
             except BaseException:
                 await _close(pieces)
-                self._abandoned(slot, prompt_tokens)
                 raise
             return _Open(slot, pieces, first, loop.time() + total - slot.ms / 1000)
-        return None
+
+        return await self._with_retries(call, plan, index, attempts, once)
 
     async def _relay(self, plan: _Plan, index: int, opened: _Open, attempts: list[Attempt]) -> AsyncIterator[Chunk]:
         slot, pieces, piece = opened.slot, opened.pieces, opened.first

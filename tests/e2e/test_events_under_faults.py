@@ -17,22 +17,15 @@ from llmgw.gateway.v1 import gateway_pb2
 from llmgw.kit.embedded import free_port, start_tansu
 from llmgw.kit.kafka import REQUESTS_TOPIC, RESPONSES_TOPIC, ensure_topics
 from llmgw.up import System, start_system
-from tests.helpers import Client, read_topic
+from tests.helpers import HIGH_LIMITS, Client, read_topic
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
-ROOMY = """\
-domains:
-  gateway:
-    - match: {tenant: "*"}
-      limits:
-        - {name: rps, unit: requests, limit: 100000, per: second}
-"""
 
 
 @pytest.fixture
 async def system(tmp_path: Path) -> AsyncIterator[System]:
-    s = await start_system(tmp_path, ingress_port=free_port(), with_drift=False, limits=ROOMY)
+    s = await start_system(tmp_path, ingress_port=free_port(), with_drift=False, limits=HIGH_LIMITS)
     try:
         yield s
     finally:
@@ -100,7 +93,7 @@ async def test_no_api_key_reaches_any_log_line_after_bad_headers(tmp_path: Path)
     from tests.rawgrpc import raw_call
 
     debug = {"LOG_LEVEL": "debug", "GRPC_VERBOSITY": "debug"}  # every level, ours and grpc's
-    system = await start_system(tmp_path / "debug", ingress_port=free_port(), with_drift=False, limits=ROOMY,
+    system = await start_system(tmp_path / "debug", ingress_port=free_port(), with_drift=False, limits=HIGH_LIMITS,
                                 extra_env={"ingress": debug, "router": debug, "limiter": debug, "cache": debug})
     try:
         await _leak_check(system, raw_call)

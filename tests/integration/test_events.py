@@ -14,11 +14,10 @@ from llmgw.gateway.v1 import gateway_pb2
 from llmgw.kit.embedded import free_port, start_tansu
 from llmgw.kit.kafka import ensure_topics
 from llmgw.stack import Stack, start_stack
-from tests.helpers import Client, read_topic
+from tests.helpers import HIGH_LIMITS, Client, read_topic
 
 pytestmark = pytest.mark.integration
 
-HIGH_LIMITS = "domains: {gateway: [{match: {tenant: '*'}, limits: [{name: rps, unit: requests, limit: 100000, per: second}]}]}"
 OUTAGE_S = float(os.environ.get("LLMGW_BROKER_OUTAGE_S", "30"))
 
 

@@ -15,7 +15,7 @@ from llmgw.gateway.v1 import gateway_pb2
 from llmgw.kit.embedded import start_tansu
 from llmgw.kit.kafka import REQUESTS_TOPIC, RESPONSES_TOPIC, KafkaPublisher, ensure_topics
 from llmgw.stack import Stack, start_stack
-from tests.helpers import Client, auth, read_topic
+from tests.helpers import HIGH_LIMITS, Client, auth, read_topic
 from tests.rawgrpc import raw_call
 
 pytestmark = pytest.mark.integration
@@ -28,8 +28,7 @@ def _msg(text: str, **kw: object) -> gateway_pb2.CompleteRequest:
 @pytest.fixture
 async def roomy(redis_url: str, topics_ready: str, tmp_path: Path) -> AsyncIterator[Stack]:
     limits = tmp_path / "limits.yaml"
-    limits.write_text("domains: {gateway: [{match: {tenant: '*'}, limits: "
-                      "[{name: rps, unit: requests, limit: 100000, per: second}]}]}")
+    limits.write_text(HIGH_LIMITS)
     s = await start_stack(redis_url=redis_url, kafka_bootstrap=topics_ready, limits_file=limits)
     yield s
     await s.stop()

@@ -20,7 +20,7 @@ from llmgw.services.router.config import load_router_config
 from llmgw.services.router.core import Router
 from llmgw.services.router.providers import make_provider
 from llmgw.stack import REPO, Stack, start_stack
-from tests.helpers import Client, auth
+from tests.helpers import HIGH_LIMITS, Client, auth
 
 pytestmark = pytest.mark.integration
 
@@ -48,8 +48,7 @@ def _routes(tmp_path: Path, **target: object) -> Path:
 @pytest.fixture
 async def gateway(redis_url: str, topics_ready: str, tmp_path: Path):
     limits = tmp_path / "limits.yaml"  # the load here is the providers' problem, not the tenant's
-    limits.write_text("domains: {gateway: [{match: {tenant: '*'}, limits: "
-                      "[{name: rps, unit: requests, limit: 100000, per: second}]}]}")
+    limits.write_text(HIGH_LIMITS)
     s = await start_stack(redis_url=redis_url, kafka_bootstrap=topics_ready, limits_file=limits)
     c = Client(s.ingress.address)
     yield s, c
