@@ -2,7 +2,8 @@
 
 Canonical JSON (sorted keys, no whitespace) of every field that changes the answer: tenant,
 prompt name and immutable version, variables (defaults filled in), every raw message (system
-included), route and a digest of its targets (provider and model: a route edit is a new key), and
+included, with its image parts, tool calls and tool results), the tools offered, the tool choice
+and the response format, route and a digest of its targets (provider and model: a route edit is a new key), and
 all sampling parameters as they run (the caller's, then the prompt version's, then the route's
 defaults). Metadata and request ids are not part of it.
 
@@ -20,14 +21,16 @@ from __future__ import annotations
 
 import hashlib
 import json
+from dataclasses import astuple
+from typing import Any
 
-from llmgw.domain import KeyMaterial
+from llmgw.domain import KeyMaterial, Message, Output
 
 __all__ = ["KEY_SCHEMA", "cache_key", "canonical_json", "entry_pattern", "lock_key", "stats_key"]
 
 # Bumped whenever the canonical form or the entry layout changes, so old entries are simply never
 # read again (2: entries became hashes carrying their savings, see core._LOOKUP).
-KEY_SCHEMA = 3  # 3: effective sampling and the route's targets
+KEY_SCHEMA = 4  # 3: effective sampling and the route's targets; 4: parts, tool calls, tools, response format
 
 
 # Escape what would break the layout or a SCAN pattern (str.translate: this runs on every lookup).
@@ -47,15 +50,33 @@ def canonical_json(k: KeyMaterial) -> str:
         "prompt": k.prompt,
         "prompt_version": k.prompt_version,
         "variables": dict(sorted(k.variables.items())),
-        "messages": [[m.role, m.content] for m in k.messages],
+        "messages": [_message(m) for m in k.messages],
         "sampling": {
             "temperature": k.sampling.temperature,
             "max_tokens": k.sampling.max_tokens,
             "top_p": k.sampling.top_p,
             "stop": list(k.sampling.stop),
+            "seed": k.sampling.seed,
+            "presence_penalty": k.sampling.presence_penalty,
+            "frequency_penalty": k.sampling.frequency_penalty,
         },
+        "output": _output(k.output),
     }
     return json.dumps(doc, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+
+
+def _message(m: Message) -> list[Any]:
+    if not (m.parts or m.tool_calls or m.tool_call_id):
+        return [m.role, m.content]  # the common case stays short
+    return [m.role, m.content, [astuple(p) for p in m.parts], [astuple(c) for c in m.tool_calls], m.tool_call_id]
+
+
+def _output(o: Output) -> list[Any] | None:
+    """Tools (in order: the order is part of what the model sees), tool choice and response format."""
+    if o == Output():
+        return None
+    return [[astuple(t) for t in o.tools], astuple(o.tool_choice) if o.tool_choice else None,
+            astuple(o.response_format) if o.response_format else None]
 
 
 def cache_key(k: KeyMaterial, *, prefix: str = "llmgw:cache") -> str:

@@ -26,7 +26,9 @@ _OVERHEAD = 400
 
 
 def _size(entry: CacheEntry) -> int:
-    return _OVERHEAD + len(entry.text.encode()) + sum(len(c.encode()) + 60 for c in entry.chunks)
+    chunks = sum(len(c.delta.encode()) + 60 + sum(len(d.arguments) + 80 for d in c.tool_calls) for c in entry.chunks)
+    calls = sum(len(c.arguments) + 80 for c in entry.tool_calls)
+    return _OVERHEAD + len(entry.text.encode()) + chunks + calls
 
 
 class NearCache:

@@ -19,7 +19,9 @@ def input_text(event: events_pb2.RequestEvent, embed: Mapping[str, Sequence[str]
         return event.input_text
     names = (embed or {}).get(event.prompt)
     variables = {k: v for k, v in event.variables.items() if names is None or k in names}
-    return embedding_text(variables, ((m.role, m.content) for m in event.messages))
+    # The user's text: its content and text parts (images and tool results are not embedded).
+    return embedding_text(variables, ((m.role, m.content + "".join(p.text for p in m.parts if p.type == "text"))
+                                      for m in event.messages))
 
 
 def segment_of(event: events_pb2.RequestEvent, fields: Sequence[str] = SEGMENT_FIELDS) -> str:

@@ -23,8 +23,10 @@ from llmgw.domain import (
     LimitStatus,
     LookupResult,
     RouteCall,
+    assemble_tool_calls,
+    prompt_text,
 )
-from llmgw.kit.errors import Aborted, LlmgwError, RateLimited
+from llmgw.kit.errors import Aborted, InvalidArgument, LlmgwError, RateLimited
 from llmgw.kit.ids import new_request_id
 from llmgw.kit.kafka import REQUESTS_TOPIC, RESPONSES_TOPIC
 from llmgw.kit.logging import get_logger
@@ -36,7 +38,7 @@ from llmgw.kit.tokens import count_tokens
 from llmgw.ports import CachePort, EventSink, LimiterPort, RouterPort
 from llmgw.prompts import PromptVersion, Registry
 from llmgw.services.ingress.auth import ApiKeys
-from llmgw.services.ingress.effective import effective_sampling, route_name
+from llmgw.services.ingress.effective import effective_sampling, route_for, route_name
 from llmgw.services.ingress.events import request_event, response_event
 from llmgw.services.ingress.request import CacheMode, GatewayRequest
 from llmgw.services.router.config import RouterConfig
@@ -128,6 +130,7 @@ class _Admitted:
             variables=self.req.variables,
             messages=self.req.messages,
             sampling=self.req.sampling,
+            output=self.req.output,
             deadline=self.deadline,
         )
 
@@ -216,6 +219,11 @@ class Gateway:
         if memo_key is not None and (known := self._resolutions.get(memo_key)) is not None:
             return known
         req.validate_shape()
+        if req.model:
+            named = route_for(req.model, self._routes)
+            if req.route and req.route != named:
+                raise InvalidArgument("model", f"runs on route {named!r}, but the request names route {req.route!r}")
+            req = replace(req, route=named, fingerprint=b"")
         version = None
         if req.prompt:
             version = self._registry.resolve(req.prompt, req.label or self._default_label)
@@ -236,6 +244,7 @@ class Gateway:
             messages=req.messages,
             sampling=sampling,
             targets=targets,
+            output=req.output,
         ))
         if memo_key is not None:
             self._resolutions.put(memo_key, resolved)
@@ -259,12 +268,8 @@ class Gateway:
     def _prompt_token_count(self, a: _Admitted) -> int:
         r = a.resolved
         if r.prompt_tokens is None:
-            if r.version is not None:
-                system, messages = r.version.render(r.req.variables)
-                text = system + "".join(m.content for m in messages)
-            else:
-                text = "".join(m.content for m in r.req.messages)
-            r.prompt_tokens = count_tokens(text)
+            system, messages = r.version.render(r.req.variables) if r.version is not None else ("", r.req.messages)
+            r.prompt_tokens = count_tokens(prompt_text(system, messages, r.req.output))
         return r.prompt_tokens
 
     async def _check(self, a: _Admitted) -> Decision:
@@ -384,13 +389,13 @@ class Gateway:
                 text=c.text if c else "", provider=c.provider if c else "", model=c.model if c else "",
                 error=exc.message if exc else "", usage=c.usage if c else None, cache_hit=cache_hit,
                 attempts=c.attempts if c else tuple(getattr(exc, "attempts", ()) or ()),
-                finish_reason=c.finish_reason if c else "",
+                finish_reason=c.finish_reason if c else "", tool_calls=c.tool_calls if c else (),
                 redact=self._redactor.for_tenant(tenant),
             ),
         )
 
     def _finish(self, a: _Admitted, decision: Decision, lookup: LookupResult, completion: Completion,
-                chunks: tuple[str, ...], *, hit: bool) -> None:
+                chunks: tuple[Chunk, ...], *, hit: bool) -> None:
         """After the reply: settle the token reservation and store (next loop turn), then the
         metrics and the response event (deferred). A hit from memory has only the latter."""
         ended, at = time.perf_counter(), time.time()
@@ -399,14 +404,14 @@ class Gateway:
         self._bookkeeping.call(self._account, a, completion, hit, ended, at)
 
     def _settle_and_store(self, a: _Admitted, decision: Decision, lookup: LookupResult, completion: Completion,
-                          chunks: tuple[str, ...], hit: bool) -> None:
+                          chunks: tuple[Chunk, ...], hit: bool) -> None:
         if decision.reservation_id:
             self._later(self._limiter.settle(decision.reservation_id, 0 if hit else completion.usage.total_tokens))
         if (not hit and lookup.cacheable and lookup.key and a.req.cache_mode != CacheMode.BYPASS
                 and completion.finish_reason in _STORABLE_FINISH):
             entry = CacheEntry(text=completion.text, provider=completion.provider, model=completion.model,
                                usage=completion.usage, chunks=chunks, stored_at=time.time(),
-                               finish_reason=completion.finish_reason)
+                               finish_reason=completion.finish_reason, tool_calls=completion.tool_calls)
             self._later(self._cache.store(lookup.key, entry, tenant=a.tenant, prompt=a.req.prompt, route=a.route,
                                           lock_token=lookup.lock_token))
         elif lookup.leader:
@@ -470,9 +475,7 @@ class Gateway:
         try:
             decision, lookup = await self._gate(a)
             if lookup.hit and lookup.entry is not None:
-                e = lookup.entry
-                completion = Completion(text=e.text, provider=e.provider, model=e.model, usage=e.usage,
-                                        finish_reason=e.finish_reason)
+                completion = _from_entry(lookup.entry)
                 self._finish(a, decision, lookup, completion, (), hit=True)
                 return Reply(rid, completion, a.prompt_version, True, decision.statuses)
             completion = await self._router.route(a.call())
@@ -501,23 +504,24 @@ class Gateway:
             self._failed(a, decision, exc)
             raise
         if lookup.hit and lookup.entry is not None:
-            e = lookup.entry
-            # Replay with the original chunk boundaries; a plain entry replays as one chunk.
-            for piece in e.chunks or (e.text,):
-                yield Chunk(delta=piece)
-            completion = Completion(text=e.text, provider=e.provider, model=e.model, usage=e.usage,
-                                        finish_reason=e.finish_reason)
+            # Replay with the original chunk boundaries (tool-call deltas included); a plain
+            # entry replays as its text and each tool call whole.
+            for piece in lookup.entry.replay():
+                yield piece
+            completion = _from_entry(lookup.entry)
             self._finish(a, decision, lookup, completion, (), hit=True)
             yield Reply(rid, completion, a.prompt_version, True, decision.statuses)
             return
-        pieces: list[str] = []
+        pieces: list[str] = []  # what was sent, as text (what a cut stream is charged for)
+        chunks: list[Chunk] = []
         final: Completion | None = None
         try:
             async for chunk in self._router.stream(a.call()):
                 if chunk.final:
                     final = chunk.completion
                     break
-                pieces.append(chunk.delta)
+                pieces.append(chunk.delta + "".join(d.name + d.arguments for d in chunk.tool_calls))
+                chunks.append(chunk)
                 yield chunk
         except LlmgwError as exc:
             self._failed(a, decision, exc, lookup, tokens=self._sent_tokens(a, pieces))
@@ -532,10 +536,16 @@ class Gateway:
             exc2 = Aborted("provider stream ended without a final chunk")
             self._failed(a, decision, exc2, lookup)
             raise exc2
-        completion = Completion(text="".join(pieces), provider=final.provider, model=final.model,
-                                usage=final.usage, attempts=final.attempts, finish_reason=final.finish_reason)
-        self._finish(a, decision, lookup, completion, tuple(pieces), hit=False)
+        completion = Completion(text="".join(c.delta for c in chunks), provider=final.provider, model=final.model,
+                                usage=final.usage, attempts=final.attempts, finish_reason=final.finish_reason,
+                                tool_calls=assemble_tool_calls(d for c in chunks for d in c.tool_calls))
+        self._finish(a, decision, lookup, completion, tuple(chunks), hit=False)
         yield Reply(rid, completion, a.prompt_version, False, decision.statuses)
+
+
+def _from_entry(e: CacheEntry) -> Completion:
+    return Completion(text=e.text, provider=e.provider, model=e.model, usage=e.usage, finish_reason=e.finish_reason,
+                      tool_calls=e.tool_calls)
 
 
 def remaining_metadata(statuses: tuple[LimitStatus, ...]) -> dict[str, str]:

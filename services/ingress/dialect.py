@@ -1,29 +1,31 @@
-"""What both HTTP dialects (OpenAI's, Anthropic's) share at the edge: text content, numbers,
-``model`` -> route, the ``llmgw`` extension field, the request it all becomes, and the SSE
-driver that sends headers only with the first chunk (so an error before it is a plain HTTP error
-with its status)."""
+"""What both HTTP dialects (OpenAI's, Anthropic's) share at the edge: text content, numbers, JSON
+schemas as canonical text, images, the ``llmgw`` extension field, the request it all becomes, and
+the SSE driver that sends headers only with the first chunk (so an error before it is a plain HTTP
+error with its status)."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 from aiohttp import web
 
-from llmgw.domain import Chunk, Message, Sampling
-from llmgw.kit.errors import InvalidArgument, LlmgwError, NotFound
+from llmgw.domain import Chunk, Message, Output, Part, Sampling
+from llmgw.kit.errors import InvalidArgument, LlmgwError
 from llmgw.services.ingress.core import Gateway, Reply
 from llmgw.services.ingress.http import read_json
 from llmgw.services.ingress.request import CacheMode, GatewayRequest
 from llmgw.services.router.config import RouterConfig
 
-__all__ = ["Extension", "extension", "model_ids", "number", "read_body", "reply_extension", "request", "route_for",
-           "sse", "text_of"]
+__all__ = ["Extension", "Frames", "arguments_object", "extension", "image_from_url", "json_text", "model_ids",
+           "number", "plain_or_parts", "read_body", "reply_extension", "request", "sse", "text_of"]
 
 
 def text_of(content: Any, where: str) -> str:
-    """A message's text: a string, or a list of text parts (other kinds: not supported yet)."""
+    """Text content: a string, or a list of text parts (where only text is taken: system prompts,
+    tool results)."""
     if isinstance(content, str):
         return content
     if not isinstance(content, list):
@@ -32,7 +34,7 @@ def text_of(content: Any, where: str) -> str:
     for j, part in enumerate(content):
         kind = part.get("type") if isinstance(part, dict) else None
         if kind != "text" or not isinstance(part.get("text"), str):
-            raise InvalidArgument(f"{where}[{j}].type", f"{kind!r} parts are not supported yet (text only)")
+            raise InvalidArgument(f"{where}[{j}].type", f"{kind!r} parts are not taken here (text only)")
         texts.append(part["text"])
     return "".join(texts)
 
@@ -42,21 +44,6 @@ def number(body: Mapping[str, Any], name: str, kind: type | tuple[type, ...] = (
     if value is not None and (isinstance(value, bool) or not isinstance(value, kind)):
         raise InvalidArgument(name, "must be an integer" if kind is int else "must be a number")
     return value
-
-
-def route_for(model: str, routes: RouterConfig | None) -> str:
-    """``model`` names a route, or a ``provider/model`` that is the first target of a route."""
-    if routes is None or not model:
-        return model
-    if model in routes.routes:
-        return model
-    if "/" in model:
-        provider, name = model.split("/", 1)
-        for route, cfg in routes.routes.items():
-            first = cfg.targets[0]
-            if (first.provider, first.model) == (provider, name):
-                return route
-    raise NotFound(f"model {model!r}: no route is named so, nor has it as its first target (see GET /v1/models)")
 
 
 def model_ids(routes: RouterConfig | None) -> list[str]:
@@ -112,9 +99,10 @@ def extension(body: Mapping[str, Any]) -> Extension:
     return Extension(str(ext.get("prompt") or ""), str(ext.get("label") or ""), dict(variables), mode)
 
 
-def request(body: Mapping[str, Any], routes: RouterConfig | None, messages: Sequence[Message], sampling: Sampling,
-            metadata: Mapping[str, Any]) -> GatewayRequest:
-    """The one domain request both faces run, from a dialect's parsed parts."""
+def request(body: Mapping[str, Any], messages: Sequence[Message], sampling: Sampling, metadata: Mapping[str, Any],
+            output: Output = Output()) -> GatewayRequest:
+    """The one domain request both faces run, from a dialect's parsed parts. ``model`` is resolved
+    to its route by the core (so an unknown model is a request like any other: counted, published)."""
     ext = extension(body)
     model = body.get("model")
     if model is not None and not isinstance(model, str):
@@ -125,17 +113,59 @@ def request(body: Mapping[str, Any], routes: RouterConfig | None, messages: Sequ
         raise InvalidArgument("metadata", "must be an object")
     return GatewayRequest(
         prompt=ext.prompt, label=ext.label, variables=dict(ext.variables or {}),
-        messages=tuple(messages) if not ext.prompt else (), route=route_for(model or "", routes),
-        sampling=sampling, cache_mode=ext.cache_mode, metadata={str(k): str(v) for k, v in metadata.items()},
+        messages=tuple(messages) if not ext.prompt else (), model=model or "",
+        sampling=sampling, output=output, cache_mode=ext.cache_mode,
+        metadata={str(k): str(v) for k, v in metadata.items()},
     )
 
 
-async def sse(request_: web.Request, items: AsyncIterator[Chunk | Reply], *, headers: Mapping[str, str],
-              opening: Callable[[], list[bytes]], chunk: Callable[[str], bytes],
-              closing: Callable[[Reply], list[bytes]], failed: Callable[[LlmgwError], bytes],
-              error: Callable[[LlmgwError], web.Response]) -> web.StreamResponse:
-    """Relay the core's stream as SSE. Headers (and ``opening``) go out with the first item: an
-    error before it answers ``error(exc)`` with its HTTP status; after it, the ``failed`` event."""
+def json_text(value: Any, where: str) -> str:
+    """A JSON object as canonical text (sorted keys, no spaces): equal objects, equal cache keys."""
+    if not isinstance(value, dict):
+        raise InvalidArgument(where, "must be a JSON object")
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+
+
+def arguments_object(arguments: str) -> Any:
+    """Tool-call arguments as the object Anthropic's ``input`` is (text that is not an object: kept
+    under "arguments", never dropped)."""
+    try:
+        value = json.loads(arguments or "{}")
+    except json.JSONDecodeError:
+        return {"arguments": arguments}
+    return value if isinstance(value, dict) else {"value": value}
+
+
+def image_from_url(url: Any, where: str) -> Part:
+    if not isinstance(url, str) or not url:
+        raise InvalidArgument(where, "must be a URL (https: or data:)")
+    return Part("image", url=url)
+
+
+def plain_or_parts(texts: list[str], parts: list[Part]) -> tuple[str, tuple[Part, ...]]:
+    """Text-only content stays one string (the same cache key as the string form); with an image,
+    the parts in order."""
+    if all(p.type == "text" for p in parts):
+        return "".join(texts), ()
+    return "", tuple(parts)
+
+
+class Frames(Protocol):
+    """A dialect's stream writer: one per stream (it may keep state, e.g. open content blocks)."""
+
+    def opening(self) -> list[bytes]: ...
+
+    def chunk(self, chunk: Chunk) -> list[bytes]: ...
+
+    def closing(self, reply: Reply) -> list[bytes]: ...
+
+    def failed(self, exc: LlmgwError) -> bytes: ...
+
+
+async def sse(request_: web.Request, items: AsyncIterator[Chunk | Reply], frames: Frames, *,
+              headers: Mapping[str, str], error: Callable[[LlmgwError], web.Response]) -> web.StreamResponse:
+    """Relay the core's stream as SSE. Headers (and the opening frames) go out with the first
+    item: an error before it answers ``error(exc)`` with its HTTP status; after it, the failed event."""
     resp: web.StreamResponse | None = None
 
     async def opened() -> web.StreamResponse:
@@ -144,24 +174,19 @@ async def sse(request_: web.Request, items: AsyncIterator[Chunk | Reply], *, hea
             resp = web.StreamResponse(headers={"content-type": "text/event-stream", "cache-control": "no-cache",
                                                **headers})
             await resp.prepare(request_)
-            for frame in opening():
+            for frame in frames.opening():
                 await resp.write(frame)
         return resp
 
     try:
         async for item in items:
             out = await opened()
-            if isinstance(item, Chunk):
-                if item.delta:
-                    await out.write(chunk(item.delta))
-                continue
-            for frame in closing(item):
+            for frame in frames.chunk(item) if isinstance(item, Chunk) else frames.closing(item):
                 await out.write(frame)
     except LlmgwError as exc:
         if resp is None:
             return error(exc)
-        await resp.write(failed(exc))
+        await resp.write(frames.failed(exc))
     final = await opened()
     await final.write_eof()
     return final
-

@@ -12,10 +12,11 @@ import hashlib
 import json
 
 from llmgw.domain import Sampling
+from llmgw.kit.errors import NotFound
 from llmgw.prompts import PromptVersion
 from llmgw.services.router.config import RouterConfig
 
-__all__ = ["effective_sampling", "route_name"]
+__all__ = ["effective_sampling", "route_for", "route_name"]
 
 
 def route_name(route: str, routes: RouterConfig | None) -> str:
@@ -23,6 +24,20 @@ def route_name(route: str, routes: RouterConfig | None) -> str:
     if route or routes is None:
         return route
     return routes.default_route
+
+
+def route_for(model: str, routes: RouterConfig | None) -> str:
+    """A request's ``model``: a route's name, or a ``provider/model`` that is the first target of a
+    route (that route then runs, fallback included). Without routes here, the name is the route."""
+    if routes is None or not model or model in routes.routes:
+        return model
+    if "/" in model:
+        provider, name = model.split("/", 1)
+        for route, cfg in routes.routes.items():
+            first = cfg.targets[0]
+            if (first.provider, first.model) == (provider, name):
+                return route
+    raise NotFound(f"model {model!r}: no route is named so, nor has it as its first target (see GET /v1/models)")
 
 
 def effective_sampling(sampling: Sampling, version: PromptVersion | None, route: str,

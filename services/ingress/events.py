@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Callable
+from dataclasses import replace
+from typing import Any
 
 from prometheus_client import Counter
 
-from llmgw.convert import attempts_to_pb, messages_to_pb, sampling_to_pb, usage_to_pb
-from llmgw.domain import Attempt, Message, Usage
+from llmgw.convert import attempts_to_pb, messages_to_pb, output_fields, sampling_to_pb, tool_calls_to_pb, usage_to_pb
+from llmgw.domain import Attempt, Message, Part, ToolCall, Usage
 from llmgw.events.v1 import events_pb2
 from llmgw.inputs import embedding_text, input_sha256
 from llmgw.kit.kafka import RESPONSES_TOPIC
@@ -28,11 +31,11 @@ def request_event(req: GatewayRequest, *, request_id: str, tenant: str, at: floa
     """The admission event (``at``: wall clock of the admission); every free text passes
     ``redact`` first. Without ``raw_input`` the event carries a hash and the redacted embedding
     text instead of variables and messages."""
-    messages = [Message(m.role, redact(m.content)) for m in req.messages]
+    messages = [_event_message(m, redact) for m in req.messages]
     variables = {k: redact(v) for k, v in req.variables.items()}
-    extra: dict[str, str] = {}
+    extra: dict[str, Any] = {}
     if not raw_input:
-        pairs = [(m.role, m.content) for m in req.messages]
+        pairs = [(m.role, m.text) for m in req.messages]
         extra = {"input_sha256": input_sha256(req.variables, pairs),
                  "input_text": redact(embedding_text(req.variables, pairs))}
         messages, variables = [], {}
@@ -50,8 +53,28 @@ def request_event(req: GatewayRequest, *, request_id: str, tenant: str, at: floa
         sampling=sampling_to_pb(req.sampling),
         metadata={k: redact(v) for k, v in req.metadata.items()},
         stream=stream,
+        model=req.model,
+        **output_fields(req.output),
         **extra,
     ).SerializeToString()
+
+
+def _event_message(m: Message, redact: Callable[[str], str]) -> Message:
+    """A message as an event carries it: free text redacted, an image's bytes replaced by their
+    digest (an analyst needs to know an image was there, not the megabytes)."""
+    parts = tuple(
+        Part(p.type, redact(p.text)) if p.type == "text"
+        else Part(p.type, url=_image_ref(p.url) if p.url else "", media_type=p.media_type,
+                  data=f"sha256:{hashlib.sha256(p.data.encode()).hexdigest()}" if p.data else "")
+        for p in m.parts)
+    return replace(m, content=redact(m.content), parts=parts,
+                   tool_calls=tuple(ToolCall(c.id, c.name, redact(c.arguments)) for c in m.tool_calls))
+
+
+def _image_ref(url: str) -> str:
+    if url.startswith("data:"):
+        return f"data:sha256:{hashlib.sha256(url.encode()).hexdigest()}"
+    return url
 
 
 def response_event(
@@ -72,6 +95,7 @@ def response_event(
     cache_hit: bool = False,
     attempts: tuple[Attempt, ...] = (),
     finish_reason: str = "",
+    tool_calls: tuple[ToolCall, ...] = (),
     redact: Callable[[str], str],
 ) -> bytes:
     event = events_pb2.ResponseEvent(
@@ -93,6 +117,7 @@ def response_event(
         attempts=attempts_to_pb(Attempt(a.provider, a.model, a.status, redact(a.error), a.latency_ms)
                                 for a in attempts),
         finish_reason=finish_reason,
+        tool_calls=tool_calls_to_pb(ToolCall(c.id, c.name, redact(c.arguments)) for c in tool_calls),
     )
     wire = event.SerializeToString()
     if len(wire) > MAX_EVENT_BYTES:

@@ -6,7 +6,15 @@ from collections.abc import AsyncIterator
 
 import grpc
 
-from llmgw.convert import attempts_to_pb, messages_from_pb, sampling_from_pb, usage_to_pb
+from llmgw.convert import (
+    attempts_to_pb,
+    deltas_to_pb,
+    messages_from_pb,
+    output_from_pb,
+    sampling_from_pb,
+    tool_calls_to_pb,
+    usage_to_pb,
+)
 from llmgw.domain import Chunk
 from llmgw.gateway.v1 import gateway_pb2, gateway_pb2_grpc
 from llmgw.kit.errors import InvalidArgument
@@ -32,6 +40,8 @@ def request_from_pb(r: gateway_pb2.CompleteRequest, fingerprint: bytes = b"") ->
         messages=messages_from_pb(r.messages),
         route=r.route,
         sampling=sampling_from_pb(r.sampling),
+        output=output_from_pb(r.tools, r.tool_choice, r.response_format),
+        model=r.model,
         cache_mode=mode,
         metadata=dict(r.metadata),
         fingerprint=fingerprint,
@@ -107,6 +117,7 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServicer):
             usage=usage_to_pb(c.usage),
             attempts=attempts_to_pb(c.attempts),
             finish_reason=c.finish_reason,
+            tool_calls=tool_calls_to_pb(c.tool_calls),
         )
 
     async def StreamComplete(
@@ -118,7 +129,8 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServicer):
             time_remaining=context.time_remaining(),
         ):
             if isinstance(item, Chunk):
-                yield gateway_pb2.CompleteChunk(request_id=rid, delta=item.delta)
+                yield gateway_pb2.CompleteChunk(request_id=rid, delta=item.delta,
+                                                tool_calls=deltas_to_pb(item.tool_calls))
                 continue
             context.set_trailing_metadata(_reply_metadata(item))
             c = item.completion

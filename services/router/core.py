@@ -20,7 +20,18 @@ from typing import TypeVar
 
 from prometheus_client import Counter, Gauge, Histogram
 
-from llmgw.domain import Attempt, Chunk, Completion, Message, RouteCall, Sampling
+from llmgw.domain import (
+    Attempt,
+    Chunk,
+    Completion,
+    Message,
+    RouteCall,
+    Sampling,
+    ToolCall,
+    ToolCallDelta,
+    assemble_tool_calls,
+    prompt_text,
+)
 from llmgw.kit.breaker import RateBreaker, State, Ticket
 from llmgw.kit.errors import DeadlineExceeded, InvalidArgument, LlmgwError, NotFound, Unavailable
 from llmgw.kit.logging import get_logger
@@ -311,13 +322,13 @@ class Router:
         return ms
 
     def _completion(self, plan: _Plan, index: int, text: str, input_tokens: int, output_tokens: int,
-                    finish_reason: str, attempts: list[Attempt]) -> Completion:
+                    finish_reason: str, attempts: list[Attempt], tool_calls: tuple[ToolCall, ...] = ()) -> Completion:
         target = plan.targets[index]
         if index:
             FALLBACKS.labels(plan.route).inc()
         return Completion(text=text, provider=target.provider, model=target.model,
                           usage=self._config.usage(target.model, input_tokens, output_tokens),
-                          attempts=tuple(attempts), finish_reason=finish_reason)
+                          attempts=tuple(attempts), finish_reason=finish_reason, tool_calls=tool_calls)
 
     async def _slot(self, call: RouteCall, plan: _Plan, index: int, prompt_tokens: int,
                     attempts: list[Attempt]) -> tuple[_Slot, float] | None:
@@ -347,13 +358,13 @@ class Router:
         its provider, or none that passed the eval gate when the prompt is gated."""
         pv = plan.version
         if pv is None:
-            return "", call.messages, count_tokens("".join(m.content for m in call.messages))
+            return "", call.messages, count_tokens(prompt_text("", call.messages, call.output))
         reason = pv.unsupported_reason(target.provider)
         if reason:
             self._skip(target, reason, attempts)
             return None
         system, messages = pv.render(call.variables, target.provider)
-        return system, messages, count_tokens(system + "".join(m.content for m in messages))
+        return system, messages, count_tokens(prompt_text(system, messages, call.output))
 
     # ---- unary ----
 
@@ -372,7 +383,7 @@ class Router:
             if answered is not None:
                 i, got = answered
                 return self._completion(plan, i, got.text, got.input_tokens, got.output_tokens,
-                                        got.finish_reason, attempts)
+                                        got.finish_reason, attempts, got.tool_calls)
             index += tried
         raise Unavailable(_all_failed(plan.route, attempts), attempts=attempts)
 
@@ -433,7 +444,8 @@ class Router:
         provider = self._providers[target.provider]
 
         async def once(slot: _Slot, timeout: float, system: str, messages: tuple[Message, ...]) -> ProviderReply:
-            reply = await provider.complete(target.model, system, messages, plan.sampling, timeout)
+            reply = await provider.complete(target.model, system, messages, plan.sampling, timeout,
+                                            output=call.output)
             self._succeeded(slot, reply.input_tokens, reply.output_tokens, attempts)
             return reply
 
@@ -495,7 +507,8 @@ class Router:
             # reserve once it streams: there is no fallback after the first chunk).
             total = target.timeout_s if call.deadline is None else min(
                 target.timeout_s, call.deadline - time.monotonic())
-            pieces = provider.stream(target.model, system, messages, plan.sampling, first_limit)
+            pieces = provider.stream(target.model, system, messages, plan.sampling, first_limit,
+                                     output=call.output)
             try:
                 async with asyncio.timeout(first_limit):
                     first = await anext(pieces)
@@ -514,6 +527,7 @@ class Router:
         slot, pieces, piece = opened.slot, opened.pieces, opened.first
         target = slot.target
         sent: list[str] = []
+        calls: list[ToolCallDelta] = []
         loop = asyncio.get_running_loop()
 
         def used() -> int:  # what a cut-off stream still cost: the prompt and the text sent
@@ -521,9 +535,10 @@ class Router:
 
         try:
             while not piece.done:
-                if piece.delta:
-                    sent.append(piece.delta)
-                    yield Chunk(delta=piece.delta)
+                if piece.delta or piece.tool_calls:
+                    sent.append(piece.delta + "".join(d.name + d.arguments for d in piece.tool_calls))
+                    calls += piece.tool_calls
+                    yield Chunk(delta=piece.delta, tool_calls=piece.tool_calls)
                 try:
                     async with asyncio.timeout(max(0.0, opened.ends_at - loop.time())):
                         piece = await anext(pieces)
@@ -546,7 +561,7 @@ class Router:
             await _close(pieces)
         self._succeeded(slot, piece.input_tokens, piece.output_tokens, attempts)
         completion = self._completion(plan, index, "", piece.input_tokens, piece.output_tokens,
-                                      piece.finish_reason, attempts)
+                                      piece.finish_reason, attempts, assemble_tool_calls(calls))
         yield Chunk(delta="", final=True, completion=completion)
 
 

@@ -1,7 +1,8 @@
 """Provider adapters over the official async SDKs: one client per provider, created once, shared.
 
-Each adapter maps a rendered prompt variant (system prompt + messages) and sampling parameters to
-its API (system placement, stop sequences, max_tokens) and translates SDK exceptions into
+Each adapter maps a rendered prompt variant (system prompt + messages), sampling parameters and
+the answer's shape (tools, tool choice, response format) to its API through its wire module
+(``openai_wire``, ``anthropic_wire``: the dialect translation, written once) and translates SDK exceptions into
 ``ProviderError`` right here, so nothing above this module sees an SDK type.
 """
 
@@ -20,19 +21,20 @@ from typing import Any, Protocol
 import anthropic
 import openai
 
-from llmgw.domain import Message, Sampling
+from llmgw.domain import Message, Output, Sampling, ToolCall, ToolCallDelta
 from llmgw.kit.logging import get_logger
+from llmgw.services.router import anthropic_wire, openai_wire
+from llmgw.services.router.anthropic_wire import DEFAULT_MAX_TOKENS
 from llmgw.services.router.config import ProviderConfig
 from llmgw.services.router.errors import ProviderError, classify_status
 
 __all__ = [
-    "AnthropicProvider", "OpenAIProvider", "Provider", "ProviderReply", "StreamPiece", "make_provider", "retry_after_s",
+    "DEFAULT_MAX_TOKENS", "AnthropicProvider", "OpenAIProvider", "Provider", "ProviderReply", "StreamPiece",
+    "make_provider", "retry_after_s",
 ]
 
 _log = get_logger(__name__)
 
-# Anthropic requires max_tokens; used when neither the caller nor the route sets one.
-DEFAULT_MAX_TOKENS = 1024
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,6 +43,7 @@ class ProviderReply:
     input_tokens: int
     output_tokens: int
     finish_reason: str
+    tool_calls: tuple[ToolCall, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,17 +55,20 @@ class StreamPiece:
     input_tokens: int = 0
     output_tokens: int = 0
     finish_reason: str = ""
+    tool_calls: tuple[ToolCallDelta, ...] = ()
 
 
 class Provider(Protocol):
     name: str
 
     async def complete(
-        self, model: str, system: str, messages: tuple[Message, ...], sampling: Sampling, timeout_s: float
+        self, model: str, system: str, messages: tuple[Message, ...], sampling: Sampling, timeout_s: float,
+        output: Output = ...,
     ) -> ProviderReply: ...
 
     def stream(
-        self, model: str, system: str, messages: tuple[Message, ...], sampling: Sampling, timeout_s: float
+        self, model: str, system: str, messages: tuple[Message, ...], sampling: Sampling, timeout_s: float,
+        output: Output = ...,
     ) -> AsyncIterator[StreamPiece]: ...
 
 
@@ -172,28 +178,13 @@ class OpenAIProvider:
             http_client=openai.DefaultAioHttpClient() if cfg.transport == "aiohttp" else None,
         )
 
-    @staticmethod
-    def _params(model: str, system: str, messages: tuple[Message, ...], sampling: Sampling) -> dict[str, Any]:
-        msgs = ([{"role": "system", "content": system}] if system else []) + [
-            {"role": m.role, "content": m.content} for m in messages
-        ]
-        params: dict[str, Any] = {"model": model, "messages": msgs}
-        if sampling.temperature is not None:
-            params["temperature"] = sampling.temperature
-        if sampling.max_tokens is not None:
-            params["max_completion_tokens"] = sampling.max_tokens
-        if sampling.top_p is not None:
-            params["top_p"] = sampling.top_p
-        if sampling.stop:
-            params["stop"] = list(sampling.stop)
-        return params
-
     async def complete(
-        self, model: str, system: str, messages: tuple[Message, ...], sampling: Sampling, timeout_s: float
+        self, model: str, system: str, messages: tuple[Message, ...], sampling: Sampling, timeout_s: float,
+        output: Output = Output(),
     ) -> ProviderReply:
         with _translate(self.name, openai, timeout_s):
             resp = await self._client.chat.completions.create(
-                **self._params(model, system, messages, sampling), timeout=timeout_s
+                **openai_wire.params(model, system, messages, sampling, output), timeout=timeout_s
             )
             choice = resp.choices[0]
             usage = resp.usage
@@ -202,18 +193,20 @@ class OpenAIProvider:
                 input_tokens=usage.prompt_tokens if usage else 0,
                 output_tokens=usage.completion_tokens if usage else 0,
                 finish_reason=choice.finish_reason or "",
+                tool_calls=openai_wire.reply_tool_calls(choice.message),
             )
         if not reply.finish_reason:
             raise _incomplete(self.name, "response without a finish_reason")
         return reply
 
     async def stream(
-        self, model: str, system: str, messages: tuple[Message, ...], sampling: Sampling, timeout_s: float
+        self, model: str, system: str, messages: tuple[Message, ...], sampling: Sampling, timeout_s: float,
+        output: Output = Output(),
     ) -> AsyncIterator[StreamPiece]:
         finish, tin, tout = "", 0, 0
         with _translate(self.name, openai, timeout_s):
             stream = await self._client.chat.completions.create(
-                **self._params(model, system, messages, sampling),
+                **openai_wire.params(model, system, messages, sampling, output),
                 stream=True,
                 stream_options={"include_usage": True},
                 timeout=timeout_s,
@@ -222,8 +215,9 @@ class OpenAIProvider:
                 if chunk.usage is not None:
                     tin, tout = chunk.usage.prompt_tokens, chunk.usage.completion_tokens
                 for choice in chunk.choices:
-                    if choice.delta.content:
-                        yield StreamPiece(delta=choice.delta.content)
+                    calls = openai_wire.stream_deltas(choice.delta)
+                    if choice.delta.content or calls:
+                        yield StreamPiece(delta=choice.delta.content or "", tool_calls=calls)
                     if choice.finish_reason:
                         finish = choice.finish_reason
         # Complete only with a chunk carrying a finish_reason: an EOF before it (a dropped
@@ -245,30 +239,13 @@ class AnthropicProvider:
             http_client=anthropic.DefaultAioHttpClient() if cfg.transport == "aiohttp" else None,
         )
 
-    @staticmethod
-    def _params(model: str, system: str, messages: tuple[Message, ...], sampling: Sampling) -> dict[str, Any]:
-        # Anthropic takes the system prompt as a top-level field, never as a message.
-        params: dict[str, Any] = {
-            "model": model,
-            "messages": [{"role": m.role, "content": m.content} for m in messages if m.role != "system"],
-            "max_tokens": sampling.max_tokens or DEFAULT_MAX_TOKENS,
-        }
-        extra_system = [m.content for m in messages if m.role == "system"]
-        full_system = "\n\n".join([s for s in [system, *extra_system] if s])
-        if full_system:
-            params["system"] = full_system
-        # The current Messages API takes no temperature/top_p (the SDK rejects them): they are
-        # dropped here, and the cache keys on the caller's request, not on what a provider accepts.
-        if sampling.stop:
-            params["stop_sequences"] = list(sampling.stop)
-        return params
-
     async def complete(
-        self, model: str, system: str, messages: tuple[Message, ...], sampling: Sampling, timeout_s: float
+        self, model: str, system: str, messages: tuple[Message, ...], sampling: Sampling, timeout_s: float,
+        output: Output = Output(),
     ) -> ProviderReply:
         with _translate(self.name, anthropic, timeout_s):
             resp = await self._client.messages.create(
-                **self._params(model, system, messages, sampling), timeout=timeout_s
+                **anthropic_wire.params(model, system, messages, sampling, output), timeout=timeout_s
             )
             text = "".join(block.text for block in resp.content if getattr(block, "type", "") == "text")
             reply = ProviderReply(
@@ -276,18 +253,21 @@ class AnthropicProvider:
                 input_tokens=resp.usage.input_tokens,
                 output_tokens=resp.usage.output_tokens,
                 finish_reason=resp.stop_reason or "",
+                tool_calls=anthropic_wire.reply_tool_calls(resp.content),
             )
         if not reply.finish_reason:
             raise _incomplete(self.name, "response without a stop_reason")
         return reply
 
     async def stream(
-        self, model: str, system: str, messages: tuple[Message, ...], sampling: Sampling, timeout_s: float
+        self, model: str, system: str, messages: tuple[Message, ...], sampling: Sampling, timeout_s: float,
+        output: Output = Output(),
     ) -> AsyncIterator[StreamPiece]:
         finish, tin, tout, stopped = "", 0, 0, False
+        blocks = anthropic_wire.StreamState()
         with _translate(self.name, anthropic, timeout_s):
             stream = await self._client.messages.create(
-                **self._params(model, system, messages, sampling), stream=True, timeout=timeout_s
+                **anthropic_wire.params(model, system, messages, sampling, output), stream=True, timeout=timeout_s
             )
             async for event in stream:
                 if event.type == "message_stop":
@@ -299,6 +279,8 @@ class AnthropicProvider:
                 elif event.type == "message_delta":
                     tout = event.usage.output_tokens
                     finish = event.delta.stop_reason or ""
+                elif calls := blocks.deltas(event):
+                    yield StreamPiece(tool_calls=calls)
         # Complete only with message_stop after a stop_reason (see the OpenAI adapter).
         if not (stopped and finish):
             raise _incomplete(self.name, "stream ended without message_stop")

@@ -11,10 +11,16 @@ from llmgw.convert import (
     attempts_from_pb,
     attempts_to_pb,
     completion_fields,
+    deltas_from_pb,
+    deltas_to_pb,
     messages_from_pb,
     messages_to_pb,
+    output_fields,
+    output_from_pb,
     sampling_from_pb,
     sampling_to_pb,
+    tool_calls_from_pb,
+    tool_calls_to_pb,
     usage_from_pb,
     usage_to_pb,
 )
@@ -39,6 +45,7 @@ def call_from_pb(r: router_pb2.RouteRequest, time_remaining: float | None = None
         variables=dict(r.variables),
         messages=messages_from_pb(r.messages),
         sampling=sampling_from_pb(r.sampling),
+        output=output_from_pb(r.tools, r.tool_choice, r.response_format),
     )
 
 
@@ -52,6 +59,7 @@ def call_to_pb(c: RouteCall) -> router_pb2.RouteRequest:
         messages=messages_to_pb(c.messages),
         sampling=sampling_to_pb(c.sampling),
         tenant=c.tenant,
+        **output_fields(c.output),
     )
 
 
@@ -63,6 +71,7 @@ def _completion_from(pb: router_pb2.RouteResponse | router_pb2.RouteChunk, text:
         usage=usage_from_pb(pb.usage),
         attempts=attempts_from_pb(pb.attempts),
         finish_reason=pb.finish_reason,
+        tool_calls=tool_calls_from_pb(pb.tool_calls),
     )
 
 
@@ -85,9 +94,10 @@ class RouterServicer(router_pb2_grpc.RouterServicer):
                 yield router_pb2.RouteChunk(
                     final=True, provider=c.provider, model=c.model, usage=usage_to_pb(c.usage),
                     attempts=attempts_to_pb(c.attempts), finish_reason=c.finish_reason,
+                    tool_calls=tool_calls_to_pb(c.tool_calls),
                 )
             else:
-                yield router_pb2.RouteChunk(delta=chunk.delta)
+                yield router_pb2.RouteChunk(delta=chunk.delta, tool_calls=deltas_to_pb(chunk.tool_calls))
 
 
 class RouterClient(GrpcClient):
@@ -121,4 +131,4 @@ class RouterClient(GrpcClient):
                 if pb.final:
                     yield Chunk(delta="", final=True, completion=_completion_from(pb, ""))
                 else:
-                    yield Chunk(delta=pb.delta)
+                    yield Chunk(delta=pb.delta, tool_calls=deltas_from_pb(pb.tool_calls))

@@ -3,8 +3,9 @@ without a server, and ``llmgw.convert`` is the one place that maps these to and 
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 __all__ = [
     "COMPLETE_FINISH",
@@ -18,9 +19,18 @@ __all__ = [
     "LimitStatus",
     "LookupResult",
     "Message",
+    "Output",
+    "Part",
+    "ResponseFormat",
     "RouteCall",
     "Sampling",
+    "Tool",
+    "ToolCall",
+    "ToolCallDelta",
+    "ToolChoice",
     "Usage",
+    "assemble_tool_calls",
+    "prompt_text",
 ]
 
 
@@ -32,9 +42,96 @@ LENGTH_FINISH = frozenset({"length", "max_tokens"})
 
 
 @dataclass(frozen=True, slots=True)
+class Part:
+    """One piece of a message's content: text, or an image by URL (https: or data:) or as base64
+    ``data`` with its ``media_type``."""
+
+    type: str  # "text" | "image"
+    text: str = ""
+    url: str = ""
+    media_type: str = ""
+    data: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class ToolCall:
+    id: str
+    name: str
+    arguments: str  # a JSON object, as text (OpenAI's form; Anthropic's ``input`` is dumped to it)
+
+
+@dataclass(frozen=True, slots=True)
+class ToolCallDelta:
+    """A streamed piece of tool call ``index``: the first carries id and name, later ones more arguments."""
+
+    index: int
+    id: str = ""
+    name: str = ""
+    arguments: str = ""
+
+
+def assemble_tool_calls(deltas: Iterable[ToolCallDelta]) -> tuple[ToolCall, ...]:
+    """The whole calls a stream of deltas makes (arguments of a call that sent none: ``{}``)."""
+    calls: dict[int, list[str]] = {}
+    for d in deltas:
+        call = calls.setdefault(d.index, ["", "", ""])
+        call[0] = call[0] or d.id
+        call[1] = call[1] or d.name
+        call[2] += d.arguments
+    return tuple(ToolCall(c[0], c[1], c[2] or "{}") for _, c in sorted(calls.items()))
+
+
+@dataclass(frozen=True, slots=True)
 class Message:
-    role: str
-    content: str
+    role: str  # "system" | "user" | "assistant" | "tool"
+    content: str = ""
+    # Content as parts (text and images, in order) when it is more than text; ``content`` is then "".
+    parts: tuple[Part, ...] = ()
+    tool_calls: tuple[ToolCall, ...] = ()  # assistant: the calls the model asked for
+    tool_call_id: str = ""  # tool: the call this result answers
+
+    @property
+    def text(self) -> str:
+        """The message's text: ``content`` and its text parts (what is counted and embedded)."""
+        if not self.parts:
+            return self.content
+        return self.content + "".join(p.text for p in self.parts if p.type == "text")
+
+
+@dataclass(frozen=True, slots=True)
+class Tool:
+    name: str
+    description: str = ""
+    parameters: str = ""  # JSON Schema of the arguments, as canonical JSON object text ("" = any object)
+    strict: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class ToolChoice:
+    mode: str = "auto"  # "auto" | "none" | "required" | "tool"
+    name: str = ""  # mode "tool": which
+
+
+@dataclass(frozen=True, slots=True)
+class ResponseFormat:
+    type: str = "text"  # "text" | "json_object" | "json_schema"
+    name: str = ""
+    schema: str = ""  # json_schema: the schema as canonical JSON object text
+    strict: bool = False
+
+    @property
+    def json(self) -> bool:
+        return self.type in ("json_object", "json_schema")
+
+
+@dataclass(frozen=True, slots=True)
+class Output:
+    """What shape the answer may take: the tools it may call and the format it must follow. Part
+    of the cache key; translated for each provider by the router's adapters."""
+
+    tools: tuple[Tool, ...] = ()
+    tool_choice: ToolChoice | None = None
+    response_format: ResponseFormat | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,15 +140,39 @@ class Sampling:
     max_tokens: int | None = None
     top_p: float | None = None
     stop: tuple[str, ...] = ()
+    # Where a provider has them (OpenAI); Anthropic's adapter drops them.
+    seed: int | None = None
+    presence_penalty: float | None = None
+    frequency_penalty: float | None = None
 
     def with_defaults(self, defaults: Sampling) -> Sampling:
         """Fill unset fields from a route's defaults (the caller's values win)."""
+
+        def pick(mine: Any, theirs: Any) -> Any:
+            return mine if mine is not None else theirs
+
         return Sampling(
-            temperature=self.temperature if self.temperature is not None else defaults.temperature,
-            max_tokens=self.max_tokens if self.max_tokens is not None else defaults.max_tokens,
-            top_p=self.top_p if self.top_p is not None else defaults.top_p,
+            temperature=pick(self.temperature, defaults.temperature),
+            max_tokens=pick(self.max_tokens, defaults.max_tokens),
+            top_p=pick(self.top_p, defaults.top_p),
             stop=self.stop or defaults.stop,
+            seed=pick(self.seed, defaults.seed),
+            presence_penalty=pick(self.presence_penalty, defaults.presence_penalty),
+            frequency_penalty=pick(self.frequency_penalty, defaults.frequency_penalty),
         )
+
+
+def prompt_text(system: str, messages: Iterable[Message], output: Output) -> str:
+    """All a prompt sends that a tokenizer should count: system, message texts, tool calls and
+    results, tool schemas and a response schema (images are not counted: providers price them apart)."""
+    texts = [system]
+    for m in messages:
+        texts.append(m.text)
+        texts += [c.name + c.arguments for c in m.tool_calls]
+    texts += [t.name + t.description + t.parameters for t in output.tools]
+    if output.response_format is not None:
+        texts.append(output.response_format.schema)
+    return "".join(texts)
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,15 +204,18 @@ class Completion:
     usage: Usage = Usage()
     attempts: tuple[Attempt, ...] = ()
     finish_reason: str = ""
+    tool_calls: tuple[ToolCall, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
 class Chunk:
-    """A streamed piece; the final one carries the whole completion's metadata."""
+    """A streamed piece (text and/or tool-call deltas); the final one carries the whole
+    completion's metadata."""
 
-    delta: str
+    delta: str = ""
     final: bool = False
     completion: Completion | None = None
+    tool_calls: tuple[ToolCallDelta, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -106,6 +230,7 @@ class RouteCall:
     variables: Mapping[str, str] = field(default_factory=dict)
     messages: tuple[Message, ...] = ()
     sampling: Sampling = Sampling()
+    output: Output = Output()
     # Absolute time.monotonic() by which the answer is needed (the caller's gRPC deadline).
     deadline: float | None = None
 
@@ -127,6 +252,7 @@ class KeyMaterial:
     sampling: Sampling = Sampling()
     # Digest of the route's targets (provider and model, in order), so a route edit is a new key.
     targets: str = ""
+    output: Output = Output()
     # Values derived from this material, filled in once by whoever derives them (the cache's key,
     # by prefix: services/cache/keys.py). The ingress reuses one KeyMaterial for a request's
     # repeats, so a hit serializes and hashes nothing. Not part of equality; ``replace`` starts empty.
@@ -139,10 +265,20 @@ class CacheEntry:
     provider: str
     model: str
     usage: Usage = Usage()
-    # The streamed chunks as produced, so a replay keeps their boundaries; () for plain responses.
-    chunks: tuple[str, ...] = ()
+    # The streamed chunks as produced (text and tool-call deltas), so a replay keeps their
+    # boundaries; () for plain responses.
+    chunks: tuple[Chunk, ...] = ()
     stored_at: float = 0.0
     finish_reason: str = ""
+    tool_calls: tuple[ToolCall, ...] = ()
+
+    def replay(self) -> tuple[Chunk, ...]:
+        """The chunks to stream: as produced, or for a plain response its text and each tool call whole."""
+        if self.chunks:
+            return self.chunks
+        calls = tuple(Chunk(tool_calls=(ToolCallDelta(i, c.id, c.name, c.arguments),))
+                      for i, c in enumerate(self.tool_calls))
+        return ((Chunk(delta=self.text),) if self.text or not calls else ()) + calls
 
 
 @dataclass(frozen=True, slots=True)

@@ -10,7 +10,7 @@ import asyncio
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 
-from llmgw.domain import Message, Sampling
+from llmgw.domain import Message, Output, Sampling
 from llmgw.services.router.errors import Kind, ProviderError
 from llmgw.services.router.providers import ProviderReply, StreamPiece
 
@@ -60,7 +60,8 @@ class ScriptedProvider:
         return f"{self.name} says: {messages[-1].content}"
 
     async def complete(
-        self, model: str, system: str, messages: tuple[Message, ...], sampling: Sampling, timeout_s: float
+        self, model: str, system: str, messages: tuple[Message, ...], sampling: Sampling, timeout_s: float,
+        output: Output = Output(),
     ) -> ProviderReply:
         self.calls.append((model, system, messages, sampling))
         await self._next(model, timeout_s)
@@ -68,7 +69,8 @@ class ScriptedProvider:
         return ProviderReply(text=text, input_tokens=10, output_tokens=len(text.split()), finish_reason="stop")
 
     async def stream(
-        self, model: str, system: str, messages: tuple[Message, ...], sampling: Sampling, timeout_s: float
+        self, model: str, system: str, messages: tuple[Message, ...], sampling: Sampling, timeout_s: float,
+        output: Output = Output(),
     ) -> AsyncIterator[StreamPiece]:
         self.calls.append((model, system, messages, sampling))
         await self._next(model, timeout_s)

@@ -60,9 +60,14 @@ async def test_errors_have_anthropics_shape_and_status(http: tuple[Stack, anthro
         await client.messages.create(model="nope", max_tokens=10, messages=msgs)  # type: ignore[arg-type]
     with pytest.raises(anthropic.BadRequestError) as br:
         await client.messages.create(model="default", max_tokens=10, messages=msgs,  # type: ignore[arg-type]
-                                     tools=[{"name": "f", "input_schema": {"type": "object"}}])
+                                     tools=[{"name": "f", "input_schema": {"type": "object"}}],
+                                     thinking={"type": "enabled", "budget_tokens": 1024})
     assert br.value.body["error"]["type"] == "invalid_request_error"  # type: ignore[index]
-    assert "tools" in br.value.message and "not supported yet" in br.value.message
+    assert "thinking" in br.value.message and "not supported yet" in br.value.message
+    with pytest.raises(anthropic.BadRequestError) as br:
+        await client.messages.create(model="default", max_tokens=10, messages=msgs,  # type: ignore[arg-type]
+                                     tools=[{"name": "bad name!", "input_schema": {"type": "object"}}])
+    assert "tools[0].name" in br.value.message
     for provider in ("openai", "anthropic"):
         stack.fake.state.faults[provider].error_rate = 1.0
     with pytest.raises(anthropic.InternalServerError) as down:

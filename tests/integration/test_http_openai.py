@@ -97,9 +97,13 @@ async def test_errors_have_openais_shape_and_status(http: tuple[Stack, openai.As
     assert br.value.body["param"] == "sampling.temperature"  # type: ignore[index]
     with pytest.raises(openai.BadRequestError) as br:
         await client.chat.completions.create(  # type: ignore[call-overload]
-            model="default", messages=msgs,
+            model="default", messages=msgs, tool_choice={"type": "function", "function": {"name": "g"}},
             tools=[{"type": "function", "function": {"name": "f", "parameters": {"type": "object"}}}])
-    assert br.value.body["param"] == "tools" and "not supported yet" in br.value.message  # type: ignore[index]
+    assert br.value.body["param"] == "tool_choice" and "'g'" in br.value.message  # type: ignore[index]
+    with pytest.raises(openai.BadRequestError) as br:
+        await client.chat.completions.create(  # type: ignore[call-overload]
+            model="default", messages=msgs, functions=[{"name": "f", "parameters": {"type": "object"}}])
+    assert br.value.body["param"] == "functions" and "not supported yet" in br.value.message  # type: ignore[index]
     limited = openai.AsyncOpenAI(base_url=f"{stack.http}/v1", api_key="other-key", max_retries=0)
     try:
         await limited.chat.completions.create(model="default", messages=msgs)  # type: ignore[arg-type]

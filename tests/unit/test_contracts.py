@@ -28,10 +28,11 @@ def test_generated_code_is_up_to_date(tmp_path: Path) -> None:
 
 def test_public_field_names() -> None:
     fields = {f.name for f in gateway_pb2.CompleteRequest.DESCRIPTOR.fields}
-    assert fields == {"prompt", "label", "variables", "messages", "route", "sampling", "cache_mode", "metadata"}
+    assert fields == {"prompt", "label", "variables", "messages", "route", "sampling", "cache_mode", "metadata",
+                      "tools", "tool_choice", "response_format", "model"}
     resp = {f.name for f in gateway_pb2.CompleteResponse.DESCRIPTOR.fields}
     assert resp == {"request_id", "text", "provider", "model", "prompt_version", "cache_hit", "usage", "attempts",
-                    "finish_reason"}
+                    "finish_reason", "tool_calls"}
     assert [v.name for v in gateway_pb2.CompleteRequest.CacheMode.DESCRIPTOR.values] == ["DEFAULT", "BYPASS", "REFRESH"]
 
 

@@ -18,7 +18,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from llmgw.domain import Message, Sampling
+from llmgw.domain import Message, Output, Sampling
 from llmgw.kit.errors import NotFound
 from llmgw.services.router.providers import Provider, ProviderReply, StreamPiece
 
@@ -81,12 +81,13 @@ class CassetteProvider:
         self._inner = inner
 
     async def complete(
-        self, model: str, system: str, messages: tuple[Message, ...], sampling: Sampling, timeout_s: float
+        self, model: str, system: str, messages: tuple[Message, ...], sampling: Sampling, timeout_s: float,
+        output: Output = Output(),
     ) -> ProviderReply:
         request = _request(model, system, messages, sampling)
         key = request_key(self.name, request)
         if self._inner is not None:
-            reply = await self._inner.complete(model, system, messages, sampling, timeout_s)
+            reply = await self._inner.complete(model, system, messages, sampling, timeout_s, output=output)
             self.cassette.record(key, request, reply)
             return reply
         recorded = self.cassette.replay(key)
@@ -96,9 +97,10 @@ class CassetteProvider:
         return recorded
 
     async def stream(
-        self, model: str, system: str, messages: tuple[Message, ...], sampling: Sampling, timeout_s: float
+        self, model: str, system: str, messages: tuple[Message, ...], sampling: Sampling, timeout_s: float,
+        output: Output = Output(),
     ) -> AsyncIterator[StreamPiece]:
-        reply = await self.complete(model, system, messages, sampling, timeout_s)
+        reply = await self.complete(model, system, messages, sampling, timeout_s, output)
         yield StreamPiece(delta=reply.text)
         yield StreamPiece(done=True, input_tokens=reply.input_tokens, output_tokens=reply.output_tokens,
                           finish_reason=reply.finish_reason)

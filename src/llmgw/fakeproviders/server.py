@@ -23,6 +23,7 @@ from typing import Any
 
 from aiohttp import web
 
+from llmgw.fakeproviders.answers import Answer, Refused, anthropic_answer, json_chunks, openai_answer
 from llmgw.fakeproviders.faults import Faults, Quota
 
 __all__ = ["FakeProviders", "Faults", "create_app", "reply_for"]
@@ -58,23 +59,30 @@ def reply_for(provider: str, model: str, last_user: str, fixed: str | None = Non
     return f"[{provider}:{model}] You said: {quoted}"
 
 
+def _text(content: Any) -> str:
+    """The text of a message's content: a string, or its text parts / blocks."""
+    if isinstance(content, str):
+        return content
+    return "".join(part.get("text", "") for part in content or [] if isinstance(part, dict))
+
+
 def _chunks(text: str) -> list[str]:
     words = text.split(" ")
     return [w if i == 0 else " " + w for i, w in enumerate(words)]
 
 
-def _openai_error(status: int, headers: dict[str, str] | None = None) -> web.Response:
+def _openai_error(status: int, headers: dict[str, str] | None = None, message: str = "") -> web.Response:
     kinds = {429: "rate_limit_exceeded", 400: "invalid_request_error", 401: "invalid_api_key"}
-    body = {"error": {"message": f"fake openai error {status}", "type": kinds.get(status, "server_error"),
+    body = {"error": {"message": message or f"fake openai error {status}", "type": kinds.get(status, "server_error"),
                       "code": kinds.get(status, "server_error")}}
     return web.json_response(body, status=status, headers=headers or {})
 
 
-def _anthropic_error(status: int, headers: dict[str, str] | None = None) -> web.Response:
+def _anthropic_error(status: int, headers: dict[str, str] | None = None, message: str = "") -> web.Response:
     kinds = {429: "rate_limit_error", 529: "overloaded_error", 400: "invalid_request_error",
              401: "authentication_error"}
     body = {"type": "error", "error": {"type": kinds.get(status, "api_error"),
-                                       "message": f"fake anthropic error {status}"}}
+                                       "message": message or f"fake anthropic error {status}"}}
     return web.json_response(body, status=status, headers=headers or {})
 
 
@@ -167,16 +175,23 @@ async def openai_chat(request: web.Request) -> web.StreamResponse:
     messages = body.get("messages", [])
     if not messages:
         return _openai_error(400)
-    last_user = next((m.get("content", "") for m in reversed(messages) if m.get("role") == "user"), "")
-    text = reply_for("openai", model, str(last_user), state.faults["openai"].reply)
+    last_user = next((_text(m.get("content")) for m in reversed(messages) if m.get("role") == "user"), "")
+    text = reply_for("openai", model, last_user, state.faults["openai"].reply)
+    answer = Answer(text)
     if state.responder is not None and state.faults["openai"].reply is None:
         system = "".join(str(m.get("content", "")) for m in messages if m.get("role") == "system")
-        text = state.responder("openai", model, system, [m for m in messages if m.get("role") != "system"])
+        answer = Answer(state.responder("openai", model, system, [m for m in messages if m.get("role") != "system"]))
+    elif state.faults["openai"].reply is None:
+        try:
+            answer = openai_answer(body, model, text)
+        except Refused as exc:
+            return _openai_error(400, message=str(exc))
+    text = answer.text
     max_tokens = body.get("max_completion_tokens") or body.get("max_tokens")
-    finish = "stop"
+    finish = "tool_calls" if answer.tool_calls else "stop"
     if max_tokens and count_tokens(text) > max_tokens:
         text, finish = text[: max_tokens * 4], "length"
-    prompt_tokens = sum(count_tokens(str(m.get("content", ""))) for m in messages)
+    prompt_tokens = sum(count_tokens(json.dumps(m.get("content", ""))) for m in messages)
     usage = {"prompt_tokens": prompt_tokens, "completion_tokens": count_tokens(text),
              "total_tokens": prompt_tokens + count_tokens(text)}
     f = state.faults["openai"]
@@ -187,7 +202,11 @@ async def openai_chat(request: web.Request) -> web.StreamResponse:
         content, final = (text[: len(text) // 2], None) if fault == "truncate" else (text, finish)
         return await _unary(request, {
             "id": cid, "object": "chat.completion", "created": created, "model": model,
-            "choices": [{"index": 0, "message": {"role": "assistant", "content": content}, "finish_reason": final}],
+            "choices": [{"index": 0, "message": {
+                "role": "assistant", "content": content if content or not answer.tool_calls else None,
+                **({"tool_calls": [{"id": i, "type": "function", "function": {"name": n, "arguments": a}}
+                                   for i, n, a in answer.tool_calls]} if answer.tool_calls else {})},
+                "finish_reason": final}],
             "usage": usage,
         }, fault, f)
     base = {"id": cid, "object": "chat.completion.chunk", "created": created, "model": model}
@@ -197,8 +216,14 @@ async def openai_chat(request: web.Request) -> web.StreamResponse:
     ]
     events += [
         (None, {**base, "choices": [{"index": 0, "delta": {"content": c}, "finish_reason": None}]})
-        for c in _chunks(text)
+        for c in (_chunks(text) if text or not answer.tool_calls else [])
     ]
+    for n, (call_id, name, args) in enumerate(answer.tool_calls):
+        first_piece = {"index": n, "id": call_id, "type": "function", "function": {"name": name, "arguments": ""}}
+        events.append((None, {**base, "choices": [{"index": 0, "delta": {"tool_calls": [first_piece]},
+                                                   "finish_reason": None}]}))
+        events += [(None, {**base, "choices": [{"index": 0, "delta": {"tool_calls": [
+            {"index": n, "function": {"arguments": piece}}]}, "finish_reason": None}]}) for piece in json_chunks(args)]
     terminal = len(events)
     events.append((None, {**base, "choices": [{"index": 0, "delta": {}, "finish_reason": finish}]}))
     if (body.get("stream_options") or {}).get("include_usage"):
@@ -218,22 +243,25 @@ async def anthropic_messages(request: web.Request) -> web.StreamResponse:
     if not messages or "max_tokens" not in body:
         return _anthropic_error(400)
 
-    def _text(content: Any) -> str:
-        if isinstance(content, str):
-            return content
-        return "".join(part.get("text", "") for part in content if isinstance(part, dict))
-
     last_user = next((_text(m.get("content", "")) for m in reversed(messages) if m.get("role") == "user"), "")
     text = reply_for("anthropic", model, last_user, state.faults["anthropic"].reply)
+    answer = Answer(text)
     if state.responder is not None and state.faults["anthropic"].reply is None:
-        text = state.responder("anthropic", model, _text(body.get("system") or ""),
-                               [{"role": m.get("role"), "content": _text(m.get("content", ""))} for m in messages])
-    stop = "end_turn"
+        answer = Answer(state.responder(
+            "anthropic", model, _text(body.get("system") or ""),
+            [{"role": m.get("role"), "content": _text(m.get("content", ""))} for m in messages]))
+    elif state.faults["anthropic"].reply is None:
+        try:
+            answer = anthropic_answer(body, model, text)
+        except Refused as exc:
+            return _anthropic_error(400, message=str(exc))
+    text = answer.text
+    stop = "tool_use" if answer.tool_calls else "end_turn"
     if count_tokens(text) > body["max_tokens"]:
         text, stop = text[: body["max_tokens"] * 4], "max_tokens"
     system = body.get("system") or ""
     input_tokens = count_tokens(_text(system)) if system else 0
-    input_tokens += sum(count_tokens(_text(m.get("content", ""))) for m in messages)
+    input_tokens += sum(count_tokens(json.dumps(m.get("content", ""))) for m in messages)
     mid = f"msg_{uuid.uuid4().hex[:12]}"
     f = state.faults["anthropic"]
     state.quotas["anthropic"].record(time.monotonic(), input_tokens + count_tokens(text))
@@ -242,7 +270,9 @@ async def anthropic_messages(request: web.Request) -> web.StreamResponse:
         content, final = (text[: len(text) // 2], None) if fault == "truncate" else (text, stop)
         return await _unary(request, {
             "id": mid, "type": "message", "role": "assistant", "model": model,
-            "content": [{"type": "text", "text": content}], "stop_reason": final, "stop_sequence": None,
+            "content": ([{"type": "text", "text": content}] if content or not answer.tool_calls else []) + [
+                {"type": "tool_use", "id": i, "name": n, "input": json.loads(a)} for i, n, a in answer.tool_calls],
+            "stop_reason": final, "stop_sequence": None,
             "usage": {"input_tokens": input_tokens, "output_tokens": count_tokens(text)},
         }, fault, f)
     events: list[tuple[str | None, Any]] = [
@@ -250,17 +280,27 @@ async def anthropic_messages(request: web.Request) -> web.StreamResponse:
             "id": mid, "type": "message", "role": "assistant", "model": model, "content": [],
             "stop_reason": None, "stop_sequence": None,
             "usage": {"input_tokens": input_tokens, "output_tokens": 1}}}),
-        ("content_block_start", {"type": "content_block_start", "index": 0,
-                                 "content_block": {"type": "text", "text": ""}}),
     ]
+    block = 0
+    if text or not answer.tool_calls:
+        events.append(("content_block_start", {"type": "content_block_start", "index": 0,
+                                               "content_block": {"type": "text", "text": ""}}))
+        events += [
+            ("content_block_delta", {"type": "content_block_delta", "index": 0,
+                                     "delta": {"type": "text_delta", "text": c}})
+            for c in _chunks(text)
+        ]
+        events.append(("content_block_stop", {"type": "content_block_stop", "index": 0}))
+        block = 1
+    for n, (call_id, name, args) in enumerate(answer.tool_calls, start=block):
+        events.append(("content_block_start", {"type": "content_block_start", "index": n, "content_block": {
+            "type": "tool_use", "id": call_id, "name": name, "input": {}}}))
+        events += [("content_block_delta", {"type": "content_block_delta", "index": n,
+                                            "delta": {"type": "input_json_delta", "partial_json": piece}})
+                   for piece in json_chunks(args)]
+        events.append(("content_block_stop", {"type": "content_block_stop", "index": n}))
+    terminal = len(events) - 1
     events += [
-        ("content_block_delta", {"type": "content_block_delta", "index": 0,
-                                 "delta": {"type": "text_delta", "text": c}})
-        for c in _chunks(text)
-    ]
-    terminal = len(events)
-    events += [
-        ("content_block_stop", {"type": "content_block_stop", "index": 0}),
         ("message_delta", {"type": "message_delta", "delta": {"stop_reason": stop, "stop_sequence": None},
                            "usage": {"output_tokens": count_tokens(text)}}),
         ("message_stop", {"type": "message_stop"}),

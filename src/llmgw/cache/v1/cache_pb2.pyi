@@ -8,7 +8,7 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class KeyMaterial(_message.Message):
-    __slots__ = ("tenant", "prompt", "prompt_version", "variables", "messages", "route", "sampling", "targets")
+    __slots__ = ("tenant", "prompt", "prompt_version", "variables", "messages", "route", "sampling", "targets", "tools", "tool_choice", "response_format")
     class VariablesEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -24,6 +24,9 @@ class KeyMaterial(_message.Message):
     ROUTE_FIELD_NUMBER: _ClassVar[int]
     SAMPLING_FIELD_NUMBER: _ClassVar[int]
     TARGETS_FIELD_NUMBER: _ClassVar[int]
+    TOOLS_FIELD_NUMBER: _ClassVar[int]
+    TOOL_CHOICE_FIELD_NUMBER: _ClassVar[int]
+    RESPONSE_FORMAT_FIELD_NUMBER: _ClassVar[int]
     tenant: str
     prompt: str
     prompt_version: str
@@ -32,10 +35,13 @@ class KeyMaterial(_message.Message):
     route: str
     sampling: _gateway_pb2.Sampling
     targets: str
-    def __init__(self, tenant: _Optional[str] = ..., prompt: _Optional[str] = ..., prompt_version: _Optional[str] = ..., variables: _Optional[_Mapping[str, str]] = ..., messages: _Optional[_Iterable[_Union[_gateway_pb2.Message, _Mapping]]] = ..., route: _Optional[str] = ..., sampling: _Optional[_Union[_gateway_pb2.Sampling, _Mapping]] = ..., targets: _Optional[str] = ...) -> None: ...
+    tools: _containers.RepeatedCompositeFieldContainer[_gateway_pb2.Tool]
+    tool_choice: _gateway_pb2.ToolChoice
+    response_format: _gateway_pb2.ResponseFormat
+    def __init__(self, tenant: _Optional[str] = ..., prompt: _Optional[str] = ..., prompt_version: _Optional[str] = ..., variables: _Optional[_Mapping[str, str]] = ..., messages: _Optional[_Iterable[_Union[_gateway_pb2.Message, _Mapping]]] = ..., route: _Optional[str] = ..., sampling: _Optional[_Union[_gateway_pb2.Sampling, _Mapping]] = ..., targets: _Optional[str] = ..., tools: _Optional[_Iterable[_Union[_gateway_pb2.Tool, _Mapping]]] = ..., tool_choice: _Optional[_Union[_gateway_pb2.ToolChoice, _Mapping]] = ..., response_format: _Optional[_Union[_gateway_pb2.ResponseFormat, _Mapping]] = ...) -> None: ...
 
 class Entry(_message.Message):
-    __slots__ = ("text", "provider", "model", "usage", "chunks", "stored_at", "finish_reason")
+    __slots__ = ("text", "provider", "model", "usage", "chunks", "stored_at", "finish_reason", "tool_calls", "pieces")
     TEXT_FIELD_NUMBER: _ClassVar[int]
     PROVIDER_FIELD_NUMBER: _ClassVar[int]
     MODEL_FIELD_NUMBER: _ClassVar[int]
@@ -43,6 +49,8 @@ class Entry(_message.Message):
     CHUNKS_FIELD_NUMBER: _ClassVar[int]
     STORED_AT_FIELD_NUMBER: _ClassVar[int]
     FINISH_REASON_FIELD_NUMBER: _ClassVar[int]
+    TOOL_CALLS_FIELD_NUMBER: _ClassVar[int]
+    PIECES_FIELD_NUMBER: _ClassVar[int]
     text: str
     provider: str
     model: str
@@ -50,7 +58,17 @@ class Entry(_message.Message):
     chunks: _containers.RepeatedScalarFieldContainer[str]
     stored_at: float
     finish_reason: str
-    def __init__(self, text: _Optional[str] = ..., provider: _Optional[str] = ..., model: _Optional[str] = ..., usage: _Optional[_Union[_gateway_pb2.Usage, _Mapping]] = ..., chunks: _Optional[_Iterable[str]] = ..., stored_at: _Optional[float] = ..., finish_reason: _Optional[str] = ...) -> None: ...
+    tool_calls: _containers.RepeatedCompositeFieldContainer[_gateway_pb2.ToolCall]
+    pieces: _containers.RepeatedCompositeFieldContainer[Piece]
+    def __init__(self, text: _Optional[str] = ..., provider: _Optional[str] = ..., model: _Optional[str] = ..., usage: _Optional[_Union[_gateway_pb2.Usage, _Mapping]] = ..., chunks: _Optional[_Iterable[str]] = ..., stored_at: _Optional[float] = ..., finish_reason: _Optional[str] = ..., tool_calls: _Optional[_Iterable[_Union[_gateway_pb2.ToolCall, _Mapping]]] = ..., pieces: _Optional[_Iterable[_Union[Piece, _Mapping]]] = ...) -> None: ...
+
+class Piece(_message.Message):
+    __slots__ = ("text", "tool_calls")
+    TEXT_FIELD_NUMBER: _ClassVar[int]
+    TOOL_CALLS_FIELD_NUMBER: _ClassVar[int]
+    text: str
+    tool_calls: _containers.RepeatedCompositeFieldContainer[_gateway_pb2.ToolCallDelta]
+    def __init__(self, text: _Optional[str] = ..., tool_calls: _Optional[_Iterable[_Union[_gateway_pb2.ToolCallDelta, _Mapping]]] = ...) -> None: ...
 
 class LookupRequest(_message.Message):
     __slots__ = ("key", "read")

@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from llmgw.gateway.v1 import gateway_pb2 as llmgw_dot_gateway_dot_v1_dot_gateway__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1cllmgw/events/v1/events.proto\x12\x0fllmgw.events.v1\x1a\x1ellmgw/gateway/v1/gateway.proto\"\x96\x04\n\x0cRequestEvent\x12\x16\n\x0eschema_version\x18\x01 \x01(\x05\x12\x12\n\nrequest_id\x18\x02 \x01(\t\x12\x0e\n\x06tenant\x18\x03 \x01(\t\x12\x0c\n\x04time\x18\x04 \x01(\x01\x12\x0e\n\x06prompt\x18\x05 \x01(\t\x12\x16\n\x0eprompt_version\x18\x06 \x01(\t\x12\r\n\x05label\x18\x07 \x01(\t\x12\r\n\x05route\x18\x08 \x01(\t\x12?\n\tvariables\x18\t \x03(\x0b\x32,.llmgw.events.v1.RequestEvent.VariablesEntry\x12+\n\x08messages\x18\n \x03(\x0b\x32\x19.llmgw.gateway.v1.Message\x12,\n\x08sampling\x18\x0b \x01(\x0b\x32\x1a.llmgw.gateway.v1.Sampling\x12=\n\x08metadata\x18\x0c \x03(\x0b\x32+.llmgw.events.v1.RequestEvent.MetadataEntry\x12\x0e\n\x06stream\x18\r \x01(\x08\x12\x14\n\x0cinput_sha256\x18\x0e \x01(\t\x12\x12\n\ninput_text\x18\x0f \x01(\t\x1a\x30\n\x0eVariablesEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\x1a/\n\rMetadataEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\x8b\x03\n\rResponseEvent\x12\x16\n\x0eschema_version\x18\x01 \x01(\x05\x12\x12\n\nrequest_id\x18\x02 \x01(\t\x12\x0e\n\x06tenant\x18\x03 \x01(\t\x12\x0c\n\x04time\x18\x04 \x01(\x01\x12\x0e\n\x06prompt\x18\x05 \x01(\t\x12\x16\n\x0eprompt_version\x18\x06 \x01(\t\x12\r\n\x05route\x18\x07 \x01(\t\x12\x0c\n\x04text\x18\x08 \x01(\t\x12\x10\n\x08provider\x18\t \x01(\t\x12\r\n\x05model\x18\n \x01(\t\x12\x0e\n\x06status\x18\x0b \x01(\t\x12\r\n\x05\x65rror\x18\x0c \x01(\t\x12\x12\n\nlatency_ms\x18\r \x01(\x01\x12&\n\x05usage\x18\x0e \x01(\x0b\x32\x17.llmgw.gateway.v1.Usage\x12\x11\n\tcache_hit\x18\x0f \x01(\x08\x12+\n\x08\x61ttempts\x18\x10 \x03(\x0b\x32\x19.llmgw.gateway.v1.Attempt\x12\x15\n\rfinish_reason\x18\x11 \x01(\t\x12\x18\n\x10truncated_fields\x18\x12 \x03(\tb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1cllmgw/events/v1/events.proto\x12\x0fllmgw.events.v1\x1a\x1ellmgw/gateway/v1/gateway.proto\"\xba\x05\n\x0cRequestEvent\x12\x16\n\x0eschema_version\x18\x01 \x01(\x05\x12\x12\n\nrequest_id\x18\x02 \x01(\t\x12\x0e\n\x06tenant\x18\x03 \x01(\t\x12\x0c\n\x04time\x18\x04 \x01(\x01\x12\x0e\n\x06prompt\x18\x05 \x01(\t\x12\x16\n\x0eprompt_version\x18\x06 \x01(\t\x12\r\n\x05label\x18\x07 \x01(\t\x12\r\n\x05route\x18\x08 \x01(\t\x12?\n\tvariables\x18\t \x03(\x0b\x32,.llmgw.events.v1.RequestEvent.VariablesEntry\x12+\n\x08messages\x18\n \x03(\x0b\x32\x19.llmgw.gateway.v1.Message\x12,\n\x08sampling\x18\x0b \x01(\x0b\x32\x1a.llmgw.gateway.v1.Sampling\x12=\n\x08metadata\x18\x0c \x03(\x0b\x32+.llmgw.events.v1.RequestEvent.MetadataEntry\x12\x0e\n\x06stream\x18\r \x01(\x08\x12\x14\n\x0cinput_sha256\x18\x0e \x01(\t\x12\x12\n\ninput_text\x18\x0f \x01(\t\x12%\n\x05tools\x18\x10 \x03(\x0b\x32\x16.llmgw.gateway.v1.Tool\x12\x31\n\x0btool_choice\x18\x11 \x01(\x0b\x32\x1c.llmgw.gateway.v1.ToolChoice\x12\x39\n\x0fresponse_format\x18\x12 \x01(\x0b\x32 .llmgw.gateway.v1.ResponseFormat\x12\r\n\x05model\x18\x13 \x01(\t\x1a\x30\n\x0eVariablesEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\x1a/\n\rMetadataEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\xbb\x03\n\rResponseEvent\x12\x16\n\x0eschema_version\x18\x01 \x01(\x05\x12\x12\n\nrequest_id\x18\x02 \x01(\t\x12\x0e\n\x06tenant\x18\x03 \x01(\t\x12\x0c\n\x04time\x18\x04 \x01(\x01\x12\x0e\n\x06prompt\x18\x05 \x01(\t\x12\x16\n\x0eprompt_version\x18\x06 \x01(\t\x12\r\n\x05route\x18\x07 \x01(\t\x12\x0c\n\x04text\x18\x08 \x01(\t\x12\x10\n\x08provider\x18\t \x01(\t\x12\r\n\x05model\x18\n \x01(\t\x12\x0e\n\x06status\x18\x0b \x01(\t\x12\r\n\x05\x65rror\x18\x0c \x01(\t\x12\x12\n\nlatency_ms\x18\r \x01(\x01\x12&\n\x05usage\x18\x0e \x01(\x0b\x32\x17.llmgw.gateway.v1.Usage\x12\x11\n\tcache_hit\x18\x0f \x01(\x08\x12+\n\x08\x61ttempts\x18\x10 \x03(\x0b\x32\x19.llmgw.gateway.v1.Attempt\x12\x15\n\rfinish_reason\x18\x11 \x01(\t\x12\x18\n\x10truncated_fields\x18\x12 \x03(\t\x12.\n\ntool_calls\x18\x13 \x03(\x0b\x32\x1a.llmgw.gateway.v1.ToolCallb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -37,11 +37,11 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_REQUESTEVENT_METADATAENTRY']._loaded_options = None
   _globals['_REQUESTEVENT_METADATAENTRY']._serialized_options = b'8\001'
   _globals['_REQUESTEVENT']._serialized_start=82
-  _globals['_REQUESTEVENT']._serialized_end=616
-  _globals['_REQUESTEVENT_VARIABLESENTRY']._serialized_start=519
-  _globals['_REQUESTEVENT_VARIABLESENTRY']._serialized_end=567
-  _globals['_REQUESTEVENT_METADATAENTRY']._serialized_start=569
-  _globals['_REQUESTEVENT_METADATAENTRY']._serialized_end=616
-  _globals['_RESPONSEEVENT']._serialized_start=619
-  _globals['_RESPONSEEVENT']._serialized_end=1014
+  _globals['_REQUESTEVENT']._serialized_end=780
+  _globals['_REQUESTEVENT_VARIABLESENTRY']._serialized_start=683
+  _globals['_REQUESTEVENT_VARIABLESENTRY']._serialized_end=731
+  _globals['_REQUESTEVENT_METADATAENTRY']._serialized_start=733
+  _globals['_REQUESTEVENT_METADATAENTRY']._serialized_end=780
+  _globals['_RESPONSEEVENT']._serialized_start=783
+  _globals['_RESPONSEEVENT']._serialized_end=1226
 # @@protoc_insertion_point(module_scope)

@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1ellmgw/gateway/v1/gateway.proto\x12\x10llmgw.gateway.v1\"(\n\x07Message\x12\x0c\n\x04role\x18\x01 \x01(\t\x12\x0f\n\x07\x63ontent\x18\x02 \x01(\t\"\x88\x01\n\x08Sampling\x12\x18\n\x0btemperature\x18\x01 \x01(\x01H\x00\x88\x01\x01\x12\x17\n\nmax_tokens\x18\x02 \x01(\x05H\x01\x88\x01\x01\x12\x12\n\x05top_p\x18\x03 \x01(\x01H\x02\x88\x01\x01\x12\x0c\n\x04stop\x18\x04 \x03(\tB\x0e\n\x0c_temperatureB\r\n\x0b_max_tokensB\x08\n\x06_top_p\"\xf9\x03\n\x0f\x43ompleteRequest\x12\x0e\n\x06prompt\x18\x01 \x01(\t\x12\r\n\x05label\x18\x02 \x01(\t\x12\x43\n\tvariables\x18\x03 \x03(\x0b\x32\x30.llmgw.gateway.v1.CompleteRequest.VariablesEntry\x12+\n\x08messages\x18\x04 \x03(\x0b\x32\x19.llmgw.gateway.v1.Message\x12\r\n\x05route\x18\x05 \x01(\t\x12,\n\x08sampling\x18\x06 \x01(\x0b\x32\x1a.llmgw.gateway.v1.Sampling\x12?\n\ncache_mode\x18\x07 \x01(\x0e\x32+.llmgw.gateway.v1.CompleteRequest.CacheMode\x12\x41\n\x08metadata\x18\x08 \x03(\x0b\x32/.llmgw.gateway.v1.CompleteRequest.MetadataEntry\x1a\x30\n\x0eVariablesEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\x1a/\n\rMetadataEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"1\n\tCacheMode\x12\x0b\n\x07\x44\x45\x46\x41ULT\x10\x00\x12\n\n\x06\x42YPASS\x10\x01\x12\x0b\n\x07REFRESH\x10\x02\"X\n\x05Usage\x12\x14\n\x0cinput_tokens\x18\x01 \x01(\x03\x12\x15\n\routput_tokens\x18\x02 \x01(\x03\x12\x15\n\x08\x63ost_usd\x18\x03 \x01(\x01H\x00\x88\x01\x01\x42\x0b\n\t_cost_usd\"]\n\x07\x41ttempt\x12\x10\n\x08provider\x18\x01 \x01(\t\x12\r\n\x05model\x18\x02 \x01(\t\x12\x0e\n\x06status\x18\x03 \x01(\t\x12\r\n\x05\x65rror\x18\x04 \x01(\t\x12\x12\n\nlatency_ms\x18\x05 \x01(\x01\"\xec\x01\n\x10\x43ompleteResponse\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x0c\n\x04text\x18\x02 \x01(\t\x12\x10\n\x08provider\x18\x03 \x01(\t\x12\r\n\x05model\x18\x04 \x01(\t\x12\x16\n\x0eprompt_version\x18\x05 \x01(\t\x12\x11\n\tcache_hit\x18\x06 \x01(\x08\x12&\n\x05usage\x18\x07 \x01(\x0b\x32\x17.llmgw.gateway.v1.Usage\x12+\n\x08\x61ttempts\x18\x08 \x03(\x0b\x32\x19.llmgw.gateway.v1.Attempt\x12\x15\n\rfinish_reason\x18\t \x01(\t\"\xf9\x01\n\rCompleteChunk\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\r\n\x05\x64\x65lta\x18\x02 \x01(\t\x12\r\n\x05\x66inal\x18\x03 \x01(\x08\x12\x10\n\x08provider\x18\x04 \x01(\t\x12\r\n\x05model\x18\x05 \x01(\t\x12\x16\n\x0eprompt_version\x18\x06 \x01(\t\x12\x11\n\tcache_hit\x18\x07 \x01(\x08\x12&\n\x05usage\x18\x08 \x01(\x0b\x32\x17.llmgw.gateway.v1.Usage\x12+\n\x08\x61ttempts\x18\t \x03(\x0b\x32\x19.llmgw.gateway.v1.Attempt\x12\x15\n\rfinish_reason\x18\n \x01(\t2\xb4\x01\n\x07Gateway\x12Q\n\x08\x43omplete\x12!.llmgw.gateway.v1.CompleteRequest\x1a\".llmgw.gateway.v1.CompleteResponse\x12V\n\x0eStreamComplete\x12!.llmgw.gateway.v1.CompleteRequest\x1a\x1f.llmgw.gateway.v1.CompleteChunk0\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1ellmgw/gateway/v1/gateway.proto\x12\x10llmgw.gateway.v1\"\x9c\x01\n\x07Message\x12\x0c\n\x04role\x18\x01 \x01(\t\x12\x0f\n\x07\x63ontent\x18\x02 \x01(\t\x12,\n\x05parts\x18\x03 \x03(\x0b\x32\x1d.llmgw.gateway.v1.ContentPart\x12.\n\ntool_calls\x18\x04 \x03(\x0b\x32\x1a.llmgw.gateway.v1.ToolCall\x12\x14\n\x0ctool_call_id\x18\x05 \x01(\t\"X\n\x0b\x43ontentPart\x12\x0c\n\x04type\x18\x01 \x01(\t\x12\x0c\n\x04text\x18\x02 \x01(\t\x12\x0b\n\x03url\x18\x03 \x01(\t\x12\x12\n\nmedia_type\x18\x04 \x01(\t\x12\x0c\n\x04\x64\x61ta\x18\x05 \x01(\t\"7\n\x08ToolCall\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x11\n\targuments\x18\x03 \x01(\t\"K\n\rToolCallDelta\x12\r\n\x05index\x18\x01 \x01(\x05\x12\n\n\x02id\x18\x02 \x01(\t\x12\x0c\n\x04name\x18\x03 \x01(\t\x12\x11\n\targuments\x18\x04 \x01(\t\"M\n\x04Tool\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x02 \x01(\t\x12\x12\n\nparameters\x18\x03 \x01(\t\x12\x0e\n\x06strict\x18\x04 \x01(\x08\"(\n\nToolChoice\x12\x0c\n\x04mode\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\"L\n\x0eResponseFormat\x12\x0c\n\x04type\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x0e\n\x06schema\x18\x03 \x01(\t\x12\x0e\n\x06strict\x18\x04 \x01(\x08\"\x8e\x02\n\x08Sampling\x12\x18\n\x0btemperature\x18\x01 \x01(\x01H\x00\x88\x01\x01\x12\x17\n\nmax_tokens\x18\x02 \x01(\x05H\x01\x88\x01\x01\x12\x12\n\x05top_p\x18\x03 \x01(\x01H\x02\x88\x01\x01\x12\x0c\n\x04stop\x18\x04 \x03(\t\x12\x11\n\x04seed\x18\x05 \x01(\x03H\x03\x88\x01\x01\x12\x1d\n\x10presence_penalty\x18\x06 \x01(\x01H\x04\x88\x01\x01\x12\x1e\n\x11\x66requency_penalty\x18\x07 \x01(\x01H\x05\x88\x01\x01\x42\x0e\n\x0c_temperatureB\r\n\x0b_max_tokensB\x08\n\x06_top_pB\x07\n\x05_seedB\x13\n\x11_presence_penaltyB\x14\n\x12_frequency_penalty\"\x9d\x05\n\x0f\x43ompleteRequest\x12\x0e\n\x06prompt\x18\x01 \x01(\t\x12\r\n\x05label\x18\x02 \x01(\t\x12\x43\n\tvariables\x18\x03 \x03(\x0b\x32\x30.llmgw.gateway.v1.CompleteRequest.VariablesEntry\x12+\n\x08messages\x18\x04 \x03(\x0b\x32\x19.llmgw.gateway.v1.Message\x12\r\n\x05route\x18\x05 \x01(\t\x12,\n\x08sampling\x18\x06 \x01(\x0b\x32\x1a.llmgw.gateway.v1.Sampling\x12?\n\ncache_mode\x18\x07 \x01(\x0e\x32+.llmgw.gateway.v1.CompleteRequest.CacheMode\x12\x41\n\x08metadata\x18\x08 \x03(\x0b\x32/.llmgw.gateway.v1.CompleteRequest.MetadataEntry\x12%\n\x05tools\x18\t \x03(\x0b\x32\x16.llmgw.gateway.v1.Tool\x12\x31\n\x0btool_choice\x18\n \x01(\x0b\x32\x1c.llmgw.gateway.v1.ToolChoice\x12\x39\n\x0fresponse_format\x18\x0b \x01(\x0b\x32 .llmgw.gateway.v1.ResponseFormat\x12\r\n\x05model\x18\x0c \x01(\t\x1a\x30\n\x0eVariablesEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\x1a/\n\rMetadataEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"1\n\tCacheMode\x12\x0b\n\x07\x44\x45\x46\x41ULT\x10\x00\x12\n\n\x06\x42YPASS\x10\x01\x12\x0b\n\x07REFRESH\x10\x02\"X\n\x05Usage\x12\x14\n\x0cinput_tokens\x18\x01 \x01(\x03\x12\x15\n\routput_tokens\x18\x02 \x01(\x03\x12\x15\n\x08\x63ost_usd\x18\x03 \x01(\x01H\x00\x88\x01\x01\x42\x0b\n\t_cost_usd\"]\n\x07\x41ttempt\x12\x10\n\x08provider\x18\x01 \x01(\t\x12\r\n\x05model\x18\x02 \x01(\t\x12\x0e\n\x06status\x18\x03 \x01(\t\x12\r\n\x05\x65rror\x18\x04 \x01(\t\x12\x12\n\nlatency_ms\x18\x05 \x01(\x01\"\x9c\x02\n\x10\x43ompleteResponse\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x0c\n\x04text\x18\x02 \x01(\t\x12\x10\n\x08provider\x18\x03 \x01(\t\x12\r\n\x05model\x18\x04 \x01(\t\x12\x16\n\x0eprompt_version\x18\x05 \x01(\t\x12\x11\n\tcache_hit\x18\x06 \x01(\x08\x12&\n\x05usage\x18\x07 \x01(\x0b\x32\x17.llmgw.gateway.v1.Usage\x12+\n\x08\x61ttempts\x18\x08 \x03(\x0b\x32\x19.llmgw.gateway.v1.Attempt\x12\x15\n\rfinish_reason\x18\t \x01(\t\x12.\n\ntool_calls\x18\n \x03(\x0b\x32\x1a.llmgw.gateway.v1.ToolCall\"\xae\x02\n\rCompleteChunk\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\r\n\x05\x64\x65lta\x18\x02 \x01(\t\x12\r\n\x05\x66inal\x18\x03 \x01(\x08\x12\x10\n\x08provider\x18\x04 \x01(\t\x12\r\n\x05model\x18\x05 \x01(\t\x12\x16\n\x0eprompt_version\x18\x06 \x01(\t\x12\x11\n\tcache_hit\x18\x07 \x01(\x08\x12&\n\x05usage\x18\x08 \x01(\x0b\x32\x17.llmgw.gateway.v1.Usage\x12+\n\x08\x61ttempts\x18\t \x03(\x0b\x32\x19.llmgw.gateway.v1.Attempt\x12\x15\n\rfinish_reason\x18\n \x01(\t\x12\x33\n\ntool_calls\x18\x0b \x03(\x0b\x32\x1f.llmgw.gateway.v1.ToolCallDelta2\xb4\x01\n\x07Gateway\x12Q\n\x08\x43omplete\x12!.llmgw.gateway.v1.CompleteRequest\x1a\".llmgw.gateway.v1.CompleteResponse\x12V\n\x0eStreamComplete\x12!.llmgw.gateway.v1.CompleteRequest\x1a\x1f.llmgw.gateway.v1.CompleteChunk0\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -35,26 +35,38 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_COMPLETEREQUEST_VARIABLESENTRY']._serialized_options = b'8\001'
   _globals['_COMPLETEREQUEST_METADATAENTRY']._loaded_options = None
   _globals['_COMPLETEREQUEST_METADATAENTRY']._serialized_options = b'8\001'
-  _globals['_MESSAGE']._serialized_start=52
-  _globals['_MESSAGE']._serialized_end=92
-  _globals['_SAMPLING']._serialized_start=95
-  _globals['_SAMPLING']._serialized_end=231
-  _globals['_COMPLETEREQUEST']._serialized_start=234
-  _globals['_COMPLETEREQUEST']._serialized_end=739
-  _globals['_COMPLETEREQUEST_VARIABLESENTRY']._serialized_start=591
-  _globals['_COMPLETEREQUEST_VARIABLESENTRY']._serialized_end=639
-  _globals['_COMPLETEREQUEST_METADATAENTRY']._serialized_start=641
-  _globals['_COMPLETEREQUEST_METADATAENTRY']._serialized_end=688
-  _globals['_COMPLETEREQUEST_CACHEMODE']._serialized_start=690
-  _globals['_COMPLETEREQUEST_CACHEMODE']._serialized_end=739
-  _globals['_USAGE']._serialized_start=741
-  _globals['_USAGE']._serialized_end=829
-  _globals['_ATTEMPT']._serialized_start=831
-  _globals['_ATTEMPT']._serialized_end=924
-  _globals['_COMPLETERESPONSE']._serialized_start=927
-  _globals['_COMPLETERESPONSE']._serialized_end=1163
-  _globals['_COMPLETECHUNK']._serialized_start=1166
-  _globals['_COMPLETECHUNK']._serialized_end=1415
-  _globals['_GATEWAY']._serialized_start=1418
-  _globals['_GATEWAY']._serialized_end=1598
+  _globals['_MESSAGE']._serialized_start=53
+  _globals['_MESSAGE']._serialized_end=209
+  _globals['_CONTENTPART']._serialized_start=211
+  _globals['_CONTENTPART']._serialized_end=299
+  _globals['_TOOLCALL']._serialized_start=301
+  _globals['_TOOLCALL']._serialized_end=356
+  _globals['_TOOLCALLDELTA']._serialized_start=358
+  _globals['_TOOLCALLDELTA']._serialized_end=433
+  _globals['_TOOL']._serialized_start=435
+  _globals['_TOOL']._serialized_end=512
+  _globals['_TOOLCHOICE']._serialized_start=514
+  _globals['_TOOLCHOICE']._serialized_end=554
+  _globals['_RESPONSEFORMAT']._serialized_start=556
+  _globals['_RESPONSEFORMAT']._serialized_end=632
+  _globals['_SAMPLING']._serialized_start=635
+  _globals['_SAMPLING']._serialized_end=905
+  _globals['_COMPLETEREQUEST']._serialized_start=908
+  _globals['_COMPLETEREQUEST']._serialized_end=1577
+  _globals['_COMPLETEREQUEST_VARIABLESENTRY']._serialized_start=1429
+  _globals['_COMPLETEREQUEST_VARIABLESENTRY']._serialized_end=1477
+  _globals['_COMPLETEREQUEST_METADATAENTRY']._serialized_start=1479
+  _globals['_COMPLETEREQUEST_METADATAENTRY']._serialized_end=1526
+  _globals['_COMPLETEREQUEST_CACHEMODE']._serialized_start=1528
+  _globals['_COMPLETEREQUEST_CACHEMODE']._serialized_end=1577
+  _globals['_USAGE']._serialized_start=1579
+  _globals['_USAGE']._serialized_end=1667
+  _globals['_ATTEMPT']._serialized_start=1669
+  _globals['_ATTEMPT']._serialized_end=1762
+  _globals['_COMPLETERESPONSE']._serialized_start=1765
+  _globals['_COMPLETERESPONSE']._serialized_end=2049
+  _globals['_COMPLETECHUNK']._serialized_start=2052
+  _globals['_COMPLETECHUNK']._serialized_end=2354
+  _globals['_GATEWAY']._serialized_start=2357
+  _globals['_GATEWAY']._serialized_end=2537
 # @@protoc_insertion_point(module_scope)

@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from llmgw.gateway.v1 import gateway_pb2 as llmgw_dot_gateway_dot_v1_dot_gateway__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1cllmgw/router/v1/router.proto\x12\x0fllmgw.router.v1\x1a\x1ellmgw/gateway/v1/gateway.proto\"\xb7\x02\n\x0cRouteRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\r\n\x05route\x18\x02 \x01(\t\x12\x0e\n\x06prompt\x18\x03 \x01(\t\x12\x16\n\x0eprompt_version\x18\x04 \x01(\t\x12?\n\tvariables\x18\x05 \x03(\x0b\x32,.llmgw.router.v1.RouteRequest.VariablesEntry\x12+\n\x08messages\x18\x06 \x03(\x0b\x32\x19.llmgw.gateway.v1.Message\x12,\n\x08sampling\x18\x07 \x01(\x0b\x32\x1a.llmgw.gateway.v1.Sampling\x12\x0e\n\x06tenant\x18\x08 \x01(\t\x1a\x30\n\x0eVariablesEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\xaa\x01\n\rRouteResponse\x12\x0c\n\x04text\x18\x01 \x01(\t\x12\x10\n\x08provider\x18\x02 \x01(\t\x12\r\n\x05model\x18\x03 \x01(\t\x12&\n\x05usage\x18\x04 \x01(\x0b\x32\x17.llmgw.gateway.v1.Usage\x12+\n\x08\x61ttempts\x18\x05 \x03(\x0b\x32\x19.llmgw.gateway.v1.Attempt\x12\x15\n\rfinish_reason\x18\x06 \x01(\t\"\xb7\x01\n\nRouteChunk\x12\r\n\x05\x64\x65lta\x18\x01 \x01(\t\x12\r\n\x05\x66inal\x18\x02 \x01(\x08\x12\x10\n\x08provider\x18\x03 \x01(\t\x12\r\n\x05model\x18\x04 \x01(\t\x12&\n\x05usage\x18\x05 \x01(\x0b\x32\x17.llmgw.gateway.v1.Usage\x12+\n\x08\x61ttempts\x18\x06 \x03(\x0b\x32\x19.llmgw.gateway.v1.Attempt\x12\x15\n\rfinish_reason\x18\x07 \x01(\t2\x9d\x01\n\x06Router\x12\x46\n\x05Route\x12\x1d.llmgw.router.v1.RouteRequest\x1a\x1e.llmgw.router.v1.RouteResponse\x12K\n\x0bStreamRoute\x12\x1d.llmgw.router.v1.RouteRequest\x1a\x1b.llmgw.router.v1.RouteChunk0\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1cllmgw/router/v1/router.proto\x12\x0fllmgw.router.v1\x1a\x1ellmgw/gateway/v1/gateway.proto\"\xcc\x03\n\x0cRouteRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\r\n\x05route\x18\x02 \x01(\t\x12\x0e\n\x06prompt\x18\x03 \x01(\t\x12\x16\n\x0eprompt_version\x18\x04 \x01(\t\x12?\n\tvariables\x18\x05 \x03(\x0b\x32,.llmgw.router.v1.RouteRequest.VariablesEntry\x12+\n\x08messages\x18\x06 \x03(\x0b\x32\x19.llmgw.gateway.v1.Message\x12,\n\x08sampling\x18\x07 \x01(\x0b\x32\x1a.llmgw.gateway.v1.Sampling\x12\x0e\n\x06tenant\x18\x08 \x01(\t\x12%\n\x05tools\x18\t \x03(\x0b\x32\x16.llmgw.gateway.v1.Tool\x12\x31\n\x0btool_choice\x18\n \x01(\x0b\x32\x1c.llmgw.gateway.v1.ToolChoice\x12\x39\n\x0fresponse_format\x18\x0b \x01(\x0b\x32 .llmgw.gateway.v1.ResponseFormat\x1a\x30\n\x0eVariablesEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\xda\x01\n\rRouteResponse\x12\x0c\n\x04text\x18\x01 \x01(\t\x12\x10\n\x08provider\x18\x02 \x01(\t\x12\r\n\x05model\x18\x03 \x01(\t\x12&\n\x05usage\x18\x04 \x01(\x0b\x32\x17.llmgw.gateway.v1.Usage\x12+\n\x08\x61ttempts\x18\x05 \x03(\x0b\x32\x19.llmgw.gateway.v1.Attempt\x12\x15\n\rfinish_reason\x18\x06 \x01(\t\x12.\n\ntool_calls\x18\x07 \x03(\x0b\x32\x1a.llmgw.gateway.v1.ToolCall\"\xec\x01\n\nRouteChunk\x12\r\n\x05\x64\x65lta\x18\x01 \x01(\t\x12\r\n\x05\x66inal\x18\x02 \x01(\x08\x12\x10\n\x08provider\x18\x03 \x01(\t\x12\r\n\x05model\x18\x04 \x01(\t\x12&\n\x05usage\x18\x05 \x01(\x0b\x32\x17.llmgw.gateway.v1.Usage\x12+\n\x08\x61ttempts\x18\x06 \x03(\x0b\x32\x19.llmgw.gateway.v1.Attempt\x12\x15\n\rfinish_reason\x18\x07 \x01(\t\x12\x33\n\ntool_calls\x18\x08 \x03(\x0b\x32\x1f.llmgw.gateway.v1.ToolCallDelta2\x9d\x01\n\x06Router\x12\x46\n\x05Route\x12\x1d.llmgw.router.v1.RouteRequest\x1a\x1e.llmgw.router.v1.RouteResponse\x12K\n\x0bStreamRoute\x12\x1d.llmgw.router.v1.RouteRequest\x1a\x1b.llmgw.router.v1.RouteChunk0\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -35,13 +35,13 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_ROUTEREQUEST_VARIABLESENTRY']._loaded_options = None
   _globals['_ROUTEREQUEST_VARIABLESENTRY']._serialized_options = b'8\001'
   _globals['_ROUTEREQUEST']._serialized_start=82
-  _globals['_ROUTEREQUEST']._serialized_end=393
-  _globals['_ROUTEREQUEST_VARIABLESENTRY']._serialized_start=345
-  _globals['_ROUTEREQUEST_VARIABLESENTRY']._serialized_end=393
-  _globals['_ROUTERESPONSE']._serialized_start=396
-  _globals['_ROUTERESPONSE']._serialized_end=566
-  _globals['_ROUTECHUNK']._serialized_start=569
-  _globals['_ROUTECHUNK']._serialized_end=752
-  _globals['_ROUTER']._serialized_start=755
-  _globals['_ROUTER']._serialized_end=912
+  _globals['_ROUTEREQUEST']._serialized_end=542
+  _globals['_ROUTEREQUEST_VARIABLESENTRY']._serialized_start=494
+  _globals['_ROUTEREQUEST_VARIABLESENTRY']._serialized_end=542
+  _globals['_ROUTERESPONSE']._serialized_start=545
+  _globals['_ROUTERESPONSE']._serialized_end=763
+  _globals['_ROUTECHUNK']._serialized_start=766
+  _globals['_ROUTECHUNK']._serialized_end=1002
+  _globals['_ROUTER']._serialized_start=1005
+  _globals['_ROUTER']._serialized_end=1162
 # @@protoc_insertion_point(module_scope)
