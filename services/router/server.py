@@ -20,7 +20,6 @@ from llmgw.convert import (
     sampling_from_pb,
     sampling_to_pb,
     tool_calls_from_pb,
-    tool_calls_to_pb,
     usage_from_pb,
     usage_to_pb,
 )
@@ -94,8 +93,7 @@ class RouterServicer(router_pb2_grpc.RouterServicer):
                 yield router_pb2.RouteChunk(
                     final=True, provider=c.provider, model=c.model, usage=usage_to_pb(c.usage),
                     attempts=attempts_to_pb(c.attempts), finish_reason=c.finish_reason,
-                    tool_calls=tool_calls_to_pb(c.tool_calls),
-                )
+                )  # the tool calls went out as deltas; the ingress assembles them
             else:
                 yield router_pb2.RouteChunk(delta=chunk.delta, tool_calls=deltas_to_pb(chunk.tool_calls))
 

@@ -4,7 +4,7 @@ from dataclasses import replace
 
 import pytest
 
-from llmgw.domain import KeyMaterial, Message, Sampling
+from llmgw.domain import KeyMaterial, Message, Output, Part, ResponseFormat, Sampling, Tool, ToolCall, ToolChoice
 from llmgw.services.cache.keys import cache_key, canonical_json
 
 BASE = KeyMaterial(
@@ -31,6 +31,17 @@ BASE = KeyMaterial(
         replace(BASE, sampling=replace(BASE.sampling, stop=("STOP",))),
         replace(BASE, messages=(Message("user", "hi"),)),
         replace(BASE, targets="0123456789abcdef"),  # the route's targets were edited
+        replace(BASE, sampling=replace(BASE.sampling, seed=1)),
+        replace(BASE, sampling=replace(BASE.sampling, presence_penalty=0.5)),
+        replace(BASE, sampling=replace(BASE.sampling, frequency_penalty=0.5)),
+        replace(BASE, output=Output(tools=(Tool("f", parameters='{"type":"object"}'),))),
+        replace(BASE, output=Output(tools=(Tool("f", "does f", '{"type":"object"}'),))),
+        replace(BASE, output=Output(tool_choice=ToolChoice("none"))),
+        replace(BASE, output=Output(response_format=ResponseFormat("json_object"))),
+        replace(BASE, output=Output(response_format=ResponseFormat("json_schema", "s", '{"type":"object"}'))),
+        replace(BASE, messages=(Message("user", "", parts=(Part("text", "hi"), Part("image", url="https://x/a.png"))),)),
+        replace(BASE, messages=(Message("user", "hi"), Message("assistant", "", tool_calls=(ToolCall("c", "f", "{}"),)),
+                                Message("tool", "42", tool_call_id="c"))),
     ],
 )
 def test_every_field_that_changes_the_answer_changes_the_key(changed: KeyMaterial) -> None:
@@ -108,3 +119,12 @@ def test_the_key_is_built_from_the_sampling_and_targets_that_really_run() -> Non
     _, edited = effective_sampling(caller, None, "", routes("gpt-5-mini"))
     assert edited != targets and len(edited) == 16
     assert effective_sampling(caller, None, "", None) == (caller, "")
+
+
+def test_tools_in_another_order_are_another_key_and_a_tool_result_is_part_of_it() -> None:
+    f, g = Tool("f", parameters="{}"), Tool("g", parameters="{}")
+    assert cache_key(replace(BASE, output=Output((f, g)))) != cache_key(replace(BASE, output=Output((g, f))))
+    call = (Message("user", "hi"), Message("assistant", "", tool_calls=(ToolCall("c", "f", "{}"),)))
+    a = replace(BASE, messages=(*call, Message("tool", "42", tool_call_id="c")))
+    b = replace(BASE, messages=(*call, Message("tool", "43", tool_call_id="c")))
+    assert cache_key(a) != cache_key(b)

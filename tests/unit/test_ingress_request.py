@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from llmgw.domain import Message, Sampling
+from llmgw.domain import Message, Output, Part, ResponseFormat, Sampling, Tool, ToolCall, ToolChoice
 from llmgw.gateway.v1 import gateway_pb2
 from llmgw.kit.errors import InvalidArgument, Unauthenticated
 from llmgw.services.ingress.auth import ApiKeys
@@ -88,3 +88,49 @@ class TestRequestMemo:
         big = gateway_pb2.CompleteRequest(prompt="p", variables={"text": "x" * 100})
         first, second = requests.convert(big), requests.convert(big)
         assert first == second and first is not second and first.fingerprint == b""
+
+
+class TestToolsAndParts:
+    """The new request fields are validated with the field named, before any call."""
+
+    tool = Tool("get_weather", parameters='{"type":"object"}')
+
+    @pytest.mark.parametrize(("req", "field"), [
+        (GatewayRequest(messages=(Message("tool", "42"),)), "messages[0].tool_call_id"),
+        (GatewayRequest(messages=(Message("user", "hi", tool_calls=(ToolCall("c", "f", "{}"),)),)),
+         "messages[0].tool_calls"),
+        (GatewayRequest(messages=(Message("user", "", parts=(Part("image", url="ftp://x"),)),)),
+         "messages[0].parts[0].url"),
+        (GatewayRequest(messages=(Message("user", "", parts=(Part("image", media_type="image/tiff", data="x"),)),)),
+         "messages[0].parts[0]"),
+        (GatewayRequest(messages=(Message("user", "", parts=(Part("audio", text="x"),)),)), "messages[0].parts[0].type"),
+        (GatewayRequest(messages=(Message("user", "hi"), Message("assistant", "", tool_calls=(ToolCall("c", "f", "[1"),)),
+                                  Message("tool", "x", tool_call_id="c"))), "messages[1].tool_calls[0].arguments"),
+        (GatewayRequest(messages=(Message("user", "hi"),), output=Output((Tool("bad name"),))), "tools[0].name"),
+        (GatewayRequest(messages=(Message("user", "hi"),), output=Output((tool, tool))), "tools[1].name"),
+        (GatewayRequest(messages=(Message("user", "hi"),), output=Output((Tool("f", parameters="[]"),))),
+         "tools[0].parameters"),
+        (GatewayRequest(messages=(Message("user", "hi"),), output=Output(tool_choice=ToolChoice("required"))),
+         "tool_choice"),
+        (GatewayRequest(messages=(Message("user", "hi"),), output=Output((tool,), ToolChoice("tool", "other"))),
+         "tool_choice"),
+        (GatewayRequest(messages=(Message("user", "hi"),), output=Output(response_format=ResponseFormat("yaml"))),
+         "response_format.type"),
+        (GatewayRequest(messages=(Message("user", "hi"),),
+                        output=Output(response_format=ResponseFormat("json_schema", schema="nope"))),
+         "response_format.schema"),
+        (GatewayRequest(messages=(Message("user", "hi"),), sampling=Sampling(presence_penalty=3)),
+         "sampling.presence_penalty"),
+    ])
+    def test_bad_fields_are_named(self, req: GatewayRequest, field: str) -> None:
+        with pytest.raises(InvalidArgument) as exc:
+            req.validate_shape()
+        assert exc.value.field == field
+
+    def test_a_whole_tool_conversation_is_valid(self) -> None:
+        GatewayRequest(messages=(
+            Message("user", "", parts=(Part("text", "weather here?"), Part("image", media_type="image/png", data="x"))),
+            Message("assistant", "", tool_calls=(ToolCall("c1", "get_weather", '{"city":"Paris"}'),)),
+            Message("tool", "", tool_call_id="c1"),  # an empty result is a result
+        ), output=Output((self.tool,), ToolChoice("tool", "get_weather"),
+                         ResponseFormat("json_schema", "w", '{"type":"object"}'))).validate_shape()
