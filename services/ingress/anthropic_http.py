@@ -128,7 +128,7 @@ def _output(body: Mapping[str, Any]) -> Output:
     if choice is not None:
         kind = choice.get("type") if isinstance(choice, dict) else None
         modes = {"auto": "auto", "any": "required", "none": "none", "tool": "tool"}
-        if kind not in modes or not isinstance(choice, dict):
+        if not isinstance(kind, str) or kind not in modes or not isinstance(choice, dict):
             raise InvalidArgument("tool_choice.type", "must be auto, any, none or tool")
         if choice.get("disable_parallel_tool_use") is True:
             raise InvalidArgument("tool_choice.disable_parallel_tool_use", "not supported yet (docs/api.md)")

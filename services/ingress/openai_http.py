@@ -101,7 +101,8 @@ def _tool_calls(raw: Any, where: str) -> tuple[ToolCall, ...]:
 def _message(i: int, m: Any) -> Message:
     if not isinstance(m, dict):
         raise InvalidArgument(f"messages[{i}]", "must be an object")
-    role = _ROLES.get(m.get("role"))  # type: ignore[arg-type]
+    given = m.get("role")
+    role = _ROLES.get(given) if isinstance(given, str) else None
     if role is None:
         raise InvalidArgument(f"messages[{i}].role", f"must be one of {', '.join(_ROLES)}")
     where = f"messages[{i}].content"
@@ -123,10 +124,10 @@ def _output(body: Mapping[str, Any]) -> Output:
         raise InvalidArgument("tools", "must be a list")
     tools = []
     for i, t in enumerate(raw):
-        fn = t.get("function") if isinstance(t, dict) else None
-        if not isinstance(t, dict) or t.get("type") != "function" or not isinstance(fn, dict):
+        if not isinstance(t, dict) or t.get("type") != "function":
             raise InvalidArgument(f"tools[{i}].type", "only function tools are supported")
-        if not isinstance(fn.get("name"), str):
+        fn = t.get("function")
+        if not isinstance(fn, dict) or not isinstance(fn.get("name"), str):
             raise InvalidArgument(f"tools[{i}].function.name", "required")
         params = fn.get("parameters")
         tools.append(Tool(fn["name"], str(fn.get("description") or ""),

@@ -193,6 +193,18 @@ async def test_the_openapi_document_is_served_and_describes_the_answers(
                                 json={"model": "anthropic-first", "max_tokens": 50,
                                       "messages": [{"role": "user", "content": "doc"}]}) as r:
             check(await r.json(), "Message")
+        tool = {"type": "function", "function": {"name": "f", "parameters": {"type": "object"}}}
+        called = await client.chat.completions.create(model="anthropic-first", tools=[tool],  # type: ignore[list-item]
+                                                      messages=[{"role": "user", "content": "doc"}])
+        check(called.model_dump(exclude_none=True), "ChatCompletion")
+        assert called.choices[0].message.tool_calls
+        async with session.post(f"{stack.http}/v1/messages", headers={"x-api-key": "test-key"},
+                                json={"model": "default", "max_tokens": 50, "tools": [
+                                    {"name": "f", "input_schema": {"type": "object"}}],
+                                      "messages": [{"role": "user", "content": "doc"}]}) as r:
+            used = await r.json()
+            check(used, "Message")
+            assert used["content"][0]["type"] == "tool_use"
         async with session.post(f"{stack.http}/v1/chat/completions", headers={"authorization": "Bearer test-key"},
                                 json={"model": "default", "messages": [], "tools": [{"type": "function"}]}) as r:
             assert r.status == 400
@@ -201,10 +213,14 @@ async def test_the_openapi_document_is_served_and_describes_the_answers(
 
 def _fuzz_values(rng: random.Random, depth: int = 0) -> object:
     choices: list[object] = [None, True, 0, -1, 2**40, 1.5, -0.0, 1e308, "", "x" * rng.randint(1, 50), "é\x00\t",
-                             [], {}, ["a"], {"type": "text"}, {"type": "image_url"}]
+                             [], {}, ["a"], {"type": "text"}, {"type": "image_url"}, {"type": "function"},
+                             {"type": "tool_use", "id": "t", "name": "f"}, {"type": "tool_result"},
+                             {"type": "json_schema"}, {"type": "image", "source": {"type": "base64"}}]
     if depth < 2:
         choices += [[_fuzz_values(rng, depth + 1) for _ in range(rng.randint(1, 3))],
-                    {rng.choice(["role", "content", "type", "text", "x"]): _fuzz_values(rng, depth + 1)}]
+                    {rng.choice(["role", "content", "type", "text", "x", "function", "name", "parameters", "tool_calls",
+                                "tool_call_id", "image_url", "url", "input", "json_schema", "schema"]):
+                     _fuzz_values(rng, depth + 1)}]
     return rng.choice(choices)
 
 

@@ -156,3 +156,37 @@ async def _settle(stack: Stack) -> None:
     servicer = stack.ingress.service.servicers[0][0]
     core: Gateway = servicer._core
     await core.drain()
+
+
+_WEATHER = gateway_pb2.Tool(name="get_weather", parameters='{"type":"object","properties":{"city":{"type":"string"}}}')
+
+
+async def test_tools_through_the_grpc_contract_with_a_model_per_request(stack: Stack, client: Client) -> None:
+    """The gRPC face carries what the HTTP faces do: tools, tool calls back (whole and as
+    deltas), tool results, and ``model`` naming the route by its first target."""
+    req = gateway_pb2.CompleteRequest(model="anthropic/claude-3-5-haiku-latest", tools=[_WEATHER],
+                                      tool_choice=gateway_pb2.ToolChoice(mode="required"),
+                                      messages=[gateway_pb2.Message(role="user", content="Madrid")])
+    resp = await client.complete(req)
+    assert resp.provider == "anthropic" and resp.finish_reason == "tool_use"
+    (call,) = resp.tool_calls
+    assert call.name == "get_weather" and call.arguments == '{"city": "Madrid"}'
+    chunks = await client.stream(gateway_pb2.CompleteRequest(
+        model="anthropic-first", tools=[_WEATHER], messages=req.messages, cache_mode=gateway_pb2.CompleteRequest.BYPASS))
+    deltas = [d for c in chunks for d in c.tool_calls]
+    assert deltas[0].id == call.id and "".join(d.arguments for d in deltas) == call.arguments
+    follow = gateway_pb2.CompleteRequest(model="anthropic-first", tools=[_WEATHER], messages=[
+        *req.messages, gateway_pb2.Message(role="assistant", tool_calls=[call]),
+        gateway_pb2.Message(role="tool", tool_call_id=call.id, content="30 C")])
+    done = await client.complete(follow)
+    assert done.text == "[anthropic:claude-3-5-haiku-latest] The tool said: 30 C" and not done.tool_calls
+
+
+async def test_an_unknown_model_or_one_that_contradicts_the_route_is_refused(stack: Stack, client: Client) -> None:
+    msgs = [gateway_pb2.Message(role="user", content="hi")]
+    with pytest.raises(grpc.aio.AioRpcError) as nf:
+        await client.complete(gateway_pb2.CompleteRequest(model="openai/gpt-99", messages=msgs))
+    assert nf.value.code() == grpc.StatusCode.NOT_FOUND and "gpt-99" in (nf.value.details() or "")
+    with pytest.raises(grpc.aio.AioRpcError) as bad:
+        await client.complete(gateway_pb2.CompleteRequest(model="default", route="anthropic-first", messages=msgs))
+    assert bad.value.code() == grpc.StatusCode.INVALID_ARGUMENT and (bad.value.details() or "").startswith("model")

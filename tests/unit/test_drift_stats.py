@@ -93,6 +93,17 @@ class TestWindowProcessing:
         assert segment_of(ev) == "t/r/p/production" and segment_of(ev, ("prompt", "label")) == "p/production"
         assert input_text(ev) == "lang: en\ntext: hello" and input_text(ev, {"p": ["text"]}) == "text: hello"
 
+    def test_the_users_text_parts_are_embedded_not_images_or_tool_results(self) -> None:
+        user = gateway_pb2.Message(role="user", parts=[
+            gateway_pb2.ContentPart(type="text", text="what is "),
+            gateway_pb2.ContentPart(type="image", media_type="image/png", data="sha256:abc"),
+            gateway_pb2.ContentPart(type="text", text="this?")])
+        ev = events_pb2.RequestEvent(tenant="t", messages=[user])
+        assert input_text(ev) == "what is this?"
+        after_tool = [user, gateway_pb2.Message(role="assistant", tool_calls=[gateway_pb2.ToolCall(id="c", name="f")]),
+                      gateway_pb2.Message(role="tool", tool_call_id="c", content="42")]
+        assert input_text(events_pb2.RequestEvent(tenant="t", messages=after_tool)) == "what is this?"
+
 
 class TestTopicMix:
     """k-means cells + novelty cell + G-test, on synthetic embeddings with known topics."""
