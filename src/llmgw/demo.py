@@ -73,6 +73,37 @@ async def _read_until(kafka: str, topic: str, done: Callable[[dict[str, Any]], b
     return latest
 
 
+WEATHER_TOOL: Any = {"type": "function", "function": {
+    "name": "get_weather", "description": "Current weather in a city",
+    "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}}}
+
+
+async def _tool_call_after_fallback(http_addr: str, fake_url: str | None) -> list[str]:
+    """An openai SDK app with a tool: OpenAI fails, Anthropic asks for the tool (translated back to
+    an OpenAI tool call), the app answers, and the model finishes from the tool's result."""
+    import openai
+
+    _h("5d. a tool call, answered after a fallback (OpenAI down: Anthropic calls the app's tool)")
+    if fake_url:
+        async with aiohttp.ClientSession() as http:
+            await http.post(f"{fake_url}/_control/openai", json={"fail_next": 2, "status": 503})
+    client = openai.AsyncOpenAI(base_url=f"http://{http_addr}/v1", api_key=DEMO_KEY)
+    try:
+        messages: list[Any] = [{"role": "user", "content": "Lisbon"}]
+        first = await client.chat.completions.create(model="default", messages=messages, tools=[WEATHER_TOOL])
+        extension = (first.model_extra or {}).get("llmgw", {})
+        call = (first.choices[0].message.tool_calls or [])[0]
+        print(f"provider: {extension.get('provider')}  finish_reason: {first.choices[0].finish_reason}"
+              f"\ntool call: {call.function.name}({call.function.arguments})")  # type: ignore[union-attr]
+        messages += [first.choices[0].message.model_dump(exclude_none=True),
+                     {"role": "tool", "tool_call_id": call.id, "content": "22 C, clear sky"}]
+        final = await client.chat.completions.create(model="default", messages=messages, tools=[WEATHER_TOOL])
+        print(f"answer:   {final.choices[0].message.content}")
+        return [extension.get("request_id", ""), (final.model_extra or {}).get("llmgw", {}).get("request_id", "")]
+    finally:
+        await client.close()
+
+
 async def run_demo(address: str, *, kafka: str, fake_url: str | None, http_addr: str = "") -> list[str]:
     """Runs the demo and returns the request ids it made (the e2e test checks them on Kafka)."""
     ids: list[str] = []
@@ -155,6 +186,7 @@ async def run_demo(address: str, *, kafka: str, fake_url: str | None, http_addr:
             ids.append((msg.model_extra or {}).get("llmgw", {}).get("request_id", ""))
         finally:
             await claude.close()
+        ids += await _tool_call_after_fallback(http_addr, fake_url)
 
     _h("6. the events on Kafka")
     wanted = set(ids)

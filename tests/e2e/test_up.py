@@ -60,8 +60,12 @@ def test_up_runs_the_demo_through_separate_processes(tmp_path: Path) -> None:
     assert "RESOURCE_EXHAUSTED" in out and "retry-after: " in out
     assert "provider: anthropic" in out and "openai/gpt-4o-mini=error" in out
     # Every demo request reached both topics, and the drift job consumed and published.
-    assert "llm.requests:  8 of 8 requests" in out
-    assert "llm.responses: 8 of 8 requests" in out
+    # A tool call made by Anthropic after OpenAI failed, answered by the app, finished by the model.
+    assert "provider: anthropic  finish_reason: tool_calls" in out
+    assert 'tool call: get_weather({"city": "Lisbon"})' in out
+    assert "The tool said: 22 C, clear sky" in out
+    assert "llm.requests:  10 of 10 requests" in out
+    assert "llm.responses: 10 of 10 requests" in out
     assert "llm.drift.metrics: segment=" in out
     assert "no process left behind" in out
     assert _spawned_by(tmp_path) == []
