@@ -99,7 +99,7 @@ def openai_answer(body: dict[str, Any], model: str, plain: str) -> Answer:
     """``plain``: the answer without tools or JSON (the caller's quote of the last user turn)."""
     messages = body.get("messages") or []
     called: set[str] = set()
-    last_text, images = "", []
+    last_text, images = "", list[str]()
     for i, m in enumerate(messages):
         role = m.get("role")
         if role == "tool":
@@ -144,13 +144,14 @@ def _anthropic_image(block: dict[str, Any], where: str) -> str:
 def anthropic_answer(body: dict[str, Any], model: str, plain: str) -> Answer:
     messages = body.get("messages") or []
     previous_calls: set[str] = set()
-    last_text, images, results = "", [], []
+    last_text, images, results = "", list[str](), list[str]()
     for i, m in enumerate(messages):
         role, content = m.get("role"), m.get("content")
         if role not in ("user", "assistant"):
             raise Refused(f"messages[{i}].role: unexpected role {role!r} (the system prompt is a top-level field)")
         blocks = [{"type": "text", "text": content}] if isinstance(content, str) else content or []
-        calls, results, texts, images = set(), [], [], []
+        calls: set[str] = set()
+        results, texts, images = [], [], []
         for j, b in enumerate(blocks):
             kind = b.get("type")
             if kind == "tool_use" and role == "assistant" and isinstance(b.get("input"), dict):
