@@ -23,6 +23,8 @@ from llmgw.kit.main import run as run_loop
 from llmgw.up import start_system
 
 Call = Callable[[int], Awaitable[object]]
+TOOL = {"type": "function", "function": {"name": "get_weather", "parameters": {
+    "type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}}}
 
 
 async def _throughput(call: Call, seconds: float, concurrency: int = 32) -> float:
@@ -62,8 +64,15 @@ async def run(n: int, seconds: float) -> tuple[dict[str, dict[str, float]], dict
             "http miss": ask(gateway, "default", lambda i: f"question {i}",
                              extra_body={"llmgw": {"cache_mode": "bypass"}}),
             "http hit": ask(gateway, "default", lambda i: "the same question"),
+            # A request with a tool the model calls: the dialect translation and tool-call parsing
+            # on both sides, against the same call made directly.
+            "direct + tool": ask(direct, "gpt-4o-mini", lambda i: f"city {i}", tools=[TOOL]),
+            "http miss + tool": ask(gateway, "default", lambda i: f"city {i}", tools=[TOOL],
+                                    extra_body={"llmgw": {"cache_mode": "bypass"}}),
+            "http hit + tool": ask(gateway, "default", lambda i: "the same city", tools=[TOOL]),
         }
-        await paths["http hit"](0)  # fill the entry
+        await paths["http hit"](0)  # fill the entries
+        await paths["http hit + tool"](0)
         await asyncio.sleep(0.2)
         times = await interleave(paths, n)
         rates = {name: await _throughput(call, seconds) for name, call in paths.items()}
@@ -86,10 +95,14 @@ def main() -> None:
 
     run_loop(go())
     res, rates = out[0]
-    print_table("path (ratios x direct)", res, "direct")
-    print(f"\n{'throughput at concurrency 32':<28} {'rps':>8} {'ratio':>8}")
+    plain = {k: v for k, v in res.items() if "tool" not in k}
+    print_table("path (ratios x direct)", plain, "direct")
+    print()
+    print_table("path (x direct + tool)", {k: v for k, v in res.items() if "tool" in k}, "direct + tool")
+    print(f"\n{'throughput at concurrency 32':<28} {'rps':>8} {'ratio':>8}  (tool paths x direct + tool)")
     for name, rps in rates.items():
-        print(f"{name:<28} {rps:>8.0f} {rps / rates['direct']:>8.2f}")
+        base = rates["direct + tool" if "tool" in name else "direct"]
+        print(f"{name:<28} {rps:>8.0f} {rps / base:>8.2f}")
 
 
 if __name__ == "__main__":

@@ -9,7 +9,7 @@ from dataclasses import replace
 import pytest
 import redis.asyncio as aioredis
 
-from llmgw.domain import CacheEntry, KeyMaterial, Sampling, Usage
+from llmgw.domain import CacheEntry, Chunk, KeyMaterial, Sampling, ToolCall, ToolCallDelta, Usage
 from llmgw.kit.embedded import free_port
 from llmgw.services.cache.core import RedisCache
 from llmgw.services.cache.policy import CachePolicy
@@ -19,7 +19,8 @@ pytestmark = pytest.mark.integration
 KEY = KeyMaterial(tenant="acme", route="default", prompt="p", prompt_version="v1@x", variables={"a": "1"},
                   sampling=Sampling(temperature=0))
 ENTRY = CacheEntry(text="hello world", provider="openai", model="m", usage=Usage(10, 5, 0.001),
-                   chunks=("hello", " world"), finish_reason="stop")
+                   chunks=(Chunk("hello"), Chunk(" world", tool_calls=(ToolCallDelta(0, "c1", "f", "{}"),))),
+                   finish_reason="stop", tool_calls=(ToolCall("c1", "f", "{}"),))
 
 
 def _cache(redis: aioredis.Redis) -> RedisCache:
@@ -32,7 +33,8 @@ async def test_store_then_hit_with_chunks_and_stats(redis: aioredis.Redis) -> No
     assert not miss.hit and miss.cacheable
     assert await cache.store(miss.key, ENTRY, tenant="acme", lock_token=miss.lock_token)
     hit = await cache.lookup(KEY)
-    assert hit.hit and hit.entry is not None and hit.entry.chunks == ("hello", " world")
+    assert hit.hit and hit.entry is not None and hit.entry.chunks == ENTRY.chunks
+    assert hit.entry.tool_calls == ENTRY.tool_calls
     assert hit.entry.usage == Usage(10, 5, 0.001)
     await asyncio.sleep(0.05)  # stats are written after the reply
     stats = await cache.stats("acme")
