@@ -21,6 +21,7 @@ from redis.exceptions import RedisError
 from llmgw.cache.v1 import cache_pb2
 from llmgw.convert import entry_from_pb, entry_to_pb
 from llmgw.domain import CacheEntry, KeyMaterial, LookupResult, Usage
+from llmgw.kit import tracing
 from llmgw.kit.breaker import Breaker, State
 from llmgw.kit.logging import get_logger
 from llmgw.kit.metrics import child
@@ -279,6 +280,7 @@ class RedisCache:
             return res[1], "", 0
         return None, (token if code == 2 else ""), (max(0, int(res[1])) if code == 3 else 0)
 
+    @tracing.traced("cache.lookup")
     async def lookup(self, key: KeyMaterial, *, read: bool = True) -> LookupResult:
         """A hit; or a miss that says whether this caller leads the provider call (``leader``) or
         another identical request already does (``in_flight``: call ``wait``)."""
@@ -355,6 +357,7 @@ class RedisCache:
             ERRORS.labels("release").inc()
             _log.warning("cache_release_gave_up", error=repr(exc))
 
+    @tracing.traced("cache.store")
     async def store(self, key: str, entry: CacheEntry, *, tenant: str, prompt: str = "", route: str = "",
                     lock_token: str = "") -> bool:
         """Store a complete answer and free its waiters; ``lock_token``: the leader's (a store

@@ -26,6 +26,7 @@ from llmgw.domain import (
     assemble_tool_calls,
     prompt_text,
 )
+from llmgw.kit import tracing
 from llmgw.kit.errors import Aborted, InvalidArgument, LlmgwError, RateLimited
 from llmgw.kit.ids import new_request_id
 from llmgw.kit.kafka import REQUESTS_TOPIC, RESPONSES_TOPIC
@@ -94,6 +95,11 @@ class _Admitted:
     deadline: float | None = None
     at: float = 0.0  # wall clock at admission (the request event's time)
     key_id: str = ""
+    trace: Any = None  # the request's span context (traces on): after-reply work joins its trace
+
+    @property
+    def trace_id(self) -> str:
+        return tracing.trace_id_of(self.trace)
 
     @property
     def descriptor(self) -> tuple[tuple[str, str], ...]:
@@ -206,10 +212,18 @@ class Gateway:
             resolved = self._resolve(tenant, req)
         except LlmgwError as exc:
             self._bookkeeping.call(self._publish_outcome, request_id, tenant, req, "", req.route, exc, started,
-                                   None, False, time.perf_counter(), time.time())
+                                   None, False, time.perf_counter(), time.time(),
+                                   tracing.trace_id_of(tracing.current_context()))
             raise
         deadline = time.monotonic() + time_remaining if time_remaining is not None else None
-        return _Admitted(request_id, tenant, resolved, started, stream, deadline, time.time(), key_id)
+        admitted = _Admitted(request_id, tenant, resolved, started, stream, deadline, time.time(), key_id,
+                             tracing.current_context())
+        if admitted.trace is not None:
+            tracing.annotate({"llmgw.tenant": tenant, "llmgw.route": resolved.route or DEFAULT_ROUTE,
+                              "llmgw.prompt": resolved.req.prompt or None,
+                              "llmgw.prompt_version": admitted.prompt_version or None,
+                              "llmgw.stream": stream, "gen_ai.operation.name": "chat"})
+        return admitted
 
     def _resolve(self, tenant: str, req: GatewayRequest) -> _Resolved:
         """Validation, label resolution and key material; a repeat (same fingerprint, tenant and
@@ -257,7 +271,7 @@ class Gateway:
             request_event(a.req, request_id=a.request_id, tenant=a.tenant, at=a.at,
                           prompt_version=a.prompt_version, route=a.route, stream=a.stream,
                           redact=self._redactor.for_tenant(a.tenant),
-                          raw_input=self._redactor.raw_input(a.tenant)),
+                          raw_input=self._redactor.raw_input(a.tenant), trace_id=a.trace_id),
         )
 
     def _estimate(self, a: _Admitted) -> int:
@@ -374,7 +388,7 @@ class Gateway:
     def _publish_outcome(
         self, request_id: str, tenant: str, req: GatewayRequest, prompt_version: str, route: str,
         exc: LlmgwError | None, started: float, completion: Completion | None, cache_hit: bool,
-        ended: float, at: float,
+        ended: float, at: float, trace_id: str = "",
     ) -> None:
         """``ended``: perf_counter when the reply left; ``at``: the wall clock then."""
         status = exc.code.name if exc else "OK"
@@ -390,7 +404,7 @@ class Gateway:
                 error=exc.message if exc else "", usage=c.usage if c else None, cache_hit=cache_hit,
                 attempts=c.attempts if c else tuple(getattr(exc, "attempts", ()) or ()),
                 finish_reason=c.finish_reason if c else "", tool_calls=c.tool_calls if c else (),
-                redact=self._redactor.for_tenant(tenant),
+                redact=self._redactor.for_tenant(tenant), trace_id=trace_id,
             ),
         )
 
@@ -399,12 +413,23 @@ class Gateway:
         """After the reply: settle the token reservation and store (next loop turn), then the
         metrics and the response event (deferred). A hit from memory has only the latter."""
         ended, at = time.perf_counter(), time.time()
+        if a.trace is not None:
+            u = completion.usage
+            tracing.annotate({"llmgw.cache_hit": hit, "gen_ai.provider.name": completion.provider,
+                              "gen_ai.response.model": completion.model, "gen_ai.usage.input_tokens": u.input_tokens,
+                              "gen_ai.usage.output_tokens": u.output_tokens,
+                              "gen_ai.response.finish_reasons": [completion.finish_reason]})
         if decision.reservation_id or lookup.leader or not hit:
             self._soon.call(self._settle_and_store, a, decision, lookup, completion, chunks, hit)
         self._bookkeeping.call(self._account, a, completion, hit, ended, at)
 
     def _settle_and_store(self, a: _Admitted, decision: Decision, lookup: LookupResult, completion: Completion,
                           chunks: tuple[Chunk, ...], hit: bool) -> None:
+        with tracing.after(a.trace, "ingress.settle_and_store"):
+            self._settle_and_store_now(a, decision, lookup, completion, chunks, hit)
+
+    def _settle_and_store_now(self, a: _Admitted, decision: Decision, lookup: LookupResult, completion: Completion,
+                              chunks: tuple[Chunk, ...], hit: bool) -> None:
         if decision.reservation_id:
             self._later(self._limiter.settle(decision.reservation_id, 0 if hit else completion.usage.total_tokens))
         if (not hit and lookup.cacheable and lookup.key and a.req.cache_mode != CacheMode.BYPASS
@@ -425,8 +450,9 @@ class Gateway:
             child(TOKENS, *labels, "output").inc(u.output_tokens)
             if u.cost_usd is not None:
                 child(COST, *labels).inc(u.cost_usd)
-        self._publish_outcome(a.request_id, a.tenant, a.req, a.prompt_version, a.route, None, a.started,
-                              completion, hit, ended, at)
+        with tracing.after(a.trace, "ingress.publish_events"):
+            self._publish_outcome(a.request_id, a.tenant, a.req, a.prompt_version, a.route, None, a.started,
+                                  completion, hit, ended, at, a.trace_id)
 
     def _failed(
         self, a: _Admitted, decision: Decision | None, exc: LlmgwError, lookup: LookupResult | None = None,
@@ -436,7 +462,7 @@ class Gateway:
         if (lookup is not None and lookup.leader) or (decision is not None and decision.reservation_id):
             self._soon.call(self._release, decision, lookup, tokens)
         self._bookkeeping.call(self._publish_outcome, a.request_id, a.tenant, a.req, a.prompt_version, a.route,
-                               exc, a.started, None, False, time.perf_counter(), time.time())
+                               exc, a.started, None, False, time.perf_counter(), time.time(), a.trace_id)
 
     def _release(self, decision: Decision | None, lookup: LookupResult | None, tokens: int = 0) -> None:
         if lookup is not None and lookup.leader:

@@ -17,6 +17,7 @@ from typing import Any
 import grpc
 from aiohttp import web
 
+from llmgw.kit import tracing
 from llmgw.kit.errors import InvalidArgument, LlmgwError, RateLimited
 from llmgw.kit.ids import new_request_id, valid_request_id
 from llmgw.kit.logging import get_logger
@@ -101,9 +102,7 @@ class HttpFace:
         self.app.router.add_get(path, handler)
 
     def route(self, method: str, path: str, handler: Handler, errors: ErrorShape) -> None:
-        async def guarded(request: web.Request) -> web.StreamResponse:
-            rid = request_id_of(request)
-            request[REQUEST_ID] = rid
+        async def answer(request: web.Request, rid: str) -> web.StreamResponse:
             try:
                 return await handler(request)
             except LlmgwError as exc:
@@ -113,6 +112,23 @@ class HttpFace:
             except Exception as exc:  # a bug of ours: logged with its traceback, answered in our words
                 _log.error("unhandled_http_error", path=path, request_id=rid, error=repr(exc), exc_info=exc)
                 return errors(LlmgwError(f"internal error (request id {rid})"), rid)
+
+        async def guarded(request: web.Request) -> web.StreamResponse:
+            rid = request_id_of(request)
+            request[REQUEST_ID] = rid
+            if not tracing.enabled():
+                return await answer(request, rid)
+            # The caller's W3C traceparent, if it sent one, is the parent of this request's trace.
+            span, token = tracing.server_span(f"{method} {path}", request.headers.items(), {
+                "http.request.method": method, "url.path": path, "llmgw.request_id": rid})
+            response: web.StreamResponse | None = None
+            try:
+                response = await answer(request, rid)
+                return response
+            finally:
+                status = response.status if response is not None else 500
+                span.set_attribute("http.response.status_code", status)
+                tracing.end_server_span(span, token, int(status >= 500), str(status), None)
 
         self.app.router.add_route(method, path, guarded)
 

@@ -17,6 +17,7 @@ from prometheus_client import Counter
 from redis.exceptions import RedisError
 
 from llmgw.domain import Decision, LimitStatus
+from llmgw.kit import tracing
 from llmgw.kit.breaker import Breaker, State
 from llmgw.kit.errors import InvalidArgument
 from llmgw.kit.logging import get_logger
@@ -166,6 +167,7 @@ class RedisLimiter:
         bucket = quote(rule.bucket(descriptor), safe="=|")
         return f"{self._prefix}:{domain}:{limit.name}:{bucket}"
 
+    @tracing.traced("limiter.check")
     async def check(
         self,
         descriptor: Sequence[tuple[str, str]],
@@ -283,6 +285,7 @@ class RedisLimiter:
             return Decision(allowed=False, retry_after_ms=retry_ms, limit_name=local[idx][1].name, statuses=statuses)
         return Decision(allowed=True, statuses=statuses)
 
+    @tracing.traced("limiter.admit")
     async def admit(self, descriptor: Sequence[tuple[str, str]], *, domain: str = "gateway") -> Decision:
         """One request that costs no tokens (a cache hit), counted against the request limits.
 
@@ -361,6 +364,7 @@ class RedisLimiter:
         remaining = [s.remaining for s in statuses if s.unit == "requests" and not s.shadow]
         return max(1, min(self._lease_max, min(remaining, default=0) // 10, lease.demand))
 
+    @tracing.traced("limiter.settle")
     async def settle(self, reservation_id: str, actual_tokens: int) -> int:
         """Replace a reservation's estimate by the real count; 0 when there is nothing to settle.
         While Redis is out the settle is queued (bounded, counted) and applied once it is back:

@@ -16,7 +16,7 @@ import uuid
 from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from prometheus_client import Counter, Gauge, Histogram
 
@@ -32,6 +32,7 @@ from llmgw.domain import (
     assemble_tool_calls,
     prompt_text,
 )
+from llmgw.kit import tracing
 from llmgw.kit.breaker import RateBreaker, State, Ticket
 from llmgw.kit.errors import DeadlineExceeded, InvalidArgument, LlmgwError, NotFound, Unavailable
 from llmgw.kit.logging import get_logger
@@ -84,6 +85,7 @@ class _Slot:
     reservation: str
     prompt_tokens: int
     start: float = field(default_factory=time.perf_counter)
+    span: Any = None  # the attempt's client span (traces on)
 
     @property
     def ms(self) -> float:
@@ -175,6 +177,8 @@ class Router:
 
     def _skip(self, target: Target, reason: str, attempts: list[Attempt], result: str = "skipped") -> None:
         attempts.append(Attempt(target.provider, target.model, "skipped", reason, 0.0))
+        tracing.event("llmgw.target_skipped", {"gen_ai.provider.name": target.provider,
+                                                "gen_ai.request.model": target.model, "llmgw.reason": reason})
         ATTEMPTS.labels(target.provider, target.model, result).inc()
 
     def _ticket(self, target: Target, pv: PromptVersion | None, attempts: list[Attempt]) -> Ticket | None:
@@ -302,6 +306,10 @@ class Router:
             CONFIG_ALERTS.labels(target.provider, target.model).inc()
         _log.warning("provider_failed", provider=target.provider, model=target.model, kind=exc.kind,
                      error=exc.message)
+        if slot.span is not None:
+            slot.span.set_attribute("error.type", exc.kind)
+            slot.span.set_status(tracing.Status(tracing.StatusCode.ERROR, exc.message))
+            slot.span.end()
         if exc.kind == "caller":
             raise InvalidArgument("request", exc.message) from exc
 
@@ -309,10 +317,19 @@ class Router:
         """Cancelled or out of time mid-call: no verdict; the provider was sent the prompt."""
         self.breaker(slot.target).release(slot.ticket)
         self._settle(slot.reservation, tokens)
+        if slot.span is not None:
+            slot.span.set_status(tracing.Status(tracing.StatusCode.ERROR, "cancelled"))
+            slot.span.end()
 
-    def _succeeded(self, slot: _Slot, input_tokens: int, output_tokens: int, attempts: list[Attempt]) -> float:
+    def _succeeded(self, slot: _Slot, input_tokens: int, output_tokens: int, attempts: list[Attempt],
+                   finish_reason: str = "") -> float:
         target = slot.target
         ms = slot.ms
+        if slot.span is not None:
+            slot.span.set_attributes({"gen_ai.response.model": target.model, "gen_ai.usage.input_tokens": input_tokens,
+                                      "gen_ai.usage.output_tokens": output_tokens,
+                                      "gen_ai.response.finish_reasons": [finish_reason] if finish_reason else []})
+            slot.span.end()
         self._settle(slot.reservation, input_tokens + output_tokens)
         self.breaker(target).record(slot.ticket, ok=True)
         PROVIDER_LATENCY.labels(target.provider, target.model).observe(ms / 1000)
@@ -326,6 +343,8 @@ class Router:
         target = plan.targets[index]
         if index:
             FALLBACKS.labels(plan.route).inc()
+            tracing.event("llmgw.fallback", {"gen_ai.provider.name": target.provider,
+                                             "gen_ai.request.model": target.model, "llmgw.target_index": index})
         return Completion(text=text, provider=target.provider, model=target.model,
                           usage=self._config.usage(target.model, input_tokens, output_tokens),
                           attempts=tuple(attempts), finish_reason=finish_reason, tool_calls=tool_calls)
@@ -350,7 +369,12 @@ class Router:
             self.breaker(target).release(ticket)
             return None
         # The budget wait came out of the deadline: recompute.
-        return _Slot(target, ticket, reservation, prompt_tokens), self._timeout(call, target, has_next)
+        slot = _Slot(target, ticket, reservation, prompt_tokens)
+        if tracing.enabled():
+            slot.span = tracing.tracer().start_span(f"chat {target.model}", kind=tracing.SpanKind.CLIENT, attributes={
+                "gen_ai.operation.name": "chat", "gen_ai.provider.name": target.provider,
+                "gen_ai.request.model": target.model, "llmgw.route": plan.route})
+        return slot, self._timeout(call, target, has_next)
 
     def _render(self, call: RouteCall, plan: _Plan, target: Target,
                 attempts: list[Attempt]) -> tuple[str, tuple[Message, ...], int] | None:
@@ -446,7 +470,7 @@ class Router:
         async def once(slot: _Slot, timeout: float, system: str, messages: tuple[Message, ...]) -> ProviderReply:
             reply = await provider.complete(target.model, system, messages, plan.sampling, timeout,
                                             output=call.output)
-            self._succeeded(slot, reply.input_tokens, reply.output_tokens, attempts)
+            self._succeeded(slot, reply.input_tokens, reply.output_tokens, attempts, reply.finish_reason)
             return reply
 
         return await self._with_retries(call, plan, index, attempts, once)
@@ -473,6 +497,8 @@ class Router:
                 wait = self._retry_wait(call, target, exc, attempt_no)
                 if wait is None:
                     return None
+                tracing.event("llmgw.retry", {"gen_ai.provider.name": target.provider,
+                                              "gen_ai.request.model": target.model, "llmgw.wait_s": wait})
                 await asyncio.sleep(wait)
             except BaseException:
                 self._abandoned(slot, prompt_tokens)
@@ -519,6 +545,8 @@ class Router:
             except BaseException:
                 await _close(pieces)
                 raise
+            if slot.span is not None:
+                slot.span.add_event("gen_ai.first_token")
             return _Open(slot, pieces, first, loop.time() + total - slot.ms / 1000)
 
         return await self._with_retries(call, plan, index, attempts, once)
@@ -559,7 +587,7 @@ class Router:
             raise
         finally:
             await _close(pieces)
-        self._succeeded(slot, piece.input_tokens, piece.output_tokens, attempts)
+        self._succeeded(slot, piece.input_tokens, piece.output_tokens, attempts, piece.finish_reason)
         completion = self._completion(plan, index, "", piece.input_tokens, piece.output_tokens,
                                       piece.finish_reason, attempts, assemble_tool_calls(calls))
         yield Chunk(delta="", final=True, completion=completion)

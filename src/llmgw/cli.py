@@ -12,7 +12,7 @@ def _up(args: argparse.Namespace) -> int:
     from llmgw.up import main as up
 
     return up(demo=args.demo, exit_after_demo=args.exit_after_demo, workdir=args.workdir, port=args.port,
-              colocate=args.colocate, http_port=args.http_port)
+              colocate=args.colocate, http_port=args.http_port, otel=args.otel)
 
 
 def _limits_check(args: argparse.Namespace) -> int:
@@ -68,6 +68,9 @@ def main(argv: list[str] | None = None) -> int:
                     help="the ingress's OpenAI-compatible HTTP port (default 8080; /v1)")
     up.add_argument("--colocate", action="store_true",
                     help="the ingress runs the limiter and cache cores itself (a hit: one gRPC hop; docs/cache.md)")
+    up.add_argument("--otel", choices=("file", "console"), nargs="?", const="file", default=None,
+                    help="traces on: JSON lines per service in <workdir>/traces (file, the default) or on each "
+                         "service's stdout (console); docs/operations.md")
     up.set_defaults(func=_up)
 
     limits = sub.add_parser("limits", help="rate-limit rules").add_subparsers(dest="sub", required=True)

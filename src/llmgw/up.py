@@ -107,10 +107,12 @@ async def start_system(workdir: Path, *, ingress_port: int = 50050, http_port: i
                        with_drift: bool = True,
                        colocate: bool = False, limits: str = DEMO_LIMITS,
                        api_keys: str = f"{DEMO_KEY}=demo,{LIMITED_KEY}=limited",
-                       extra_env: dict[str, dict[str, str]] | None = None) -> System:
+                       extra_env: dict[str, dict[str, str]] | None = None, otel: str | None = None) -> System:
     """``colocate``: the ingress decides limits and answers hits in its own process (the limiter
     and cache services still run, for the router's provider quotas and cache Stats/Invalidate).
-    ``extra_env``: more settings per service, e.g. ``{"cache": {"REDIS_TIMEOUT_S": "1"}}``."""
+    ``extra_env``: more settings per service, e.g. ``{"cache": {"REDIS_TIMEOUT_S": "1"}}``.
+    ``otel``: traces on in every service, to ``<workdir>/traces/<service>.jsonl`` ("file") or to
+    their logs ("console"); an OTEL_* collector setting in the environment is passed on as is."""
     logs = workdir / "logs"
     logs.mkdir(parents=True, exist_ok=True)
     system = System(workdir)
@@ -146,6 +148,10 @@ async def start_system(workdir: Path, *, ingress_port: int = 50050, http_port: i
         ports["ingress"] = ingress_port
         system.http_addr = f"127.0.0.1:{http_port or free_port(used)}"
         common = {**env, "REDIS_URL": f"redis://{redis.address}/0", "KAFKA_BOOTSTRAP": tansu.address}
+        if otel == "file":
+            common["LLMGW_TRACES_DIR"] = str(workdir / "traces")
+        elif otel == "console":
+            common["OTEL_TRACES_EXPORTER"] = "console"
         services: dict[str, dict[str, str]] = {
             "limiter": {"LIMITS_FILE": str(limits_file)},
             "cache": {},
@@ -190,8 +196,11 @@ async def start_system(workdir: Path, *, ingress_port: int = 50050, http_port: i
         raise
 
 
-async def _run(args_demo: bool, exit_after: bool, workdir: Path, port: int, colocate: bool, http_port: int) -> int:
-    system = await start_system(workdir, ingress_port=port, colocate=colocate, http_port=http_port)
+async def _run(args_demo: bool, exit_after: bool, workdir: Path, port: int, colocate: bool, http_port: int,
+               otel: str | None) -> int:
+    system = await start_system(workdir, ingress_port=port, colocate=colocate, http_port=http_port, otel=otel)
+    if otel == "file":
+        _say(f"traces in {workdir}/traces/<service>.jsonl")
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -215,5 +224,5 @@ async def _run(args_demo: bool, exit_after: bool, workdir: Path, port: int, colo
 
 
 def main(*, demo: bool, exit_after_demo: bool, workdir: str, port: int, colocate: bool = False,
-         http_port: int = 8080) -> int:
-    return asyncio.run(_run(demo, exit_after_demo, Path(workdir).resolve(), port, colocate, http_port))
+         http_port: int = 8080, otel: str | None = None) -> int:
+    return asyncio.run(_run(demo, exit_after_demo, Path(workdir).resolve(), port, colocate, http_port, otel))

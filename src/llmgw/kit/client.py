@@ -1,6 +1,7 @@
 """Base for the gRPC clients services use to reach each other.
 
-One long-lived channel per peer, reused by every call; the request id travels in metadata; a
+One long-lived channel per peer, reused by every call; the request id and the trace context
+travel in metadata; a
 remote status is rebuilt into the same ``LlmgwError`` the in-process core would have raised.
 """
 
@@ -13,6 +14,7 @@ from typing import Any
 import grpc
 import structlog
 
+from llmgw.kit import tracing
 from llmgw.kit.errors import DeadlineExceeded, Unavailable, from_status
 from llmgw.kit.server import REQUEST_ID_KEY
 
@@ -50,7 +52,8 @@ class GrpcClient:
     @staticmethod
     def metadata(request_id: str = "") -> tuple[tuple[str, str], ...]:
         rid = request_id or structlog.contextvars.get_contextvars().get("request_id", "")
-        return ((REQUEST_ID_KEY, rid),) if rid else ()
+        # traceparent of the current span (traces on): the peer's server span joins the trace.
+        return (((REQUEST_ID_KEY, rid),) if rid else ()) + tracing.carrier_pairs()
 
     async def close(self) -> None:
         await self.channel.close()

@@ -1,4 +1,5 @@
-"""Structured JSON logs; the request id rides in a context variable bound per RPC.
+"""Structured JSON logs; the request id rides in a context variable bound per RPC, and the
+current span's trace id is added to every line when traces are on.
 
 Configured once by each service's ``__main__`` via ``configure()``, never at import.
 """
@@ -12,6 +13,7 @@ from typing import Any
 
 import structlog
 
+from llmgw.kit import tracing
 from llmgw.kit.redact import mask_secrets
 
 __all__ = ["configure", "get_logger", "mask_secrets", "mask_stdlib_logging"]
@@ -39,11 +41,22 @@ def mask_stdlib_logging(level: str = "info") -> None:
         handler.setFormatter(_MaskingFormatter("%(levelname)s %(name)s %(message)s"))
 
 
+def _trace_ids(_: Any, __: str, event: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
+    """The current span's trace and span ids on every line logged inside it (traces on)."""
+    if tracing.enabled():
+        trace_id, span_id = tracing.current_ids()
+        if trace_id:
+            event.setdefault("trace_id", trace_id)
+            event.setdefault("span_id", span_id)
+    return event
+
+
 def configure(level: str = "info", *, service: str) -> None:
     mask_stdlib_logging(level)
     structlog.configure(
         processors=[
             structlog.contextvars.merge_contextvars,
+            _trace_ids,
             structlog.processors.add_log_level,
             structlog.processors.TimeStamper(fmt="iso", utc=True),
             structlog.processors.format_exc_info,

@@ -30,6 +30,8 @@ import redis.asyncio as aioredis
 from redis.commands.core import AsyncScript
 from redis.exceptions import NoScriptError, ResponseError
 
+from llmgw.kit import tracing
+
 __all__ = ["BatchedScript", "ScriptBatcher"]
 
 try:  # hiredis packs a command in C; redis-py's own packer is Python and shows in profiles
@@ -55,6 +57,8 @@ class BatchedScript:
         self._batcher = batcher
         self.script = script
 
+    @tracing.traced("redis EVALSHA", tracing.SpanKind.CLIENT, **{"db.system.name": "redis",
+                                                                  "db.operation.name": "EVALSHA"})
     async def __call__(self, keys: list[Any], args: list[Any], *, timeout_s: float | None = None) -> Any:
         return await self._batcher.call(self.script, keys, args, timeout_s=timeout_s)
 

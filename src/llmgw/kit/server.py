@@ -23,6 +23,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1._async import HealthServicer
 from grpc_reflection.v1alpha import reflection
 
+from llmgw.kit import tracing
 from llmgw.kit.errors import InvalidArgument, LlmgwError
 from llmgw.kit.ids import new_request_id, valid_request_id
 from llmgw.kit.logging import get_logger
@@ -71,13 +72,11 @@ def _request_id(context: grpc.aio.ServicerContext) -> str:
     given = header(context, REQUEST_ID_KEY)
     if valid_request_id(given):
         return given  # type: ignore[return-value]
-    rid = new_request_id()
     if given is not None:
         # Replaced, not refused: the reply's x-request-id (and the events) carry the new one,
-        # and x-request-id-replaced says why the caller's is not there.
+        # and x-request-id-replaced says why the caller's is not there (logged by the scope).
         _REPLACED.set(True)
-        _log.info("request_id_replaced", request_id=rid, reason="not 1-128 of [A-Za-z0-9._:/+=@-]")
-    return rid
+    return new_request_id()
 
 
 def request_id_replaced() -> bool:
@@ -113,29 +112,29 @@ class _Interceptor(grpc.aio.ServerInterceptor):
             return handler
         if handler.unary_unary is not None:
             return grpc.unary_unary_rpc_method_handler(
-                self._wrap_unary(handler.unary_unary, method),
+                self._wrap_unary(handler.unary_unary, method, handler_call_details.method),
                 request_deserializer=_tolerant(handler.request_deserializer),
                 response_serializer=handler.response_serializer,
             )
         if handler.unary_stream is not None:
             return grpc.unary_stream_rpc_method_handler(
-                self._wrap_stream(handler.unary_stream, method),
+                self._wrap_stream(handler.unary_stream, method, handler_call_details.method),
                 request_deserializer=_tolerant(handler.request_deserializer),
                 response_serializer=handler.response_serializer,
             )
         return handler
 
-    def _wrap_unary(self, behavior: Any, method: str) -> Any:
+    def _wrap_unary(self, behavior: Any, method: str, full: str) -> Any:
         async def wrapped(request: Any, context: grpc.aio.ServicerContext) -> Any:
-            async with _Scope(self._service, context, method):
+            async with _Scope(self._service, context, method, full):
                 _decoded(request)
                 return await behavior(request, context)
 
         return wrapped
 
-    def _wrap_stream(self, behavior: Any, method: str) -> Any:
+    def _wrap_stream(self, behavior: Any, method: str, full: str) -> Any:
         async def wrapped(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
-            async with _Scope(self._service, context, method):
+            async with _Scope(self._service, context, method, full):
                 _decoded(request)
                 async for item in behavior(request, context):
                     yield item
@@ -171,15 +170,18 @@ def _decoded(request: Any) -> None:
 
 
 class _Scope:
-    """One RPC: request id bound for logs, LlmgwError mapped to its status, metrics recorded.
-    A plain class, not a generator-based context manager: this wraps every RPC, cache hits
-    included, and the generator machinery cost more than the scope's own work."""
+    """One RPC: request id bound for logs, LlmgwError mapped to its status, metrics recorded, and
+    (traces on) the RPC's server span, child of the caller's ``traceparent``. A plain class, not
+    a generator-based context manager: this wraps every RPC, cache hits included, and the
+    generator machinery cost more than the scope's own work."""
 
-    __slots__ = ("_context", "_method", "_service", "_start")
+    __slots__ = ("_context", "_full", "_method", "_service", "_span", "_start", "_token")
 
-    def __init__(self, service: str, context: grpc.aio.ServicerContext, method: str) -> None:
-        self._service, self._context, self._method = service, context, method
+    def __init__(self, service: str, context: grpc.aio.ServicerContext, method: str, full: str = "") -> None:
+        self._service, self._context, self._method, self._full = service, context, method, full
         self._start = 0.0
+        self._span: Any = None
+        self._token: Any = None
 
     async def __aenter__(self) -> None:
         self._start = time.perf_counter()
@@ -187,6 +189,13 @@ class _Scope:
         rid = _request_id(self._context)
         _REQUEST_ID.set(rid)
         structlog.contextvars.bind_contextvars(request_id=rid)
+        if tracing.enabled():
+            self._span, self._token = tracing.server_span(
+                self._full.lstrip("/") or self._method, self._context.invocation_metadata() or (),
+                {"rpc.system": "grpc", "rpc.service": self._full.lstrip("/").rsplit("/", 1)[0],
+                 "rpc.method": self._method, "llmgw.request_id": rid})
+        if _REPLACED.get():  # logged inside the span: the line carries the request's trace id
+            _log.info("request_id_replaced", request_id=rid, reason="not 1-128 of [A-Za-z0-9._:/+=@-]")
 
     async def __aexit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
                         tb: TracebackType | None) -> None:
@@ -202,6 +211,8 @@ class _Scope:
                 _log.error("unhandled_error", method=self._method, error=repr(exc), exc_info=exc)
                 await self._context.abort(code, f"internal error (request id {_REQUEST_ID.get()})")
         finally:
+            if self._span is not None:
+                tracing.end_server_span(self._span, self._token, code.value[0], code.name, exc)
             child(RPC_HANDLED, self._service, self._method, code.name).inc()
             child(RPC_LATENCY, self._service, self._method).observe(time.perf_counter() - self._start)
 

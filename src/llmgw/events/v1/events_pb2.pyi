@@ -8,7 +8,7 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class RequestEvent(_message.Message):
-    __slots__ = ("schema_version", "request_id", "tenant", "time", "prompt", "prompt_version", "label", "route", "variables", "messages", "sampling", "metadata", "stream", "input_sha256", "input_text", "tools", "tool_choice", "response_format", "model")
+    __slots__ = ("schema_version", "request_id", "tenant", "time", "prompt", "prompt_version", "label", "route", "variables", "messages", "sampling", "metadata", "stream", "input_sha256", "input_text", "tools", "tool_choice", "response_format", "model", "trace_id")
     class VariablesEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -42,6 +42,7 @@ class RequestEvent(_message.Message):
     TOOL_CHOICE_FIELD_NUMBER: _ClassVar[int]
     RESPONSE_FORMAT_FIELD_NUMBER: _ClassVar[int]
     MODEL_FIELD_NUMBER: _ClassVar[int]
+    TRACE_ID_FIELD_NUMBER: _ClassVar[int]
     schema_version: int
     request_id: str
     tenant: str
@@ -61,10 +62,11 @@ class RequestEvent(_message.Message):
     tool_choice: _gateway_pb2.ToolChoice
     response_format: _gateway_pb2.ResponseFormat
     model: str
-    def __init__(self, schema_version: _Optional[int] = ..., request_id: _Optional[str] = ..., tenant: _Optional[str] = ..., time: _Optional[float] = ..., prompt: _Optional[str] = ..., prompt_version: _Optional[str] = ..., label: _Optional[str] = ..., route: _Optional[str] = ..., variables: _Optional[_Mapping[str, str]] = ..., messages: _Optional[_Iterable[_Union[_gateway_pb2.Message, _Mapping]]] = ..., sampling: _Optional[_Union[_gateway_pb2.Sampling, _Mapping]] = ..., metadata: _Optional[_Mapping[str, str]] = ..., stream: _Optional[bool] = ..., input_sha256: _Optional[str] = ..., input_text: _Optional[str] = ..., tools: _Optional[_Iterable[_Union[_gateway_pb2.Tool, _Mapping]]] = ..., tool_choice: _Optional[_Union[_gateway_pb2.ToolChoice, _Mapping]] = ..., response_format: _Optional[_Union[_gateway_pb2.ResponseFormat, _Mapping]] = ..., model: _Optional[str] = ...) -> None: ...
+    trace_id: str
+    def __init__(self, schema_version: _Optional[int] = ..., request_id: _Optional[str] = ..., tenant: _Optional[str] = ..., time: _Optional[float] = ..., prompt: _Optional[str] = ..., prompt_version: _Optional[str] = ..., label: _Optional[str] = ..., route: _Optional[str] = ..., variables: _Optional[_Mapping[str, str]] = ..., messages: _Optional[_Iterable[_Union[_gateway_pb2.Message, _Mapping]]] = ..., sampling: _Optional[_Union[_gateway_pb2.Sampling, _Mapping]] = ..., metadata: _Optional[_Mapping[str, str]] = ..., stream: _Optional[bool] = ..., input_sha256: _Optional[str] = ..., input_text: _Optional[str] = ..., tools: _Optional[_Iterable[_Union[_gateway_pb2.Tool, _Mapping]]] = ..., tool_choice: _Optional[_Union[_gateway_pb2.ToolChoice, _Mapping]] = ..., response_format: _Optional[_Union[_gateway_pb2.ResponseFormat, _Mapping]] = ..., model: _Optional[str] = ..., trace_id: _Optional[str] = ...) -> None: ...
 
 class ResponseEvent(_message.Message):
-    __slots__ = ("schema_version", "request_id", "tenant", "time", "prompt", "prompt_version", "route", "text", "provider", "model", "status", "error", "latency_ms", "usage", "cache_hit", "attempts", "finish_reason", "truncated_fields", "tool_calls")
+    __slots__ = ("schema_version", "request_id", "tenant", "time", "prompt", "prompt_version", "route", "text", "provider", "model", "status", "error", "latency_ms", "usage", "cache_hit", "attempts", "finish_reason", "truncated_fields", "tool_calls", "trace_id")
     SCHEMA_VERSION_FIELD_NUMBER: _ClassVar[int]
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     TENANT_FIELD_NUMBER: _ClassVar[int]
@@ -84,6 +86,7 @@ class ResponseEvent(_message.Message):
     FINISH_REASON_FIELD_NUMBER: _ClassVar[int]
     TRUNCATED_FIELDS_FIELD_NUMBER: _ClassVar[int]
     TOOL_CALLS_FIELD_NUMBER: _ClassVar[int]
+    TRACE_ID_FIELD_NUMBER: _ClassVar[int]
     schema_version: int
     request_id: str
     tenant: str
@@ -103,4 +106,5 @@ class ResponseEvent(_message.Message):
     finish_reason: str
     truncated_fields: _containers.RepeatedScalarFieldContainer[str]
     tool_calls: _containers.RepeatedCompositeFieldContainer[_gateway_pb2.ToolCall]
-    def __init__(self, schema_version: _Optional[int] = ..., request_id: _Optional[str] = ..., tenant: _Optional[str] = ..., time: _Optional[float] = ..., prompt: _Optional[str] = ..., prompt_version: _Optional[str] = ..., route: _Optional[str] = ..., text: _Optional[str] = ..., provider: _Optional[str] = ..., model: _Optional[str] = ..., status: _Optional[str] = ..., error: _Optional[str] = ..., latency_ms: _Optional[float] = ..., usage: _Optional[_Union[_gateway_pb2.Usage, _Mapping]] = ..., cache_hit: _Optional[bool] = ..., attempts: _Optional[_Iterable[_Union[_gateway_pb2.Attempt, _Mapping]]] = ..., finish_reason: _Optional[str] = ..., truncated_fields: _Optional[_Iterable[str]] = ..., tool_calls: _Optional[_Iterable[_Union[_gateway_pb2.ToolCall, _Mapping]]] = ...) -> None: ...
+    trace_id: str
+    def __init__(self, schema_version: _Optional[int] = ..., request_id: _Optional[str] = ..., tenant: _Optional[str] = ..., time: _Optional[float] = ..., prompt: _Optional[str] = ..., prompt_version: _Optional[str] = ..., route: _Optional[str] = ..., text: _Optional[str] = ..., provider: _Optional[str] = ..., model: _Optional[str] = ..., status: _Optional[str] = ..., error: _Optional[str] = ..., latency_ms: _Optional[float] = ..., usage: _Optional[_Union[_gateway_pb2.Usage, _Mapping]] = ..., cache_hit: _Optional[bool] = ..., attempts: _Optional[_Iterable[_Union[_gateway_pb2.Attempt, _Mapping]]] = ..., finish_reason: _Optional[str] = ..., truncated_fields: _Optional[_Iterable[str]] = ..., tool_calls: _Optional[_Iterable[_Union[_gateway_pb2.ToolCall, _Mapping]]] = ..., trace_id: _Optional[str] = ...) -> None: ...

@@ -1,0 +1,319 @@
+"""OpenTelemetry traces for every service: off by default, on with the standard ``OTEL_*``
+variables, never on the request path's critical work.
+
+Turned on by (any of):
+- ``OTEL_TRACES_EXPORTER=otlp`` or an ``OTEL_EXPORTER_OTLP_ENDPOINT`` /
+  ``OTEL_EXPORTER_OTLP_TRACES_ENDPOINT`` (OTLP over HTTP/protobuf; the exporter reads the rest of
+  the standard OTLP settings: headers, timeout, compression);
+- ``OTEL_TRACES_EXPORTER=console`` (JSON spans on stdout);
+- ``LLMGW_TRACES_DIR=<dir>`` (ours, for development and ``llmgw up --otel``): one JSON-lines file
+  per service, ``<dir>/<service>.jsonl``.
+``OTEL_TRACES_EXPORTER=none`` (or ``OTEL_SDK_DISABLED=true``) keeps it off whatever else is set.
+Sampling is the SDK's, from ``OTEL_TRACES_SAMPLER`` / ``OTEL_TRACES_SAMPLER_ARG`` (default:
+parent-based, always on). The service name is ``OTEL_SERVICE_NAME``, else the service's own.
+
+Spans leave through ``BoundedSpanQueue``: a bounded queue (``OTEL_BSP_MAX_QUEUE_SIZE``, 2048)
+drained by one thread every ``OTEL_BSP_SCHEDULE_DELAY`` ms (1000) in batches of
+``OTEL_BSP_MAX_EXPORT_BATCH_SIZE`` (512). Ending a span appends to it and returns: a slow or dead
+collector fills the queue, and what no longer fits is dropped and counted
+(``llmgw_trace_spans_dropped_total``), never waited for.
+
+Context travels as W3C ``traceparent`` / ``tracestate``: in gRPC metadata between services
+(``inject`` in the clients, ``server_span`` in the server interceptor) and in HTTP headers on the
+ingress's HTTP face.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import json
+import os
+import threading
+from collections import deque
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import Any, ParamSpec, TypeVar
+
+from opentelemetry import context as otel_context
+from opentelemetry import trace
+from opentelemetry.propagate import extract, inject
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.trace import ReadableSpan, SpanProcessor, TracerProvider
+from opentelemetry.sdk.trace.export import ConsoleSpanExporter, SpanExporter, SpanExportResult
+from opentelemetry.trace import Span, SpanKind, Status, StatusCode, Tracer
+from prometheus_client import Counter
+
+__all__ = [
+    "BoundedSpanQueue",
+    "JsonLinesExporter",
+    "SpanKind",
+    "Status",
+    "StatusCode",
+    "after",
+    "annotate",
+    "carrier_pairs",
+    "context_from",
+    "current_context",
+    "current_ids",
+    "enabled",
+    "end_server_span",
+    "event",
+    "failed",
+    "link_parent",
+    "server_span",
+    "setup",
+    "shutdown",
+    "span",
+    "trace_id_of",
+    "traced",
+    "tracer",
+]
+
+P = ParamSpec("P")
+R = TypeVar("R")
+DROPPED = Counter("llmgw_trace_spans_dropped_total", "Spans dropped because the export queue was full")
+EXPORTED = Counter("llmgw_trace_spans_exported_total", "Spans handed to the exporter")
+
+_provider: TracerProvider | None = None
+_tracer: Tracer = trace.NoOpTracer()
+
+
+def enabled() -> bool:
+    """Whether traces are on in this process (checked first on hot paths: off costs nothing)."""
+    return _provider is not None
+
+
+def tracer() -> Tracer:
+    return _tracer
+
+
+def _exporter(service: str, environ: Mapping[str, str]) -> SpanExporter | None:
+    if environ.get("OTEL_SDK_DISABLED", "").lower() == "true":
+        return None
+    kind = environ.get("OTEL_TRACES_EXPORTER", "").strip().lower()
+    if kind == "none":
+        return None
+    directory = environ.get("LLMGW_TRACES_DIR")
+    if directory:
+        return JsonLinesExporter(Path(directory) / f"{service}.jsonl")
+    if kind == "console":
+        return ConsoleSpanExporter()
+    if kind == "otlp" or environ.get("OTEL_EXPORTER_OTLP_ENDPOINT") or environ.get(
+            "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"):
+        from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+
+        return OTLPSpanExporter()
+    return None
+
+
+def setup(service: str, environ: Mapping[str, str] | None = None, *, exporter: SpanExporter | None = None) -> bool:
+    """Turn traces on for this process when the environment asks for it (or an ``exporter`` is
+    given: tests pass an in-memory one). Returns whether traces are on. Called once per process,
+    by the service's entry point, never at import."""
+    global _provider, _tracer
+    env = os.environ if environ is None else environ
+    chosen = exporter or _exporter(service, env)
+    if chosen is None:
+        return False
+    provider = TracerProvider(resource=Resource.create({"service.name": env.get("OTEL_SERVICE_NAME") or
+                                                        f"llmgw-{service}"}))
+    provider.add_span_processor(BoundedSpanQueue(
+        chosen, max_queue=int(env.get("OTEL_BSP_MAX_QUEUE_SIZE", "2048")),
+        delay_s=int(env.get("OTEL_BSP_SCHEDULE_DELAY", "1000")) / 1000,
+        batch=int(env.get("OTEL_BSP_MAX_EXPORT_BATCH_SIZE", "512"))))
+    if _provider is not None:
+        _provider.shutdown()
+    _provider, _tracer = provider, provider.get_tracer("llmgw")
+    return True
+
+
+def shutdown() -> None:
+    """Export what is queued and turn traces off (graceful stop; tests)."""
+    global _provider, _tracer
+    if _provider is not None:
+        _provider.shutdown()
+    _provider, _tracer = None, trace.NoOpTracer()
+
+
+def span(name: str, *, kind: SpanKind = SpanKind.INTERNAL, attributes: Mapping[str, Any] | None = None) -> Any:
+    """A child span of the current one (a context manager); a no-op when traces are off."""
+    return _tracer.start_as_current_span(name, kind=kind, attributes=attributes)
+
+
+def carrier_pairs() -> tuple[tuple[str, str], ...]:
+    """``traceparent`` (and ``tracestate``) of the current span, as gRPC metadata pairs."""
+    if _provider is None:
+        return ()
+    carrier: dict[str, str] = {}
+    inject(carrier)
+    return tuple(carrier.items())
+
+
+def context_from(pairs: Iterable[tuple[str, Any]]) -> otel_context.Context:
+    """The remote parent a caller sent (metadata or HTTP headers), as an OpenTelemetry context."""
+    return extract({k.lower(): v for k, v in pairs if isinstance(v, str)})
+
+
+def current_ids() -> tuple[str, str]:
+    """(trace id, span id) of the current span in hex, or ("", "") outside a recorded span."""
+    ctx = trace.get_current_span().get_span_context()
+    if not ctx.is_valid:
+        return "", ""
+    return format(ctx.trace_id, "032x"), format(ctx.span_id, "016x")
+
+
+def link_parent(parent: trace.SpanContext | None) -> otel_context.Context | None:
+    """A context whose parent is ``parent`` (a span that may have ended): for work done after a
+    reply, so it still joins the request's trace."""
+    if parent is None or not parent.is_valid:
+        return None
+    return trace.set_span_in_context(trace.NonRecordingSpan(parent))
+
+
+def server_span(name: str, carrier: Iterable[tuple[str, Any]], attributes: Mapping[str, Any]
+                ) -> tuple[Span, object]:
+    """Start a request's server span under the caller's context and make it current; returns
+    (span, token) for ``end_server_span``."""
+    s = _tracer.start_span(name, context=context_from(carrier), kind=SpanKind.SERVER, attributes=attributes)
+    return s, otel_context.attach(trace.set_span_in_context(s))
+
+
+def end_server_span(s: Span, token: object, code: int, code_name: str, exc: BaseException | None) -> None:
+    s.set_attribute("rpc.grpc.status_code", code)
+    if code:
+        s.set_status(Status(StatusCode.ERROR, code_name))
+        if exc is not None:
+            s.record_exception(exc)
+    s.end()
+    otel_context.detach(token)  # type: ignore[arg-type]
+
+
+def current_context() -> trace.SpanContext | None:
+    """The current span's context, to parent work done later (None when traces are off)."""
+    if _provider is None:
+        return None
+    ctx = trace.get_current_span().get_span_context()
+    return ctx if ctx.is_valid else None
+
+
+def trace_id_of(ctx: trace.SpanContext | None) -> str:
+    return format(ctx.trace_id, "032x") if ctx is not None else ""
+
+
+def after(parent: trace.SpanContext | None, name: str) -> Any:
+    """A span for work done after the reply (settle, store, events), in the request's trace."""
+    if _provider is None or parent is None:
+        return contextlib.nullcontext()
+    return _tracer.start_as_current_span(name, context=link_parent(parent))
+
+
+def annotate(attributes: Mapping[str, Any]) -> None:
+    """Attributes on the current span (the request's server span at the ingress)."""
+    if _provider is not None:
+        trace.get_current_span().set_attributes({k: v for k, v in attributes.items() if v is not None})
+
+
+def event(name: str, attributes: Mapping[str, Any] | None = None) -> None:
+    """A span event on the current span (retry, fallback, breaker decisions)."""
+    if _provider is not None:
+        trace.get_current_span().add_event(name, dict(attributes or {}))
+
+
+def traced(name: str, kind: SpanKind = SpanKind.INTERNAL, **attributes: Any
+           ) -> Callable[[Callable[P, Awaitable[R]]], Callable[P, Awaitable[R]]]:
+    """A coroutine function run in a child span ``name`` when traces are on; off, one check."""
+
+    def decorate(fn: Callable[P, Awaitable[R]]) -> Callable[P, Awaitable[R]]:
+        @functools.wraps(fn)
+        async def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
+            if _provider is None:
+                return await fn(*args, **kwargs)
+            with _tracer.start_as_current_span(name, kind=kind, attributes=attributes):
+                return await fn(*args, **kwargs)
+
+        return wrapper
+
+    return decorate
+
+
+def failed(s: Span, exc: BaseException) -> None:
+    s.set_status(Status(StatusCode.ERROR, type(exc).__name__))
+    s.record_exception(exc)
+
+
+class BoundedSpanQueue(SpanProcessor):
+    """Ended spans go into a bounded queue that one daemon thread exports in batches; when the
+    queue is full a span is dropped and counted, so ending a span never waits on the exporter."""
+
+    def __init__(self, exporter: SpanExporter, *, max_queue: int = 2048, delay_s: float = 1.0,
+                 batch: int = 512) -> None:
+        self._exporter, self._max, self._delay, self._batch = exporter, max_queue, delay_s, batch
+        self._queue: deque[ReadableSpan] = deque()
+        self._lock = threading.Lock()
+        self._wake = threading.Event()
+        self._idle = threading.Event()
+        self._stopped = False
+        self._thread = threading.Thread(target=self._run, name="llmgw-span-export", daemon=True)
+        self._thread.start()
+
+    def on_end(self, span: ReadableSpan) -> None:
+        if not span.context.trace_flags.sampled:
+            return
+        with self._lock:
+            if len(self._queue) >= self._max:
+                DROPPED.inc()
+                return
+            self._queue.append(span)
+            full = len(self._queue) >= self._batch
+        if full:
+            self._wake.set()
+
+    def _take(self) -> list[ReadableSpan]:
+        with self._lock:
+            n = min(self._batch, len(self._queue))
+            return [self._queue.popleft() for _ in range(n)]
+
+    def _run(self) -> None:
+        while True:
+            self._wake.wait(self._delay)
+            self._wake.clear()
+            while batch := self._take():
+                try:
+                    if self._exporter.export(batch) == SpanExportResult.SUCCESS:
+                        EXPORTED.inc(len(batch))
+                    else:
+                        DROPPED.inc(len(batch))
+                except Exception:  # an exporter bug must not kill the thread
+                    DROPPED.inc(len(batch))
+            self._idle.set()
+            if self._stopped:
+                return
+
+    def force_flush(self, timeout_millis: int = 30000) -> bool:
+        self._idle.clear()
+        self._wake.set()
+        return self._idle.wait(timeout_millis / 1000)
+
+    def shutdown(self) -> None:
+        self._stopped = True
+        self._wake.set()
+        self._thread.join(5)
+        self._exporter.shutdown()
+
+
+class JsonLinesExporter(SpanExporter):
+    """One JSON object per span, appended to a file (``LLMGW_TRACES_DIR``; for development)."""
+
+    def __init__(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self._file = path.open("a", encoding="utf-8")
+
+    def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
+        for s in spans:
+            self._file.write(json.dumps(json.loads(s.to_json()), separators=(",", ":")) + "\n")
+        self._file.flush()
+        return SpanExportResult.SUCCESS
+
+    def shutdown(self) -> None:
+        self._file.close()
