@@ -9,6 +9,8 @@ interleaved round-robin in a fresh random order every round (bench/_harness.py):
   hit colocated   app -> ingress running the limiter and cache cores (COLOCATE=limiter,cache)
   grpc echo       app -> a bare gRPC server built like the services (bench/echo_server.py): the
                   floor any gRPC hop costs here, for reading the hit rows
+  miss / hit traced  the same on a second system with traces on in every service (sampled 100 %,
+                  exported through the span queue to files): what tracing costs
 Then 100 concurrent identical misses against a 200 ms provider: how many provider calls.
 
     python -m bench.latency [--n 300]
@@ -65,6 +67,13 @@ async def run(n: int) -> tuple[dict[str, dict[str, float]], tuple[int, int]]:
                                 with_drift=False, limits=LIMITS, api_keys="bench-key=bench",
                                 extra_env={"ingress": {"CACHE_TIMEOUT_S": "2"}})
     try:
+        traced = await start_system(Path(tempfile.mkdtemp(prefix="llmgw-bench-traced-")), ingress_port=free_port(
+            system.used_ports), with_drift=False, limits=LIMITS, api_keys="bench-key=bench",
+                                    extra_env={"ingress": {"CACHE_TIMEOUT_S": "2"}}, otel="file")
+    except BaseException:
+        system.stop()
+        raise
+    try:
         assert system.fake_url is not None, "the bench needs the fake providers (unset the real API keys)"
         colocated = await system.add_ingress("ingress-colocated", colocate=True)
         echo_port = free_port(system.used_ports)
@@ -74,10 +83,10 @@ async def run(n: int) -> tuple[dict[str, dict[str, float]], tuple[int, int]]:
         while not await peer_serving(echo.channel):
             await asyncio.sleep(0.1)
         direct = openai.AsyncOpenAI(api_key="x", base_url=f"{system.fake_url}/v1", max_retries=0)
-        channels = [grpc.aio.insecure_channel(a) for a in (system.ingress_addr, colocated)]
-        gw, gw_colocated = (Stub(c) for c in channels)
+        channels = [grpc.aio.insecure_channel(a) for a in (system.ingress_addr, colocated, traced.ingress_addr)]
+        gw, gw_colocated, gw_traced = (Stub(c) for c in channels)
         hit_req = gateway_pb2.CompleteRequest(prompt="summarize", variables={"text": "the same question"})
-        for g in (gw, gw_colocated):
+        for g in (gw, gw_colocated, gw_traced):
             await g.Complete(hit_req, metadata=MD)  # fill the entry (the second finds the first's)
         await asyncio.sleep(0.2)
         times = await interleave({
@@ -89,6 +98,9 @@ async def run(n: int) -> tuple[dict[str, dict[str, float]], tuple[int, int]]:
             "hit": _hit(gw, hit_req),
             "hit colocated": _hit(gw_colocated, hit_req),
             "grpc echo": lambda i: echo.check([("tenant", "bench")]),
+            "miss traced": lambda i: gw_traced.Complete(
+                gateway_pb2.CompleteRequest(prompt="summarize", variables={"text": f"question {i}"}), metadata=MD),
+            "hit traced": _hit(gw_traced, hit_req),
         }, n)
         coalesced = await _burst(gw, system.fake_url)
         for c in channels:
@@ -97,6 +109,7 @@ async def run(n: int) -> tuple[dict[str, dict[str, float]], tuple[int, int]]:
         await echo.close()
     finally:
         system.stop()
+        traced.stop()
     return summary(times), coalesced
 
 
@@ -119,6 +132,8 @@ def main() -> None:
     print(f"a colocated hit costs {res['hit colocated']['p50'] - res['grpc echo']['p50']:.2f} ms above a bare gRPC "
           f"hop ({res['grpc echo']['p50'] / base:.2f}x direct on this machine)")
     print(f"100 concurrent identical misses: {calls} provider call(s), {hits} answered from the first one's result")
+    print(f"traces on (100 % sampled) vs off, p50: miss {res['miss traced']['p50'] / res['miss']['p50']:.3f}x, "
+          f"hit {res['hit traced']['p50'] / res['hit']['p50']:.3f}x (goal: under 1.05x)")
 
 
 if __name__ == "__main__":

@@ -26,6 +26,7 @@ from llmgw.domain import (
     assemble_tool_calls,
     prompt_text,
 )
+from llmgw.inputs import embedding_text
 from llmgw.kit import tracing
 from llmgw.kit.errors import Aborted, InvalidArgument, LlmgwError, RateLimited
 from llmgw.kit.ids import new_request_id
@@ -223,6 +224,10 @@ class Gateway:
                               "llmgw.prompt": resolved.req.prompt or None,
                               "llmgw.prompt_version": admitted.prompt_version or None,
                               "llmgw.stream": stream, "gen_ai.operation.name": "chat"})
+            if self._redactor.trace_input(tenant):  # a tenant's opt-in; the event's redaction applies
+                r = resolved.req
+                text = embedding_text(r.variables, ((m.role, m.text) for m in r.messages))
+                tracing.annotate({"llmgw.input_text": self._redactor.for_tenant(tenant)(text)})
         return admitted
 
     def _resolve(self, tenant: str, req: GatewayRequest) -> _Resolved:

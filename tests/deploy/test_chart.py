@@ -203,3 +203,19 @@ def test_the_ingress_serves_its_http_face_and_keeps_its_spool_inside_its_volume(
     assert any(p["name"] == "http" and p["port"] == 8080 for p in service["spec"]["ports"])
     off = of_kind(render({"ingress": {"httpPort": -1}}), "Deployment")["llmgw-ingress"]
     assert all(p["name"] != "http" for p in off["spec"]["template"]["spec"]["containers"][0]["ports"])
+
+
+def test_tracing_points_every_service_at_the_collector_only_when_asked() -> None:
+    def envs(docs: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+        return {name: {e["name"]: e.get("value") for e in d["spec"]["template"]["spec"]["containers"][0]["env"]}
+                for name, d in of_kind(docs, "Deployment").items()}
+
+    assert all("OTEL_EXPORTER_OTLP_ENDPOINT" not in env for env in envs(render()).values())
+    on = envs(render({"tracing": {"endpoint": "http://otel-collector.observability:4318", "samplerArg": "0.1"}}))
+    assert {"llmgw-ingress", "llmgw-limiter", "llmgw-cache", "llmgw-router"} <= set(on)
+    for name in ("llmgw-ingress", "llmgw-limiter", "llmgw-cache", "llmgw-router"):
+        env = on[name]
+        assert env["OTEL_EXPORTER_OTLP_ENDPOINT"] == "http://otel-collector.observability:4318", name
+        assert (env["OTEL_TRACES_SAMPLER"], env["OTEL_TRACES_SAMPLER_ARG"]) == ("parentbased_traceidratio", "0.1")
+    with pytest.raises(Exception, match="samplerArg|does not match"):
+        render({"tracing": {"endpoint": "http://c:4318", "samplerArg": "2"}})

@@ -174,3 +174,21 @@ async def test_a_full_export_queue_drops_and_counts_instead_of_waiting() -> None
     finally:
         tracing.shutdown()
         queue.shutdown()
+
+
+async def test_input_text_reaches_a_span_only_for_a_tenant_that_opted_in_and_redacted(
+    traced: tuple[Stack, InMemorySpanExporter, Client],
+) -> None:
+    from llmgw.kit.redact import RedactionConfig, Redactor
+
+    stack, exporter, client = traced
+    core = stack.ingress.service.servicers[0][0]._core
+    core._redactor = Redactor(RedactionConfig.model_validate({"tenants": {"acme": {"trace_input": True}}}))
+    await client.complete(gateway_pb2.CompleteRequest(
+        messages=[gateway_pb2.Message(role="user", content="mail me at ann@example.com")]))
+    (root,) = _named(await _trace(stack, exporter, GATEWAY), GATEWAY)
+    assert root.attributes is not None and root.attributes["llmgw.input_text"] == "mail me at [EMAIL]"
+    core._redactor = Redactor()
+    await client.complete(gateway_pb2.CompleteRequest(messages=[gateway_pb2.Message(role="user", content="quiet")]))
+    (root,) = _named(await _trace(stack, exporter, GATEWAY), GATEWAY)
+    assert root.attributes is not None and "llmgw.input_text" not in root.attributes

@@ -76,6 +76,8 @@ class _Policy(BaseModel):
     redact: list[Kind] = Field(default_factory=lambda: list(_DEFAULT_KINDS))
     patterns: list[str] = []
     raw_input: bool = True
+    # The input text (redacted as events are) on the request's span: off unless a tenant opts in.
+    trace_input: bool = False
 
     @field_validator("patterns")
     @classmethod
@@ -112,6 +114,9 @@ class Redactor:
 
     def raw_input(self, tenant: str) -> bool:
         return self._config.tenants.get(tenant, self._config.default).raw_input
+
+    def trace_input(self, tenant: str) -> bool:
+        return self._config.tenants.get(tenant, self._config.default).trace_input
 
     def for_tenant(self, tenant: str) -> Callable[[str], str]:
         fn = self._cache.get(tenant)

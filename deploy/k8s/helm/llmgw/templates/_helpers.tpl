@@ -38,6 +38,19 @@ app.kubernetes.io/component: {{ .name }}
   value: {{ .Values.metricsPort | quote }}
 - name: SHUTDOWN_GRACE_S
   value: {{ .Values.shutdownGraceSeconds | quote }}
+{{- with .Values.tracing }}
+{{- if .endpoint }}
+{{/* OpenTelemetry traces to the collector ops already run (docs/operations.md "Traces"). */}}
+- name: OTEL_EXPORTER_OTLP_ENDPOINT
+  value: {{ .endpoint | quote }}
+- name: OTEL_TRACES_SAMPLER
+  value: {{ .sampler | quote }}
+- name: OTEL_TRACES_SAMPLER_ARG
+  value: {{ .samplerArg | quote }}
+- name: OTEL_BSP_MAX_QUEUE_SIZE
+  value: {{ .maxQueueSize | quote }}
+{{- end }}
+{{- end }}
 {{- end -}}
 
 {{- define "llmgw.redisEnv" -}}
