@@ -280,7 +280,7 @@ class RedisCache:
             return res[1], "", 0
         return None, (token if code == 2 else ""), (max(0, int(res[1])) if code == 3 else 0)
 
-    @tracing.traced("cache.lookup")
+    @tracing.traced("cache.lookup", unless_under="llmgw.cache.")
     async def lookup(self, key: KeyMaterial, *, read: bool = True) -> LookupResult:
         """A hit; or a miss that says whether this caller leads the provider call (``leader``) or
         another identical request already does (``in_flight``: call ``wait``)."""
@@ -357,7 +357,7 @@ class RedisCache:
             ERRORS.labels("release").inc()
             _log.warning("cache_release_gave_up", error=repr(exc))
 
-    @tracing.traced("cache.store")
+    @tracing.traced("cache.store", unless_under="llmgw.cache.")
     async def store(self, key: str, entry: CacheEntry, *, tenant: str, prompt: str = "", route: str = "",
                     lock_token: str = "") -> bool:
         """Store a complete answer and free its waiters; ``lock_token``: the leader's (a store

@@ -167,7 +167,7 @@ class RedisLimiter:
         bucket = quote(rule.bucket(descriptor), safe="=|")
         return f"{self._prefix}:{domain}:{limit.name}:{bucket}"
 
-    @tracing.traced("limiter.check")
+    @tracing.traced("limiter.check", unless_under="llmgw.limiter.")
     async def check(
         self,
         descriptor: Sequence[tuple[str, str]],
@@ -285,7 +285,7 @@ class RedisLimiter:
             return Decision(allowed=False, retry_after_ms=retry_ms, limit_name=local[idx][1].name, statuses=statuses)
         return Decision(allowed=True, statuses=statuses)
 
-    @tracing.traced("limiter.admit")
+    @tracing.traced("limiter.admit", unless_under="llmgw.limiter.")
     async def admit(self, descriptor: Sequence[tuple[str, str]], *, domain: str = "gateway") -> Decision:
         """One request that costs no tokens (a cache hit), counted against the request limits.
 
@@ -364,7 +364,7 @@ class RedisLimiter:
         remaining = [s.remaining for s in statuses if s.unit == "requests" and not s.shadow]
         return max(1, min(self._lease_max, min(remaining, default=0) // 10, lease.demand))
 
-    @tracing.traced("limiter.settle")
+    @tracing.traced("limiter.settle", unless_under="llmgw.limiter.")
     async def settle(self, reservation_id: str, actual_tokens: int) -> int:
         """Replace a reservation's estimate by the real count; 0 when there is nothing to settle.
         While Redis is out the settle is queued (bounded, counted) and applied once it is back:

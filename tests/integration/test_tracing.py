@@ -74,10 +74,11 @@ async def test_a_miss_is_one_trace_across_every_service(traced: tuple[Stack, InM
     # The router asks the limiter for the provider's budget: that check is the router's child.
     (route,) = _named(spans, "llmgw.router.v1.Router/Route")
     assert [_parent_of(spans, s) for s in _named(spans, "llmgw.limiter.v1.Limiter/Check")].count(route) == 1
-    checks = _named(spans, "limiter.check")
-    assert len(checks) == 2 and {_parent_of(spans, c).name for c in checks} == {"llmgw.limiter.v1.Limiter/Check"}
-    check = checks[0]
-    assert any(_parent_of(spans, s) is check for s in _named(spans, "redis EVALSHA"))
+    # A core called by its own servicer has no span of its own (the server span is the
+    # operation); its Redis scripts are the server span's children.
+    assert not _named(spans, "limiter.check") and not _named(spans, "cache.lookup")
+    scripts = {_parent_of(spans, s).name for s in _named(spans, "redis EVALSHA")}
+    assert "llmgw.limiter.v1.Limiter/Check" in scripts
     (attempt,) = _named(spans, "chat gpt-4o-mini")
     assert attempt.kind == tracing.SpanKind.CLIENT and attempt.attributes is not None
     assert _parent_of(spans, attempt).name == "llmgw.router.v1.Router/Route"
@@ -90,6 +91,26 @@ async def test_a_miss_is_one_trace_across_every_service(traced: tuple[Stack, InM
     assert _parent_of(spans, store) is after
     assert _named(spans, "ingress.publish_events")
     assert not any("trace me" in str(s.attributes) for s in spans)  # no prompt text in spans
+
+
+async def test_a_colocated_ingress_traces_the_cores_it_runs(redis_url: str, topics_ready: str) -> None:
+    exporter = InMemorySpanExporter()
+    assert tracing.setup("test", {}, exporter=exporter)
+    stack = await start_stack(redis_url=redis_url, kafka_bootstrap=topics_ready, colocate=("limiter", "cache"))
+    client = Client(stack.ingress.address)
+    try:
+        await client.complete(gateway_pb2.CompleteRequest(messages=[gateway_pb2.Message(role="user", content="c")]))
+        spans = await _trace(stack, exporter, GATEWAY)
+    finally:
+        await client.close()
+        await stack.stop()
+        tracing.shutdown()
+    (root,) = _named(spans, GATEWAY)
+    for core in ("limiter.check", "cache.lookup"):
+        (span,) = _named(spans, core)
+        assert _parent_of(spans, span) is root, core
+        assert any(_parent_of(spans, s) is span for s in _named(spans, "redis EVALSHA")), core
+    assert not [s for s in _named(spans, "llmgw.cache.v1.Cache/Lookup") if _parent_of(spans, s) is root]
 
 
 async def test_a_hit_never_reaches_the_router(traced: tuple[Stack, InMemorySpanExporter, Client]) -> None:

@@ -222,14 +222,18 @@ def event(name: str, attributes: Mapping[str, Any] | None = None) -> None:
         trace.get_current_span().add_event(name, dict(attributes or {}))
 
 
-def traced(name: str, kind: SpanKind = SpanKind.INTERNAL, **attributes: Any
+def traced(name: str, kind: SpanKind = SpanKind.INTERNAL, *, unless_under: str = "", **attributes: Any
            ) -> Callable[[Callable[P, Awaitable[R]]], Callable[P, Awaitable[R]]]:
-    """A coroutine function run in a child span ``name`` when traces are on; off, one check."""
+    """A coroutine function run in a child span ``name`` when traces are on; off, one check.
+    ``unless_under``: no span of its own when the current span's name starts so (a core called by
+    its own gRPC servicer: the server span already is this operation; a colocated ingress calling
+    the core directly gets the span)."""
 
     def decorate(fn: Callable[P, Awaitable[R]]) -> Callable[P, Awaitable[R]]:
         @functools.wraps(fn)
         async def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
-            if _provider is None:
+            if _provider is None or (unless_under and getattr(trace.get_current_span(), "name", "").startswith(
+                    unless_under)):
                 return await fn(*args, **kwargs)
             with _tracer.start_as_current_span(name, kind=kind, attributes=attributes):
                 return await fn(*args, **kwargs)
