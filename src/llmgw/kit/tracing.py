@@ -39,11 +39,11 @@ from typing import Any, ParamSpec, TypeVar
 
 from opentelemetry import context as otel_context
 from opentelemetry import trace
-from opentelemetry.propagate import extract, inject
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import ReadableSpan, SpanProcessor, TracerProvider
 from opentelemetry.sdk.trace.export import ConsoleSpanExporter, SpanExporter, SpanExportResult
 from opentelemetry.trace import Span, SpanKind, Status, StatusCode, Tracer
+from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 from prometheus_client import Counter
 
 __all__ = [
@@ -77,6 +77,9 @@ R = TypeVar("R")
 DROPPED = Counter("llmgw_trace_spans_dropped_total", "Spans dropped because the export queue was full")
 EXPORTED = Counter("llmgw_trace_spans_exported_total", "Spans handed to the exporter")
 
+# W3C trace context only (traceparent, tracestate): the default composite propagator also
+# parses baggage, which nothing here reads, on every hop.
+_PROPAGATOR = TraceContextTextMapPropagator()
 _provider: TracerProvider | None = None
 _tracer: Tracer = trace.NoOpTracer()
 
@@ -148,13 +151,13 @@ def carrier_pairs() -> tuple[tuple[str, str], ...]:
     if _provider is None:
         return ()
     carrier: dict[str, str] = {}
-    inject(carrier)
+    _PROPAGATOR.inject(carrier)
     return tuple(carrier.items())
 
 
 def context_from(pairs: Iterable[tuple[str, Any]]) -> otel_context.Context:
     """The remote parent a caller sent (metadata or HTTP headers), as an OpenTelemetry context."""
-    return extract({k.lower(): v for k, v in pairs if isinstance(v, str)})
+    return _PROPAGATOR.extract({k.lower(): v for k, v in pairs if isinstance(v, str)})
 
 
 def current_ids() -> tuple[str, str]:
