@@ -139,7 +139,8 @@ def main() -> None:
           f"hop ({res['grpc echo']['p50'] / base:.2f}x direct on this machine)")
     print(f"100 concurrent identical misses: {calls} provider call(s), {hits} answered from the first one's result")
     print(f"traces on ({args.trace_ratio:.0%} sampled) vs off, p50: "
-          f"miss {res['miss traced']['p50'] / res['miss']['p50']:.3f}x, hit {res['hit traced']['p50'] / res['hit']['p50']:.3f}x (goal: under 1.05x)")
+          f"miss {res['miss traced']['p50'] / res['miss']['p50']:.3f}x, "
+          f"hit {res['hit traced']['p50'] / res['hit']['p50']:.3f}x (goal: under 1.05x)")
 
 
 if __name__ == "__main__":

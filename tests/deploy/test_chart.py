@@ -217,5 +217,5 @@ def test_tracing_points_every_service_at_the_collector_only_when_asked() -> None
         env = on[name]
         assert env["OTEL_EXPORTER_OTLP_ENDPOINT"] == "http://otel-collector.observability:4318", name
         assert (env["OTEL_TRACES_SAMPLER"], env["OTEL_TRACES_SAMPLER_ARG"]) == ("parentbased_traceidratio", "0.1")
-    with pytest.raises(Exception, match="samplerArg|does not match"):
+    with pytest.raises(Exception, match=r"samplerArg|does not match"):
         render({"tracing": {"endpoint": "http://c:4318", "samplerArg": "2"}})
