@@ -219,15 +219,11 @@ class Gateway:
         deadline = time.monotonic() + time_remaining if time_remaining is not None else None
         admitted = _Admitted(request_id, tenant, resolved, started, stream, deadline, time.time(), key_id,
                              tracing.current_context())
-        if admitted.trace is not None:
-            tracing.annotate({"llmgw.tenant": tenant, "llmgw.route": resolved.route or DEFAULT_ROUTE,
-                              "llmgw.prompt": resolved.req.prompt or None,
-                              "llmgw.prompt_version": admitted.prompt_version or None,
-                              "llmgw.stream": stream, "gen_ai.operation.name": "chat"})
-            if self._redactor.trace_input(tenant):  # a tenant's opt-in; the event's redaction applies
-                r = resolved.req
-                text = embedding_text(r.variables, ((m.role, m.text) for m in r.messages))
-                tracing.annotate({"llmgw.input_text": self._redactor.for_tenant(tenant)(text)})
+        if admitted.trace is not None and self._redactor.trace_input(tenant):
+            # A tenant's opt-in; the redaction of its events applies.
+            r = resolved.req
+            text = embedding_text(r.variables, ((m.role, m.text) for m in r.messages))
+            tracing.annotate({"llmgw.input_text": self._redactor.for_tenant(tenant)(text)})
         return admitted
 
     def _resolve(self, tenant: str, req: GatewayRequest) -> _Resolved:
@@ -418,9 +414,10 @@ class Gateway:
         """After the reply: settle the token reservation and store (next loop turn), then the
         metrics and the response event (deferred). A hit from memory has only the latter."""
         ended, at = time.perf_counter(), time.time()
-        if a.trace is not None:
+        if a.trace is not None:  # one call per request: each set on a span takes a lock
             u = completion.usage
-            tracing.annotate({"llmgw.cache_hit": hit, "gen_ai.provider.name": completion.provider,
+            tracing.annotate({**_span_attributes(a), "llmgw.cache_hit": hit,
+                              "gen_ai.provider.name": completion.provider,
                               "gen_ai.response.model": completion.model, "gen_ai.usage.input_tokens": u.input_tokens,
                               "gen_ai.usage.output_tokens": u.output_tokens,
                               "gen_ai.response.finish_reasons": [completion.finish_reason]})
@@ -455,15 +452,17 @@ class Gateway:
             child(TOKENS, *labels, "output").inc(u.output_tokens)
             if u.cost_usd is not None:
                 child(COST, *labels).inc(u.cost_usd)
-        with tracing.after(a.trace, "ingress.publish_events"):
-            self._publish_outcome(a.request_id, a.tenant, a.req, a.prompt_version, a.route, None, a.started,
-                                  completion, hit, ended, at, a.trace_id)
+        # No span of its own: publishing is a local enqueue (the publisher's I/O is batched apart).
+        self._publish_outcome(a.request_id, a.tenant, a.req, a.prompt_version, a.route, None, a.started,
+                              completion, hit, ended, at, a.trace_id)
 
     def _failed(
         self, a: _Admitted, decision: Decision | None, exc: LlmgwError, lookup: LookupResult | None = None,
         *, tokens: int = 0,
     ) -> None:
         """``tokens``: what the failed request still cost (a stream cut after chunks were sent)."""
+        if a.trace is not None:
+            tracing.annotate(_span_attributes(a))
         if (lookup is not None and lookup.leader) or (decision is not None and decision.reservation_id):
             self._soon.call(self._release, decision, lookup, tokens)
         self._bookkeeping.call(self._publish_outcome, a.request_id, a.tenant, a.req, a.prompt_version, a.route,
@@ -572,6 +571,13 @@ class Gateway:
                                 tool_calls=assemble_tool_calls(d for c in chunks for d in c.tool_calls))
         self._finish(a, decision, lookup, completion, tuple(chunks), hit=False)
         yield Reply(rid, completion, a.prompt_version, False, decision.statuses)
+
+
+def _span_attributes(a: _Admitted) -> dict[str, Any]:
+    """The request's own attributes on its server span (the outcome's are added beside them)."""
+    return {"llmgw.tenant": a.tenant, "llmgw.route": a.route or DEFAULT_ROUTE, "llmgw.prompt": a.req.prompt or None,
+            "llmgw.prompt_version": a.prompt_version or None, "llmgw.stream": a.stream,
+            "gen_ai.operation.name": "chat"}
 
 
 def _from_entry(e: CacheEntry) -> Completion:
