@@ -16,7 +16,6 @@ from llmgw.domain import Chunk, Completion, Message, Output, Part, ResponseForma
 from llmgw.kit.errors import InvalidArgument, LlmgwError
 from llmgw.services.ingress.core import Gateway, Reply, remaining_metadata
 from llmgw.services.ingress.dialect import (
-    arguments_object,
     extension,
     image_from_url,
     json_text,
@@ -172,7 +171,7 @@ def parse(body: Mapping[str, Any]) -> tuple[GatewayRequest, bool]:
 
 def _content_out(c: Completion) -> list[dict[str, Any]]:
     blocks: list[dict[str, Any]] = [{"type": "text", "text": c.text}] if c.text or not c.tool_calls else []
-    return blocks + [{"type": "tool_use", "id": t.id, "name": t.name, "input": arguments_object(t.arguments)}
+    return blocks + [{"type": "tool_use", "id": t.id, "name": t.name, "input": t.input}
                      for t in c.tool_calls]
 
 

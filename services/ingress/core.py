@@ -474,10 +474,10 @@ class Gateway:
         if decision is not None and decision.reservation_id:
             self._later(self._limiter.settle(decision.reservation_id, tokens))
 
-    def _sent_tokens(self, a: _Admitted, pieces: list[str]) -> int:
+    def _sent_tokens(self, a: _Admitted, chunks: list[Chunk]) -> int:
         """What a stream cut after chunks were sent cost: the prompt and the text sent (counted
         with the same tokenizer as the reservation). Nothing sent: nothing charged."""
-        return self._prompt_token_count(a) + count_tokens("".join(pieces)) if pieces else 0
+        return self._prompt_token_count(a) + count_tokens("".join(c.sent_text for c in chunks)) if chunks else 0
 
     def authenticate(self, authorization: str | None) -> str:
         """The tenant of a caller's authorization value, or Unauthenticated (listing endpoints)."""
@@ -542,7 +542,6 @@ class Gateway:
             self._finish(a, decision, lookup, completion, (), hit=True)
             yield Reply(rid, completion, a.prompt_version, True, decision.statuses)
             return
-        pieces: list[str] = []  # what was sent, as text (what a cut stream is charged for)
         chunks: list[Chunk] = []
         final: Completion | None = None
         try:
@@ -550,17 +549,16 @@ class Gateway:
                 if chunk.final:
                     final = chunk.completion
                     break
-                pieces.append(chunk.delta + "".join(d.name + d.arguments for d in chunk.tool_calls))
                 chunks.append(chunk)
                 yield chunk
         except LlmgwError as exc:
-            self._failed(a, decision, exc, lookup, tokens=self._sent_tokens(a, pieces))
+            self._failed(a, decision, exc, lookup, tokens=self._sent_tokens(a, chunks))
             raise
         except BaseException:
             # The client went away mid-stream: an aborted stream is never cached, and pays for
             # what it was sent (reading 99 of 100 chunks and leaving is not free).
             self._failed(a, decision, Aborted("stream aborted by the client"), lookup,
-                         tokens=self._sent_tokens(a, pieces))
+                         tokens=self._sent_tokens(a, chunks))
             raise
         if final is None:
             exc2 = Aborted("provider stream ended without a final chunk")

@@ -19,7 +19,7 @@ from llmgw.services.ingress.http import read_json
 from llmgw.services.ingress.request import CacheMode, GatewayRequest
 from llmgw.services.router.config import RouterConfig
 
-__all__ = ["Extension", "Frames", "arguments_object", "extension", "image_from_url", "json_text", "model_ids",
+__all__ = ["Extension", "Frames", "extension", "image_from_url", "json_text", "model_ids",
            "number", "plain_or_parts", "read_body", "reply_extension", "request", "sse", "text_of"]
 
 
@@ -124,16 +124,6 @@ def json_text(value: Any, where: str) -> str:
     if not isinstance(value, dict):
         raise InvalidArgument(where, "must be a JSON object")
     return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
-
-
-def arguments_object(arguments: str) -> Any:
-    """Tool-call arguments as the object Anthropic's ``input`` is (text that is not an object: kept
-    under "arguments", never dropped)."""
-    try:
-        value = json.loads(arguments or "{}")
-    except json.JSONDecodeError:
-        return {"arguments": arguments}
-    return value if isinstance(value, dict) else {"value": value}
 
 
 def image_from_url(url: Any, where: str) -> Part:

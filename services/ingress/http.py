@@ -127,8 +127,8 @@ class HttpFace:
                 return response
             finally:
                 status = response.status if response is not None else 500
-                span.set_attribute("http.response.status_code", status)
-                tracing.end_server_span(span, token, int(status >= 500), str(status), None)
+                tracing.end_server_span(span, token, {"http.response.status_code": status},
+                                        error=str(status) if status >= 500 else "")
 
         self.app.router.add_route(method, path, guarded)
 

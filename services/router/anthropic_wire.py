@@ -16,7 +16,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from llmgw.domain import Message, Output, Part, Sampling, ToolCall, ToolCallDelta
+from llmgw.domain import Message, Output, Part, Sampling, ToolCall, ToolCallDelta, schema_object
 
 __all__ = ["DEFAULT_MAX_TOKENS", "StreamState", "params", "reply_tool_calls"]
 
@@ -38,17 +38,8 @@ def _blocks(m: Message) -> list[dict[str, Any]]:
         return [{"type": "tool_result", "tool_use_id": m.tool_call_id, "content": m.text}]
     blocks: list[dict[str, Any]] = [{"type": "text", "text": m.content}] if m.content else []
     blocks += [{"type": "text", "text": p.text} if p.type == "text" else _image(p) for p in m.parts]
-    blocks += [{"type": "tool_use", "id": c.id, "name": c.name, "input": _object(c.arguments)} for c in m.tool_calls]
+    blocks += [{"type": "tool_use", "id": c.id, "name": c.name, "input": c.input} for c in m.tool_calls]
     return blocks
-
-
-def _object(text: str) -> Any:
-    try:
-        value = json.loads(text) if text else {}
-    except json.JSONDecodeError:
-        # Arguments a model wrote that are not JSON: kept, as a string, rather than dropped.
-        return {"arguments": text}
-    return value if isinstance(value, dict) else {"value": value}
 
 
 def _turns(messages: tuple[Message, ...]) -> list[dict[str, Any]]:
@@ -69,17 +60,13 @@ def _turns(messages: tuple[Message, ...]) -> list[dict[str, Any]]:
     return turns
 
 
-def _schema(text: str) -> dict[str, Any]:
-    return json.loads(text) if text else {"type": "object", "properties": {}}
-
-
 _CHOICE = {"auto": {"type": "auto"}, "none": {"type": "none"}, "required": {"type": "any"}}
 
 
 def _output(o: Output) -> dict[str, Any]:
     params: dict[str, Any] = {}
     if o.tools:
-        params["tools"] = [{"name": t.name, "input_schema": _schema(t.parameters),
+        params["tools"] = [{"name": t.name, "input_schema": schema_object(t.parameters),
                             **({"description": t.description} if t.description else {}),
                             **({"strict": True} if t.strict else {})} for t in o.tools]
     c = o.tool_choice
@@ -87,7 +74,7 @@ def _output(o: Output) -> dict[str, Any]:
         params["tool_choice"] = {"type": "tool", "name": c.name} if c.mode == "tool" else dict(_CHOICE[c.mode])
     f = o.response_format
     if f is not None and f.json:
-        schema = _schema(f.schema) if f.type == "json_schema" else {"type": "object"}
+        schema = schema_object(f.schema) if f.type == "json_schema" else {"type": "object"}
         params["output_config"] = {"format": {"type": "json_schema", "schema": schema}}
     return params
 

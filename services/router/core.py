@@ -28,7 +28,6 @@ from llmgw.domain import (
     RouteCall,
     Sampling,
     ToolCall,
-    ToolCallDelta,
     assemble_tool_calls,
     prompt_text,
 )
@@ -307,9 +306,7 @@ class Router:
         _log.warning("provider_failed", provider=target.provider, model=target.model, kind=exc.kind,
                      error=exc.message)
         if slot.span is not None:
-            slot.span.set_attribute("error.type", exc.kind)
-            slot.span.set_status(tracing.Status(tracing.StatusCode.ERROR, exc.message))
-            slot.span.end()
+            tracing.finish(slot.span, {"error.type": exc.kind}, error=exc.message)
         if exc.kind == "caller":
             raise InvalidArgument("request", exc.message) from exc
 
@@ -318,18 +315,16 @@ class Router:
         self.breaker(slot.target).release(slot.ticket)
         self._settle(slot.reservation, tokens)
         if slot.span is not None:
-            slot.span.set_status(tracing.Status(tracing.StatusCode.ERROR, "cancelled"))
-            slot.span.end()
+            tracing.finish(slot.span, error="cancelled")
 
     def _succeeded(self, slot: _Slot, input_tokens: int, output_tokens: int, attempts: list[Attempt],
                    finish_reason: str = "") -> float:
         target = slot.target
         ms = slot.ms
         if slot.span is not None:
-            slot.span.set_attributes({"gen_ai.response.model": target.model, "gen_ai.usage.input_tokens": input_tokens,
-                                      "gen_ai.usage.output_tokens": output_tokens,
-                                      "gen_ai.response.finish_reasons": [finish_reason] if finish_reason else []})
-            slot.span.end()
+            tracing.finish(slot.span, {"gen_ai.response.model": target.model, "gen_ai.usage.input_tokens": input_tokens,
+                                       "gen_ai.usage.output_tokens": output_tokens,
+                                       "gen_ai.response.finish_reasons": [finish_reason] if finish_reason else []})
         self._settle(slot.reservation, input_tokens + output_tokens)
         self.breaker(target).record(slot.ticket, ok=True)
         PROVIDER_LATENCY.labels(target.provider, target.model).observe(ms / 1000)
@@ -554,19 +549,18 @@ class Router:
     async def _relay(self, plan: _Plan, index: int, opened: _Open, attempts: list[Attempt]) -> AsyncIterator[Chunk]:
         slot, pieces, piece = opened.slot, opened.pieces, opened.first
         target = slot.target
-        sent: list[str] = []
-        calls: list[ToolCallDelta] = []
+        sent: list[Chunk] = []
         loop = asyncio.get_running_loop()
 
         def used() -> int:  # what a cut-off stream still cost: the prompt and the text sent
-            return slot.prompt_tokens + (count_tokens("".join(sent)) if sent else 0)
+            return slot.prompt_tokens + (count_tokens("".join(c.sent_text for c in sent)) if sent else 0)
 
         try:
             while not piece.done:
                 if piece.delta or piece.tool_calls:
-                    sent.append(piece.delta + "".join(d.name + d.arguments for d in piece.tool_calls))
-                    calls += piece.tool_calls
-                    yield Chunk(delta=piece.delta, tool_calls=piece.tool_calls)
+                    chunk = Chunk(delta=piece.delta, tool_calls=piece.tool_calls)
+                    sent.append(chunk)
+                    yield chunk
                 try:
                     async with asyncio.timeout(max(0.0, opened.ends_at - loop.time())):
                         piece = await anext(pieces)
@@ -589,7 +583,8 @@ class Router:
             await _close(pieces)
         self._succeeded(slot, piece.input_tokens, piece.output_tokens, attempts, piece.finish_reason)
         completion = self._completion(plan, index, "", piece.input_tokens, piece.output_tokens,
-                                      piece.finish_reason, attempts, assemble_tool_calls(calls))
+                                      piece.finish_reason, attempts,
+                                      assemble_tool_calls(d for c in sent for d in c.tool_calls))
         yield Chunk(delta="", final=True, completion=completion)
 
 

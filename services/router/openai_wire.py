@@ -7,10 +7,9 @@ translated once in each.
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
-from llmgw.domain import Message, Output, Part, Sampling, ToolCall, ToolCallDelta
+from llmgw.domain import Message, Output, Part, Sampling, ToolCall, ToolCallDelta, schema_object
 
 __all__ = ["params", "reply_tool_calls", "stream_deltas"]
 
@@ -38,16 +37,12 @@ def _message(m: Message) -> dict[str, Any]:
     return out
 
 
-def _schema(text: str) -> dict[str, Any]:
-    return json.loads(text) if text else {"type": "object", "properties": {}}
-
-
 def _output(o: Output) -> dict[str, Any]:
     params: dict[str, Any] = {}
     if o.tools:
         params["tools"] = [
             {"type": "function", "function": {
-                "name": t.name, "parameters": _schema(t.parameters),
+                "name": t.name, "parameters": schema_object(t.parameters),
                 **({"description": t.description} if t.description else {}),
                 **({"strict": True} if t.strict else {})}}
             for t in o.tools
@@ -58,7 +53,7 @@ def _output(o: Output) -> dict[str, Any]:
     f = o.response_format
     if f is not None and f.type == "json_schema":
         params["response_format"] = {"type": "json_schema", "json_schema": {
-            "name": f.name or "response", "schema": _schema(f.schema), **({"strict": True} if f.strict else {})}}
+            "name": f.name or "response", "schema": schema_object(f.schema), **({"strict": True} if f.strict else {})}}
     elif f is not None:
         params["response_format"] = {"type": f.type}
     return params

@@ -3,6 +3,7 @@ without a server, and ``llmgw.convert`` is the one place that maps these to and 
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -31,6 +32,7 @@ __all__ = [
     "Usage",
     "assemble_tool_calls",
     "prompt_text",
+    "schema_object",
 ]
 
 
@@ -58,6 +60,16 @@ class ToolCall:
     id: str
     name: str
     arguments: str  # a JSON object, as text (OpenAI's form; Anthropic's ``input`` is dumped to it)
+
+    @property
+    def input(self) -> dict[str, Any]:
+        """The arguments as the object Anthropic's ``input`` is: text that is not a JSON object
+        (a model can write anything) is kept, under "arguments" or "value", never dropped."""
+        try:
+            value = json.loads(self.arguments or "{}")
+        except json.JSONDecodeError:
+            return {"arguments": self.arguments}
+        return value if isinstance(value, dict) else {"value": value}
 
 
 @dataclass(frozen=True, slots=True)
@@ -162,6 +174,11 @@ class Sampling:
         )
 
 
+def schema_object(text: str) -> dict[str, Any]:
+    """A JSON schema from its canonical text (tool parameters, a response format); "" is any object."""
+    return json.loads(text) if text else {"type": "object", "properties": {}}
+
+
 def prompt_text(system: str, messages: Iterable[Message], output: Output) -> str:
     """All a prompt sends that a tokenizer should count: system, message texts, tool calls and
     results, tool schemas and a response schema (images are not counted: providers price them apart)."""
@@ -216,6 +233,11 @@ class Chunk:
     final: bool = False
     completion: Completion | None = None
     tool_calls: tuple[ToolCallDelta, ...] = ()
+
+    @property
+    def sent_text(self) -> str:
+        """What this chunk sent the caller, as text: what a stream cut after it is charged for."""
+        return self.delta + "".join(d.name + d.arguments for d in self.tool_calls)
 
 
 @dataclass(frozen=True, slots=True)

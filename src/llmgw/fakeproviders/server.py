@@ -66,6 +66,25 @@ def _text(content: Any) -> str:
     return "".join(part.get("text", "") for part in content or [] if isinstance(part, dict))
 
 
+_ANSWERS = {"openai": openai_answer, "anthropic": anthropic_answer}
+
+
+def _answer(state: FakeProviders, provider: str, body: dict[str, Any], last_user: str,
+            conversation: Callable[[], tuple[str, list[dict[str, Any]]]]) -> Answer:
+    """A fixed reply (a fault) first, then a scripted responder (given ``conversation()``: the
+    system prompt and the messages), else the API's deterministic answer, which raises Refused
+    where the real API answers 400."""
+    model = str(body.get("model", ""))
+    fixed = state.faults[provider].reply
+    text = reply_for(provider, model, last_user, fixed)
+    if fixed is not None:
+        return Answer(text)
+    if state.responder is not None:
+        system, messages = conversation()
+        return Answer(state.responder(provider, model, system, messages))
+    return _ANSWERS[provider](body, model, text)
+
+
 def _chunks(text: str) -> list[str]:
     words = text.split(" ")
     return [w if i == 0 else " " + w for i, w in enumerate(words)]
@@ -176,16 +195,12 @@ async def openai_chat(request: web.Request) -> web.StreamResponse:
     if not messages:
         return _openai_error(400)
     last_user = next((_text(m.get("content")) for m in reversed(messages) if m.get("role") == "user"), "")
-    text = reply_for("openai", model, last_user, state.faults["openai"].reply)
-    answer = Answer(text)
-    if state.responder is not None and state.faults["openai"].reply is None:
-        system = "".join(str(m.get("content", "")) for m in messages if m.get("role") == "system")
-        answer = Answer(state.responder("openai", model, system, [m for m in messages if m.get("role") != "system"]))
-    elif state.faults["openai"].reply is None:
-        try:
-            answer = openai_answer(body, model, text)
-        except Refused as exc:
-            return _openai_error(400, message=str(exc))
+    try:
+        answer = _answer(state, "openai", body, last_user, lambda: (
+            "".join(str(m.get("content", "")) for m in messages if m.get("role") == "system"),
+            [m for m in messages if m.get("role") != "system"]))
+    except Refused as exc:
+        return _openai_error(400, message=str(exc))
     text = answer.text
     max_tokens = body.get("max_completion_tokens") or body.get("max_tokens")
     finish = "tool_calls" if answer.tool_calls else "stop"
@@ -244,17 +259,12 @@ async def anthropic_messages(request: web.Request) -> web.StreamResponse:
         return _anthropic_error(400)
 
     last_user = next((_text(m.get("content", "")) for m in reversed(messages) if m.get("role") == "user"), "")
-    text = reply_for("anthropic", model, last_user, state.faults["anthropic"].reply)
-    answer = Answer(text)
-    if state.responder is not None and state.faults["anthropic"].reply is None:
-        answer = Answer(state.responder(
-            "anthropic", model, _text(body.get("system") or ""),
+    try:
+        answer = _answer(state, "anthropic", body, last_user, lambda: (
+            _text(body.get("system") or ""),
             [{"role": m.get("role"), "content": _text(m.get("content", ""))} for m in messages]))
-    elif state.faults["anthropic"].reply is None:
-        try:
-            answer = anthropic_answer(body, model, text)
-        except Refused as exc:
-            return _anthropic_error(400, message=str(exc))
+    except Refused as exc:
+        return _anthropic_error(400, message=str(exc))
     text = answer.text
     stop = "tool_use" if answer.tool_calls else "end_turn"
     if count_tokens(text) > body["max_tokens"]:

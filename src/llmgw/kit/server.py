@@ -190,10 +190,11 @@ class _Scope:
         _REQUEST_ID.set(rid)
         structlog.contextvars.bind_contextvars(request_id=rid)
         if tracing.enabled():
+            name = self._full.lstrip("/") or self._method  # package.Service/Method, as RPC spans are named
             self._span, self._token = tracing.server_span(
-                self._full.lstrip("/") or self._method, self._context.invocation_metadata() or (),
-                {"rpc.system": "grpc", "rpc.service": self._full.lstrip("/").rsplit("/", 1)[0],
-                 "rpc.method": self._method, "llmgw.request_id": rid})
+                name, self._context.invocation_metadata() or (),
+                {"rpc.system": "grpc", "rpc.service": name.rsplit("/", 1)[0], "rpc.method": self._method,
+                 "llmgw.request_id": rid})
         if _REPLACED.get():  # logged inside the span: the line carries the request's trace id
             _log.info("request_id_replaced", request_id=rid, reason="not 1-128 of [A-Za-z0-9._:/+=@-]")
 
@@ -212,7 +213,8 @@ class _Scope:
                 await self._context.abort(code, f"internal error (request id {_REQUEST_ID.get()})")
         finally:
             if self._span is not None:
-                tracing.end_server_span(self._span, self._token, code.value[0], code.name, exc)
+                tracing.end_server_span(self._span, self._token, {"rpc.grpc.status_code": code.value[0]},
+                                        error="" if code == grpc.StatusCode.OK else code.name, exc=exc)
             child(RPC_HANDLED, self._service, self._method, code.name).inc()
             child(RPC_LATENCY, self._service, self._method).observe(time.perf_counter() - self._start)
 

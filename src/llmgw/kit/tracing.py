@@ -61,12 +61,10 @@ __all__ = [
     "enabled",
     "end_server_span",
     "event",
-    "failed",
-    "link_parent",
+    "finish",
     "server_span",
     "setup",
     "shutdown",
-    "span",
     "trace_id_of",
     "traced",
     "tracer",
@@ -141,11 +139,6 @@ def shutdown() -> None:
     _provider, _tracer = None, trace.NoOpTracer()
 
 
-def span(name: str, *, kind: SpanKind = SpanKind.INTERNAL, attributes: Mapping[str, Any] | None = None) -> Any:
-    """A child span of the current one (a context manager); a no-op when traces are off."""
-    return _tracer.start_as_current_span(name, kind=kind, attributes=attributes)
-
-
 def carrier_pairs() -> tuple[tuple[str, str], ...]:
     """``traceparent`` (and ``tracestate``) of the current span, as gRPC metadata pairs."""
     if _provider is None:
@@ -168,14 +161,6 @@ def current_ids() -> tuple[str, str]:
     return format(ctx.trace_id, "032x"), format(ctx.span_id, "016x")
 
 
-def link_parent(parent: trace.SpanContext | None) -> otel_context.Context | None:
-    """A context whose parent is ``parent`` (a span that may have ended): for work done after a
-    reply, so it still joins the request's trace."""
-    if parent is None or not parent.is_valid:
-        return None
-    return trace.set_span_in_context(trace.NonRecordingSpan(parent))
-
-
 def server_span(name: str, carrier: Iterable[tuple[str, Any]], attributes: Mapping[str, Any]
                 ) -> tuple[Span, object]:
     """Start a request's server span under the caller's context and make it current; returns
@@ -184,13 +169,22 @@ def server_span(name: str, carrier: Iterable[tuple[str, Any]], attributes: Mappi
     return s, otel_context.attach(trace.set_span_in_context(s))
 
 
-def end_server_span(s: Span, token: object, code: int, code_name: str, exc: BaseException | None) -> None:
-    s.set_attribute("rpc.grpc.status_code", code)
-    if code:
-        s.set_status(Status(StatusCode.ERROR, code_name))
+def finish(s: Span, attributes: Mapping[str, Any] | None = None, *, error: str = "",
+           exc: BaseException | None = None) -> None:
+    """End a span with its outcome: attributes, and an error status when ``error`` says why."""
+    if attributes:
+        s.set_attributes(attributes)
+    if error:
+        s.set_status(Status(StatusCode.ERROR, error))
         if exc is not None:
             s.record_exception(exc)
     s.end()
+
+
+def end_server_span(s: Span, token: object, attributes: Mapping[str, Any], *, error: str = "",
+                    exc: BaseException | None = None) -> None:
+    """``finish`` a span from ``server_span`` and restore the context it replaced."""
+    finish(s, attributes, error=error, exc=exc)
     otel_context.detach(token)  # type: ignore[arg-type]
 
 
@@ -207,10 +201,11 @@ def trace_id_of(ctx: trace.SpanContext | None) -> str:
 
 
 def after(parent: trace.SpanContext | None, name: str) -> Any:
-    """A span for work done after the reply (settle, store, events), in the request's trace."""
+    """A span for work done after the reply (settle, store), in the request's trace: its parent is
+    the request's span, which may have ended by then."""
     if _provider is None or parent is None:
         return contextlib.nullcontext()
-    return _tracer.start_as_current_span(name, context=link_parent(parent))
+    return _tracer.start_as_current_span(name, context=trace.set_span_in_context(trace.NonRecordingSpan(parent)))
 
 
 def annotate(attributes: Mapping[str, Any]) -> None:
@@ -244,11 +239,6 @@ def traced(name: str, kind: SpanKind = SpanKind.INTERNAL, *, unless_under: str =
         return wrapper
 
     return decorate
-
-
-def failed(s: Span, exc: BaseException) -> None:
-    s.set_status(Status(StatusCode.ERROR, type(exc).__name__))
-    s.record_exception(exc)
 
 
 class BoundedSpanQueue(SpanProcessor):
