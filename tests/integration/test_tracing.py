@@ -164,6 +164,8 @@ async def test_http_continues_the_callers_trace_into_the_events(
     spans = await _trace(stack, exporter, "POST /v1/chat/completions")
     (root,) = _named(spans, "POST /v1/chat/completions")
     assert format(root.context.trace_id, "032x") == trace_id and root.parent is not None
+    assert root.attributes is not None and root.attributes["http.response.status_code"] == 200
+    assert "rpc.grpc.status_code" not in root.attributes  # an HTTP span says HTTP's status
     assert format(root.parent.span_id, "016x") == parent
     (attempt,) = _named(spans, "chat gpt-4o-mini")
     assert [e.name for e in attempt.events] == ["gen_ai.first_token"]
