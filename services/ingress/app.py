@@ -12,6 +12,9 @@ from pydantic import SecretStr
 from redis.exceptions import RedisError
 
 from llmgw.gateway.v1 import gateway_pb2_grpc
+from llmgw.keys.ledger import SpendLedger
+from llmgw.keys.ring import KeyFollower, parse_bootstrap
+from llmgw.keys.store import RedisKeyStore
 from llmgw.kit.client import GrpcClient
 from llmgw.kit.health import peer_serving
 from llmgw.kit.kafka import DiscardingSink, KafkaPublisher, KafkaSecurity
@@ -28,16 +31,16 @@ from llmgw.services.cache.app import start_core as start_cache_core
 from llmgw.services.cache.server import CacheClient
 from llmgw.services.cache.settings import CacheSettings
 from llmgw.services.ingress.anthropic_http import add_anthropic_routes
-from llmgw.services.ingress.auth import ApiKeys
 from llmgw.services.ingress.core import Gateway
 from llmgw.services.ingress.http import OPENAPI, HttpFace
 from llmgw.services.ingress.openai_http import add_openai_routes
 from llmgw.services.ingress.server import SERVICE_NAME, GatewayServicer
 from llmgw.services.ingress.settings import IngressSettings
+from llmgw.services.ingress.spend import SpendGuard
 from llmgw.services.limiter.app import start_core as start_limiter_core
 from llmgw.services.limiter.server import LimiterClient
 from llmgw.services.limiter.settings import LimiterSettings
-from llmgw.services.router.config import load_router_config
+from llmgw.services.router.config import Price, RouterConfig, load_router_config
 from llmgw.services.router.server import RouterClient
 
 __all__ = ["build"]
@@ -71,6 +74,33 @@ async def _follow_labels(settings: IngressSettings, registry: Registry) -> Calla
 
 async def _nothing() -> None:
     return None
+
+
+async def _keys(settings: IngressSettings, routes: RouterConfig | None) -> tuple[KeyFollower, SpendGuard, Stop]:
+    """The key ring (bootstrap keys, the key file, the store; followed live) and the spend
+    guard on the same Redis; returns their stop."""
+    redis = connect(settings.keys_redis_url, settings.keys_redis_password) if settings.keys_redis_url else None
+    follower = KeyFollower(
+        bootstrap=parse_bootstrap(settings.api_keys.get_secret_value()),
+        store=RedisKeyStore(redis, settings.keys_prefix) if redis is not None else None,
+        key_file=settings.keys_file, poll_s=settings.keys_poll_s,
+    )
+    await follower.start()
+    unpriced = None
+    if settings.unpriced_input_usd_per_mtok is not None or settings.unpriced_output_usd_per_mtok is not None:
+        unpriced = Price(input=settings.unpriced_input_usd_per_mtok or 0.0,
+                         output=settings.unpriced_output_usd_per_mtok or 0.0)
+    ledger = SpendLedger(redis, prefix=settings.spend_prefix) if redis is not None else None
+    guard = SpendGuard(ledger, routes, unpriced=unpriced, timeout_s=settings.spend_timeout_s)
+    task = asyncio.get_running_loop().create_task(follower.run(), name="keys")
+
+    async def stop() -> None:
+        task.cancel()
+        await asyncio.wait({task}, timeout=1.0)
+        if redis is not None:
+            await redis.aclose()
+
+    return follower, guard, stop
 
 
 Stop = Callable[[], Awaitable[None]]
@@ -162,13 +192,15 @@ async def build(settings: IngressSettings, *, limiter_settings: LimiterSettings 
     registry = Registry.load(settings.prompts_dir)
     stop_labels = await _follow_labels(settings, registry)
     routes = load_router_config(settings.routes_file) if settings.routes_file else None
+    follower, spend, stop_keys = await _keys(settings, routes)
     core = Gateway(
         limiter=limiter,
         cache=cache,
         router=router,
         events=events,
         registry=registry,
-        api_keys=ApiKeys.parse(settings.api_keys.get_secret_value()),
+        keys=lambda: follower.current,
+        spend=spend,
         redactor=Redactor(load_redaction(settings.redaction_file)),
         default_label=settings.default_label,
         default_max_tokens=settings.default_max_tokens,
@@ -200,6 +232,7 @@ async def build(settings: IngressSettings, *, limiter_settings: LimiterSettings 
             await face.stop()
         await stop_labels()
         await core.drain()
+        await stop_keys()
         await publisher.stop()
         for stop in [*peers.stops, router.close]:
             await stop()

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Coroutine
+from collections.abc import AsyncIterator, Callable, Coroutine
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -27,6 +27,8 @@ from llmgw.domain import (
     prompt_text,
 )
 from llmgw.inputs import embedding_text
+from llmgw.keys.ledger import Hold
+from llmgw.keys.ring import Identity, KeyRing
 from llmgw.kit import tracing
 from llmgw.kit.errors import Aborted, InvalidArgument, LlmgwError, RateLimited
 from llmgw.kit.ids import new_request_id
@@ -39,10 +41,11 @@ from llmgw.kit.tasks import Background, Deferred
 from llmgw.kit.tokens import count_tokens
 from llmgw.ports import CachePort, EventSink, LimiterPort, RouterPort
 from llmgw.prompts import PromptVersion, Registry
-from llmgw.services.ingress.auth import ApiKeys
+from llmgw.services.ingress.auth import check_scopes
 from llmgw.services.ingress.effective import effective_sampling, route_for, route_name
 from llmgw.services.ingress.events import request_event, response_event
 from llmgw.services.ingress.request import CacheMode, GatewayRequest
+from llmgw.services.ingress.spend import SpendGuard
 from llmgw.services.router.config import RouterConfig
 
 __all__ = ["Gateway", "Reply", "remaining_metadata"]
@@ -86,17 +89,26 @@ class _Resolved:
     prompt_tokens: int | None = None
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class _Admitted:
     request_id: str
-    tenant: str
+    identity: Identity
     resolved: _Resolved
     started: float
     stream: bool
     deadline: float | None = None
     at: float = 0.0  # wall clock at admission (the request event's time)
-    key_id: str = ""
     trace: Any = None  # the request's span context (traces on): after-reply work joins its trace
+    # The worst case reserved against the key's and tenant's budgets (a miss under a budget).
+    hold: Hold | None = None
+
+    @property
+    def tenant(self) -> str:
+        return self.identity.tenant
+
+    @property
+    def key_id(self) -> str:
+        return self.identity.key_id
 
     @property
     def trace_id(self) -> str:
@@ -153,7 +165,7 @@ class Gateway:
         router: RouterPort,
         events: EventSink,
         registry: Registry,
-        api_keys: ApiKeys,
+        keys: Callable[[], KeyRing],
         redactor: Redactor | None = None,
         default_label: str = "production",
         default_max_tokens: int = 512,
@@ -162,6 +174,7 @@ class Gateway:
         memo_entries: int = 1024,
         bookkeeping_delay_s: float = 0.002,
         routes: RouterConfig | None = None,
+        spend: SpendGuard | None = None,
     ) -> None:
         # The router's routes (the same file): what really runs, for the cache key.
         self._routes = routes
@@ -170,7 +183,9 @@ class Gateway:
         self._router = router
         self._events = events
         self._registry = registry
-        self._keys = api_keys
+        # The ring in force (a store change swaps it whole): read once per request.
+        self._keys = keys
+        self._spend = spend or SpendGuard(None, routes)
         self._redactor = redactor or Redactor()
         self._default_label = default_label
         self._default_max_tokens = default_max_tokens
@@ -207,17 +222,20 @@ class Gateway:
         time_remaining: float | None = None,
     ) -> _Admitted:
         started = time.perf_counter()
-        tenant = key_id = ""
+        identity = _ANONYMOUS
         try:
-            tenant, key_id = self._keys.identify(authorization)
+            identity = self._keys().identify(authorization)
+            tenant = identity.tenant
             resolved = self._resolve(tenant, req)
+            check_scopes(identity, route=route_name(resolved.route, self._routes) or DEFAULT_ROUTE,
+                         prompt=resolved.req.prompt, routes=self._routes)
         except LlmgwError as exc:
-            self._bookkeeping.call(self._publish_outcome, request_id, tenant, req, "", req.route, exc, started,
+            self._bookkeeping.call(self._publish_outcome, request_id, identity, req, "", req.route, exc, started,
                                    None, False, time.perf_counter(), time.time(),
                                    tracing.trace_id_of(tracing.current_context()))
             raise
         deadline = time.monotonic() + time_remaining if time_remaining is not None else None
-        admitted = _Admitted(request_id, tenant, resolved, started, stream, deadline, time.time(), key_id,
+        admitted = _Admitted(request_id, identity, resolved, started, stream, deadline, time.time(),
                              tracing.current_context())
         if admitted.trace is not None and self._redactor.trace_input(tenant):
             # A tenant's opt-in; the redaction of its events applies.
@@ -272,7 +290,7 @@ class Gateway:
             request_event(a.req, request_id=a.request_id, tenant=a.tenant, at=a.at,
                           prompt_version=a.prompt_version, route=a.route, stream=a.stream,
                           redact=self._redactor.for_tenant(a.tenant),
-                          raw_input=self._redactor.raw_input(a.tenant), trace_id=a.trace_id),
+                          raw_input=self._redactor.raw_input(a.tenant), trace_id=a.trace_id, key_id=a.key_id),
         )
 
     def _estimate(self, a: _Admitted) -> int:
@@ -303,6 +321,26 @@ class Gateway:
             if self._limiter_fail_open:
                 return Decision(allowed=True)
             raise
+
+    async def _reserve_budget(self, a: _Admitted) -> None:
+        """A miss under a budget reserves its worst case before the provider call (a hit costs
+        nothing and reserves nothing). Shielded like the limiter check: a request cancelled
+        meanwhile gives the reservation back instead of leaving it charged."""
+        if not a.identity.budgets:
+            return
+        route = route_name(a.route, self._routes) or DEFAULT_ROUTE
+        max_tokens = a.key.sampling.max_tokens or self._default_max_tokens
+        reserving = asyncio.ensure_future(self._spend.reserve(a.identity, route, self._prompt_token_count(a),
+                                                              max_tokens))
+        try:
+            a.hold = await asyncio.shield(reserving)
+        except asyncio.CancelledError:
+            reserving.add_done_callback(lambda done: self._unreserve(a, done))
+            raise
+
+    def _unreserve(self, a: _Admitted, done: asyncio.Future[Hold | None]) -> None:
+        if not done.cancelled() and done.exception() is None and (hold := done.result()) is not None:
+            self._later(self._spend.settle(a.identity, hold, 0))
 
     async def _lookup(self, a: _Admitted) -> LookupResult:
         read = a.req.cache_mode == CacheMode.DEFAULT
@@ -387,11 +425,13 @@ class Gateway:
             return LookupResult(key=first.key, cacheable=first.cacheable)
 
     def _publish_outcome(
-        self, request_id: str, tenant: str, req: GatewayRequest, prompt_version: str, route: str,
+        self, request_id: str, identity: Identity, req: GatewayRequest, prompt_version: str, route: str,
         exc: LlmgwError | None, started: float, completion: Completion | None, cache_hit: bool,
-        ended: float, at: float, trace_id: str = "",
+        ended: float, at: float, trace_id: str = "", charged: int = 0,
     ) -> None:
-        """``ended``: perf_counter when the reply left; ``at``: the wall clock then."""
+        """``ended``: perf_counter when the reply left; ``at``: the wall clock then; ``charged``:
+        the request's charge (nano-USD), as the spend ledger got it."""
+        tenant = identity.tenant
         status = exc.code.name if exc else "OK"
         child(REQUESTS, tenant, status, "hit" if cache_hit else "miss").inc()
         c = completion
@@ -405,7 +445,8 @@ class Gateway:
                 error=exc.message if exc else "", usage=c.usage if c else None, cache_hit=cache_hit,
                 attempts=c.attempts if c else tuple(getattr(exc, "attempts", ()) or ()),
                 finish_reason=c.finish_reason if c else "", tool_calls=c.tool_calls if c else (),
-                redact=self._redactor.for_tenant(tenant), trace_id=trace_id,
+                redact=self._redactor.for_tenant(tenant), trace_id=trace_id, key_id=identity.key_id,
+                charged_nanousd=charged,
             ),
         )
 
@@ -421,17 +462,20 @@ class Gateway:
                               "gen_ai.response.model": completion.model, "gen_ai.usage.input_tokens": u.input_tokens,
                               "gen_ai.usage.output_tokens": u.output_tokens,
                               "gen_ai.response.finish_reasons": [completion.finish_reason]})
+        charged = self._spend.charge(completion, hit=hit, reserved=a.hold.amount if a.hold else 0)
         if decision.reservation_id or lookup.leader or not hit:
-            self._soon.call(self._settle_and_store, a, decision, lookup, completion, chunks, hit)
-        self._bookkeeping.call(self._account, a, completion, hit, ended, at)
+            self._soon.call(self._settle_and_store, a, decision, lookup, completion, chunks, hit, charged)
+        self._bookkeeping.call(self._account, a, completion, hit, ended, at, charged)
 
     def _settle_and_store(self, a: _Admitted, decision: Decision, lookup: LookupResult, completion: Completion,
-                          chunks: tuple[Chunk, ...], hit: bool) -> None:
+                          chunks: tuple[Chunk, ...], hit: bool, charged: int) -> None:
         with tracing.after(a.trace, "ingress.settle_and_store"):
-            self._settle_and_store_now(a, decision, lookup, completion, chunks, hit)
+            self._settle_and_store_now(a, decision, lookup, completion, chunks, hit, charged)
 
     def _settle_and_store_now(self, a: _Admitted, decision: Decision, lookup: LookupResult, completion: Completion,
-                              chunks: tuple[Chunk, ...], hit: bool) -> None:
+                              chunks: tuple[Chunk, ...], hit: bool, charged: int) -> None:
+        if a.hold is not None or (charged and self._spend.enabled):
+            self._later(self._spend.settle(a.identity, a.hold, charged))
         if decision.reservation_id:
             self._later(self._limiter.settle(decision.reservation_id, 0 if hit else completion.usage.total_tokens))
         if (not hit and lookup.cacheable and lookup.key and a.req.cache_mode != CacheMode.BYPASS
@@ -445,7 +489,8 @@ class Gateway:
             # Waiters stop waiting for an entry that won't come.
             self._later(self._cache.release(lookup.key, lookup.lock_token))
 
-    def _account(self, a: _Admitted, completion: Completion, hit: bool, ended: float, at: float) -> None:
+    def _account(self, a: _Admitted, completion: Completion, hit: bool, ended: float, at: float,
+                 charged: int) -> None:
         if not hit:
             u, labels = completion.usage, (a.tenant, completion.provider, completion.model)
             child(TOKENS, *labels, "input").inc(u.input_tokens)
@@ -453,20 +498,25 @@ class Gateway:
             if u.cost_usd is not None:
                 child(COST, *labels).inc(u.cost_usd)
         # No span of its own: publishing is a local enqueue (the publisher's I/O is batched apart).
-        self._publish_outcome(a.request_id, a.tenant, a.req, a.prompt_version, a.route, None, a.started,
-                              completion, hit, ended, at, a.trace_id)
+        self._publish_outcome(a.request_id, a.identity, a.req, a.prompt_version, a.route, None, a.started,
+                              completion, hit, ended, at, a.trace_id, charged)
 
     def _failed(
         self, a: _Admitted, decision: Decision | None, exc: LlmgwError, lookup: LookupResult | None = None,
-        *, tokens: int = 0,
+        *, sent: tuple[int, int] = (0, 0),
     ) -> None:
-        """``tokens``: what the failed request still cost (a stream cut after chunks were sent)."""
+        """``sent``: the (input, output) tokens a failed request still cost (a stream cut after
+        chunks were sent)."""
         if a.trace is not None:
             tracing.annotate(_span_attributes(a))
+        tokens = sum(sent)
+        charged = self._spend.partial(route_name(a.route, self._routes) or DEFAULT_ROUTE, *sent) if tokens else 0
         if (lookup is not None and lookup.leader) or (decision is not None and decision.reservation_id):
             self._soon.call(self._release, decision, lookup, tokens)
-        self._bookkeeping.call(self._publish_outcome, a.request_id, a.tenant, a.req, a.prompt_version, a.route,
-                               exc, a.started, None, False, time.perf_counter(), time.time(), a.trace_id)
+        if a.hold is not None or (charged and self._spend.enabled):
+            self._later(self._spend.settle(a.identity, a.hold, charged))
+        self._bookkeeping.call(self._publish_outcome, a.request_id, a.identity, a.req, a.prompt_version, a.route,
+                               exc, a.started, None, False, time.perf_counter(), time.time(), a.trace_id, charged)
 
     def _release(self, decision: Decision | None, lookup: LookupResult | None, tokens: int = 0) -> None:
         if lookup is not None and lookup.leader:
@@ -474,21 +524,24 @@ class Gateway:
         if decision is not None and decision.reservation_id:
             self._later(self._limiter.settle(decision.reservation_id, tokens))
 
-    def _sent_tokens(self, a: _Admitted, chunks: list[Chunk]) -> int:
-        """What a stream cut after chunks were sent cost: the prompt and the text sent (counted
-        with the same tokenizer as the reservation). Nothing sent: nothing charged."""
-        return self._prompt_token_count(a) + count_tokens("".join(c.sent_text for c in chunks)) if chunks else 0
+    def _sent_tokens(self, a: _Admitted, chunks: list[Chunk]) -> tuple[int, int]:
+        """What a stream cut after chunks were sent cost, as (input, output) tokens: the prompt
+        and the text sent (counted with the same tokenizer as the reservation). Nothing sent:
+        nothing charged."""
+        if not chunks:
+            return 0, 0
+        return self._prompt_token_count(a), count_tokens("".join(c.sent_text for c in chunks))
 
-    def authenticate(self, authorization: str | None) -> str:
-        """The tenant of a caller's authorization value, or Unauthenticated (listing endpoints)."""
-        return self._keys.identify(authorization)[0]
+    def authenticate(self, authorization: str | None) -> Identity:
+        """Who a caller's authorization value is, or Unauthenticated (listing endpoints)."""
+        return self._keys().identify(authorization)
 
     def refused(self, request_id: str, exc: LlmgwError) -> None:
         """A request refused before it was read (its size): the response event says so and
         carries none of its fields, so nothing in it can make an event the broker refuses."""
         now = time.perf_counter()
-        self._bookkeeping.call(self._publish_outcome, request_id, "", GatewayRequest(), "", "", exc, now, None,
-                               False, now, time.time())
+        self._bookkeeping.call(self._publish_outcome, request_id, _ANONYMOUS, GatewayRequest(), "", "", exc, now,
+                               None, False, now, time.time())
 
     # ---- the two entry points ----
 
@@ -508,6 +561,7 @@ class Gateway:
                 completion = _from_entry(lookup.entry)
                 self._finish(a, decision, lookup, completion, (), hit=True)
                 return Reply(rid, completion, a.prompt_version, True, decision.statuses)
+            await self._reserve_budget(a)
             completion = await self._router.route(a.call())
         except LlmgwError as exc:
             self._failed(a, decision, exc, lookup)
@@ -545,6 +599,7 @@ class Gateway:
         chunks: list[Chunk] = []
         final: Completion | None = None
         try:
+            await self._reserve_budget(a)
             async for chunk in self._router.stream(a.call()):
                 if chunk.final:
                     final = chunk.completion
@@ -552,23 +607,27 @@ class Gateway:
                 chunks.append(chunk)
                 yield chunk
         except LlmgwError as exc:
-            self._failed(a, decision, exc, lookup, tokens=self._sent_tokens(a, chunks))
+            self._failed(a, decision, exc, lookup, sent=self._sent_tokens(a, chunks))
             raise
         except BaseException:
             # The client went away mid-stream: an aborted stream is never cached, and pays for
             # what it was sent (reading 99 of 100 chunks and leaving is not free).
             self._failed(a, decision, Aborted("stream aborted by the client"), lookup,
-                         tokens=self._sent_tokens(a, chunks))
+                         sent=self._sent_tokens(a, chunks))
             raise
         if final is None:
             exc2 = Aborted("provider stream ended without a final chunk")
-            self._failed(a, decision, exc2, lookup)
+            self._failed(a, decision, exc2, lookup, sent=self._sent_tokens(a, chunks))
             raise exc2
         completion = Completion(text="".join(c.delta for c in chunks), provider=final.provider, model=final.model,
                                 usage=final.usage, attempts=final.attempts, finish_reason=final.finish_reason,
                                 tool_calls=assemble_tool_calls(d for c in chunks for d in c.tool_calls))
         self._finish(a, decision, lookup, completion, tuple(chunks), hit=False)
         yield Reply(rid, completion, a.prompt_version, False, decision.statuses)
+
+
+# Who a request is before its key is known (refused before or at authentication).
+_ANONYMOUS = Identity("", "")
 
 
 def _span_attributes(a: _Admitted) -> dict[str, Any]:

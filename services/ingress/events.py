@@ -27,7 +27,8 @@ MAX_EVENT_BYTES = 900 * 1024
 
 
 def request_event(req: GatewayRequest, *, request_id: str, tenant: str, at: float, prompt_version: str, route: str,
-                  stream: bool, redact: Callable[[str], str], raw_input: bool = True, trace_id: str = "") -> bytes:
+                  stream: bool, redact: Callable[[str], str], raw_input: bool = True, trace_id: str = "",
+                  key_id: str = "") -> bytes:
     """The admission event (``at``: wall clock of the admission); every free text passes
     ``redact`` first. Without ``raw_input`` the event carries a hash and the redacted embedding
     text instead of variables and messages."""
@@ -55,6 +56,7 @@ def request_event(req: GatewayRequest, *, request_id: str, tenant: str, at: floa
         stream=stream,
         model=req.model,
         trace_id=trace_id,
+        key_id=key_id,
         **output_fields(req.output),
         **extra,
     ).SerializeToString()
@@ -99,6 +101,8 @@ def response_event(
     tool_calls: tuple[ToolCall, ...] = (),
     redact: Callable[[str], str],
     trace_id: str = "",
+    key_id: str = "",
+    charged_nanousd: int = 0,
 ) -> bytes:
     event = events_pb2.ResponseEvent(
         schema_version=SCHEMA_VERSION,
@@ -121,6 +125,8 @@ def response_event(
         finish_reason=finish_reason,
         tool_calls=tool_calls_to_pb(ToolCall(c.id, c.name, redact(c.arguments)) for c in tool_calls),
         trace_id=trace_id,
+        key_id=key_id,
+        charged_nanousd=charged_nanousd,
     )
     wire = event.SerializeToString()
     if len(wire) > MAX_EVENT_BYTES:

@@ -18,7 +18,7 @@ import grpc
 from aiohttp import web
 
 from llmgw.kit import tracing
-from llmgw.kit.errors import InvalidArgument, LlmgwError, RateLimited
+from llmgw.kit.errors import BudgetExceeded, InvalidArgument, LlmgwError, RateLimited
 from llmgw.kit.ids import new_request_id, valid_request_id
 from llmgw.kit.logging import get_logger
 
@@ -78,8 +78,9 @@ async def read_json(request: web.Request, max_bytes: int) -> dict[str, Any]:
 
 def error_headers(exc: LlmgwError, rid: str) -> dict[str, str]:
     headers = {"x-request-id": rid}
-    if isinstance(exc, RateLimited):
-        headers.update({k: v for k, v in exc.metadata.items() if k == "retry-after" or k.startswith("x-ratelimit")})
+    if isinstance(exc, RateLimited | BudgetExceeded):
+        headers.update({k: v for k, v in exc.metadata.items()
+                        if k == "retry-after" or k.startswith(("x-ratelimit", "x-llmgw-budget"))})
     return headers
 
 

@@ -17,7 +17,7 @@ from typing import Any
 from aiohttp import web
 
 from llmgw.domain import Chunk, Completion, Message, Output, Part, ResponseFormat, Sampling, Tool, ToolCall, ToolChoice
-from llmgw.kit.errors import InvalidArgument, LlmgwError
+from llmgw.kit.errors import BudgetExceeded, InvalidArgument, LlmgwError
 from llmgw.services.ingress.core import Gateway, Reply, remaining_metadata
 from llmgw.services.ingress.dialect import (
     image_from_url,
@@ -55,8 +55,10 @@ _TYPES = {400: "invalid_request_error", 401: "authentication_error", 403: "permi
 def openai_error(exc: LlmgwError, rid: str) -> web.Response:
     status = STATUS.get(exc.code, 500)
     param = exc.field if isinstance(exc, InvalidArgument) else None
-    body = {"error": {"message": exc.message, "type": _TYPES.get(status, "api_error"), "param": param,
-                      "code": exc.code.name.lower()}}
+    # A spent budget is OpenAI's own "insufficient_quota" (apps already tell it from a rate limit).
+    kind = "insufficient_quota" if isinstance(exc, BudgetExceeded) else _TYPES.get(status, "api_error")
+    body = {"error": {"message": exc.message, "type": kind, "param": param,
+                      "code": kind if isinstance(exc, BudgetExceeded) else exc.code.name.lower()}}
     return web.json_response(body, status=status, headers=error_headers(exc, rid))
 
 

@@ -45,8 +45,26 @@ class IngressSettings(ServiceSettings):
     kafka_sasl_mechanism: str = "PLAIN"
     kafka_sasl_username: str | None = None
     kafka_sasl_password: SecretStr | None = None
-    # "key=tenant,key2=tenant2"; from a k8s Secret in production. Never logged.
+    # Bootstrap keys, "key=tenant,key2=tenant2" (the demo, tests, a first admin); from a k8s
+    # Secret in production. Never logged. Keys as data live in the key store (docs/keys.md).
     api_keys: SecretStr = SecretStr("")
+    # The key store and spend ledger (Redis; `llmgw keys` writes it): empty, keys come from
+    # API_KEYS and KEYS_FILE only, and there are no budgets or spend counters.
+    keys_redis_url: str = ""
+    keys_redis_password: SecretStr | None = None
+    keys_prefix: str = "llmgw:keys"
+    spend_prefix: str = "llmgw:spend"
+    # A read-only key file (digests only, for keys kept in Git), merged with the store.
+    keys_file: Path | None = None
+    # How often the store's version and the file are checked: a created, rotated or revoked key
+    # takes effect within this (plus one load).
+    keys_poll_s: float = Field(default=0.5, gt=0, le=2)
+    # The price of a model missing from the router's pricing, USD per million tokens. Unset: a
+    # budgeted request that could reach such a model is refused (never counted as free).
+    unpriced_input_usd_per_mtok: float | None = Field(default=None, ge=0)
+    unpriced_output_usd_per_mtok: float | None = Field(default=None, ge=0)
+    # How long a budget reservation may wait on the ledger before the request is refused.
+    spend_timeout_s: float = Field(default=0.5, gt=0)
     prompts_dir: Path = Path("prompts")
     # Per-tenant redaction of events (format in llmgw.kit.redact); secrets are always removed.
     redaction_file: Path | None = None

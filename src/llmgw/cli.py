@@ -78,10 +78,10 @@ def main(argv: list[str] | None = None) -> int:
     check.add_argument("files", nargs="+")
     check.set_defaults(func=_limits_check)
 
-    from llmgw.cache_cli import add_parser as add_cache
-    from llmgw.drift_cli import add_parser as add_drift
+    from llmgw.commands.cache import add_parser as add_cache
+    from llmgw.commands.drift import add_parser as add_drift
+    from llmgw.commands.events import add_parser as add_events
     from llmgw.evals.cli import add_parser as add_evals
-    from llmgw.events_cli import add_parser as add_events
     from llmgw.prompts.cli import add_parser as add_prompts
 
     add_prompts(sub)

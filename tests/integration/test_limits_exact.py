@@ -15,11 +15,11 @@ import redis.asyncio as aioredis
 from prometheus_client import REGISTRY
 
 from llmgw.gateway.v1 import gateway_pb2
+from llmgw.keys.ring import bootstrap_id
 from llmgw.kit.breaker import Breaker, State
 from llmgw.kit.embedded import start_redis
 from llmgw.kit.redis import connect
 from llmgw.kit.tokens import count_tokens
-from llmgw.services.ingress.auth import ApiKeys
 from llmgw.services.limiter.core import RedisLimiter
 from llmgw.services.limiter.rules import load_rules, parse_rules
 from llmgw.stack import Stack, start_stack
@@ -41,7 +41,7 @@ async def _stack(redis_url: str, kafka: str, tmp_path: Path, limits: str) -> tup
 async def test_rules_on_route_and_api_key_refuse_what_they_should(
     redis_url: str, topics_ready: str, tmp_path: Path
 ) -> None:
-    other_key_id = ApiKeys.key_id("other-key")
+    other_key_id = bootstrap_id("other-key")
     stack, _ = await _stack(redis_url, topics_ready, tmp_path, f"""
 domains:
   gateway:

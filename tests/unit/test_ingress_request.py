@@ -8,22 +8,22 @@ from hypothesis import strategies as st
 
 from llmgw.domain import Message, Output, Part, ResponseFormat, Sampling, Tool, ToolCall, ToolChoice
 from llmgw.gateway.v1 import gateway_pb2
+from llmgw.keys.ring import KeyRing, parse_bootstrap
 from llmgw.kit.errors import InvalidArgument, Unauthenticated
-from llmgw.services.ingress.auth import ApiKeys
 from llmgw.services.ingress.request import GatewayRequest
 
 
 class TestAuth:
-    keys = ApiKeys.parse("k1=acme, k2=globex")
+    keys = KeyRing(bootstrap=parse_bootstrap("k1=acme, k2=globex"))
 
     def test_known_keys_map_to_tenants(self) -> None:
-        assert self.keys.tenant_for("Bearer k1") == "acme"
-        assert self.keys.tenant_for("Bearer k2") == "globex"
+        assert self.keys.identify("Bearer k1").tenant == "acme"
+        assert self.keys.identify("Bearer k2").tenant == "globex"
 
     @pytest.mark.parametrize("header", [None, "", "k1", "Basic k1", "Bearer nope"])
     def test_anything_else_is_unauthenticated(self, header: str | None) -> None:
         with pytest.raises(Unauthenticated):
-            self.keys.tenant_for(header)
+            self.keys.identify(header)
 
 
 @given(

@@ -41,7 +41,7 @@ def test_audit_records_match_the_schema(tmp_path: Path) -> None:
 
 
 def test_drift_tail_formats_incidents_readably() -> None:
-    from llmgw.drift_cli import HEADER, format_record
+    from llmgw.commands.drift import HEADER, format_record
 
     topics = Topics(seed=5)
     det = DriftDetector(DetectorSettings(reference_size=300, window=50, simulations=500))

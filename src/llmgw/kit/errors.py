@@ -6,6 +6,7 @@
     ├── PermissionDenied            PERMISSION_DENIED
     ├── NotFound                    NOT_FOUND
     ├── RateLimited                 RESOURCE_EXHAUSTED carries retry_after_s and the limit hit
+    ├── BudgetExceeded              RESOURCE_EXHAUSTED a dollar budget; carries what is left
     ├── Unavailable                 UNAVAILABLE        retriable; may carry the attempts made
     ├── DeadlineExceeded            DEADLINE_EXCEEDED  retriable
     ├── Aborted                     ABORTED            a stream cut short
@@ -24,6 +25,7 @@ import grpc
 
 __all__ = [
     "Aborted",
+    "BudgetExceeded",
     "ConfigError",
     "DeadlineExceeded",
     "InvalidArgument",
@@ -84,6 +86,18 @@ class RateLimited(LlmgwError):
         super().__init__(message, metadata=md)
         self.retry_after_s = retry_after_s
         self.limit = limit
+
+
+class BudgetExceeded(LlmgwError):
+    """A request whose worst-case cost does not fit in a key's or tenant's budget."""
+
+    code = grpc.StatusCode.RESOURCE_EXHAUSTED
+
+    def __init__(self, message: str, *, budget: str, remaining_usd: float) -> None:
+        super().__init__(message, metadata={"x-llmgw-budget": budget,
+                                            "x-llmgw-budget-remaining-usd": f"{remaining_usd:.9f}"})
+        self.budget = budget
+        self.remaining_usd = remaining_usd
 
 
 class Unavailable(LlmgwError):

@@ -8,7 +8,7 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class RequestEvent(_message.Message):
-    __slots__ = ("schema_version", "request_id", "tenant", "time", "prompt", "prompt_version", "label", "route", "variables", "messages", "sampling", "metadata", "stream", "input_sha256", "input_text", "tools", "tool_choice", "response_format", "model", "trace_id")
+    __slots__ = ("schema_version", "request_id", "tenant", "time", "prompt", "prompt_version", "label", "route", "variables", "messages", "sampling", "metadata", "stream", "input_sha256", "input_text", "tools", "tool_choice", "response_format", "model", "trace_id", "key_id")
     class VariablesEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -43,6 +43,7 @@ class RequestEvent(_message.Message):
     RESPONSE_FORMAT_FIELD_NUMBER: _ClassVar[int]
     MODEL_FIELD_NUMBER: _ClassVar[int]
     TRACE_ID_FIELD_NUMBER: _ClassVar[int]
+    KEY_ID_FIELD_NUMBER: _ClassVar[int]
     schema_version: int
     request_id: str
     tenant: str
@@ -63,10 +64,11 @@ class RequestEvent(_message.Message):
     response_format: _gateway_pb2.ResponseFormat
     model: str
     trace_id: str
-    def __init__(self, schema_version: _Optional[int] = ..., request_id: _Optional[str] = ..., tenant: _Optional[str] = ..., time: _Optional[float] = ..., prompt: _Optional[str] = ..., prompt_version: _Optional[str] = ..., label: _Optional[str] = ..., route: _Optional[str] = ..., variables: _Optional[_Mapping[str, str]] = ..., messages: _Optional[_Iterable[_Union[_gateway_pb2.Message, _Mapping]]] = ..., sampling: _Optional[_Union[_gateway_pb2.Sampling, _Mapping]] = ..., metadata: _Optional[_Mapping[str, str]] = ..., stream: _Optional[bool] = ..., input_sha256: _Optional[str] = ..., input_text: _Optional[str] = ..., tools: _Optional[_Iterable[_Union[_gateway_pb2.Tool, _Mapping]]] = ..., tool_choice: _Optional[_Union[_gateway_pb2.ToolChoice, _Mapping]] = ..., response_format: _Optional[_Union[_gateway_pb2.ResponseFormat, _Mapping]] = ..., model: _Optional[str] = ..., trace_id: _Optional[str] = ...) -> None: ...
+    key_id: str
+    def __init__(self, schema_version: _Optional[int] = ..., request_id: _Optional[str] = ..., tenant: _Optional[str] = ..., time: _Optional[float] = ..., prompt: _Optional[str] = ..., prompt_version: _Optional[str] = ..., label: _Optional[str] = ..., route: _Optional[str] = ..., variables: _Optional[_Mapping[str, str]] = ..., messages: _Optional[_Iterable[_Union[_gateway_pb2.Message, _Mapping]]] = ..., sampling: _Optional[_Union[_gateway_pb2.Sampling, _Mapping]] = ..., metadata: _Optional[_Mapping[str, str]] = ..., stream: _Optional[bool] = ..., input_sha256: _Optional[str] = ..., input_text: _Optional[str] = ..., tools: _Optional[_Iterable[_Union[_gateway_pb2.Tool, _Mapping]]] = ..., tool_choice: _Optional[_Union[_gateway_pb2.ToolChoice, _Mapping]] = ..., response_format: _Optional[_Union[_gateway_pb2.ResponseFormat, _Mapping]] = ..., model: _Optional[str] = ..., trace_id: _Optional[str] = ..., key_id: _Optional[str] = ...) -> None: ...
 
 class ResponseEvent(_message.Message):
-    __slots__ = ("schema_version", "request_id", "tenant", "time", "prompt", "prompt_version", "route", "text", "provider", "model", "status", "error", "latency_ms", "usage", "cache_hit", "attempts", "finish_reason", "truncated_fields", "tool_calls", "trace_id")
+    __slots__ = ("schema_version", "request_id", "tenant", "time", "prompt", "prompt_version", "route", "text", "provider", "model", "status", "error", "latency_ms", "usage", "cache_hit", "attempts", "finish_reason", "truncated_fields", "tool_calls", "trace_id", "key_id", "charged_nanousd")
     SCHEMA_VERSION_FIELD_NUMBER: _ClassVar[int]
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     TENANT_FIELD_NUMBER: _ClassVar[int]
@@ -87,6 +89,8 @@ class ResponseEvent(_message.Message):
     TRUNCATED_FIELDS_FIELD_NUMBER: _ClassVar[int]
     TOOL_CALLS_FIELD_NUMBER: _ClassVar[int]
     TRACE_ID_FIELD_NUMBER: _ClassVar[int]
+    KEY_ID_FIELD_NUMBER: _ClassVar[int]
+    CHARGED_NANOUSD_FIELD_NUMBER: _ClassVar[int]
     schema_version: int
     request_id: str
     tenant: str
@@ -107,4 +111,6 @@ class ResponseEvent(_message.Message):
     truncated_fields: _containers.RepeatedScalarFieldContainer[str]
     tool_calls: _containers.RepeatedCompositeFieldContainer[_gateway_pb2.ToolCall]
     trace_id: str
-    def __init__(self, schema_version: _Optional[int] = ..., request_id: _Optional[str] = ..., tenant: _Optional[str] = ..., time: _Optional[float] = ..., prompt: _Optional[str] = ..., prompt_version: _Optional[str] = ..., route: _Optional[str] = ..., text: _Optional[str] = ..., provider: _Optional[str] = ..., model: _Optional[str] = ..., status: _Optional[str] = ..., error: _Optional[str] = ..., latency_ms: _Optional[float] = ..., usage: _Optional[_Union[_gateway_pb2.Usage, _Mapping]] = ..., cache_hit: _Optional[bool] = ..., attempts: _Optional[_Iterable[_Union[_gateway_pb2.Attempt, _Mapping]]] = ..., finish_reason: _Optional[str] = ..., truncated_fields: _Optional[_Iterable[str]] = ..., tool_calls: _Optional[_Iterable[_Union[_gateway_pb2.ToolCall, _Mapping]]] = ..., trace_id: _Optional[str] = ...) -> None: ...
+    key_id: str
+    charged_nanousd: int
+    def __init__(self, schema_version: _Optional[int] = ..., request_id: _Optional[str] = ..., tenant: _Optional[str] = ..., time: _Optional[float] = ..., prompt: _Optional[str] = ..., prompt_version: _Optional[str] = ..., route: _Optional[str] = ..., text: _Optional[str] = ..., provider: _Optional[str] = ..., model: _Optional[str] = ..., status: _Optional[str] = ..., error: _Optional[str] = ..., latency_ms: _Optional[float] = ..., usage: _Optional[_Union[_gateway_pb2.Usage, _Mapping]] = ..., cache_hit: _Optional[bool] = ..., attempts: _Optional[_Iterable[_Union[_gateway_pb2.Attempt, _Mapping]]] = ..., finish_reason: _Optional[str] = ..., truncated_fields: _Optional[_Iterable[str]] = ..., tool_calls: _Optional[_Iterable[_Union[_gateway_pb2.ToolCall, _Mapping]]] = ..., trace_id: _Optional[str] = ..., key_id: _Optional[str] = ..., charged_nanousd: _Optional[int] = ...) -> None: ...

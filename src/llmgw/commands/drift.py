@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from llmgw.events_cli import records
+from llmgw.commands.events import records
 from llmgw.kit.kafka import DRIFT_METRICS_TOPIC, DRIFT_TOPIC
 
 __all__ = ["HEADER", "add_parser", "format_record"]
@@ -52,7 +52,7 @@ async def _tail(args: argparse.Namespace) -> int:
 
 
 async def _report(args: argparse.Namespace) -> int:
-    from llmgw.drift_report import incident_page
+    from llmgw.commands.drift_report import incident_page
 
     incidents: dict[str, list[dict[str, Any]]] = {}
     async for rec in records(args.bootstrap, DRIFT_TOPIC, from_beginning=True, timeout_s=args.timeout):

@@ -1,0 +1,1 @@
+"""The ``llmgw`` subcommands, one module each; ``llmgw.cli`` assembles them."""
