@@ -81,6 +81,7 @@ def main(argv: list[str] | None = None) -> int:
     from llmgw.commands.cache import add_parser as add_cache
     from llmgw.commands.drift import add_parser as add_drift
     from llmgw.commands.events import add_parser as add_events
+    from llmgw.commands.keys import add_parser as add_keys
     from llmgw.evals.cli import add_parser as add_evals
     from llmgw.prompts.cli import add_parser as add_prompts
 
@@ -89,6 +90,7 @@ def main(argv: list[str] | None = None) -> int:
     add_events(sub)
     add_cache(sub)
     add_drift(sub)
+    add_keys(sub)
 
     topics = sub.add_parser("topics", help="Kafka topics").add_subparsers(dest="sub", required=True)
     tcreate = topics.add_parser("create", help="create llm.requests, llm.responses, llm.drift if missing")

@@ -65,15 +65,27 @@ class Stack:
     prefix: str
     owns_fake: bool = True  # False when the fake providers were handed in (shared by stacks)
     servers: list[RunningServer] = field(default_factory=list)
+    # How the ingress was built: a replica (``add_ingress``) is built the same way.
+    ingress_settings: IngressSettings | None = None
+    limiter_settings: LimiterSettings | None = None
+    cache_settings: CacheSettings | None = None
 
     @property
     def http(self) -> str:
         """The ingress's HTTP face, ``http://host:port``."""
         return f"http://{self.ingress.service.endpoints['http']}"
 
+    async def add_ingress(self) -> RunningServer:
+        """Another ingress replica on the same peers, Redis and settings (its own ports)."""
+        assert self.ingress_settings is not None
+        replica = await start_server(await build_ingress(self.ingress_settings, limiter_settings=self.limiter_settings,
+                                                         cache_settings=self.cache_settings))
+        self.servers.append(replica)
+        return replica
+
     async def stop(self) -> None:
         # Ingress first: it drains its after-reply work and flushes events before peers go.
-        for s in [self.ingress, self.router, self.cache, self.limiter]:
+        for s in [*self.servers, self.ingress, self.router, self.cache, self.limiter]:
             await s.stop(grace=1.0)
         if self.owns_fake:
             await self.fake.stop()
@@ -117,24 +129,21 @@ async def start_stack(
     if routes_file:
         rt_kw["routes_file"] = routes_file
     router = await start_server(await build_router(load_settings(RouterSettings, {}, **rt_kw)))
-    ingress = await start_server(
-        await build_ingress(
-            load_settings(
-                IngressSettings,
-                {},
-                limiter_addr=limiter.address,
-                cache_addr=cache.address,
-                router_addr=router.address,
-                kafka_bootstrap=kafka_bootstrap,
-                api_keys=api_keys,
-                prompts_dir=prompts_dir,
-                colocate=frozenset(colocate),
-                http_port=0,
-                **({"routes_file": str(routes_file)} if routes_file else {}),
-                **(ingress_overrides or {}),
-            ),
-            limiter_settings=limiter_settings,
-            cache_settings=cache_settings,
-        )
+    ingress_settings = load_settings(
+        IngressSettings,
+        {},
+        limiter_addr=limiter.address,
+        cache_addr=cache.address,
+        router_addr=router.address,
+        kafka_bootstrap=kafka_bootstrap,
+        api_keys=api_keys,
+        prompts_dir=prompts_dir,
+        colocate=frozenset(colocate),
+        http_port=0,
+        **({"routes_file": str(routes_file)} if routes_file else {}),
+        **(ingress_overrides or {}),
     )
-    return Stack(ingress, limiter, cache, router, fake, prefix, owns_fake)
+    ingress = await start_server(await build_ingress(ingress_settings, limiter_settings=limiter_settings,
+                                                     cache_settings=cache_settings))
+    return Stack(ingress, limiter, cache, router, fake, prefix, owns_fake, ingress_settings=ingress_settings,
+                 limiter_settings=limiter_settings, cache_settings=cache_settings)

@@ -10,13 +10,13 @@ from collections.abc import AsyncIterator
 from datetime import datetime
 from typing import Any
 
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
 from google.protobuf.json_format import MessageToDict
 
 from llmgw.events.v1 import events_pb2
 from llmgw.kit.kafka import REQUESTS_TOPIC, RESPONSES_TOPIC, by_key, ensure_topics
 
-__all__ = ["add_parser", "decode", "records"]
+__all__ = ["add_parser", "decode", "records", "window"]
 
 _PROTO: dict[str, Any] = {REQUESTS_TOPIC: events_pb2.RequestEvent, RESPONSES_TOPIC: events_pb2.ResponseEvent}
 
@@ -74,18 +74,14 @@ async def _tail(args: argparse.Namespace) -> int:
     return 0
 
 
-async def _replay(args: argparse.Namespace) -> int:
-    start_ms, end_ms = _when(args.start), _when(args.end)
-    await ensure_topics(args.bootstrap, {args.to_topic: 3})
-    consumer = AIOKafkaConsumer(bootstrap_servers=args.bootstrap, enable_auto_commit=False)
-    # Placed as the ingress's publisher places them (same key, same partition number).
-    producer = AIOKafkaProducer(bootstrap_servers=args.bootstrap, acks="all", partitioner=by_key)
+async def window(bootstrap: str, topic: str, start_ms: int, end_ms: int) -> AsyncIterator[ConsumerRecord[Any, Any]]:
+    """The records of ``topic`` stamped from ``start_ms`` to ``end_ms``, partition by partition, up to
+    the end of the topic when the read began (a bounded read, never a tail). No consumer group."""
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
     await consumer.start()
-    await producer.start()
-    sent = 0
     try:
-        # The producer's public metadata call lists the partitions without joining a group.
-        parts = [TopicPartition(args.topic, p) for p in sorted(await producer.partitions_for(args.topic))]
+        await consumer.topics()  # a metadata fetch (public), so the topic's partitions are known
+        parts = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic) or ())]
         consumer.assign(parts)
         starts = await consumer.offsets_for_times({tp: start_ms for tp in parts})
         ends = await consumer.end_offsets(parts)
@@ -96,17 +92,30 @@ async def _replay(args: argparse.Namespace) -> int:
             consumer.seek(tp, found.offset)
             done = False
             while not done and (await consumer.position(tp)) < ends[tp]:
-                for records in (await consumer.getmany(tp, timeout_ms=1000)).values():
-                    for r in records:
+                for batch in (await consumer.getmany(tp, timeout_ms=1000)).values():
+                    for r in batch:
                         if r.timestamp > end_ms:
                             done = True
                             break
-                        await producer.send(args.to_topic, value=r.value, key=r.key)
-                        sent += 1
+                        yield r
+    finally:
+        await consumer.stop()
+
+
+async def _replay(args: argparse.Namespace) -> int:
+    start_ms, end_ms = _when(args.start), _when(args.end)
+    await ensure_topics(args.bootstrap, {args.to_topic: 3})
+    # Placed as the ingress's publisher places them (same key, same partition number).
+    producer = AIOKafkaProducer(bootstrap_servers=args.bootstrap, acks="all", partitioner=by_key)
+    await producer.start()
+    sent = 0
+    try:
+        async for r in window(args.bootstrap, args.topic, start_ms, end_ms):
+            await producer.send(args.to_topic, value=r.value, key=r.key)
+            sent += 1
         await producer.flush()
     finally:
         await producer.stop()
-        await consumer.stop()
     print(f"replayed {sent} events from {args.topic} [{args.start} .. {args.end}] to {args.to_topic}")
     return 0
 
