@@ -104,7 +104,52 @@ async def _tool_call_after_fallback(http_addr: str, fake_url: str | None) -> lis
         await client.close()
 
 
-async def run_demo(address: str, *, kafka: str, fake_url: str | None, http_addr: str = "") -> list[str]:
+async def _key_with_a_budget(gw: gateway_pb2_grpc.GatewayStub, keys_redis: str) -> list[str]:
+    """A key created live with a dollar budget: a request whose worst case does not fit is
+    refused before any provider call; one that fits is charged what it really cost; a revoked
+    key is refused within a second."""
+    from llmgw.keys.ledger import SpendLedger
+    from llmgw.keys.model import NANO, Budget
+    from llmgw.keys.store import RedisKeyStore
+    from llmgw.kit.redis import connect
+
+    _h("5a. a key made live (llmgw keys create) with a budget of $0.001 a day")
+    redis = connect(keys_redis, None)
+    ids: list[str] = []
+    try:
+        store = RedisKeyStore(redis)
+        record, secret = await store.create(tenant="demo", name="demo-budget", budgets=(Budget(usd=0.001, per="day"),))
+        print(f"created {record.id} (tenant demo, $0.001/day); its secret is shown once, and is never logged")
+        await asyncio.sleep(0.8)  # every ingress picks it up within KEYS_POLL_S
+        ask = gateway_pb2.Message(role="user", content="What does a budget guarantee?")
+        for max_tokens in (4000, 200):
+            req = gateway_pb2.CompleteRequest(messages=[ask], sampling=gateway_pb2.Sampling(max_tokens=max_tokens),
+                                              cache_mode=gateway_pb2.CompleteRequest.BYPASS)
+            try:
+                call = gw.Complete(req, metadata=_md(secret), timeout=30)
+                resp = await call
+                ids.append(resp.request_id)
+                print(f"max_tokens {max_tokens}: OK, cost ${resp.usage.cost_usd:.8f}")
+            except grpc.aio.AioRpcError as exc:
+                ids.append(dict(exc.trailing_metadata() or ()).get("x-request-id", ""))
+                print(f"max_tokens {max_tokens}: {exc.code().name}: {exc.details()}")
+        await asyncio.sleep(0.2)  # the charge is settled after the reply
+        spent = await SpendLedger(redis).window_spend("demo", "key", record.id, "day")
+        print(f"spent today by {record.id}: ${spent / NANO:.8f} (llmgw spend --key {record.id} --since <day>)")
+        await store.revoke(record.id)
+        await asyncio.sleep(0.8)
+        try:
+            await gw.Complete(gateway_pb2.CompleteRequest(messages=[ask]), metadata=_md(secret), timeout=30)
+            print("after revoke: still accepted (unexpected)")
+        except grpc.aio.AioRpcError as exc:
+            print(f"after revoke: {exc.code().name}: {exc.details()}")
+    finally:
+        await redis.aclose()
+    return [i for i in ids if i]
+
+
+async def run_demo(address: str, *, kafka: str, fake_url: str | None, http_addr: str = "",
+                   keys_redis: str = "") -> list[str]:
     """Runs the demo and returns the request ids it made (the e2e test checks them on Kafka)."""
     ids: list[str] = []
     async with grpc.aio.insecure_channel(address) as channel:
@@ -160,6 +205,8 @@ async def run_demo(address: str, *, kafka: str, fake_url: str | None, http_addr:
             metadata=_md(DEMO_KEY), timeout=30)]
         ids.append(chunks[-1].request_id)
         print(f"{len(chunks) - 1} chunks: {''.join(c.delta for c in chunks)!r}  (final: {chunks[-1].provider})")
+        if keys_redis:
+            ids += await _key_with_a_budget(gw, keys_redis)
 
     if http_addr:
         _h("5b. an unmodified openai SDK app over HTTP: base_url and api_key changed, nothing else")

@@ -162,6 +162,8 @@ async def start_system(workdir: Path, *, ingress_port: int = 50050, http_port: i
                 "ROUTER_ADDR": f"127.0.0.1:{ports['router']}",
                 "API_KEYS": api_keys,
                 "LABELS_REDIS_URL": f"redis://{redis.address}/0",
+                # The key store and spend ledger: `llmgw keys create --redis-url ...` adds keys live.
+                "KEYS_REDIS_URL": f"redis://{redis.address}/0",
                 "PROMPTS_DIR": str(REPO / "prompts"),
                 # Stable across restarts of this system: a restarted ingress replays what it spooled.
                 "SPOOL_DIR": str(workdir / "spool" / "ingress"),
@@ -208,11 +210,12 @@ async def _run(args_demo: bool, exit_after: bool, workdir: Path, port: int, colo
     try:
         if args_demo:
             await run_demo(system.ingress_addr, kafka=system.kafka, fake_url=system.fake_url,
-                           http_addr=system.http_addr)
+                           http_addr=system.http_addr, keys_redis=system.ingress_env["KEYS_REDIS_URL"])
         if exit_after:
             return 0
         _say(f"gateway ready on {system.ingress_addr} (gRPC) and http://{system.http_addr}/v1 (OpenAI-compatible), "
-             f"API key {DEMO_KEY!r}; logs in {workdir}/logs; Ctrl-C stops")
+             f"API key {DEMO_KEY!r}; more keys: llmgw keys create --tenant T --redis-url "
+             f"{system.ingress_env['KEYS_REDIS_URL']}; logs in {workdir}/logs; Ctrl-C stops")
         while not stop.is_set():
             system.check_alive()
             await asyncio.wait({asyncio.ensure_future(stop.wait())}, timeout=1.0)

@@ -64,8 +64,13 @@ def test_up_runs_the_demo_through_separate_processes(tmp_path: Path) -> None:
     assert "provider: anthropic  finish_reason: tool_calls" in out
     assert 'tool call: get_weather({"city": "Lisbon"})' in out
     assert "The tool said: 22 C, clear sky" in out
-    assert "llm.requests:  10 of 10 requests" in out
-    assert "llm.responses: 10 of 10 requests" in out
+    # A key made live: its budget refuses a worst case that does not fit, charges one that does,
+    # and its revocation is seen by the running ingress.
+    assert "max_tokens 4000: RESOURCE_EXHAUSTED: budget of key" in out and "max_tokens 200: OK" in out
+    assert "after revoke: UNAUTHENTICATED" in out
+    # Every demo request (the refused one too) reached both topics.
+    assert "llm.requests:  12 of 12 requests" in out
+    assert "llm.responses: 12 of 12 requests" in out
     assert "llm.drift.metrics: segment=" in out
     assert "no process left behind" in out
     assert _spawned_by(tmp_path) == []

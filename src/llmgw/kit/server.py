@@ -222,7 +222,10 @@ class _Scope:
 async def _abort(context: grpc.aio.ServicerContext, exc: LlmgwError) -> None:
     if exc.code == grpc.StatusCode.INTERNAL:
         _log.error("internal_error", error=exc.message)
-    await context.abort(exc.code, exc.message, trailing_metadata=tuple(exc.metadata.items()))
+    # The request id goes with every error too: a refused call is traced to its events by it.
+    rid = _REQUEST_ID.get()
+    await context.abort(exc.code, exc.message, trailing_metadata=(
+        *exc.metadata.items(), *(((REQUEST_ID_KEY, rid),) if rid and REQUEST_ID_KEY not in exc.metadata else ())))
 
 
 @dataclass
