@@ -219,3 +219,25 @@ def test_tracing_points_every_service_at_the_collector_only_when_asked() -> None
         assert (env["OTEL_TRACES_SAMPLER"], env["OTEL_TRACES_SAMPLER_ARG"]) == ("parentbased_traceidratio", "0.1")
     with pytest.raises(Exception, match=r"samplerArg|does not match"):
         render({"tracing": {"endpoint": "http://c:4318", "samplerArg": "2"}})
+
+
+def test_the_ingress_follows_the_key_store_and_an_optional_key_file() -> None:
+    pod = of_kind(render({"redis": {"passwordSecret": "redis-auth"}}), "Deployment")["llmgw-ingress"]["spec"][
+        "template"]["spec"]
+    (c,) = pod["containers"]
+    env = {e["name"]: e for e in c["env"]}
+    assert env["KEYS_REDIS_URL"]["value"] == "redis://redis-master:6379/0"
+    assert env["KEYS_REDIS_PASSWORD"]["valueFrom"]["secretKeyRef"]["name"] == "redis-auth"
+    assert (env["KEYS_PREFIX"]["value"], env["SPEND_PREFIX"]["value"]) == ("llmgw:keys", "llmgw:spend")
+    assert float(env["KEYS_POLL_S"]["value"]) <= 2  # a revocation is seen within 2 s
+    assert "KEYS_FILE" not in env
+    filed = of_kind(render({"ingress": {"keys": {"store": False, "prefix": "k", "spendPrefix": "s", "pollSeconds": 1,
+                                                 "fileConfigMap": "team-keys"}}}), "Deployment")["llmgw-ingress"]
+    spec = filed["spec"]["template"]["spec"]
+    env2 = {e["name"]: e.get("value") for e in spec["containers"][0]["env"]}
+    assert "KEYS_REDIS_URL" not in env2 and env2["KEYS_FILE"] == "/etc/llmgw/keys/keys.yaml"
+    assert {"name": "keys", "mountPath": "/etc/llmgw/keys", "readOnly": True} in spec["containers"][0]["volumeMounts"]
+    assert {"name": "keys", "configMap": {"name": "team-keys"}} in spec["volumes"]
+    with pytest.raises(Exception, match=r"pollSeconds|maximum"):
+        render({"ingress": {"keys": {"store": True, "prefix": "k", "spendPrefix": "s", "pollSeconds": 30,
+                                     "fileConfigMap": ""}}})
