@@ -346,3 +346,34 @@ async def test_spend_from_events_equals_the_live_counters(
         assert events_pb2.RequestEvent.FromString(requests[rids[0]]).key_id == budgeted.id
     finally:
         await client.close()
+
+
+async def test_a_tenant_budget_covers_all_its_keys_and_the_cli_sets_it(
+        keyed: Stack, redis: aioredis.Redis, capfd: pytest.CaptureFixture[str]) -> None:
+    settings = keyed.ingress_settings
+    assert settings is not None
+    tenant = f"t-{uuid.uuid4().hex[:6]}"
+    store = _store(redis, keyed)
+    _, first = await store.create(tenant=tenant)
+    second_key, second = await store.create(tenant=tenant)
+    args = ["--redis-url", settings.keys_redis_url, "--prefix", f"{keyed.prefix}:keys"]
+    # $0.00001 a day: less than one request's worst case on the default route (64 output tokens).
+    assert await asyncio.to_thread(cli, ["keys", "tenant", tenant, "--budget", "0.00001/day", *args]) == 0
+    assert "$1e-05 per day" in capfd.readouterr().out
+    client = Client(keyed.ingress.address)
+    try:
+        for secret in (first, second):
+            async def refused(secret: str = secret) -> bool:
+                return await _status(client, secret, _msg(f"x {secret[-4:]}")) == grpc.StatusCode.RESOURCE_EXHAUSTED
+            await _until(refused)
+        with pytest.raises(grpc.aio.AioRpcError) as exc:
+            await client.complete(_msg("once more"), key=first)
+        assert f"budget of tenant {tenant}" in (exc.value.details() or "")
+        # Lifted with the CLI: served again, with no restart.
+        assert await asyncio.to_thread(cli, ["keys", "tenant", tenant, "--no-budget", *args]) == 0
+        await _until(lambda: _is(_status(client, second, _msg("after")), grpc.StatusCode.OK))
+        # A key's scopes replaced with the CLI apply at once too.
+        assert await asyncio.to_thread(cli, ["keys", "update", second_key.id, "--routes", "metered", *args]) == 0
+        await _until(lambda: _is(_status(client, second, _msg("scoped")), grpc.StatusCode.PERMISSION_DENIED))
+    finally:
+        await client.close()

@@ -16,7 +16,7 @@ from typing import Any
 import yaml
 
 from llmgw.keys.ledger import PERIODS, SpendLedger, days_between
-from llmgw.keys.model import NANO, Budget, KeyRecord, Scopes, Secret, digest, new_key_id, new_secret
+from llmgw.keys.model import NANO, Budget, KeyRecord, Scopes, Secret, TenantRecord, digest, new_key_id, new_secret
 from llmgw.keys.store import RedisKeyStore
 from llmgw.kit.errors import InvalidArgument
 from llmgw.kit.redis import connect
@@ -163,8 +163,8 @@ def _tenant(args: argparse.Namespace) -> int:
         current = await store.get_tenant(args.name)
         if args.budget or args.no_budget:
             budgets = () if args.no_budget else tuple(parse_budget(b) for b in args.budget)
-            current = current.model_copy(update={"budgets": budgets})
-            await store.put_tenant(type(current).model_validate(current.model_dump()))
+            current = TenantRecord(tenant=args.name, budgets=budgets)
+            await store.put_tenant(current)
         print(f"tenant {current.tenant}: budgets {', '.join(b.describe() for b in current.budgets) or 'none'}")
         return 0
 
@@ -247,51 +247,41 @@ def _scope_args(p: argparse.ArgumentParser) -> None:
 def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     keys = sub.add_parser("keys", help="API keys: create, list, show, revoke, rotate").add_subparsers(
         dest="sub", required=True)
-    create = keys.add_parser("create", help="a new key; its secret is printed once")
+
+    def command(name: str, help_: str, func: Callable[[argparse.Namespace], int], *, by_id: bool = True,
+                scopes: bool = False, parent: Any = keys) -> argparse.ArgumentParser:
+        p: argparse.ArgumentParser = parent.add_parser(name, help=help_)
+        if by_id:
+            p.add_argument("id")
+        if scopes:
+            _scope_args(p)
+        _connection(p)
+        p.set_defaults(func=func)
+        return p
+
+    create = command("create", "a new key; its secret is printed once", _create, by_id=False, scopes=True)
     create.add_argument("--tenant", required=True)
     create.add_argument("--name")
     create.add_argument("--expires-in", help="e.g. 90d")
     create.add_argument("--file-record", action="store_true",
                         help="store nothing: print the secret and the record to add to a KEYS_FILE")
-    _scope_args(create)
-    _connection(create)
-    create.set_defaults(func=_create)
-    lst = keys.add_parser("list", help="every key (never a secret)")
-    lst.add_argument("--tenant")
-    _connection(lst)
-    lst.set_defaults(func=_list)
-    show = keys.add_parser("show", help="a key's record and its spend in the current windows")
-    show.add_argument("id")
-    _connection(show)
-    show.set_defaults(func=_show)
-    revoke = keys.add_parser("revoke", help="refuse a key from now on")
-    revoke.add_argument("id")
-    _connection(revoke)
-    revoke.set_defaults(func=_revoke)
-    rotate = keys.add_parser("rotate", help="a new secret; the old one stays valid for --grace")
-    rotate.add_argument("id")
-    rotate.add_argument("--grace", default="24h", help="how long the previous secret keeps working (default 24h)")
-    _connection(rotate)
-    rotate.set_defaults(func=_rotate)
-    update = keys.add_parser("update", help="replace a key's scopes or budgets")
-    update.add_argument("id")
-    _scope_args(update)
+    command("list", "every key (never a secret)", _list, by_id=False).add_argument("--tenant")
+    command("show", "a key's record and its spend in the current windows", _show)
+    command("revoke", "refuse a key from now on", _revoke)
+    command("rotate", "a new secret; the old one stays valid for --grace", _rotate).add_argument(
+        "--grace", default="24h", help="how long the previous secret keeps working (default 24h)")
+    update = command("update", "replace a key's scopes or budgets", _update, scopes=True)
     update.add_argument("--all-scopes", action="store_true", help="clear the scopes (the key may use everything)")
     update.add_argument("--no-budget", action="store_true", help="remove the key's budgets")
-    _connection(update)
-    update.set_defaults(func=_update)
-    tenant = keys.add_parser("tenant", help="show or set a tenant's budgets (over all its keys)")
+    tenant = command("tenant", "show or set a tenant's budgets (over all its keys)", _tenant, by_id=False)
     tenant.add_argument("name")
     tenant.add_argument("--budget", action="append", help="USD per day, month or in total: 500/month (repeatable)")
     tenant.add_argument("--no-budget", action="store_true")
-    _connection(tenant)
-    tenant.set_defaults(func=_tenant)
 
-    spend = sub.add_parser("spend", help="what a key or tenant spent: live counters, and the events on Kafka")
+    spend = command("spend", "what a key or tenant spent: live counters, and the events on Kafka", _spend,
+                    by_id=False, parent=sub)
     spend.add_argument("--key", help="a key's spend (its tenant from the store, or --tenant)")
     spend.add_argument("--tenant", help="a tenant's spend over all its keys")
     spend.add_argument("--since", required=True, help="first UTC day, YYYY-MM-DD")
     spend.add_argument("--until", help="UTC day after the last (default: tomorrow, i.e. through today)")
     spend.add_argument("--bootstrap", help="Kafka: also sum the response events and compare")
-    _connection(spend)
-    spend.set_defaults(func=_spend)

@@ -48,16 +48,16 @@ class RedisKeyStore:
         return int(await self._redis.get(f"{self._p}:version") or 0)
 
     async def put(self, record: KeyRecord) -> None:
-        async with self._redis.pipeline(transaction=True) as pipe:
-            pipe.set(self._key(record.id), record.model_dump_json())
-            pipe.sadd(f"{self._p}:ids", record.id)
-            pipe.incr(f"{self._p}:version")
-            await pipe.execute()
+        await self._write(self._key(record.id), record.model_dump_json(), "ids", record.id)
 
     async def put_tenant(self, record: TenantRecord) -> None:
+        await self._write(self._tenant(record.tenant), record.model_dump_json(), "tenants", record.tenant)
+
+    async def _write(self, key: str, value: str, index: str, member: str) -> None:
+        """The record, its index entry and a version bump, as one transaction."""
         async with self._redis.pipeline(transaction=True) as pipe:
-            pipe.set(self._tenant(record.tenant), record.model_dump_json())
-            pipe.sadd(f"{self._p}:tenants", record.tenant)
+            pipe.set(key, value)
+            pipe.sadd(f"{self._p}:{index}", member)
             pipe.incr(f"{self._p}:version")
             await pipe.execute()
 
