@@ -25,6 +25,7 @@ from llmgw.kit.scripts import ScriptBatcher
 from llmgw.kit.server import GrpcService
 from llmgw.kit.settings import load_settings
 from llmgw.kit.spool import default_spool_dir
+from llmgw.kit.tasks import in_background
 from llmgw.ports import CachePort, EventSink, LimiterPort
 from llmgw.prompts import LabelStore, Registry
 from llmgw.services.cache.app import start_core as start_cache_core
@@ -92,11 +93,10 @@ async def _keys(settings: IngressSettings, routes: RouterConfig | None) -> tuple
                          output=settings.unpriced_output_usd_per_mtok or 0.0)
     ledger = SpendLedger(redis, prefix=settings.spend_prefix) if redis is not None else None
     guard = SpendGuard(ledger, routes, unpriced=unpriced, timeout_s=settings.spend_timeout_s)
-    task = asyncio.get_running_loop().create_task(follower.run(), name="keys")
+    stop_follow = in_background(follower.run(), name="keys")
 
     async def stop() -> None:
-        task.cancel()
-        await asyncio.wait({task}, timeout=1.0)
+        await stop_follow()
         if redis is not None:
             await redis.aclose()
 

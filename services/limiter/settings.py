@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import SecretStr
+from pydantic import Field, SecretStr
 
 from llmgw.kit.settings import ServiceSettings
 
@@ -29,3 +29,9 @@ class LimiterSettings(ServiceSettings):
     # Redis). Leased requests are charged first, so limits are never exceeded; see docs/limits.md.
     lease_max: int = 8
     lease_ttl_s: float = 1.0
+    # The key store (docs/keys.md): keys' own rate limits become rules on their id, followed
+    # live. Empty: the rules file only.
+    keys_redis_url: str = ""
+    keys_redis_password: SecretStr | None = None
+    keys_prefix: str = "llmgw:keys"
+    keys_poll_s: float = Field(default=0.5, gt=0, le=2)

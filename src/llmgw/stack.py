@@ -103,6 +103,7 @@ async def start_stack(
     ingress_overrides: dict[str, Any] | None = None,
     cache_overrides: dict[str, Any] | None = None,
     router_overrides: dict[str, Any] | None = None,
+    limiter_overrides: dict[str, Any] | None = None,
     colocate: tuple[str, ...] = (),
     prefix: str | None = None,
 ) -> Stack:
@@ -118,7 +119,7 @@ async def start_stack(
     lim_kw: dict[str, Any] = {"redis_url": redis_url, "key_prefix": f"{prefix}:rl", "port": 0}
     if limits_file:
         lim_kw["limits_file"] = limits_file
-    limiter_settings = load_settings(LimiterSettings, {}, **lim_kw)
+    limiter_settings = load_settings(LimiterSettings, {}, **lim_kw, **(limiter_overrides or {}))
     cache_settings = load_settings(CacheSettings, {}, redis_url=redis_url, key_prefix=f"{prefix}:cache",
                                    **(cache_overrides or {}))
     limiter = await start_server(await build_limiter(limiter_settings))

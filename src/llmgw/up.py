@@ -100,7 +100,7 @@ async def _wait_serving(system: System, name: str, address: str, timeout_s: floa
 def _colocated_env(redis_url: str, limits_file: Path) -> dict[str, str]:
     """The ingress runs the limiter and cache cores itself, on the services' Redis and rules."""
     return {"COLOCATE": "limiter,cache", "LIMITER_REDIS_URL": redis_url, "LIMITER_LIMITS_FILE": str(limits_file),
-            "CACHE_REDIS_URL": redis_url}
+            "LIMITER_KEYS_REDIS_URL": redis_url, "CACHE_REDIS_URL": redis_url}
 
 
 async def start_system(workdir: Path, *, ingress_port: int = 50050, http_port: int | None = None,
@@ -153,7 +153,8 @@ async def start_system(workdir: Path, *, ingress_port: int = 50050, http_port: i
         elif otel == "console":
             common["OTEL_TRACES_EXPORTER"] = "console"
         services: dict[str, dict[str, str]] = {
-            "limiter": {"LIMITS_FILE": str(limits_file)},
+            # Keys' own rate limits (docs/keys.md) come from the key store.
+            "limiter": {"LIMITS_FILE": str(limits_file), "KEYS_REDIS_URL": f"redis://{redis.address}/0"},
             "cache": {},
             "router": {"PROMPTS_DIR": str(REPO / "prompts"), "LIMITER_ADDR": f"127.0.0.1:{ports['limiter']}"},
             "ingress": {

@@ -231,6 +231,13 @@ def test_the_ingress_follows_the_key_store_and_an_optional_key_file() -> None:
     assert (env["KEYS_PREFIX"]["value"], env["SPEND_PREFIX"]["value"]) == ("llmgw:keys", "llmgw:spend")
     assert float(env["KEYS_POLL_S"]["value"]) <= 2  # a revocation is seen within 2 s
     assert "KEYS_FILE" not in env
+    # The limiter follows the store too (keys' own rate limits), and so does a colocated core.
+    limiter = {e["name"]: e.get("value") for e in of_kind(render(), "Deployment")["llmgw-limiter"]["spec"][
+        "template"]["spec"]["containers"][0]["env"]}
+    assert limiter["KEYS_REDIS_URL"] == "redis://redis-master:6379/0" and limiter["KEYS_PREFIX"] == "llmgw:keys"
+    colocated = {e["name"]: e.get("value") for e in of_kind(render({"ingress": {"colocate": True}}), "Deployment")[
+        "llmgw-ingress"]["spec"]["template"]["spec"]["containers"][0]["env"]}
+    assert colocated["LIMITER_KEYS_REDIS_URL"] == colocated["KEYS_REDIS_URL"]
     filed = of_kind(render({"ingress": {"keys": {"store": False, "prefix": "k", "spendPrefix": "s", "pollSeconds": 1,
                                                  "fileConfigMap": "team-keys"}}}), "Deployment")["llmgw-ingress"]
     spec = filed["spec"]["template"]["spec"]

@@ -24,7 +24,7 @@ from llmgw.commands.keys import events_spend
 from llmgw.events.v1 import events_pb2
 from llmgw.gateway.v1 import gateway_pb2
 from llmgw.keys.ledger import SpendLedger, utc_day
-from llmgw.keys.model import NANO, Budget, Scopes, digest
+from llmgw.keys.model import NANO, Budget, KeyLimit, Scopes, digest
 from llmgw.keys.store import RedisKeyStore
 from llmgw.kit.kafka import REQUESTS_TOPIC, RESPONSES_TOPIC
 from llmgw.kit.tokens import count_tokens
@@ -63,7 +63,10 @@ async def keyed(redis_url: str, topics_ready: str, tmp_path: Path) -> AsyncItera
     limits.write_text(HIGH_LIMITS)
     prefix = f"llmgw-test-{uuid.uuid4().hex[:8]}"
     s = await start_stack(redis_url=redis_url, kafka_bootstrap=topics_ready, routes_file=routes, limits_file=limits,
-                          prefix=prefix, ingress_overrides={
+                          prefix=prefix,
+                          limiter_overrides={"keys_redis_url": redis_url, "keys_prefix": f"{prefix}:keys",
+                                             "keys_poll_s": 0.25},
+                          ingress_overrides={
                               "keys_redis_url": redis_url, "keys_prefix": f"{prefix}:keys",
                               "spend_prefix": f"{prefix}:spend", "keys_poll_s": 0.25})
     try:
@@ -375,5 +378,38 @@ async def test_a_tenant_budget_covers_all_its_keys_and_the_cli_sets_it(
         # A key's scopes replaced with the CLI apply at once too.
         assert await asyncio.to_thread(cli, ["keys", "update", second_key.id, "--routes", "metered", *args]) == 0
         await _until(lambda: _is(_status(client, second, _msg("scoped")), grpc.StatusCode.PERMISSION_DENIED))
+    finally:
+        await client.close()
+
+
+async def test_a_keys_own_rate_limit_is_enforced_and_changed_live(
+        keyed: Stack, redis: aioredis.Redis) -> None:
+    settings = keyed.ingress_settings
+    assert settings is not None
+    args = ["--redis-url", settings.keys_redis_url, "--prefix", f"{keyed.prefix}:keys"]
+    record, secret = await _store(redis, keyed).create(tenant="acme", limits=(KeyLimit(limit=3, per="minute"),))
+    client = Client(keyed.ingress.address)
+    try:
+        await _until(lambda: _is(_status(client, secret, _msg("r0")), grpc.StatusCode.OK))
+        # The limiter follows the store too: within KEYS_POLL_S it has the key's rule, and from
+        # then on the minute holds 3 (requests made before it had the rule count nowhere).
+        sent = 0
+
+        async def refused() -> bool:
+            nonlocal sent
+            sent += 1
+            return await _status(client, secret, _msg(f"r{sent}")) == grpc.StatusCode.RESOURCE_EXHAUSTED
+
+        await _until(refused)
+        with pytest.raises(grpc.aio.AioRpcError) as refused:
+            await client.complete(_msg("over"), key=secret)
+        md = dict(refused.value.trailing_metadata() or ())
+        assert md["x-ratelimit-limit-hit"] == f"{record.id}.requests-per-minute"
+        # Another key of the same tenant is not held by it.
+        _, other = await _store(redis, keyed).create(tenant="acme")
+        await _until(lambda: _is(_status(client, other, _msg("other")), grpc.StatusCode.OK))
+        # Lifted with the CLI, without a restart.
+        assert await asyncio.to_thread(cli, ["keys", "update", record.id, "--no-limits", *args]) == 0
+        await _until(lambda: _is(_status(client, secret, _msg("lifted")), grpc.StatusCode.OK))
     finally:
         await client.close()

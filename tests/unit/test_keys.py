@@ -142,3 +142,21 @@ def test_scopes_and_budgets_are_strict() -> None:
         KeyRecord(id="key-a", tenant="t", secrets=(Secret(sha256=digest("x")),),
                   budgets=(Budget(usd=1, per="day"), Budget(usd=2, per="day")))
     assert Scopes().describe() == "all"
+
+
+def test_a_keys_own_limits_become_a_rule_on_its_id_replacing_a_file_rule_on_exactly_it() -> None:
+    from llmgw.keys.limits import with_key_limits
+    from llmgw.services.limiter.rules import parse_rules
+
+    base = {"domains": {"gateway": [
+        {"match": {"tenant": "*"}, "limits": [{"name": "rpm", "unit": "requests", "limit": 60, "per": "minute"}]},
+        {"match": {"api_key": "key-abc"}, "limits": [{"name": "old", "unit": "requests", "limit": 1, "per": "second"}]},
+    ]}}
+    limited = _record("s1", limits=[{"limit": 5, "per": "minute"}, {"unit": "tokens", "limit": 900, "per": "hour"}])
+    rules = parse_rules(with_key_limits(base, [limited, _record("s2").model_copy(update={"id": "key-other"})]))
+    names = {limit.name for _, limit in rules.matching("gateway", {"tenant": "acme", "api_key": "key-abc"})}
+    assert names == {"rpm", "key-abc.requests-per-minute", "key-abc.tokens-per-hour"}
+    # A revoked key's limits are gone with it; a key with none adds nothing.
+    assert with_key_limits(base, [limited.model_copy(update={"status": "revoked"})]) == base
+    with pytest.raises(ValueError, match="one limit per unit and period"):
+        _record("s1", limits=[{"limit": 5}, {"limit": 6}])

@@ -16,12 +16,23 @@ from typing import Any
 import yaml
 
 from llmgw.keys.ledger import PERIODS, SpendLedger, days_between
-from llmgw.keys.model import NANO, Budget, KeyRecord, Scopes, Secret, TenantRecord, digest, new_key_id, new_secret
+from llmgw.keys.model import (
+    NANO,
+    Budget,
+    KeyLimit,
+    KeyRecord,
+    Scopes,
+    Secret,
+    TenantRecord,
+    digest,
+    new_key_id,
+    new_secret,
+)
 from llmgw.keys.store import RedisKeyStore
 from llmgw.kit.errors import InvalidArgument
 from llmgw.kit.redis import connect
 
-__all__ = ["add_parser", "events_spend", "parse_budget", "parse_duration"]
+__all__ = ["add_parser", "events_spend", "parse_budget", "parse_duration", "parse_limit"]
 
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86_400}
 
@@ -42,6 +53,19 @@ def parse_budget(text: str) -> Budget:
     return Budget(usd=float(m.group(1)), per=m.group(2))  # type: ignore[arg-type]
 
 
+def parse_limit(text: str, unit: str) -> KeyLimit:
+    """``60/minute`` (requests) or ``100000/minute`` (tokens)."""
+    m = re.fullmatch(r"(\d+)/(second|minute|hour|day)", text.strip())
+    if not m:
+        raise InvalidArgument("limit", f"{text!r}: expected a count per second, minute, hour or day, e.g. 60/minute")
+    return KeyLimit(unit=unit, limit=int(m.group(1)), per=m.group(2))  # type: ignore[arg-type]
+
+
+def _limits(args: argparse.Namespace) -> tuple[KeyLimit, ...]:
+    return (*(parse_limit(t, "requests") for t in args.limit or ()),
+            *(parse_limit(t, "tokens") for t in args.token_limit or ()))
+
+
 def _csv(text: str | None) -> tuple[str, ...]:
     return tuple(p.strip() for p in (text or "").split(",") if p.strip())
 
@@ -55,7 +79,8 @@ def _public(record: KeyRecord) -> dict[str, Any]:
     return {"id": record.id, "tenant": record.tenant, "name": record.name, "status": record.status,
             "created": _iso(record.created_at), "expires": _iso(record.expires_at),
             "secrets": [{"valid_until": _iso(s.not_after)} for s in record.secrets],
-            "scopes": record.scopes.model_dump(), "budgets": [b.model_dump() for b in record.budgets]}
+            "scopes": record.scopes.model_dump(), "budgets": [b.model_dump() for b in record.budgets],
+            "limits": [lim.model_dump() for lim in record.limits]}
 
 
 def _run(args: argparse.Namespace, body: Callable[[RedisKeyStore, SpendLedger], Awaitable[int]]) -> int:
@@ -87,14 +112,14 @@ def _create(args: argparse.Namespace) -> int:
         secret = new_secret()
         record = KeyRecord(id=new_key_id(), tenant=args.tenant, name=args.name or "", created_at=time.time(),
                            expires_at=expires, secrets=(Secret(sha256=digest(secret)),), scopes=_scopes(args),
-                           budgets=budgets)
+                           budgets=budgets, limits=_limits(args))
         _secret_notice(secret, record)
         print(yaml.safe_dump({"keys": [record.model_dump(exclude_defaults=True)]}, sort_keys=False), end="")
         return 0
 
     async def body(store: RedisKeyStore, _: SpendLedger) -> int:
         record, secret = await store.create(tenant=args.tenant, name=args.name or "", scopes=_scopes(args),
-                                            budgets=budgets, expires_at=expires)
+                                            budgets=budgets, expires_at=expires, limits=_limits(args))
         print(f"created {record.id} for tenant {record.tenant}  scopes: {record.scopes.describe()}  budgets: "
               f"{', '.join(b.describe() for b in record.budgets) or 'none'}")
         _secret_notice(secret, record)
@@ -151,7 +176,8 @@ def _update(args: argparse.Namespace) -> int:
     async def body(store: RedisKeyStore, _: SpendLedger) -> int:
         scopes = _scopes(args) if any((args.routes, args.models, args.prompts, args.all_scopes)) else None
         budgets = () if args.no_budget else (tuple(parse_budget(b) for b in args.budget) if args.budget else None)
-        record = await store.update(args.id, scopes=scopes, budgets=budgets)
+        limits = () if args.no_limits else (_limits(args) or None)
+        record = await store.update(args.id, scopes=scopes, budgets=budgets, limits=limits)
         print(json.dumps(_public(record), indent=2))
         return 0
 
@@ -242,6 +268,8 @@ def _scope_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--models", help="provider/model names every target of its routes must be in (default: all)")
     p.add_argument("--prompts", help="registry prompts it may run; raw messages are then refused (default: all)")
     p.add_argument("--budget", action="append", help="USD per day, month or in total: 10/day (repeatable)")
+    p.add_argument("--limit", action="append", help="the key's own request rate limit: 60/minute (repeatable)")
+    p.add_argument("--token-limit", action="append", help="the key's own token rate limit: 100000/minute")
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -273,6 +301,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
     update = command("update", "replace a key's scopes or budgets", _update, scopes=True)
     update.add_argument("--all-scopes", action="store_true", help="clear the scopes (the key may use everything)")
     update.add_argument("--no-budget", action="store_true", help="remove the key's budgets")
+    update.add_argument("--no-limits", action="store_true", help="remove the key's own rate limits")
     tenant = command("tenant", "show or set a tenant's budgets (over all its keys)", _tenant, by_id=False)
     tenant.add_argument("name")
     tenant.add_argument("--budget", action="append", help="USD per day, month or in total: 500/month (repeatable)")

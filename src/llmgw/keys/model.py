@@ -17,7 +17,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 __all__ = [
-    "KEY_ID_PATTERN", "NANO", "Budget", "KeyRecord", "Period", "Scopes", "Secret", "TenantRecord", "digest",
+    "KEY_ID_PATTERN", "NANO", "Budget", "KeyLimit", "KeyRecord", "Period", "Scopes", "Secret", "TenantRecord", "digest",
     "new_key_id", "new_secret", "to_nano",
 ]
 
@@ -80,6 +80,18 @@ class Scopes(_Strict):
         return " ".join(parts) or "all"
 
 
+class KeyLimit(_Strict):
+    """A rate limit of the key's own (docs/limits.md): the limiter decides it as a gateway-domain
+    rule on the key's id, beside the rules file's."""
+
+    unit: Literal["requests", "tokens"] = "requests"
+    limit: int = Field(gt=0)
+    per: Literal["second", "minute", "hour", "day"] = "minute"
+
+    def name(self, key_id: str) -> str:
+        return f"{key_id}.{self.unit}-per-{self.per}"
+
+
 class Secret(_Strict):
     sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
     # A rotated-out secret stays valid until then (the grace period); None: no end.
@@ -97,11 +109,19 @@ class KeyRecord(_Strict):
     secrets: tuple[Secret, ...] = Field(min_length=1)
     scopes: Scopes = Scopes()
     budgets: tuple[Budget, ...] = ()
+    limits: tuple[KeyLimit, ...] = ()
 
     @field_validator("budgets")
     @classmethod
     def _one_per_period(cls, value: tuple[Budget, ...]) -> tuple[Budget, ...]:
         return _one_per_period(value)
+
+    @field_validator("limits")
+    @classmethod
+    def _one_per_unit_and_period(cls, value: tuple[KeyLimit, ...]) -> tuple[KeyLimit, ...]:
+        if len({(lim.unit, lim.per) for lim in value}) != len(value):
+            raise ValueError("one limit per unit and period")
+        return value
 
     def live_secrets(self, now: float) -> tuple[Secret, ...]:
         return tuple(s for s in self.secrets if s.not_after is None or s.not_after > now)

@@ -108,7 +108,11 @@ class KeyFollower:
     """Keeps ``current`` up to date with the store and the key file (either may be absent)."""
 
     def __init__(self, *, bootstrap: Mapping[str, str], store: RedisKeyStore | None = None,
-                 key_file: Path | None = None, poll_s: float = 0.5) -> None:
+                 key_file: Path | None = None, poll_s: float = 0.5,
+                 on_change: Callable[[KeyData], None] | None = None) -> None:
+        """``on_change``: also told every new set of keys (the limiter turns their own rate
+        limits into rules)."""
+        self._on_change = on_change
         self._bootstrap = dict(bootstrap)
         self._store = store
         self._file = key_file
@@ -149,7 +153,10 @@ class KeyFollower:
         self._file_data = data
 
     def _rebuild(self) -> None:
-        self.current = KeyRing(self._file_data.merged(self._store_data), bootstrap=self._bootstrap)
+        data = self._file_data.merged(self._store_data)
+        self.current = KeyRing(data, bootstrap=self._bootstrap)
+        if self._on_change is not None:
+            self._on_change(data)
         KEYS.set(self.current.size)
         RELOADS.labels("applied").inc()
 

@@ -17,7 +17,7 @@ from pathlib import Path
 import redis.asyncio as aioredis
 from pydantic import BaseModel, ConfigDict, ValidationError
 
-from llmgw.keys.model import Budget, KeyRecord, Scopes, Secret, TenantRecord, digest, new_key_id, new_secret
+from llmgw.keys.model import Budget, KeyLimit, KeyRecord, Scopes, Secret, TenantRecord, digest, new_key_id, new_secret
 from llmgw.kit.errors import ConfigError, NotFound
 from llmgw.kit.settings import load_yaml
 
@@ -88,12 +88,12 @@ class RedisKeyStore:
 
     async def create(self, *, tenant: str, name: str = "", scopes: Scopes | None = None,
                      budgets: Iterable[Budget] = (), expires_at: float | None = None,
-                     now: float | None = None) -> tuple[KeyRecord, str]:
+                     limits: Iterable[KeyLimit] = (), now: float | None = None) -> tuple[KeyRecord, str]:
         """A new key and its secret: the only time the secret exists outside the caller."""
         secret = new_secret()
         record = KeyRecord(id=new_key_id(), tenant=tenant, name=name, created_at=time.time() if now is None else now,
                            expires_at=expires_at, secrets=(Secret(sha256=digest(secret)),),
-                           scopes=scopes or Scopes(), budgets=tuple(budgets))
+                           scopes=scopes or Scopes(), budgets=tuple(budgets), limits=tuple(limits))
         await self.put(record)
         return record, secret
 
@@ -118,13 +118,12 @@ class RedisKeyStore:
         return rotated, secret
 
     async def update(self, key_id: str, *, scopes: Scopes | None = None,
-                     budgets: tuple[Budget, ...] | None = None) -> KeyRecord:
+                     budgets: tuple[Budget, ...] | None = None,
+                     limits: tuple[KeyLimit, ...] | None = None) -> KeyRecord:
+        """Replace what is given (None: keep)."""
         record = await self.get(key_id)
-        changes: dict[str, object] = {}
-        if scopes is not None:
-            changes["scopes"] = scopes
-        if budgets is not None:
-            changes["budgets"] = budgets
+        given = {"scopes": scopes, "budgets": budgets, "limits": limits}
+        changes = {name: value for name, value in given.items() if value is not None}
         updated = KeyRecord.model_validate({**record.model_dump(), **changes})
         await self.put(updated)
         return updated

@@ -68,6 +68,16 @@ app.kubernetes.io/component: {{ .name }}
 {{- end }}
 {{- end -}}
 
+{{/* The key store (docs/keys.md) under a prefix: the ingress and limiter read KEYS_*, a
+     colocated ingress's limiter core LIMITER_KEYS_*. */}}
+{{- define "llmgw.keysEnvAs" -}}
+{{ include "llmgw.redisEnvAs" (dict "root" .root "prefix" (printf "%sKEYS_" .prefix)) }}
+- name: {{ .prefix }}KEYS_PREFIX
+  value: {{ .root.Values.ingress.keys.prefix | quote }}
+- name: {{ .prefix }}KEYS_POLL_S
+  value: {{ .root.Values.ingress.keys.pollSeconds | toString | quote }}
+{{- end -}}
+
 {{- define "llmgw.kafkaEnv" -}}
 - name: KAFKA_BOOTSTRAP
   value: {{ .Values.kafka.bootstrap | quote }}
