@@ -13,7 +13,9 @@ from typing import Any, Protocol
 from aiohttp import web
 
 from llmgw.domain import Chunk, Message, Output, Part, Sampling
+from llmgw.keys.ring import Identity
 from llmgw.kit.errors import InvalidArgument, LlmgwError
+from llmgw.services.ingress.auth import may_use_route
 from llmgw.services.ingress.core import Gateway, Reply
 from llmgw.services.ingress.http import read_json
 from llmgw.services.ingress.request import CacheMode, GatewayRequest
@@ -46,9 +48,12 @@ def number(body: Mapping[str, Any], name: str, kind: type | tuple[type, ...] = (
     return value
 
 
-def model_ids(routes: RouterConfig | None) -> list[str]:
+def model_ids(routes: RouterConfig | None, identity: Identity) -> list[str]:
+    """The routes the key may run on, and each one's first provider/model."""
     ids: list[str] = []
     for name, cfg in (routes.routes.items() if routes is not None else ()):
+        if not may_use_route(identity, name, routes):
+            continue
         ids.append(name)
         ids += [f"{t.provider}/{t.model}" for t in cfg.targets[:1]]
     return list(dict.fromkeys(ids))

@@ -228,8 +228,8 @@ def add_openai_routes(face: HttpFace, core: Gateway, routes: RouterConfig | None
         return await _stream(request, core, auth, req, rid, include_usage)
 
     async def models(request: web.Request) -> web.StreamResponse:
-        core.authenticate(request.headers.get("authorization"))
-        data = [{"id": i, "object": "model", "created": 0, "owned_by": "llmgw"} for i in model_ids(routes)]
+        identity = core.authenticate(request.headers.get("authorization"))
+        data = [{"id": i, "object": "model", "created": 0, "owned_by": "llmgw"} for i in model_ids(routes, identity)]
         return web.json_response({"object": "list", "data": data})
 
     face.route("POST", "/v1/chat/completions", chat, openai_error)

@@ -204,6 +204,14 @@ async def test_scopes_refuse_what_the_key_may_not_use_naming_it(keyed: Stack, re
         # ...and what they may use still works.
         assert await _status(client, by_route, _msg("hi", route="default")) == grpc.StatusCode.OK
         assert await _status(client, by_model, _msg("hi")) == grpc.StatusCode.OK
+        # GET /v1/models lists only what the key may use.
+        lister = openai.AsyncOpenAI(base_url=f"{keyed.http}/v1", api_key=by_model, max_retries=0)
+        try:
+            listed = {m.id async for m in lister.models.list()}
+        finally:
+            await lister.close()
+        assert {"default", "metered", "openai/gpt-4o-mini"} & listed == {"default", "openai/gpt-4o-mini"}
+        assert "fallback" not in listed
         # The HTTP faces answer 403 naming it too.
         sdk = anthropic.AsyncAnthropic(base_url=keyed.http, api_key=by_model, max_retries=0)
         try:
