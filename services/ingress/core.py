@@ -87,6 +87,8 @@ class _Resolved:
     descriptor_tail: tuple[tuple[str, str], ...] = ()
     # The prompt's tokens as it will be sent (rendering + tokenizing is costly): counted on first need.
     prompt_tokens: int | None = None
+    # The route that runs (the named one, else the default): what scopes and prices are of.
+    run_route: str = DEFAULT_ROUTE
 
 
 @dataclass(slots=True)
@@ -227,7 +229,7 @@ class Gateway:
             identity = self._keys().identify(authorization)
             tenant = identity.tenant
             resolved = self._resolve(tenant, req)
-            check_scopes(identity, route=route_name(resolved.route, self._routes) or DEFAULT_ROUTE,
+            check_scopes(identity, route=resolved.run_route,
                          prompt=resolved.req.prompt, routes=self._routes)
         except LlmgwError as exc:
             self._bookkeeping.call(self._publish_outcome, request_id, identity, req, "", req.route, exc, started,
@@ -268,7 +270,7 @@ class Gateway:
         tail = (("route", route),
                 *((("prompt", req.prompt), ("label", req.label or self._default_label)) if req.prompt else ()))
         sampling, targets = effective_sampling(req.sampling, version, req.route, self._routes)
-        resolved = _Resolved(req, version, req.route, descriptor_tail=tail, key=KeyMaterial(
+        resolved = _Resolved(req, version, req.route, descriptor_tail=tail, run_route=route, key=KeyMaterial(
             tenant=tenant,
             route=req.route,
             prompt=req.prompt,
@@ -328,7 +330,7 @@ class Gateway:
         meanwhile gives the reservation back instead of leaving it charged."""
         if not a.identity.budgets:
             return
-        route = route_name(a.route, self._routes) or DEFAULT_ROUTE
+        route = a.resolved.run_route
         max_tokens = a.key.sampling.max_tokens or self._default_max_tokens
         reserving = asyncio.ensure_future(self._spend.reserve(a.identity, route, self._prompt_token_count(a),
                                                               max_tokens))
@@ -510,7 +512,7 @@ class Gateway:
         if a.trace is not None:
             tracing.annotate(_span_attributes(a))
         tokens = sum(sent)
-        charged = self._spend.partial(route_name(a.route, self._routes) or DEFAULT_ROUTE, *sent) if tokens else 0
+        charged = self._spend.partial(a.resolved.run_route, *sent) if tokens else 0
         if (lookup is not None and lookup.leader) or (decision is not None and decision.reservation_id):
             self._soon.call(self._release, decision, lookup, tokens)
         if a.hold is not None or (charged and self._spend.enabled):
