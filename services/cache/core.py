@@ -14,7 +14,6 @@ from collections.abc import Coroutine
 from dataclasses import dataclass
 from typing import Any
 
-import redis.asyncio as aioredis
 from prometheus_client import Counter
 from redis.exceptions import RedisError
 
@@ -25,6 +24,7 @@ from llmgw.kit import tracing
 from llmgw.kit.breaker import Breaker, State
 from llmgw.kit.logging import get_logger
 from llmgw.kit.metrics import child
+from llmgw.kit.redis import Client
 from llmgw.kit.scripts import ScriptBatcher
 from llmgw.kit.tasks import Background
 from llmgw.services.cache.keys import cache_key, entry_pattern, lock_key, stats_key
@@ -155,7 +155,7 @@ class RedisCache:
 
     def __init__(
         self,
-        redis: aioredis.Redis,
+        redis: Client,
         *,
         prefix: str = "llmgw:cache",
         policy: CachePolicy | None = None,

@@ -16,9 +16,9 @@ import uuid
 from typing import Any, Literal
 
 import numpy as np
-import redis.asyncio as aioredis
 
 from llmgw.kit.errors import NotFound
+from llmgw.kit.redis import Client
 from llmgw.services.drift.model import Reference
 
 __all__ = ["BaselineStore", "Slot"]
@@ -38,7 +38,7 @@ def _text(value: Any) -> str:
 
 
 class BaselineStore:
-    def __init__(self, redis: aioredis.Redis, prefix: str = PREFIX) -> None:
+    def __init__(self, redis: Client, prefix: str = PREFIX) -> None:
         self._r = redis
         self._p = prefix
 

@@ -19,7 +19,8 @@ Time is the Redis server's (TIME), so replica clocks don't matter.
 #       4 = requests, 5 = tokens, 6 = the buckets' specs "kind,a,b,shadow,is_tokens;..." where
 #       kind g: a = T ms, b = capacity ms (B*T); kind w: a = period ms, b = limit (static per rule
 #       set, so the caller builds that string once), 7 = "1" when a pause key is given.
-# Returns: {denied, retry_after_ms, denied_index, then per bucket: admitted, remaining, reset_ms};
+# Returns: {denied, retry_after_ms, denied_index, then per bucket: admitted, remaining, reset_ms,
+# the window sub-bucket charged (0 for GCRA or when nothing was charged)};
 # a pause in force: {1, its ms left, 0} and nothing charged. A window bucket's charge is recorded
 # in the reservation (its sub-bucket index), so a settle refunds exactly where it charged.
 CHECK = r"""
@@ -87,11 +88,12 @@ for i = 1, n do
   out[#out + 1] = ok and 1 or 0
   out[#out + 1] = 0
   out[#out + 1] = 0
+  out[#out + 1] = 0
 end
 -- Remaining budget as it stands after this decision: charged only if everything admitted.
 for i = 1, n do
   local kind, a, b = specs[i][1], specs[i][2], specs[i][3]
-  local charged = denied == 0 and out[(i - 1) * 3 + 1] == 1
+  local charged = denied == 0 and out[(i - 1) * 4 + 1] == 1
   local cost = specs[i][5] and tokens or requests
   local remaining, reset
   if kind == 'g' then
@@ -110,13 +112,13 @@ for i = 1, n do
     end
   end
   if remaining < 0 then remaining = 0 end
-  out[(i - 1) * 3 + 2] = remaining
-  out[(i - 1) * 3 + 3] = reset
+  out[(i - 1) * 4 + 2] = remaining
+  out[(i - 1) * 4 + 3] = reset
 end
 if denied == 0 then
   local payload = ARGV[2] ~= '' and cjson.decode(ARGV[2]) or nil
   for i = 1, n do
-    if out[(i - 1) * 3 + 1] == 1 then
+    if out[(i - 1) * 4 + 1] == 1 then
       local cost = specs[i][5] and tokens or requests
       if specs[i][1] == 'g' then
         local tat = state[i][2]
@@ -128,6 +130,7 @@ if denied == 0 then
         redis.call('HINCRBY', KEYS[i], st[2], cost)
         if #st[3] > 0 then redis.call('HDEL', KEYS[i], unpack(st[3])) end
         redis.call('PEXPIRE', KEYS[i], math.ceil(st[5] + 2 * st[4]))
+        out[(i - 1) * 4 + 4] = st[2]
         if payload then
           for _, e in ipairs(payload.buckets) do
             if e[1] == KEYS[i] and e[2] == 'w' then e[4] = st[2] end
@@ -145,33 +148,20 @@ for i = 1, #out do res[#res + 1] = out[i] end
 return res
 """
 
-# KEYS[1]: reservation key. ARGV[1]: actual tokens.
-# The reservation payload is {"buckets": [entry, ...]}: [key, T_ms, reserved] for a GCRA bucket,
-# whose TAT moves by (actual - reserved) * T; ["key", "w", reserved, sub-bucket] for a window
-# bucket, whose sub-bucket of the charge moves by (actual - reserved), never below 0. A refund
-# when the estimate was high, an extra charge when low.
-# Returns the tokens refunded (negative: charged extra), or false when the reservation is gone.
-SETTLE = r"""
-local raw = redis.call('GET', KEYS[1])
-if not raw then return false end
-redis.call('DEL', KEYS[1])
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + tonumber(t[2]) / 1000
-local actual = tonumber(ARGV[1])
-local res = cjson.decode(raw)
-local refunded = 0
-for _, b in ipairs(res.buckets) do
-  local key = b[1]
+# One bucket's charge moved by (actual - reserved) units. A bucket entry is [key, T_ms, reserved]
+# for a GCRA bucket, whose TAT moves by (actual - reserved) * T; [key, "w", reserved, sub-bucket]
+# for a window bucket, whose sub-bucket of the charge moves by (actual - reserved), never below 0.
+# A refund when the estimate was high, an extra charge when low. Returns reserved - actual.
+_ADJUST = r"""
+local function adjust(b, actual, now)
+  local key, reserved = b[1], tonumber(b[3])
   if b[2] == 'w' then
-    local reserved = tonumber(b[3])
-    refunded = reserved - actual
     if b[4] and redis.call('EXISTS', key) == 1 then
       local v = redis.call('HINCRBY', key, b[4], actual - reserved)
       if v <= 0 then redis.call('HDEL', key, b[4]) end
     end
   else
-    local T, reserved = tonumber(b[2]), tonumber(b[3])
-    refunded = reserved - actual
+    local T = tonumber(b[2])
     local tat = tonumber(redis.call('GET', key))
     if tat then
       local new_tat = tat + (actual - reserved) * T
@@ -185,8 +175,41 @@ for _, b in ipairs(res.buckets) do
       redis.call('SET', key, string.format('%.3f', new_tat), 'PX', math.ceil(new_tat - now) + 1)
     end
   end
+  return reserved - actual
+end
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + tonumber(t[2]) / 1000
+"""
+
+# KEYS[1]: reservation key, KEYS[2..]: the token buckets it may adjust (a bucket of the payload not
+# declared is left alone: a script touches only the keys it declares). ARGV[1]: actual tokens.
+# The reservation payload is {"buckets": [entry, ...]} (entries as _ADJUST's).
+# Returns the tokens refunded (negative: charged extra), or false when the reservation is gone.
+SETTLE = _ADJUST + r"""
+local raw = redis.call('GET', KEYS[1])
+if not raw then return false end
+redis.call('DEL', KEYS[1])
+local declared = {}
+for i = 2, #KEYS do declared[KEYS[i]] = true end
+local actual = tonumber(ARGV[1])
+local refunded = 0
+for _, b in ipairs(cjson.decode(raw).buckets) do
+  if declared[b[1]] then refunded = adjust(b, actual, now) end
 end
 return refunded
+"""
+
+# Gives back everything one shard's CHECK charged, when a decision spanning several shards was
+# refused by another one. KEYS[1]: that CHECK's reservation key (deleted) or a placeholder,
+# KEYS[2..]: the buckets; ARGV[1]: JSON entries (as _ADJUST's, reserved = what was charged).
+REFUND = _ADJUST + r"""
+redis.call('DEL', KEYS[1])
+local declared = {}
+for i = 2, #KEYS do declared[KEYS[i]] = true end
+for _, b in ipairs(cjson.decode(ARGV[1])) do
+  if declared[b[1]] then adjust(b, 0, now) end
+end
+return 1
 """
 
 # KEYS[1]: the pause key. ARGV[1]: pause ms. Extends, never shortens. Returns the ms in force.

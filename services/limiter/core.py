@@ -12,8 +12,8 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote
 
-import redis.asyncio as aioredis
 from prometheus_client import Counter
+from redis.crc import key_slot
 from redis.exceptions import RedisError
 
 from llmgw.domain import Decision, LimitStatus
@@ -22,10 +22,23 @@ from llmgw.kit.breaker import Breaker, State
 from llmgw.kit.errors import InvalidArgument
 from llmgw.kit.logging import get_logger
 from llmgw.kit.metrics import child
+from llmgw.kit.redis import Client, is_cluster
 from llmgw.kit.scripts import ScriptBatcher
 from llmgw.kit.tasks import Background
 from llmgw.services.limiter import _lua
 from llmgw.services.limiter.local import Bucket, LocalGcra
+from llmgw.services.limiter.plan import (
+    Group,
+    Plan,
+    bucket_key,
+    build_plan,
+    parse_reservation,
+    pause_key,
+    payload,
+    reservation_id,
+    token_entries,
+    void_entries,
+)
 from llmgw.services.limiter.rules import Limit, Rule, RuleSet
 
 __all__ = ["PAUSABLE_DOMAIN", "PAUSE_LIMIT", "RedisLimiter"]
@@ -42,9 +55,6 @@ SHADOW_HITS = Counter("llmgw_limiter_shadow_exceeded_total", "Shadow limits that
 SETTLES = Counter("llmgw_limiter_settles_deferred_total",
                   "Settles that met a Redis outage: queued, applied late, or dropped (queue full)", ["result"])
 LOCAL_DECISIONS = Counter("llmgw_limiter_local_decisions_total", "Checks decided in process while Redis is out")
-
-
-_Plan = tuple[list[tuple[Rule, Limit]], list[str], str]
 
 
 @dataclass(slots=True)
@@ -74,21 +84,22 @@ class _Lease:
 _MAX_PLANS = 100_000
 
 
+def _slot(key: str) -> int:
+    return int(key_slot(key.encode()))
+
+
+@dataclass(frozen=True, slots=True)
+class _Shard:
+    """One group's CHECK reply and the reservation it wrote."""
+
+    group: Group
+    raw: list[Any]
+    reservation: str
+    entries: list[list[object]]
+
+
 def _counter(domain: str, result: str) -> Any:
     return child(DECISIONS, domain, result)
-
-
-def _spec(limit: Limit) -> str:
-    tail = f"{int(limit.shadow)},{int(limit.unit == 'tokens')}"
-    if limit.algorithm == "gcra":
-        interval = limit.period_ms / limit.limit
-        return f"g,{interval!r},{interval * limit.gcra_burst!r},{tail}"
-    return f"w,{limit.period_ms},{limit.limit},{tail}"
-
-
-def _specs(matched: Sequence[tuple[Rule, Limit]]) -> str:
-    """The Lua script's bucket specs (_lua.CHECK); built once per descriptor plan."""
-    return ";".join(_spec(limit) for _, limit in matched)
 
 
 class RedisLimiter:
@@ -101,7 +112,7 @@ class RedisLimiter:
 
     def __init__(
         self,
-        redis: aioredis.Redis,
+        redis: Client,
         rules: RuleSet,
         *,
         prefix: str = "llmgw:rl",
@@ -124,7 +135,9 @@ class RedisLimiter:
         # While open, decisions never wait on Redis: a dead Redis costs nothing per request.
         self._breaker = breaker or Breaker(failure_threshold=3, open_seconds=2.0, clock=clock)
         self._local = LocalGcra(clock)
-        self._plans: dict[tuple[str, tuple[tuple[str, str], ...]], _Plan] = {}
+        self._plans: dict[tuple[str, tuple[tuple[str, str], ...]], Plan] = {}
+        # Outside a cluster every key of a decision is in one group (one atomic script).
+        self._slot_of = _slot if is_cluster(redis) else None
         self._clock = clock
         self._lease_max = max(1, lease_max)
         self._lease_ttl = lease_ttl_s
@@ -139,6 +152,7 @@ class RedisLimiter:
         batcher = batcher or ScriptBatcher(redis)
         self._check = batcher.register(_lua.CHECK)
         self._settle = batcher.register(_lua.SETTLE)
+        self._refund = batcher.register(_lua.REFUND)
         self._pause = batcher.register(_lua.PAUSE)
 
     @property
@@ -149,23 +163,18 @@ class RedisLimiter:
         self._rules = rules
         self._plans.clear()
 
-    def _plan(self, domain: str, descriptor: tuple[tuple[str, str], ...]) -> _Plan:
-        """The limits, Redis keys and Lua specs of a descriptor: computed once per distinct
+    def _plan(self, domain: str, descriptor: tuple[tuple[str, str], ...]) -> Plan:
+        """The limits, Redis keys, shards and Lua specs of a descriptor: computed once per distinct
         descriptor (bounded), not per decision — the hot path only fills in the costs."""
         plan = self._plans.get((domain, descriptor))
         if plan is None:
-            desc = dict(descriptor)
-            matched = self._rules.matching(domain, desc)
-            keys = [self._key(domain, rule, limit, desc) for rule, limit in matched]
-            plan = (matched, keys, _specs(matched))
+            matched = self._rules.matching(domain, dict(descriptor))
+            plan = build_plan(self._prefix, domain, descriptor, matched, pausable=domain == PAUSABLE_DOMAIN,
+                              slot_of=self._slot_of)
             if len(self._plans) >= _MAX_PLANS:
                 self._plans.clear()
             self._plans[(domain, descriptor)] = plan
         return plan
-
-    def _key(self, domain: str, rule: Rule, limit: Limit, descriptor: dict[str, str]) -> str:
-        bucket = quote(rule.bucket(descriptor), safe="=|")
-        return f"{self._prefix}:{domain}:{limit.name}:{bucket}"
 
     @tracing.traced("limiter.check", unless_under="llmgw.limiter.")
     async def check(
@@ -178,34 +187,24 @@ class RedisLimiter:
         domain: str = "gateway",
     ) -> Decision:
         plan = self._plan(domain, tuple(descriptor))
-        matched, keys, specs = plan
+        matched = plan.matched
         # Only the provider domain can be paused (a provider's 429): its checks read the pause key
         # in the same script, so even a provider with no limit rules is kept out by a pause.
-        pausable = domain == PAUSABLE_DOMAIN
-        if not matched and not pausable:
+        if not matched and domain != PAUSABLE_DOMAIN:
             _counter(domain, "unlimited").inc()
             return Decision(allowed=True)
-        token_buckets = [
-            [key, limit.period_ms / limit.limit, tokens] if limit.algorithm == "gcra" else [key, "w", tokens]
-            for key, (_, limit) in zip(keys, matched, strict=True)
-            if limit.unit == "tokens" and tokens > 0 and not limit.shadow
-        ]
-        # Made here, never taken from the caller (whose request id is a correlation id only: two
-        # requests with the same one must not share a reservation), and namespaced by tenant.
-        owner = quote(dict(descriptor).get("tenant") or domain, safe="")
-        reservation = f"{self._prefix}:res:{owner}:{uuid.uuid4().hex}" if token_buckets else ""
-        payload = json.dumps({"buckets": token_buckets}) if token_buckets else ""
         if not self._breaker.allow():
             return self._decide_locally(domain, dict(descriptor), matched, requests, tokens)
+        # Reservations are named here, never after the caller's request id (a correlation id
+        # only: two requests with the same one must not share a reservation), by tenant.
+        owner = quote(dict(descriptor).get("tenant") or domain, safe="")
         try:
             # The budget counts from when the check is sent (kit/scripts.py): a burst that keeps
             # this process busy must not look like a slow Redis and trip the breaker.
-            raw = await self._check(
-                keys=[*keys, reservation or f"{self._prefix}:res:none",
-                      *([self._pause_key(domain, descriptor)] if pausable else [])],
-                args=[len(keys), payload, self._reservation_ttl_ms, requests, tokens, specs, int(pausable)],
-                timeout_s=self._timeout,
-            )
+            if len(plan.groups) == 1:
+                shards = [await self._check_group(plan, plan.groups[0], requests, tokens, owner)]
+            else:
+                shards = await self._check_shards(plan, requests, tokens, owner)
         except (RedisError, OSError, TimeoutError) as exc:
             REDIS_ERRORS.inc()
             self._breaker.failure()
@@ -218,35 +217,82 @@ class RedisLimiter:
             raise
         self._breaker.success()
         self._settle_queued()
-        denied, retry_ms, deny_idx = int(raw[0]), int(raw[1]), int(raw[2])
-        if denied and deny_idx == 0:
+        return self._verdict(domain, plan, shards, requests, tokens)
+
+    async def _check_group(self, plan: Plan, group: Group, requests: int, tokens: int, owner: str) -> _Shard:
+        entries = token_entries(plan, group, tokens)
+        reservation = f"{self._prefix}:res:{group.tag}:{owner}:{uuid.uuid4().hex}" if entries else ""
+        raw = await self._check(
+            keys=[*group.keys, reservation or f"{self._prefix}:res:{group.tag}:none",
+                  *([group.pause] if group.pause else [])],
+            args=[len(group.keys), payload(entries), self._reservation_ttl_ms, requests, tokens, group.specs,
+                  int(bool(group.pause))],
+            timeout_s=self._timeout,
+        )
+        return _Shard(group, raw, reservation, entries)
+
+    async def _check_shards(self, plan: Plan, requests: int, tokens: int, owner: str) -> list[_Shard]:
+        """A decision over several cluster shards: each shard's script at once. A shard that
+        failed or refused makes the others give back what they charged (off the request path),
+        so a refused request holds units elsewhere for one round trip at most."""
+        results = await asyncio.gather(*(self._check_group(plan, g, requests, tokens, owner) for g in plan.groups),
+                                       return_exceptions=True)
+        shards = [r for r in results if isinstance(r, _Shard)]
+        failed = next((r for r in results if isinstance(r, BaseException)), None)
+        if failed is not None or any(int(s.raw[0]) for s in shards):
+            for shard in shards:
+                if not int(shard.raw[0]):
+                    self._refills.spawn(self._give_back(plan, shard, requests, tokens))
+        if failed is not None:
+            raise failed
+        return shards
+
+    async def _give_back(self, plan: Plan, shard: _Shard, requests: int, tokens: int) -> None:
+        group = shard.group
+        charged = [(i, int(shard.raw[3 + j * 4 + 3])) for j, i in enumerate(group.indices)
+                   if int(shard.raw[3 + j * 4]) == 1]
+        entries = void_entries(plan, group, charged, requests, tokens)
+        try:
+            await self._refund(keys=[shard.reservation or f"{self._prefix}:res:{group.tag}:none",
+                                     *(str(e[0]) for e in entries)],
+                               args=[json.dumps(entries)], timeout_s=self._timeout * 4)
+        except (RedisError, OSError, TimeoutError) as exc:  # the charge then ages out with its window
+            REDIS_ERRORS.inc()
+            _log.warning("limiter_give_back_failed", error=repr(exc))
+
+    def _verdict(self, domain: str, plan: Plan, shards: list[_Shard], requests: int, tokens: int) -> Decision:
+        matched = plan.matched
+        denied = [s for s in shards if int(s.raw[0])]
+        paused = next((s for s in denied if int(s.raw[2]) == 0), None)
+        if paused is not None:
             _counter(domain, "paused").inc()
-            return Decision(allowed=False, retry_after_ms=retry_ms, limit_name=PAUSE_LIMIT)
+            return Decision(allowed=False, retry_after_ms=int(paused.raw[1]), limit_name=PAUSE_LIMIT)
         if not matched:
             _counter(domain, "unlimited").inc()
             return Decision(allowed=True)
+        rows: dict[int, tuple[int, int, int]] = {}
+        for shard in shards:
+            for j, i in enumerate(shard.group.indices):
+                base = 3 + j * 4
+                rows[i] = (int(shard.raw[base]), int(shard.raw[base + 1]), int(shard.raw[base + 2]))
         statuses = tuple(
-            LimitStatus(
-                name=limit.name,
-                unit=limit.unit,
-                limit=limit.limit,
-                remaining=int(raw[3 + i * 3 + 1]),
-                reset_after_ms=int(raw[3 + i * 3 + 2]),
-                shadow=limit.shadow,
-            )
+            LimitStatus(name=limit.name, unit=limit.unit, limit=limit.limit, remaining=rows[i][1],
+                        reset_after_ms=rows[i][2], shadow=limit.shadow)
             for i, (_, limit) in enumerate(matched)
         )
-        self._observe(domain, matched, [int(raw[3 + i * 3]) == 1 for i in range(len(matched))], statuses)
+        self._observe(domain, matched, [rows[i][0] == 1 for i in range(len(matched))], statuses)
         if denied:
+            worst = max(denied, key=lambda s: int(s.raw[1]))
             _counter(domain, "over_limit").inc()
             return Decision(
                 allowed=False,
-                retry_after_ms=retry_ms,
-                limit_name=matched[deny_idx - 1][1].name,
+                retry_after_ms=int(worst.raw[1]),
+                limit_name=matched[worst.group.indices[int(worst.raw[2]) - 1]][1].name,
                 statuses=statuses,
             )
         _counter(domain, "ok").inc()
-        return Decision(allowed=True, statuses=statuses, reservation_id=reservation)
+        return Decision(allowed=True, statuses=statuses,
+                        reservation_id=reservation_id([(s.reservation, s.entries) for s in shards if s.reservation]))
 
     @staticmethod
     def _observe(domain: str, matched: Sequence[tuple[Rule, Limit]], admitted: Sequence[bool],
@@ -272,7 +318,8 @@ class RedisLimiter:
         buckets = []
         for rule, limit in local:
             share = max(1, limit.limit // self._replicas)
-            buckets.append(Bucket(key=self._key(domain, rule, limit, desc), interval_ms=limit.period_ms / share,
+            buckets.append(Bucket(key=bucket_key(self._prefix, domain, rule, limit, desc),
+                                  interval_ms=limit.period_ms / share,
                                   period_ms=limit.period_ms, cost=requests if limit.unit == "requests" else tokens,
                                   shadow=limit.shadow))
         allowed, retry_ms, idx, results = self._local.check(buckets)
@@ -371,19 +418,27 @@ class RedisLimiter:
         otherwise the whole estimate would stay charged for the reservation's life."""
         if not reservation_id:
             return 0
+        parse_reservation(self._prefix, reservation_id)  # InvalidArgument before anything is queued
         if self._breaker.state == State.OPEN:
             self._queue_settle(reservation_id, actual_tokens)
             return 0
         try:
-            refunded = await self._settle(keys=[reservation_id], args=[max(0, actual_tokens)],
-                                          timeout_s=self._timeout * 4)
+            refunded = await self._settle_all(reservation_id, actual_tokens)
         except (TimeoutError, RedisError, OSError) as exc:
             REDIS_ERRORS.inc()
             _log.warning("limiter_settle_failed", error=repr(exc), reservation=reservation_id)
             self._queue_settle(reservation_id, actual_tokens)
             return 0
         self._settle_queued()
-        return int(refunded or 0)
+        return refunded
+
+    async def _settle_all(self, reservation_id: str, actual_tokens: int) -> int:
+        """Each shard's reservation (at most once each: a retry of a half-applied settle re-runs
+        only what is still reserved); the tokens refunded."""
+        parts = parse_reservation(self._prefix, reservation_id)
+        results = await asyncio.gather(*(self._settle(keys=keys, args=[max(0, actual_tokens)],
+                                                      timeout_s=self._timeout * 4) for keys in parts))
+        return max((int(r or 0) for r in results), default=0)
 
     def _queue_settle(self, reservation_id: str, tokens: int) -> None:
         if len(self._pending_settles) >= self._settle_queue_max:
@@ -407,7 +462,7 @@ class RedisLimiter:
                     continue
                 reservation_id, tokens = self._pending_settles[0]
                 try:
-                    await self._settle(keys=[reservation_id], args=[max(0, tokens)], timeout_s=self._timeout * 4)
+                    await self._settle_all(reservation_id, tokens)
                 except (TimeoutError, RedisError, OSError):
                     await asyncio.sleep(0.25)
                     continue
@@ -415,9 +470,6 @@ class RedisLimiter:
                 SETTLES.labels("applied_late").inc()
         finally:
             self._settling = False
-
-    def _pause_key(self, domain: str, descriptor: Sequence[tuple[str, str]]) -> str:
-        return f"{self._prefix}:pause:{domain}:" + quote("|".join(f"{k}={v}" for k, v in descriptor), safe="=|")
 
     async def pause(self, descriptor: Sequence[tuple[str, str]], *, seconds: float,
                     domain: str = PAUSABLE_DOMAIN) -> int:
@@ -427,7 +479,7 @@ class RedisLimiter:
             raise InvalidArgument("domain", f"only the {PAUSABLE_DOMAIN!r} domain can be paused")
         ms = max(1, int(seconds * 1000))
         try:
-            return int(await self._pause(keys=[self._pause_key(domain, descriptor)], args=[ms],
+            return int(await self._pause(keys=[pause_key(self._prefix, domain, descriptor)], args=[ms],
                                          timeout_s=self._timeout * 4))
         except (TimeoutError, RedisError, OSError) as exc:
             REDIS_ERRORS.inc()

@@ -27,13 +27,15 @@ def _counting_batcher(redis: aioredis.Redis) -> tuple[ScriptBatcher, list[int]]:
     """A real batcher that also records the size of every pipeline it sends to Redis."""
     batcher = ScriptBatcher(redis)
     sizes: list[int] = []
-    real = batcher._pipeline
+    lane = batcher._single
+    assert lane is not None
+    real = lane._pipeline
 
-    async def counting(batch):  # type: ignore[no-untyped-def]
+    async def counting(batch, preload=()):  # type: ignore[no-untyped-def]
         sizes.append(len(batch))
-        return await real(batch)
+        return await real(batch, preload)
 
-    batcher._pipeline = counting  # type: ignore[method-assign]
+    lane._pipeline = counting  # type: ignore[method-assign]
     return batcher, sizes
 
 

@@ -21,9 +21,8 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from urllib.parse import quote
 
-import redis.asyncio as aioredis
-
 from llmgw.keys.model import Budget, Period, window
+from llmgw.kit.redis import Client
 from llmgw.kit.scripts import ScriptBatcher
 
 __all__ = ["PERIODS", "Hold", "Refusal", "SpendLedger", "days_between", "utc_day"]
@@ -100,7 +99,7 @@ class _Window:
 
 
 class SpendLedger:
-    def __init__(self, redis: aioredis.Redis, *, prefix: str = "llmgw:spend", batcher: ScriptBatcher | None = None,
+    def __init__(self, redis: Client, *, prefix: str = "llmgw:spend", batcher: ScriptBatcher | None = None,
                  hold_ttl_s: float = 86_400.0) -> None:
         self._redis = redis
         self._prefix = prefix

@@ -14,11 +14,11 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
-import redis.asyncio as aioredis
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from llmgw.keys.model import Budget, KeyLimit, KeyRecord, Scopes, Secret, TenantRecord, digest, new_key_id, new_secret
 from llmgw.kit.errors import ConfigError, NotFound
+from llmgw.kit.redis import Client
 from llmgw.kit.settings import load_yaml
 
 __all__ = ["KeyData", "RedisKeyStore", "load_key_file"]
@@ -34,7 +34,7 @@ class KeyData:
 
 
 class RedisKeyStore:
-    def __init__(self, redis: aioredis.Redis, prefix: str = "llmgw:keys") -> None:
+    def __init__(self, redis: Client, prefix: str = "llmgw:keys") -> None:
         self._redis = redis
         self._p = f"{prefix}:{{keys}}"
 

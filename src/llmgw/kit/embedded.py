@@ -14,7 +14,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-__all__ = ["LocalProcess", "free_port", "spawn", "start_redis", "start_tansu", "wait_tcp"]
+__all__ = ["LocalCluster", "LocalProcess", "free_port", "spawn", "start_redis", "start_redis_cluster",
+           "start_redis_sentinel", "start_tansu", "wait_tcp"]
 
 
 def free_port(exclude: set[int] | None = None) -> int:
@@ -113,6 +114,93 @@ def start_redis(port: int | None = None, *, log: Path | None = None) -> LocalPro
                             "--appendonly", "no", "--dir", str(workdir)], port, log=log, workdir=workdir)
     wait_tcp("127.0.0.1", port)
     return proc
+
+
+@dataclass
+class LocalCluster:
+    """Processes that together make one Redis service (a cluster's nodes, or a primary and its
+    Sentinel), reached by ``url``."""
+
+    url: str
+    processes: list[LocalProcess]
+
+    def stop(self) -> None:
+        for proc in self.processes:
+            proc.stop()
+
+
+def _redis_cli() -> str:
+    binary = redis_binary()
+    cli = shutil.which("redis-cli") or shutil.which("valkey-cli")
+    if cli is None and binary is not None:
+        sibling = Path(binary).with_name("valkey-cli" if "valkey" in Path(binary).name else "redis-cli")
+        cli = str(sibling) if sibling.exists() else None
+    if cli is None:
+        raise RuntimeError("no redis-cli on PATH: apt-get install redis-tools")
+    return cli
+
+
+def start_redis_cluster(primaries: int = 3, *, log: Path | None = None, timeout_s: float = 20.0) -> LocalCluster:
+    """A throwaway Redis Cluster of ``primaries`` primaries (no replicas) on free ports, slots
+    spread evenly by ``redis-cli --cluster create``. URL: ``redis+cluster://`` with every node."""
+    binary = redis_binary()
+    if binary is None:
+        raise RuntimeError("no redis-server on PATH: apt-get install redis-server")
+    taken: set[int] = set()
+    procs: list[LocalProcess] = []
+    try:
+        for _ in range(primaries):
+            port = free_port(taken)
+            workdir = Path(tempfile.mkdtemp(prefix="llmgw-redis-cluster-"))
+            procs.append(spawn("redis-cluster-node", [
+                binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+                "--dir", str(workdir), "--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf",
+                "--cluster-node-timeout", "2000"], port, log=log, workdir=workdir))
+        for proc in procs:
+            wait_tcp("127.0.0.1", proc.port)
+        subprocess.run([_redis_cli(), "--cluster", "create", *(p.address for p in procs), "--cluster-yes"],
+                       check=True, capture_output=True, timeout=timeout_s)
+        _wait_cluster_ok(procs, timeout_s)
+    except BaseException:
+        for proc in procs:
+            proc.stop()
+        raise
+    return LocalCluster("redis+cluster://" + ",".join(p.address for p in procs), procs)
+
+
+def _wait_cluster_ok(procs: list[LocalProcess], timeout_s: float) -> None:
+    """Until every node reports cluster_state:ok (the slots are assigned and gossiped)."""
+    deadline = time.monotonic() + timeout_s
+    cli = _redis_cli()
+    while time.monotonic() < deadline:
+        states = [subprocess.run([cli, "-p", str(p.port), "cluster", "info"], capture_output=True, text=True,
+                                 timeout=5).stdout for p in procs]
+        if all("cluster_state:ok" in s for s in states):
+            return
+        time.sleep(0.1)
+    raise TimeoutError(f"the local Redis Cluster did not reach cluster_state:ok in {timeout_s}s")
+
+
+def start_redis_sentinel(service: str = "llmgw", *, log: Path | None = None) -> LocalCluster:
+    """A throwaway primary watched by one Sentinel. URL: ``redis+sentinel://…/<service>``."""
+    binary = redis_binary()
+    if binary is None:
+        raise RuntimeError("no redis-server on PATH: apt-get install redis-server")
+    primary = start_redis(log=log)
+    port = free_port({primary.port})
+    workdir = Path(tempfile.mkdtemp(prefix="llmgw-sentinel-"))
+    # Sentinel rewrites its config file: it must be writable and its own.
+    (workdir / "sentinel.conf").write_text(
+        f"port {port}\nbind 127.0.0.1\nsentinel monitor {service} 127.0.0.1 {primary.port} 1\n"
+        f"sentinel down-after-milliseconds {service} 2000\n")
+    try:
+        sentinel = spawn("redis-sentinel", [binary, str(workdir / "sentinel.conf"), "--sentinel"], port, log=log,
+                         workdir=workdir)
+        wait_tcp("127.0.0.1", port)
+    except BaseException:
+        primary.stop()
+        raise
+    return LocalCluster(f"redis+sentinel://127.0.0.1:{port}/{service}", [sentinel, primary])
 
 
 def tansu_binary() -> str:

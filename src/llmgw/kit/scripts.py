@@ -24,13 +24,25 @@ one write and come back in one read.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from typing import Any
 
 import redis.asyncio as aioredis
+from redis.asyncio.cluster import ClusterNode, RedisCluster
 from redis.commands.core import AsyncScript
-from redis.exceptions import NoScriptError, ResponseError
+from redis.exceptions import (
+    AskError,
+    ClusterDownError,
+    ConnectionError,
+    MovedError,
+    NoScriptError,
+    RedisError,
+    ResponseError,
+    TryAgainError,
+)
 
 from llmgw.kit import tracing
+from llmgw.kit.redis import Client
 
 __all__ = ["BatchedScript", "ScriptBatcher"]
 
@@ -64,8 +76,104 @@ class BatchedScript:
 
 
 class ScriptBatcher:
-    def __init__(self, redis: aioredis.Redis, *, max_batch: int = 256, max_inflight: int = 1) -> None:
+    """Batches script calls per Redis server: one lane for a single server (or a Sentinel-managed
+    primary); against a Redis Cluster, a lane per primary, each call routed by its keys' slot (the
+    keys of one call must share a hash tag). A shard that answers MOVED (a resharding, a failover)
+    refreshes the slot map and the call goes again to the new owner: MOVED means it did not run."""
+
+    def __init__(self, redis: Client, *, max_batch: int = 256, max_inflight: int = 1) -> None:
         self._redis = redis
+        self._max = max_batch
+        self._max_inflight = max_inflight
+        self._cluster = redis if isinstance(redis, RedisCluster) else None
+        self._single = None if isinstance(redis, RedisCluster) else _Lane(_PoolConnections(redis), max_batch,
+                                                                           max_inflight)
+        self._lanes: dict[str, _Lane] = {}
+
+    @property
+    def redis(self) -> Client:
+        return self._redis
+
+    def register(self, source: str) -> BatchedScript:
+        return BatchedScript(self, self._redis.register_script(source))
+
+    async def call(self, script: AsyncScript, keys: list[Any], args: list[Any], *,
+                   timeout_s: float | None = None) -> Any:
+        """The script's reply; ``TimeoutError`` if Redis has not answered ``timeout_s`` after the
+        call was sent (see the module doc)."""
+        if self._single is not None:
+            return await self._single.call(script, keys, args, timeout_s=timeout_s)
+        return await self._call_cluster(script, keys, args, timeout_s)
+
+    async def _call_cluster(self, script: AsyncScript, keys: list[Any], args: list[Any],
+                            timeout_s: float | None) -> Any:
+        cluster = self._cluster
+        assert cluster is not None
+        if not keys:
+            raise ValueError("a script call on a Redis Cluster needs a key to route by")
+        slot = cluster.keyslot(keys[0])
+        for attempt in range(_CLUSTER_ATTEMPTS):
+            await cluster.initialize()  # a no-op once the slot map is known
+            node = cluster.nodes_manager.get_node_from_slot(slot)
+            lane = self._lanes.get(node.name)
+            if lane is None:
+                lane = self._lanes[node.name] = _Lane(_NodeConnections(node), self._max, self._max_inflight)
+            try:
+                return await lane.call(script, keys, args, timeout_s=timeout_s)
+            except (MovedError, AskError, TryAgainError, ClusterDownError):
+                # Not run: the slot moved (or is moving) or the cluster is electing a primary.
+                if attempt == _CLUSTER_ATTEMPTS - 1:
+                    raise
+                await cluster.nodes_manager.initialize()
+                await asyncio.sleep(0.01 * attempt)
+            except (ConnectionError, OSError):
+                # Maybe run: never sent twice. The next call finds the new topology.
+                with contextlib.suppress(RedisError, OSError):
+                    await cluster.nodes_manager.initialize()
+                raise
+        raise AssertionError("unreachable")
+
+
+# A call whose slot moves is tried again on its new owner at most this many times in all.
+_CLUSTER_ATTEMPTS = 3
+
+
+class _PoolConnections:
+    """A single server's connections, from the client's own pool (closed with the client)."""
+
+    def __init__(self, redis: aioredis.Redis) -> None:
+        self._pool = redis.connection_pool
+
+    async def acquire(self) -> Any:
+        return await self._pool.get_connection()
+
+    async def discard(self, conn: Any) -> None:
+        await conn.disconnect()
+        await self._pool.release(conn)
+
+
+class _NodeConnections:
+    """One cluster node's connections, from the cluster client's node (closed with the client)."""
+
+    def __init__(self, node: ClusterNode) -> None:
+        self._node = node
+
+    async def acquire(self) -> Any:
+        conn = self._node.acquire_connection()
+        await conn.connect()
+        return conn
+
+    async def discard(self, conn: Any) -> None:
+        await conn.disconnect()
+        self._node.release(conn)
+
+
+class _Lane:
+    """The calls for one server: at most ``max_inflight`` exchanges at a time on connections kept
+    for the lane, calls arriving meanwhile leaving together as the next one."""
+
+    def __init__(self, connections: _PoolConnections | _NodeConnections, max_batch: int, max_inflight: int) -> None:
+        self._connections = connections
         self._max = max_batch
         self._max_inflight = max_inflight
         self._queue: list[_Call] = []
@@ -73,13 +181,6 @@ class ScriptBatcher:
         self._scheduled = False
         self._lock = asyncio.Lock()
         self._conn: Any = None
-
-    @property
-    def redis(self) -> aioredis.Redis:
-        return self._redis
-
-    def register(self, source: str) -> BatchedScript:
-        return BatchedScript(self, self._redis.register_script(source))
 
     async def call(self, script: AsyncScript, keys: list[Any], args: list[Any], *,
                    timeout_s: float | None = None) -> Any:
@@ -137,15 +238,15 @@ class ScriptBatcher:
         results = await self._pipeline(batch)
         retry = [i for i, r in enumerate(results) if isinstance(r, NoScriptError)]
         if retry:
-            # Redis restarted or flushed its scripts: load each once and rerun only the calls
-            # that got NOSCRIPT (the others did run and must not run twice).
-            for source in {batch[i][0].script for i in retry}:
-                await self._redis.script_load(source)
-            for i, r in zip(retry, await self._pipeline([batch[i] for i in retry]), strict=True):
+            # Redis restarted or flushed its scripts (or this is a shard's first call): load each
+            # once, on the same connection, and rerun only the calls that got NOSCRIPT (the others
+            # did run and must not run twice).
+            sources = tuple({batch[i][0].script: None for i in retry})
+            for i, r in zip(retry, await self._pipeline([batch[i] for i in retry], preload=sources), strict=True):
                 results[i] = r
         return results
 
-    async def _pipeline(self, batch: list[_Call]) -> list[Any]:
+    async def _pipeline(self, batch: list[_Call], preload: tuple[Any, ...] = ()) -> list[Any]:
         """One write of every command, then their replies in order, on a connection kept for the
         batcher (no pool checkout or pipeline object per batch). An error reply (NOSCRIPT, a
         script error) belongs to its call; a broken or abandoned exchange fails the batch and its
@@ -157,11 +258,14 @@ class ScriptBatcher:
                     # Connecting is talking to Redis too: within the longest budget of the batch.
                     # Checked out for good: the pool still owns it, so closing the client closes it.
                     async with asyncio.timeout(_longest(batch)):
-                        self._conn = await self._redis.connection_pool.get_connection()
+                        self._conn = await self._connections.acquire()
                 conn = self._conn
-                commands = [("EVALSHA", call[0].sha, len(call[1]), *call[1], *call[2]) for call in batch]
+                commands = [("SCRIPT", "LOAD", source) for source in preload]
+                commands += [("EVALSHA", call[0].sha, len(call[1]), *call[1], *call[2]) for call in batch]
                 await conn.send_packed_command(_pack(commands, conn), check_health=False)
                 budgets = _Budgets(batch)  # sent: from here on, only Redis can be late
+                for _ in preload:
+                    await conn.read_response()  # the sha, which the script already knows
                 results: list[Any] = []
                 for _ in batch:
                     try:
@@ -171,8 +275,7 @@ class ScriptBatcher:
             except BaseException:
                 broken, self._conn = self._conn, None
                 if broken is not None:
-                    await broken.disconnect()
-                    await self._redis.connection_pool.release(broken)
+                    await self._connections.discard(broken)
                 raise
             finally:
                 if budgets is not None:

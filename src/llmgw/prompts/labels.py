@@ -11,10 +11,10 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable
 
-import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
 from llmgw.kit.logging import get_logger
+from llmgw.kit.redis import Client
 
 __all__ = ["LabelStore"]
 
@@ -22,7 +22,7 @@ _log = get_logger(__name__)
 
 
 class LabelStore:
-    def __init__(self, redis: aioredis.Redis, *, prefix: str = "llmgw:prompts") -> None:
+    def __init__(self, redis: Client, *, prefix: str = "llmgw:prompts") -> None:
         self._redis = redis
         self._prefix = prefix
 
