@@ -40,12 +40,12 @@ async def start_core(
         near=near,
     )
     stop_following = in_background(core.follow_invalidations(), name="cache-invalidations")
-    stop_counting = in_background(core.count_near_hits(settings.near_stats_flush_s), name="cache-near-stats")
+    stop_counting = in_background(core.count_stats(settings.near_stats_flush_s), name="cache-stats")
 
     async def stop() -> None:
         await stop_following()
         await stop_counting()
-        await core.flush_near_hits()  # the last tally reaches the shared counters before Redis closes
+        await core.flush_stats()  # the last tally reaches the shared counters before Redis closes
         if batcher is None:
             await core.close()
 

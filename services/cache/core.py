@@ -24,7 +24,7 @@ from llmgw.kit import tracing
 from llmgw.kit.breaker import Breaker, State
 from llmgw.kit.logging import get_logger
 from llmgw.kit.metrics import child
-from llmgw.kit.redis import Client
+from llmgw.kit.redis import Client, is_cluster
 from llmgw.kit.scripts import ScriptBatcher
 from llmgw.kit.tasks import Background
 from llmgw.services.cache.keys import cache_key, entry_pattern, lock_key, stats_key
@@ -57,12 +57,15 @@ class _Saved:
 
 @dataclass(slots=True)
 class _Tally:
-    """Hits of one (tenant, prompt) and what they saved."""
+    """Counts of one (tenant, prompt) not yet in the shared counters: hits and what they saved, and
+    (on a Redis Cluster, where the counters live on another shard than the entry) misses and stores."""
 
     hits: int = 0
     tokens: int = 0
     cost: float = 0.0
     priced: bool = False  # any hit of a priced model (an unpriced saving is never reported as $0)
+    misses: int = 0
+    stores: int = 0
 
     def add_hit(self, usage: Usage) -> _Tally:
         self.hits += 1
@@ -77,6 +80,8 @@ class _Tally:
         self.tokens += other.tokens
         self.cost += other.cost
         self.priced = self.priced or other.priced
+        self.misses += other.misses
+        self.stores += other.stores
 
 
 def _count_saved(tenant: str, prompt: str, tally: _Tally) -> None:
@@ -95,7 +100,9 @@ def _saved(tenant: str, prompt: str) -> _Saved:
 # One round trip, atomic with the leader's store (entry + lock release in MULTI): the entry, else
 # the single-flight lock if it is free (leader), else "in flight". No window in which a caller
 # sees neither the entry nor the lock and starts a second provider call. The tenant's and the
-# prompt's counters are bumped in the same script, so accounting costs no extra round trip.
+# prompt's counters are bumped in the same script, so accounting costs no extra round trip (on a
+# Redis Cluster the counters are on another shard: the script gets only KEYS 1-2 and the counts are
+# tallied in process and flushed with the near hits).
 # An entry is a hash: e = compressed protobuf, t = tokens it saves, c = dollars it saves.
 #   KEYS: entry, lock, tenant stats, tenant+prompt stats
 #   ARGV: lock token, lock ttl ms
@@ -104,7 +111,7 @@ def _saved(tenant: str, prompt: str) -> _Saved:
 _LOOKUP = """
 local v = redis.call('HMGET', KEYS[1], 'e', 't', 'c')
 if v[1] then
-  for i = 3, 4 do
+  for i = 3, #KEYS do
     redis.call('HINCRBY', KEYS[i], 'hits', 1)
     redis.call('HINCRBY', KEYS[i], 'tokens_saved', v[2])
     redis.call('HINCRBYFLOAT', KEYS[i], 'cost_saved_usd', v[3])
@@ -112,7 +119,7 @@ if v[1] then
   return {1, v[1]}
 end
 if redis.call('SET', KEYS[2], ARGV[1], 'NX', 'PX', ARGV[2]) then
-  for i = 3, 4 do redis.call('HINCRBY', KEYS[i], 'misses', 1) end
+  for i = 3, #KEYS do redis.call('HINCRBY', KEYS[i], 'misses', 1) end
   return {2}
 end
 return {3, redis.call('PTTL', KEYS[2])}
@@ -133,18 +140,21 @@ if holder and holder ~= ARGV[5] then return 0 end
 redis.call('HSET', KEYS[1], 'e', ARGV[1], 't', ARGV[2], 'c', ARGV[3])
 redis.call('EXPIRE', KEYS[1], ARGV[4])
 if holder then redis.call('DEL', KEYS[2]) end
-for i = 3, 4 do redis.call('HINCRBY', KEYS[i], 'stores', 1) end
+for i = 3, #KEYS do redis.call('HINCRBY', KEYS[i], 'stores', 1) end
 return 1
 """
 
 
-# Counters of hits answered from the near cache (they never ran the lookup script).
-#   KEYS: tenant stats, tenant+prompt stats; ARGV: hits, tokens saved, dollars saved
-_NEAR_HITS = """
+# Counts tallied in process: hits answered from the near cache (they never ran the lookup script)
+# and, on a Redis Cluster, every lookup's and store's counts.
+#   KEYS: tenant stats, tenant+prompt stats; ARGV: hits, tokens saved, dollars saved, misses, stores
+_STATS = """
 for i = 1, 2 do
   redis.call('HINCRBY', KEYS[i], 'hits', ARGV[1])
   redis.call('HINCRBY', KEYS[i], 'tokens_saved', ARGV[2])
   redis.call('HINCRBYFLOAT', KEYS[i], 'cost_saved_usd', ARGV[3])
+  if ARGV[4] ~= '0' then redis.call('HINCRBY', KEYS[i], 'misses', ARGV[4]) end
+  if ARGV[5] ~= '0' then redis.call('HINCRBY', KEYS[i], 'stores', ARGV[5]) end
 end
 return 1
 """
@@ -182,15 +192,20 @@ class RedisCache:
         self._lookup_script = batcher.register(_LOOKUP)
         self._release_script = batcher.register(_RELEASE)
         self._store_script = batcher.register(_STORE)
-        self._near_hits = batcher.register(_NEAR_HITS)
+        self._stats_script = batcher.register(_STATS)
+        # On a Redis Cluster an entry (tagged by its digest) and its tenant's counters live on
+        # different shards: counts are tallied here and flushed, not bumped inside the scripts.
+        self._counts_in_scripts = not is_cluster(redis)
         self._near = near
         self._invalidations = f"{prefix}!invalidations"
         # Hits answered from memory per (tenant, prompt), not yet counted anywhere.
-        # ``count_near_hits`` adds them to the metrics and (one pipeline) to the shared counters
+        # ``count_stats`` adds them to the metrics and (one pipeline) to the shared counters
         # every few hundred ms, so a hit from memory takes no Redis round trip and no metric lock.
-        self._near_tally: dict[tuple[str, str], _Tally] = {}
+        self._tally: dict[tuple[str, str], _Tally] = {}
+        # On a cluster: every lookup's and store's counts, in the metrics, not yet in Redis.
+        self._counted: dict[tuple[str, str], _Tally] = {}
         # Already in the metrics, not yet taken by Redis: retried at the next flush.
-        self._near_unsent: dict[tuple[str, str], _Tally] = {}
+        self._unsent: dict[tuple[str, str], _Tally] = {}
         self._pending = Background()  # fire-and-forget stat updates
 
     def cacheable(self, key: KeyMaterial) -> bool:
@@ -204,12 +219,26 @@ class RedisCache:
     def _stats_keys(self, tenant: str, prompt: str) -> list[str]:
         return [stats_key(tenant, prefix=self._prefix), stats_key(tenant, prompt or "-", prefix=self._prefix)]
 
+    def _script_keys(self, k: str, tenant: str, prompt: str) -> list[str]:
+        """The lookup's and store's keys: the entry and its lock, then (unless on a cluster) the
+        counters they bump."""
+        keys = [k, lock_key(k, prefix=self._prefix)]
+        return [*keys, *self._stats_keys(tenant, prompt)] if self._counts_in_scripts else keys
+
+    def _tally_of(self, tenant: str, prompt: str) -> _Tally:
+        tally = self._tally.get((tenant, prompt))
+        if tally is None:
+            tally = self._tally[(tenant, prompt)] = _Tally()
+        return tally
+
     def _hit(self, key: KeyMaterial, k: str, raw: bytes, generation: int = -1) -> LookupResult:
         entry = entry_from_pb(cache_pb2.Entry.FromString(zlib.decompress(raw)))
         if self._near is not None:
             ttl_s = self._policy.for_request(key.prompt, key.route).ttl_s
             self._near.put(k, entry, ttl_left_s=entry.stored_at + ttl_s - time.time(), generation=generation)
         _count_saved(key.tenant, key.prompt, _Tally().add_hit(entry.usage))
+        if not self._counts_in_scripts:
+            self._count(key.tenant, key.prompt).add_hit(entry.usage)
         return LookupResult(key=k, hit=True, entry=entry, cacheable=True)
 
     def peek(self, key: KeyMaterial) -> LookupResult | None:
@@ -220,27 +249,27 @@ class RedisCache:
         entry = self._near.get(k)
         if entry is None:
             return None
-        tally = self._near_tally.get((key.tenant, key.prompt))
-        if tally is None:
-            tally = self._near_tally[(key.tenant, key.prompt)] = _Tally()
-        tally.add_hit(entry.usage)
+        self._tally_of(key.tenant, key.prompt).add_hit(entry.usage)
         return LookupResult(key=k, hit=True, entry=entry, cacheable=True)
 
-    async def flush_near_hits(self) -> None:
+    async def flush_stats(self) -> None:
         """Add the hits answered from memory since the last flush to the metrics and, in one
-        pipeline, to the shared counters. A group Redis did not take is kept for the next flush:
-        late, never lost, and in the metrics once."""
-        fresh, self._near_tally = self._near_tally, {}
-        for (tenant, prompt), tally in fresh.items():
+        pipeline, every count tallied here to the shared counters. A group Redis did not take is
+        kept for the next flush: late, never lost, and in the metrics once."""
+        near, self._tally = self._tally, {}
+        for (tenant, prompt), tally in near.items():
             _count_saved(tenant, prompt, tally)
-        self._keep(list(fresh.items()))
-        groups, self._near_unsent = list(self._near_unsent.items()), {}
+        self._keep(list(near.items()))
+        counted, self._counted = self._counted, {}  # already in the metrics when they happened
+        self._keep(list(counted.items()))
+        groups, self._unsent = list(self._unsent.items()), {}
         if not groups:
             return
         try:
             results = await asyncio.gather(*(
-                self._near_hits(keys=self._stats_keys(tenant, prompt),
-                                args=[t.hits, t.tokens, repr(t.cost)], timeout_s=max(1.0, self._timeout * 4))
+                self._stats_script(keys=self._stats_keys(tenant, prompt),
+                                   args=[t.hits, t.tokens, repr(t.cost), t.misses, t.stores],
+                                   timeout_s=max(1.0, self._timeout * 4))
                 for (tenant, prompt), t in groups
             ), return_exceptions=True)
         except BaseException:  # cancelled mid-flush (a stop): the final flush takes them all
@@ -249,7 +278,7 @@ class RedisCache:
         errors = [r for r in results if isinstance(r, BaseException)]
         if errors:
             ERRORS.labels("stats").inc()
-            _log.debug("cache_near_stats_failed", groups=len(errors), error=repr(errors[0]))
+            _log.debug("cache_stats_flush_failed", groups=len(errors), error=repr(errors[0]))
             self._keep([g for g, r in zip(groups, results, strict=True) if isinstance(r, BaseException)])
 
     def _keep(self, groups: list[tuple[tuple[str, str], _Tally]]) -> None:
@@ -257,13 +286,20 @@ class RedisCache:
         may have run: the retry can count it twice. Stats are for accounting trends; keeping every
         hit matters more than the rare double count.)"""
         for group, tally in groups:
-            self._near_unsent.setdefault(group, _Tally()).add(tally)
+            self._unsent.setdefault(group, _Tally()).add(tally)
 
-    async def count_near_hits(self, every_s: float) -> None:
-        """Flush the near-hit tally every ``every_s``; runs until cancelled (the owner flushes at stop)."""
+    def _count(self, tenant: str, prompt: str) -> _Tally:
+        """Where a lookup or store counts on a cluster (already in the metrics: flushed to Redis only)."""
+        tally = self._counted.get((tenant, prompt))
+        if tally is None:
+            tally = self._counted[(tenant, prompt)] = _Tally()
+        return tally
+
+    async def count_stats(self, every_s: float) -> None:
+        """Flush the tallies every ``every_s``; runs until cancelled (the owner flushes at stop)."""
         while True:
             await asyncio.sleep(every_s)
-            await self.flush_near_hits()
+            await self.flush_stats()
 
     async def _probe(self, key: KeyMaterial, k: str) -> tuple[bytes | None, str, int]:
         """(entry, lock token, lock ms left): the entry if stored; else this caller's owner token
@@ -272,10 +308,11 @@ class RedisCache:
         # the wait for this process in a burst.
         token = uuid.uuid4().hex
         res = await self._lookup_script(
-            keys=[k, lock_key(k, prefix=self._prefix), *self._stats_keys(key.tenant, key.prompt)],
-            args=[token, self._lock_ttl_ms], timeout_s=self._timeout,
+            keys=self._script_keys(k, key.tenant, key.prompt), args=[token, self._lock_ttl_ms], timeout_s=self._timeout,
         )
         code = int(res[0])
+        if code == 2 and not self._counts_in_scripts:
+            self._count(key.tenant, key.prompt).misses += 1
         if code == 1:
             return res[1], "", 0
         return None, (token if code == 2 else ""), (max(0, int(res[1])) if code == 3 else 0)
@@ -377,7 +414,7 @@ class RedisCache:
         generation = self._generation()
         try:
             stored = await self._store_script(
-                keys=[key, lock_key(key, prefix=self._prefix), *self._stats_keys(tenant, prompt)],
+                keys=self._script_keys(key, tenant, prompt),
                 args=[blob, entry.usage.total_tokens, repr(entry.usage.cost_usd or 0.0), policy.ttl_s,
                       lock_token or "-"],
                 timeout_s=self._timeout * 4,
@@ -389,6 +426,8 @@ class RedisCache:
         if not int(stored):
             _log.info("cache_store_left_to_the_lock_owner", key=key)
             return False
+        if not self._counts_in_scripts:
+            self._count(tenant, prompt).stores += 1
         if self._near is not None:
             self._near.put(key, entry, ttl_left_s=policy.ttl_s, generation=generation)
         return True

@@ -9,9 +9,13 @@ defaults). Metadata and request ids are not part of it.
 
 Redis layout (``:`` separates, each part escaped):
 
-    <prefix>:<tenant>:<prompt or ->:<version or ->:<sha256>   an entry
-    <prefix>!lock:<sha256>                                    single-flight lock of an entry
-    <prefix>!stats:<tenant>[:<prompt>]                        counters
+    <prefix>:<tenant>:<prompt or ->:<version or ->:{<sha256>}   an entry
+    <prefix>!lock:{<sha256>}                                    single-flight lock of an entry
+    <prefix>!stats:{<tenant>}[:<prompt>]                        counters
+
+The braces are Redis Cluster hash tags: an entry and its lock share a slot (the lookup and store
+scripts touch both), entries spread over every shard by their digest, and a tenant's two counters
+share one. User text is escaped so it can never form a tag of its own.
 
 Tenant, prompt and version are in clear so ``llmgw cache invalidate`` is a pattern scan; an entry
 of one tenant can never be read under another's key.
@@ -30,11 +34,12 @@ __all__ = ["KEY_SCHEMA", "cache_key", "canonical_json", "entry_pattern", "lock_k
 
 # Bumped whenever the canonical form or the entry layout changes, so old entries are simply never
 # read again (2: entries became hashes carrying their savings, see core._LOOKUP).
-KEY_SCHEMA = 4  # 3: effective sampling and the route's targets; 4: parts, tool calls, tools, response format
+KEY_SCHEMA = 5  # 3: effective sampling and the route's targets; 4: parts, tool calls, tools, response format;
+#                5: hash tags (Redis Cluster)
 
 
 # Escape what would break the layout or a SCAN pattern (str.translate: this runs on every lookup).
-_ESCAPES = str.maketrans({c: f"%{ord(c):02X}" for c in ":%*?[]\\"})
+_ESCAPES = str.maketrans({c: f"%{ord(c):02X}" for c in ":%*?[]\\{}"})
 
 
 def _part(text: str) -> str:
@@ -85,7 +90,7 @@ def cache_key(k: KeyMaterial, *, prefix: str = "llmgw:cache") -> str:
     key = k.memo.get(prefix)
     if key is None:
         digest = hashlib.sha256(canonical_json(k).encode("utf-8")).hexdigest()
-        key = k.memo[prefix] = f"{prefix}:{_part(k.tenant)}:{_part(k.prompt)}:{_part(k.prompt_version)}:{digest}"
+        key = k.memo[prefix] = f"{prefix}:{_part(k.tenant)}:{_part(k.prompt)}:{_part(k.prompt_version)}:{{{digest}}}"
     return key
 
 
@@ -94,7 +99,7 @@ def lock_key(key: str, *, prefix: str = "llmgw:cache") -> str:
 
 
 def stats_key(tenant: str, prompt: str | None = None, *, prefix: str = "llmgw:cache") -> str:
-    base = f"{prefix}!stats:{_part(tenant)}"
+    base = f"{prefix}!stats:{{{_part(tenant)}}}"
     return base if prompt is None else f"{base}:{_part(prompt)}"
 
 

@@ -155,7 +155,7 @@ async def test_near_caches_answer_from_memory_count_in_redis_and_drop_on_invalid
     a = RedisCache(redis, prefix=prefix, near=NearCache(max_entries=100, ttl_s=30))
     b = RedisCache(redis, prefix=prefix, near=NearCache(max_entries=100, ttl_s=30))
     follower = asyncio.ensure_future(b.follow_invalidations())
-    counter = asyncio.ensure_future(b.count_near_hits(0.05))
+    counter = asyncio.ensure_future(b.count_stats(0.05))
     try:
         await asyncio.sleep(0.2)  # B subscribed
         miss = await a.lookup(KEY)
@@ -207,14 +207,14 @@ async def test_near_hits_kept_while_redis_is_down_and_counted_once_it_is_back() 
     miss = await cache.lookup(key)  # Redis down: a miss, as designed; the key is all we need
     cache._near.put(miss.key, ENTRY, ttl_left_s=30, generation=0)  # type: ignore[union-attr]  # as a store does
     assert cache.peek(key) is not None and cache.peek(key) is not None
-    await cache.flush_near_hits()  # Redis fails quietly and keeps both; the metrics have them
+    await cache.flush_stats()  # Redis fails quietly and keeps both; the metrics have them
     assert metrics() == (2, 30, pytest.approx(0.002))
     server = start_redis(port)
     try:
-        await cache.flush_near_hits()
+        await cache.flush_stats()
         stats = await cache.stats(tenant, "p")
         assert (stats["hits"], stats["tokens_saved"]) == (2, 30)
-        await cache.flush_near_hits()  # nothing left over
+        await cache.flush_stats()  # nothing left over
         assert (await cache.stats(tenant))["hits"] == 2
         assert metrics() == (2, 30, pytest.approx(0.002))  # the retry did not count them again
     finally:

@@ -151,11 +151,14 @@ def start_redis_cluster(primaries: int = 3, *, log: Path | None = None, timeout_
     try:
         for _ in range(primaries):
             port = free_port(taken)
+            # The cluster bus port, given explicitly: the default (port + 10 000) may not exist.
+            bus = free_port(taken)
             workdir = Path(tempfile.mkdtemp(prefix="llmgw-redis-cluster-"))
             procs.append(spawn("redis-cluster-node", [
-                binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-                "--dir", str(workdir), "--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf",
-                "--cluster-node-timeout", "2000"], port, log=log, workdir=workdir))
+                binary, "--port", str(port), "--cluster-port", str(bus), "--bind", "127.0.0.1", "--save", "",
+                "--appendonly", "no", "--dir", str(workdir), "--cluster-enabled", "yes",
+                "--cluster-config-file", "nodes.conf", "--cluster-node-timeout", "2000"], port, log=log,
+                workdir=workdir))
         for proc in procs:
             wait_tcp("127.0.0.1", proc.port)
         subprocess.run([_redis_cli(), "--cluster", "create", *(p.address for p in procs), "--cluster-yes"],

@@ -74,14 +74,28 @@ def connect(url: str, password: SecretStr | None = None) -> Client:
         sentinel = Sentinel(_hosts(parts.netloc, 26379), sentinel_kwargs=dict(_OPTIONS))
         # The pool asks Sentinel for the primary on every new connection: after a failover the
         # broken connections are replaced by connections to the promoted replica.
-        return sentinel.master_for(path[0], db=int(path[1]) if len(path) > 1 else 0, ssl=tls,
-                                   **_auth(parts.netloc, password), **_OPTIONS)
+        primary = sentinel.master_for(path[0], redis_class=_SentinelPrimary, db=int(path[1]) if len(path) > 1 else 0,
+                                      ssl=tls, **_auth(parts.netloc, password), **_OPTIONS)
+        assert isinstance(primary, _SentinelPrimary)
+        primary.sentinel = sentinel
+        return primary
     return aioredis.Redis.from_url(
         url,
         password=password.get_secret_value() if password else None,
         health_check_interval=10,
         **_OPTIONS,
     )
+
+
+class _SentinelPrimary(aioredis.Redis):
+    """The primary's client; closing it closes the connections to the Sentinels too."""
+
+    sentinel: Sentinel | None = None
+
+    async def aclose(self, close_connection_pool: bool | None = None) -> None:
+        await super().aclose(close_connection_pool)
+        for client in self.sentinel.sentinels if self.sentinel is not None else ():
+            await client.aclose()
 
 
 def is_cluster(client: Client) -> bool:
