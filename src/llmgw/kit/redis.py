@@ -77,7 +77,7 @@ def connect(url: str, password: SecretStr | None = None) -> Client:
         primary = sentinel.master_for(path[0], redis_class=_SentinelPrimary, db=int(path[1]) if len(path) > 1 else 0,
                                       ssl=tls, **_auth(parts.netloc, password), **_OPTIONS)
         assert isinstance(primary, _SentinelPrimary)
-        primary.sentinel = sentinel
+        primary.sentinels = sentinel
         return primary
     return aioredis.Redis.from_url(
         url,
@@ -90,11 +90,11 @@ def connect(url: str, password: SecretStr | None = None) -> Client:
 class _SentinelPrimary(aioredis.Redis):
     """The primary's client; closing it closes the connections to the Sentinels too."""
 
-    sentinel: Sentinel | None = None
+    sentinels: Sentinel | None = None
 
     async def aclose(self, close_connection_pool: bool | None = None) -> None:
         await super().aclose(close_connection_pool)
-        for client in self.sentinel.sentinels if self.sentinel is not None else ():
+        for client in self.sentinels.sentinels if self.sentinels is not None else ():
             await client.aclose()
 
 
