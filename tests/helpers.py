@@ -12,6 +12,7 @@ from typing import Any
 import grpc
 from aiokafka import AIOKafkaConsumer
 
+from llmgw.events import request_id_of
 from llmgw.gateway.v1 import gateway_pb2, gateway_pb2_grpc
 
 KEY = "test-key"
@@ -43,7 +44,8 @@ class Client:
 
 
 async def read_topic(bootstrap: str, topic: str, want: Iterable[str], *, timeout_s: float = 20.0) -> dict[str, bytes]:
-    """Read ``topic`` from the beginning until every key in ``want`` was seen; returns key -> value."""
+    """Read ``topic`` from the beginning until every key in ``want`` was seen; returns key -> value
+    (a request event is found by its key and by its request id)."""
     wanted = set(want)
     consumer = AIOKafkaConsumer(
         topic, bootstrap_servers=bootstrap, auto_offset_reset="earliest", enable_auto_commit=False,
@@ -59,6 +61,7 @@ async def read_topic(bootstrap: str, topic: str, want: Iterable[str], *, timeout
                 for r in records:
                     if r.key is not None:
                         seen[r.key.decode()] = r.value
+                        seen[request_id_of(topic, r.key, r.value)] = r.value
     finally:
         await consumer.stop()
     return {k: v for k, v in seen.items() if k in wanted}

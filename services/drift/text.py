@@ -5,11 +5,10 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 
 from llmgw.events.v1 import events_pb2
-from llmgw.inputs import embedding_text
+from llmgw.inputs import SEGMENT_FIELDS, embedding_text, segment_key
 
 __all__ = ["SEGMENT_FIELDS", "input_text", "segment_of"]
 
-SEGMENT_FIELDS = ("tenant", "route", "prompt", "label")
 
 
 def input_text(event: events_pb2.RequestEvent, embed: Mapping[str, Sequence[str]] | None = None) -> str:
@@ -25,6 +24,5 @@ def input_text(event: events_pb2.RequestEvent, embed: Mapping[str, Sequence[str]
 
 
 def segment_of(event: events_pb2.RequestEvent, fields: Sequence[str] = SEGMENT_FIELDS) -> str:
-    """e.g. ``acme/default/summarize/production``; '-' for an empty field (raw-message traffic
-    has no prompt)."""
-    return "/".join(getattr(event, f) or "-" for f in fields)
+    """e.g. ``acme/default/summarize/production`` (see ``llmgw.inputs.segment_key``)."""
+    return segment_key({f: getattr(event, f) for f in fields}, fields)

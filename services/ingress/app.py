@@ -209,6 +209,7 @@ async def build(settings: IngressSettings, *, limiter_settings: LimiterSettings 
         memo_entries=settings.memo_entries,
         bookkeeping_delay_s=settings.bookkeeping_delay_s,
         routes=routes,
+        events_key_by=settings.request_events_key_by.split(","),
     )
 
     async def ready() -> bool:

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Callable, Coroutine
+from collections.abc import AsyncIterator, Callable, Coroutine, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -26,7 +26,7 @@ from llmgw.domain import (
     assemble_tool_calls,
     prompt_text,
 )
-from llmgw.inputs import embedding_text
+from llmgw.inputs import SEGMENT_FIELDS, embedding_text, segment_key
 from llmgw.keys.ledger import Hold
 from llmgw.keys.ring import Identity, KeyRing
 from llmgw.kit import tracing
@@ -177,6 +177,7 @@ class Gateway:
         bookkeeping_delay_s: float = 0.002,
         routes: RouterConfig | None = None,
         spend: SpendGuard | None = None,
+        events_key_by: Sequence[str] = SEGMENT_FIELDS,
     ) -> None:
         # The router's routes (the same file): what really runs, for the cache key.
         self._routes = routes
@@ -184,6 +185,7 @@ class Gateway:
         self._cache = cache
         self._router = router
         self._events = events
+        self._events_key_by = tuple(events_key_by)
         self._registry = registry
         # The ring in force (a store change swaps it whole): read once per request.
         self._keys = keys
@@ -285,10 +287,16 @@ class Gateway:
             self._resolutions.put(memo_key, resolved)
         return resolved
 
+    def _event_key(self, a: _Admitted) -> str:
+        if self._events_key_by == ("request_id",):
+            return a.request_id
+        return segment_key({"tenant": a.tenant, "route": a.route, "prompt": a.req.prompt, "label": a.req.label},
+                           self._events_key_by)
+
     def _publish_request(self, a: _Admitted) -> None:
         self._events.publish(
             REQUESTS_TOPIC,
-            a.request_id,
+            self._event_key(a),
             request_event(a.req, request_id=a.request_id, tenant=a.tenant, at=a.at,
                           prompt_version=a.prompt_version, route=a.route, stream=a.stream,
                           redact=self._redactor.for_tenant(a.tenant),

@@ -97,6 +97,20 @@ class IngressSettings(ServiceSettings):
     # can't make an event the broker refuses (Kafka's default max message is 1 MiB).
     max_request_bytes: int = Field(default=256 * 1024, ge=1024)
 
+    # What llm.requests is keyed by (so its partition): the drift segment's fields by default, so
+    # every input of a segment reaches the one drift replica that owns its partition; use a subset
+    # of the drift job's SEGMENT_BY (docs/deploy.md). "request_id": spread evenly, one drift replica only.
+    request_events_key_by: str = "tenant,route,prompt,label"
+
+    @field_validator("request_events_key_by")
+    @classmethod
+    def _key_fields(cls, value: str) -> str:
+        fields = [f.strip() for f in value.split(",") if f.strip()]
+        allowed = {"tenant", "route", "prompt", "label"}
+        if fields != ["request_id"] and (not fields or not set(fields) <= allowed):
+            raise ValueError(f"REQUEST_EVENTS_KEY_BY: 'request_id' or fields of {sorted(allowed)}, got {value!r}")
+        return ",".join(fields)
+
     @field_validator("colocate", mode="before")
     @classmethod
     def _split(cls, value: object) -> object:

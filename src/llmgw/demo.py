@@ -13,6 +13,7 @@ import aiohttp
 import grpc
 from aiokafka import AIOKafkaConsumer
 
+from llmgw.events import request_id_of
 from llmgw.events.v1 import events_pb2
 from llmgw.gateway.v1 import gateway_pb2, gateway_pb2_grpc
 from llmgw.kit.kafka import DRIFT_METRICS_TOPIC, DRIFT_TOPIC, REQUESTS_TOPIC, RESPONSES_TOPIC
@@ -45,7 +46,7 @@ async def _read(kafka: str, topic: str, keys: set[str], timeout_s: float) -> dic
         while time.monotonic() < deadline and (not keys or not keys <= set(found)):
             for records in (await consumer.getmany(timeout_ms=500)).values():
                 for r in records:
-                    k = r.key.decode() if r.key else ""
+                    k = request_id_of(topic, r.key, r.value)
                     if not keys or k in keys:
                         found[k] = r.value
             if not keys and found:

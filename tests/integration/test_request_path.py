@@ -8,6 +8,7 @@ from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
 from llmgw.events.v1 import events_pb2
 from llmgw.gateway.v1 import gateway_pb2
+from llmgw.services.drift.text import segment_of
 from llmgw.stack import Stack
 from tests.helpers import Client, prompt_request, read_topic
 
@@ -45,6 +46,12 @@ async def test_events_reach_kafka(stack: Stack, client: Client, topics_ready: st
     assert req.tenant == "acme" and req.prompt == "summarize" and req.variables["text"] == "events please"
     hit = events_pb2.ResponseEvent.FromString(responses[b.request_id])
     assert hit.cache_hit and hit.status == "OK" and hit.text == b.text
+    # Keyed by the drift segment (one partition per segment, one drift replica per segment);
+    # responses stay keyed by request id.
+    segment = f"acme/{req.route}/summarize/{req.label or '-'}"
+    assert segment == segment_of(req)  # the drift job's segment of the event
+    by_key = await read_topic(topics_ready, "llm.requests", [segment])
+    assert segment in by_key and req.route
 
 
 @pytest.mark.parametrize(
