@@ -1,21 +1,30 @@
 """The Faust app factory (no module-level app: it would break tests across event loops).
 
 One agent consumes ``llm.requests`` in batches; each batch is decoded, load-shed if it outruns
-the embedding model, embedded once, and fed to every segment it touches and to the global
-segment. Window metrics go to ``llm.drift.metrics`` (and Prometheus), incidents to ``llm.drift``.
+the embedding model, embedded once, and fed to every segment it touches. ``llm.requests`` is keyed
+by segment, so with several replicas each segment is scored by exactly one of them. The global
+segment (every input) needs every input in one place: each replica forwards its embedded inputs
+(not the text's embedding work again) to ``llm.drift.global``, a one-partition topic whose single
+owner scores the global segment (``GLOBAL_SEGMENT=topic``; ``local`` scores it in place, right for
+one replica; ``off``). Window metrics go to ``llm.drift.metrics`` (and Prometheus), incidents to
+``llm.drift``. Segment state moves with its partition (see ``handoff``).
 """
 
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
+import os
+import socket
 import ssl
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence, Set
+from dataclasses import dataclass, field
 from typing import Any
 
 import faust
+import numpy as np
 from prometheus_client import Counter, Gauge
 
 from llmgw.events.v1 import events_pb2
@@ -23,7 +32,8 @@ from llmgw.kit.embed import Embedder
 from llmgw.kit.errors import ConfigError
 from llmgw.kit.kafka import DRIFT_METRICS_TOPIC, DRIFT_TOPIC
 from llmgw.kit.logging import get_logger
-from llmgw.services.drift.detector import DriftDetector, Input, Reference
+from llmgw.services.drift.detector import DriftDetector, Input
+from llmgw.services.drift.handoff import Baselines, DetectorThread
 from llmgw.services.drift.sampling import Shedder
 from llmgw.services.drift.settings import DriftSettings
 from llmgw.services.drift.text import SEGMENT_FIELDS, input_text, segment_of
@@ -62,6 +72,10 @@ class Batch:
     shedder: Shedder | None = None
     segment_fields: Sequence[str] = SEGMENT_FIELDS
     embed_variables: dict[str, list[str]] | None = None
+    # "local": the global segment is scored here; "topic": its inputs wait in ``outbox`` for
+    # forwarding to the global topic; "off": no global segment.
+    global_segment: str = "local"
+    outbox: list[Input] = field(default_factory=list)
 
 
 def process_window(raws: Sequence[Raw | bytes], batch: Batch) -> list[dict[str, Any]]:
@@ -89,10 +103,13 @@ def process_window(raws: Sequence[Raw | bytes], batch: Batch) -> list[dict[str, 
     vectors = batch.embedder.encode([t for _, _, t in with_text])
     if shedder is not None:
         shedder.observe_embedding(len(with_text), time.perf_counter() - start)
-    by_segment: dict[str, list[Input]] = {GLOBAL_SEGMENT: []}
+    by_segment: dict[str, list[Input]] = {GLOBAL_SEGMENT: []} if batch.global_segment == "local" else {}
     for (e, r, t), v in zip(with_text, vectors, strict=True):
         item = Input(v, t, e.request_id, r.partition, r.offset, e.time or r.timestamp)
-        by_segment[GLOBAL_SEGMENT].append(item)
+        if batch.global_segment == "local":
+            by_segment[GLOBAL_SEGMENT].append(item)
+        elif batch.global_segment == "topic":
+            batch.outbox.append(item)
         by_segment.setdefault(segment_of(e, batch.segment_fields), []).append(item)
     records: list[dict[str, Any]] = []
     for segment, items in by_segment.items():
@@ -111,9 +128,12 @@ def observe_metrics(rec: dict[str, Any]) -> None:
                      incident=rec["incident_id"], statistic=rec["statistic"], threshold=rec["threshold"])
 
 
-async def publish(records: list[dict[str, Any]], send: Send) -> None:
-    """Incidents to llm.drift, window metrics to llm.drift.metrics, both keyed by segment."""
+async def publish(records: list[dict[str, Any]], send: Send, *, worker: str = "") -> None:
+    """Incidents to llm.drift, window metrics to llm.drift.metrics, both keyed by segment;
+    ``worker``: the replica that scored them (host:pid), in every record."""
     for rec in records:
+        if worker:
+            rec["worker"] = worker
         topic = DRIFT_TOPIC if rec["type"] == "incident" else DRIFT_METRICS_TOPIC
         await send(topic, rec["segment"].encode(), json.dumps(rec).encode())
         PUBLISHED.labels(rec["type"]).inc()
@@ -163,86 +183,84 @@ def create_app(settings: DriftSettings, embedder: Embedder, *, send: Send | None
         return app.topic(name, key_type=bytes, value_type=bytes, key_serializer="raw", value_serializer="raw")
 
     requests = raw(settings.requests_topic)
-    topics = {DRIFT_TOPIC: raw(DRIFT_TOPIC), DRIFT_METRICS_TOPIC: raw(DRIFT_METRICS_TOPIC)}
+    global_topic = raw(settings.global_topic)
+    topics = {DRIFT_TOPIC: raw(DRIFT_TOPIC), DRIFT_METRICS_TOPIC: raw(DRIFT_METRICS_TOPIC),
+              settings.global_topic: global_topic}
     batch = Batch(embedder, DriftDetector(settings.detector()), Shedder(utilization=settings.shed_utilization),
-                  settings.segment_fields(), settings.embed_variables)
-    baselines = Baselines(settings, batch.detector)
+                  settings.segment_fields(), settings.embed_variables, settings.global_segment)
+    thread = DetectorThread()
+    baselines = Baselines(settings, batch.detector, thread)
 
     async def to_kafka(topic: str, key: bytes, value: bytes) -> None:
         await topics[topic].send(key=key, value=value)
 
+    out = send or to_kafka
+    worker = f"{socket.gethostname()}:{os.getpid()}"
+
     @app.agent(requests)
     async def detect(stream: faust.StreamT[bytes]) -> AsyncIterator[int]:
-        loop = asyncio.get_running_loop()
         # take_events (not take): the window's partitions and offsets go into every record.
         async for events in stream.take_events(settings.batch_size,  # type: ignore[attr-defined]
                                                within=settings.batch_seconds):
             raws = [Raw(e.value, e.message.partition, e.message.offset, e.message.timestamp) for e in events]
             # Embedding is CPU work: off the event loop so heartbeats keep flowing.
-            records = await loop.run_in_executor(None, process_window, raws, batch)
+            records = await thread.run(process_window, raws, batch)
+            if batch.outbox:
+                forward, batch.outbox = batch.outbox, []
+                rate = batch.shedder.rate if batch.shedder else 1.0
+                await out(settings.global_topic, GLOBAL_SEGMENT.encode(), pack_inputs(forward, rate))
             records += await baselines.sync()
-            await publish(records, send or to_kafka)
+            await publish(records, out, worker=worker)
             yield len(records)
+
+    @app.agent(global_topic)
+    async def score_global(stream: faust.StreamT[bytes]) -> AsyncIterator[int]:
+        # Only the replica holding the topic's one partition gets here.
+        async for value in stream:
+            items, rate = unpack_inputs(value)
+            records = await thread.run(batch.detector.observe, GLOBAL_SEGMENT, items, sampling_rate=rate)
+            records += await baselines.sync()
+            await publish(records, out, worker=worker)
+            yield len(records)
+
+    @app.on_partitions_revoked.connect  # type: ignore[arg-type]
+    async def save_states(sender: object, revoked: object = None, **_: object) -> None:
+        # Eager rebalancing: every partition is revoked, then some given back. Whoever gets a
+        # segment next starts from the state saved here.
+        await baselines.save_all("rebalance")
+
+    @app.on_partitions_assigned.connect  # type: ignore[arg-type]
+    async def forget_moved(sender: object, assigned: Set[Any] | None = None, **_: object) -> None:
+        assigned = assigned or set()
+        mine = {tp.partition for tp in assigned if tp.topic == settings.requests_topic}
+        scores_global = any(tp.topic == settings.global_topic for tp in assigned)
+        gone = await thread.run(batch.detector.retain,
+                                lambda name, partition: scores_global if name == GLOBAL_SEGMENT else partition in mine)
+        if gone:
+            _log.info("drift_segments_moved_away", segments=gone)
 
     @app.on_before_shutdown.connect  # type: ignore[arg-type]
     async def close_store(sender: object, **_: object) -> None:
+        await baselines.save_all("shutdown")
         await baselines.close()
+        thread.close()
 
     return app
 
 
-class Baselines:
-    """Keeps the detector and the baseline store in step: saves new provisional references and
-    rolling samples, and switches a segment to a newly accepted reference."""
+def pack_inputs(items: Sequence[Input], sampling_rate: float) -> bytes:
+    """Embedded inputs for the global topic: one record per window (float16 vectors: ~0.8 KB an
+    input at 384 dimensions, plus its text)."""
+    vectors = np.stack([i.vector for i in items]).astype(np.float16)
+    return json.dumps({
+        "rate": sampling_rate, "dim": int(vectors.shape[1]), "vectors": base64.b64encode(vectors.tobytes()).decode(),
+        "inputs": [[i.text, i.request_id, i.partition, i.offset, i.time] for i in items],
+    }).encode()
 
-    def __init__(self, settings: DriftSettings, detector: DriftDetector) -> None:
-        self._settings = settings
-        self._detector = detector
-        self._store: Any = None
-        self._last_poll = self._last_snapshot = 0.0
-        self._accepted: dict[str, str] = {}
 
-    async def _connect(self) -> Any:
-        if self._store is None and self._settings.redis_url:
-            from llmgw.kit.redis import connect
-            from llmgw.services.drift.baselines import BaselineStore
-
-            self._store = BaselineStore(connect(self._settings.redis_url, self._settings.redis_password))
-        return self._store
-
-    async def sync(self) -> list[dict[str, Any]]:
-        store = await self._connect()
-        out: list[dict[str, Any]] = []
-        if store is None:
-            self._detector.new_references.clear()
-            return out
-        try:
-            while self._detector.new_references:
-                await store.save(self._detector.new_references.pop(0), "provisional")
-            now = time.monotonic()
-            if now - self._last_snapshot >= self._settings.recent_snapshot_s:
-                self._last_snapshot = now
-                for ref in self._detector.recent_samples():
-                    await store.save(ref, "recent")
-            if now - self._last_poll >= self._settings.baseline_poll_s:
-                self._last_poll = now
-                out += await self._switch(store)
-        except Exception as exc:  # the store is an aid: detection goes on without it
-            _log.warning("baseline_store_unavailable", error=str(exc))
-        return out
-
-    async def _switch(self, store: Any) -> list[dict[str, Any]]:
-        out: list[dict[str, Any]] = []
-        for segment in self._detector.segments():
-            accepted = await store.accepted_id(segment)
-            current = self._detector.reference(segment)
-            if accepted and (current is None or current.id != accepted):
-                ref: Reference | None = await store.load(segment, "accepted")
-                if ref is not None:
-                    out += self._detector.set_reference(ref)
-                    _log.info("baseline_switched", segment=segment, reference=ref.id, by=ref.accepted_by)
-        return out
-
-    async def close(self) -> None:
-        if self._store is not None:
-            await self._store.close()
+def unpack_inputs(value: bytes) -> tuple[list[Input], float]:
+    doc = json.loads(value)
+    vectors = np.frombuffer(base64.b64decode(doc["vectors"]), dtype=np.float16).reshape(-1, doc["dim"])
+    items = [Input(v.astype(np.float32), text, rid, partition, offset, at)
+             for v, (text, rid, partition, offset, at) in zip(vectors, doc["inputs"], strict=True)]
+    return items, float(doc["rate"])

@@ -4,7 +4,10 @@ records who and when, and the job switches to it within ``baseline_poll_s``.
 
     llmgw:drift:ref:<segment>:<slot>   slot = provisional | recent | accepted  (hash)
     llmgw:drift:history:<segment>      acceptances, newest last (list of JSON)
+    llmgw:drift:state:<segment>        open incidents and counters, for the next owner (JSON)
     llmgw:drift:segments               every segment seen (set)
+
+Every command touches one key, so a Redis Cluster spreads segments over its shards.
 """
 
 from __future__ import annotations
@@ -83,6 +86,14 @@ class BaselineStore:
 
     async def history(self, segment: str) -> list[dict[str, Any]]:
         return [json.loads(x) for x in await self._r.lrange(f"{self._p}history:{segment}", 0, -1)]
+
+    async def save_state(self, segment: str, state: dict[str, Any]) -> None:
+        """A segment's open incidents and counters, for the replica that takes it over next."""
+        await self._r.set(f"{self._p}state:{segment}", json.dumps(state))
+
+    async def load_state(self, segment: str) -> dict[str, Any] | None:
+        raw = await self._r.get(f"{self._p}state:{segment}")
+        return json.loads(raw) if raw else None
 
     async def segments(self) -> list[str]:
         return sorted(_text(s) for s in await self._r.smembers(f"{self._p}segments"))

@@ -19,7 +19,7 @@ from __future__ import annotations
 import time
 import uuid
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -51,6 +51,7 @@ class _Segment:
     opened: dict[str, dict[str, Any]] = field(default_factory=dict)
     windows: int = 0
     unconfirmed: int = 0
+    partition: int = -1  # of its newest input: where the segment lives in the input topic
 
 
 class DriftDetector:
@@ -62,6 +63,10 @@ class DriftDetector:
         self._clock = clock
         self._rng = np.random.default_rng(self.settings.seed)
         self.new_references: list[Reference] = []
+        # Segments whose open incidents changed since the job last saved them (see handoff).
+        self.state_changed: set[str] = set()
+        # Segments first seen here since the job last looked: another replica may have run them.
+        self.new_segments: set[str] = set()
 
     # ---- references ----
 
@@ -72,12 +77,22 @@ class DriftDetector:
     def segments(self) -> list[str]:
         return sorted(self._segments)
 
-    def recent_samples(self) -> list[Reference]:
-        """Per segment, its newest inputs as a candidate reference (status ``recent``)."""
+    def recent_samples(self, segments: Collection[str] | None = None) -> list[Reference]:
+        """Per segment (all, or those named), its newest inputs as a candidate reference (status
+        ``recent``); also the history a replica taking the segment over starts from."""
         return [Reference(seg.name, f"{seg.name}@recent-{seg.windows}", "recent",
                           np.stack([i.vector for i in seg.sample]).astype(np.float32), [i.text for i in seg.sample],
                           [i.time for i in seg.sample])
-                for seg in self._segments.values() if len(seg.sample) >= min(self.settings.reference_size, 20)]
+                for seg in self._segments.values()
+                if (segments is None or seg.name in segments)
+                and len(seg.sample) >= min(self.settings.reference_size, 20)]
+
+    def retain(self, keep: Callable[[str, int], bool]) -> list[str]:
+        """Drop the segments ``keep(name, partition of its last input)`` refuses; returns them."""
+        gone = [name for name, seg in self._segments.items() if not keep(name, seg.partition)]
+        for name in gone:
+            self.drop(name)
+        return gone
 
     def set_reference(self, ref: Reference) -> list[dict[str, Any]]:
         """Use ``ref`` from now on (an accepted baseline). Open incidents of the old reference
@@ -93,10 +108,62 @@ class DriftDetector:
 
     # ---- windows ----
 
+    # ---- a segment's state, handed from one replica to the next (services/drift/handoff.py) ----
+
+    def export_state(self, segment: str) -> dict[str, Any] | None:
+        """What a replica taking the segment over needs besides its reference and recent sample:
+        the open incidents (so they are neither opened twice nor left open) and the counters."""
+        seg = self._segments.get(segment)
+        if seg is None or seg.model is None:
+            return None
+        return {"reference_id": seg.model.reference.id, "windows": seg.windows, "unconfirmed": seg.unconfirmed,
+                "debouncers": {name: {"above": d.above, "below": d.below, "incident": d.incident}
+                               for name, d in seg.debouncers.items()},
+                "opened": seg.opened}
+
+    def drop(self, segment: str) -> None:
+        """Forget a segment (its partition moved to another replica)."""
+        self._segments.pop(segment, None)
+        self.state_changed.discard(segment)
+        self.new_segments.discard(segment)
+
+    def adopt(self, ref: Reference, recent: Reference | None, state: dict[str, Any] | None, *,
+              sampling_rate: float = 1.0) -> list[dict[str, Any]]:
+        """Go on with a segment another replica ran: its reference, its newest inputs as history
+        (so the longer windows score at once) and, when it was measured against this very
+        reference, its open incidents. The inputs this replica collected meanwhile are replayed."""
+        seg = self._segments.setdefault(ref.segment, _Segment(ref.segment))
+        waiting, seg.collecting = seg.collecting, []
+        seg.model = build_model(ref, self.settings)
+        seg.pending, seg.recent, seg.sample = [], deque(), deque()
+        if recent is not None:
+            history = [Input(v, t, time=ts)
+                       for v, t, ts in zip(recent.vectors, recent.texts, recent.times, strict=True)]
+            seg.sample.extend(history[-self.settings.reference_size:])
+            seg.recent.extend(history[-self._history_len():])
+        seg.debouncers.clear()
+        seg.opened = {}
+        if state is not None and state.get("reference_id") == ref.id:
+            seg.windows, seg.unconfirmed = int(state["windows"]), int(state["unconfirmed"])
+            for name, d in state["debouncers"].items():
+                seg.debouncers[name] = Debouncer(self.settings.open_after, self.settings.close_after,
+                                                 int(d["above"]), int(d["below"]), str(d["incident"]))
+            seg.opened = {name: dict(info) for name, info in state["opened"].items()}
+        return self.observe(ref.segment, waiting, sampling_rate=sampling_rate) if waiting else []
+
+    def _history_len(self) -> int:
+        s = self.settings
+        return s.window * max(*s.mmd_multiples, *s.topic_multiples, *s.novelty_multiples)
+
     def observe(self, segment: str, inputs: Sequence[Input], *, sampling_rate: float = 1.0) -> list[dict[str, Any]]:
         """Feed inputs of one segment; returns window metrics records and incident records."""
-        seg = self._segments.setdefault(segment, _Segment(segment))
+        seg = self._segments.get(segment)
+        if seg is None:
+            seg = self._segments[segment] = _Segment(segment)
+            self.new_segments.add(segment)
         out: list[dict[str, Any]] = []
+        if inputs and inputs[-1].partition >= 0:
+            seg.partition = inputs[-1].partition
         for item in inputs:
             if seg.model is None:
                 seg.collecting.append(item)
@@ -113,14 +180,14 @@ class DriftDetector:
             seg.sample.append(item)
             if len(seg.sample) > self.settings.reference_size:
                 seg.sample.popleft()
-            while len(seg.recent) > self.settings.window * max(*self.settings.mmd_multiples,
-                                                               *self.settings.topic_multiples,
-                                                               *self.settings.novelty_multiples):
+            while len(seg.recent) > self._history_len():
                 seg.recent.popleft()
             if len(seg.pending) >= self.settings.window:
                 out += self._window(seg, sampling_rate)
                 seg.pending = []
-        if seg.model is None and inputs:
+        if seg.model is None and inputs and segment not in self.new_segments:
+            # (A segment new here says nothing until the job has looked for another replica's
+            # reference: it is usually taken over, not filling.)
             out.append(self._filling(seg, sampling_rate))
         return out
 
@@ -175,6 +242,7 @@ class DriftDetector:
                 if p <= self.settings.confirm_alpha:
                     deb.opened()
                     seg.opened[name] = {"p_value": p, "opened_at": self._clock(), "value": value}
+                    self.state_changed.add(seg.name)
                     out.append(self._incident(seg, name, "OPEN", self._behind(seg, th.window), sampling_rate))
                 else:
                     deb.reject()
@@ -186,6 +254,7 @@ class DriftDetector:
                 out.append(self._incident(seg, name, "CLOSED", self._behind(seg, th.window), sampling_rate))
                 deb.closed()
                 del seg.opened[name]
+                self.state_changed.add(seg.name)
             detectors[name] = {"value": round(value, 6), "upper": th.upper, "lower": th.lower,
                                "state": "open" if deb.is_open else "ok"}
         novelty = float((labels[-len(seg.pending):] == model.cells.k).mean())

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import SecretStr, field_validator
 
@@ -39,7 +39,13 @@ class DriftSettings(ServiceSettings):
     false_alarms_per_month: float = 1.0
     expected_segments: int = 1
     # Segments: any of tenant, route, prompt, label, joined with '/'; the global segment is '*'.
+    # The ingress's REQUEST_EVENTS_KEY_BY must be these fields or a subset (one segment, one partition).
     segment_by: str = "tenant,route,prompt,label"
+    # The global segment: "topic" (every replica forwards its embedded inputs to global_topic, one
+    # partition, scored by its one owner: right for any number of replicas), "local" (scored in
+    # place: one replica only), or "off".
+    global_segment: Literal["topic", "local", "off"] = "topic"
+    global_topic: str = "llm.drift.global"
     # Which variables are embedded per prompt, e.g. {"summarize": ["text"]}; default: all of them.
     embed_variables: dict[str, list[str]] = {}
     # Versioned references (llmgw drift baseline ...); empty: in-memory provisional references only.

@@ -11,7 +11,7 @@ import random
 import subprocess
 import sys
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -20,7 +20,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from llmgw.cli import main as cli
 from llmgw.events.v1 import events_pb2
 from llmgw.kit.embedded import free_port
-from llmgw.kit.kafka import DRIFT_METRICS_TOPIC, DRIFT_TOPIC, ensure_topics
+from llmgw.kit.kafka import DRIFT_METRICS_TOPIC, DRIFT_TOPIC, by_key, ensure_topics
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -153,3 +153,172 @@ async def test_stationary_stream_is_quiet_and_a_new_topic_raises_an_incident_tha
     windows, incidents = await _collect(bootstrap, segment, 28, 120)
     assert any(i["state"] == "CLOSED" and i.get("reason") == "re-baselined" for i in incidents)
     assert windows[-1]["reference"]["status"] == "accepted"
+
+
+def _start_job(env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
+    out = log.open("w")
+    try:
+        return subprocess.Popen([sys.executable, "-m", "llmgw.services.drift"], env={**os.environ, **env,
+                                "PORT": str(free_port())}, stdout=out, stderr=out)
+    finally:
+        out.close()
+
+
+def _stop_job(proc: subprocess.Popen[bytes]) -> None:
+    proc.terminate()
+    try:
+        proc.wait(30)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(10)
+
+
+def _tenants_on_every_partition(partitions: int) -> list[str]:
+    """One tenant per partition: segment keys placed as the ingress places them."""
+    by_partition: dict[int, str] = {}
+    while len(by_partition) < partitions:
+        tenant = f"t{uuid.uuid4().hex[:6]}"
+        by_partition.setdefault(by_key(f"{tenant}/ask".encode(), list(range(partitions)), []), tenant)
+    return [by_partition[p] for p in range(partitions)]
+
+
+async def _produce_keyed(bootstrap: str, topic: str, batches: dict[str, list[str]], start: int) -> None:
+    """Every tenant's texts, keyed by its segment (as the ingress keys llm.requests), interleaved."""
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, enable_idempotence=False, partitioner=by_key)
+    await producer.start()
+    try:
+        longest = max(len(t) for t in batches.values())
+        for i in range(longest):
+            for tenant, texts in batches.items():
+                if i < len(texts):
+                    ev = events_pb2.RequestEvent(request_id=f"{tenant}-{start + i}", tenant=tenant, prompt="ask",
+                                                 time=float(start + i), variables={"question": texts[i]})
+                    await producer.send(topic, ev.SerializeToString(), key=f"{tenant}/ask".encode())
+        await producer.flush()
+    finally:
+        await producer.stop()
+
+
+class _Records:
+    """Everything the drift job published, read continuously in the background."""
+
+    def __init__(self, bootstrap: str) -> None:
+        self.metrics: list[dict] = []  # type: ignore[type-arg]
+        self.incidents: list[dict] = []  # type: ignore[type-arg]
+        self._consumer = AIOKafkaConsumer(DRIFT_TOPIC, DRIFT_METRICS_TOPIC, bootstrap_servers=bootstrap,
+                                          auto_offset_reset="latest", enable_auto_commit=False,
+                                          group_id=f"t-{uuid.uuid4().hex[:6]}")
+        self._task: asyncio.Task[None] | None = None
+
+    async def __aenter__(self) -> _Records:
+        await self._consumer.start()
+        self._task = asyncio.ensure_future(self._read())
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        assert self._task is not None
+        self._task.cancel()
+        await asyncio.gather(self._task, return_exceptions=True)
+        await self._consumer.stop()
+
+    async def _read(self) -> None:
+        while True:
+            for tp, batch in (await self._consumer.getmany(timeout_ms=300)).items():
+                for r in batch:
+                    (self.incidents if tp.topic == DRIFT_TOPIC else self.metrics).append(json.loads(r.value))
+
+    async def until(self, done: Callable[[], bool], timeout_s: float, what: str) -> None:
+        try:
+            async with asyncio.timeout(timeout_s):
+                while not done():
+                    await asyncio.sleep(0.2)
+        except TimeoutError:
+            pytest.fail(f"timed out waiting for {what}")
+
+
+async def test_two_replicas_on_four_partitions_report_every_incident_once_across_a_rebalance(
+    topics_ready: str, redis_url: str, tmp_path: Path
+) -> None:
+    """Each segment is scored by the one replica holding its partition; when a replica leaves,
+    its segments go on in the other from the state it saved: no new reference to fill, open
+    incidents neither lost nor opened twice. The global segment is scored once, by one replica."""
+    uid = uuid.uuid4().hex[:6]
+    topic, global_topic = f"drift-in-{uid}", f"drift-global-{uid}"
+    await ensure_topics(topics_ready, {topic: 4, global_topic: 1})
+    tenants = _tenants_on_every_partition(4)
+    segments = {f"{t}/ask" for t in tenants}
+    env = {"KAFKA_BOOTSTRAP": topics_ready, "REQUESTS_TOPIC": topic, "GLOBAL_TOPIC": global_topic,
+           "APP_ID": f"drift-scale-{uid}", "WINDOW_SIZE": "50", "REFERENCE_SIZE": "300", "BATCH_SIZE": "100",
+           "BATCH_SECONDS": "1", "SEGMENT_BY": "tenant,prompt", "REDIS_URL": redis_url, "BASELINE_POLL_S": "1",
+           "RECENT_SNAPSHOT_S": "1", "HF_HUB_OFFLINE": "1"}
+    rng = random.Random(7)
+    jobs = [_start_job(env, tmp_path / "a.log"), _start_job(env, tmp_path / "b.log")]
+    try:
+        async with _Records(topics_ready) as seen:
+            # A trickle until both replicas score segments (both joined the group).
+            sent = 0
+            for _ in range(60):
+                await _produce_keyed(topics_ready, topic, {t: _texts(rng, 5, 0.0) for t in tenants}, sent)
+                sent += 5
+                if len({r["worker"] for r in seen.metrics if r["segment"] in segments}) == 2:
+                    break
+                await asyncio.sleep(1.5)
+            workers = {r["worker"] for r in seen.metrics if r["segment"] in segments}
+            assert len(workers) == 2, "both replicas hold partitions"
+            # References fill, then a few stationary windows everywhere.
+            await _produce_keyed(topics_ready, topic, {t: _texts(rng, 300 + 200 - sent, 0.0) for t in tenants}, sent)
+            sent = 500
+            await seen.until(lambda: all(sum(1 for r in seen.metrics if r["segment"] == s and "detectors" in r) >= 3
+                                         for s in segments), 240, "stationary windows on every segment")
+            scored_by = {s: {r["worker"] for r in seen.metrics if r["segment"] == s and "detectors" in r}
+                         for s in segments}
+            assert all(len(w) == 1 for w in scored_by.values()), f"one replica per segment: {scored_by}"
+            leaving_pid = jobs[0].pid
+            moved = {s for s, w in scored_by.items() if next(iter(w)).endswith(f":{leaving_pid}")}
+            assert moved and moved != segments, scored_by
+            last_index = {s: max(r["window"]["index"] for r in seen.metrics if r["segment"] == s and "window" in r)
+                          for s in moved}
+
+            # A new topic starts; then one replica leaves and the other takes its segments over.
+            await _produce_keyed(topics_ready, topic, {t: _texts(rng, 150, 0.35) for t in tenants}, sent)
+            sent += 150
+            await seen.until(lambda: all(max(r["window"]["index"] for r in seen.metrics
+                                             if r["segment"] == s and "window" in r) >= 6 for s in moved),
+                             120, "drifted windows before the move")
+            await asyncio.to_thread(_stop_job, jobs[0])
+            mark = len(seen.metrics)  # what comes after the move
+            await _produce_keyed(topics_ready, topic, {t: _texts(rng, 450, 0.35) for t in tenants}, sent)
+
+            def all_opened() -> bool:
+                return segments <= {i["segment"] for i in seen.incidents if i["state"] == "OPEN"}
+
+            await seen.until(all_opened, 240, "an incident on every segment")
+            await seen.until(lambda: sum(1 for r in seen.metrics if r["segment"] in segments
+                                         and r["worker"].endswith(f":{jobs[1].pid}")
+                                         and r.get("window", {}).get("index", 0) >= 14) >= len(segments),
+                             240, "every segment scored to the end")
+    finally:
+        for job in jobs:
+            await asyncio.to_thread(_stop_job, job)
+
+    mine = [i for i in seen.incidents if i["segment"] in segments or (i["segment"] == "*" and i["worker"] in workers)]
+    opened = [i["incident_id"] for i in mine if i["state"] == "OPEN"]
+    assert len(opened) == len(set(opened)), "an incident opened once"
+    for s in segments | {"*"}:
+        for detector in {i["detector"] for i in mine if i["segment"] == s}:
+            states = [i["state"] for i in mine if i["segment"] == s and i["detector"] == detector]
+            # Never opened again while open: OPEN, (UPDATE...), CLOSED, OPEN, ...
+            is_open = False
+            for state in states:
+                assert not (state == "OPEN" and is_open), f"{s} {detector}: {states}"
+                is_open = state in ("OPEN", "UPDATE")
+    survivor = f":{jobs[1].pid}"
+    for s in moved:
+        after = [r for r in seen.metrics[mark:] if r["segment"] == s and r["worker"].endswith(survivor)]
+        assert after, f"{s} went on in the other replica"
+        assert all(r["reference"]["status"] != "filling" for r in after), "taken over, not learnt again"
+        assert min(r["window"]["index"] for r in after if "window" in r) > last_index[s], "its windows go on"
+    global_workers = {r["worker"] for r in seen.metrics if r["segment"] == "*" and r["worker"] in workers}
+    assert len(global_workers) <= 2 and all(
+        len({r["worker"] for r in seen.metrics if r["segment"] == "*" and r.get("window", {}).get("index") == n
+             and r["worker"] in workers}) <= 1 for n in range(1, 40)), "the global segment scored once per window"

@@ -59,7 +59,7 @@ async def test_the_agent_publishes_window_metrics_and_a_new_topic_incident() -> 
         sent.append((topic, key, json.loads(value)))
 
     settings = DriftSettings(app_id="drift-agent-test", window_size=50, reference_size=300, batch_size=50,
-                             batch_seconds=0.05, segment_by="tenant,prompt")
+                             batch_seconds=0.05, segment_by="tenant,prompt", global_segment="local")
     app = create_app(settings, _TopicEmbedder(topics), send=send, loop=asyncio.get_running_loop())
     agent = app.agents["llmgw.services.drift.app.detect"]
     base = [0.4, 0.3, 0.2, 0.1, 0.0, 0.0]

@@ -37,8 +37,8 @@ from llmgw.kit.logging import get_logger
 from llmgw.kit.metrics import child
 from llmgw.kit.spool import Record, Spool, claim_spool_dir
 
-__all__ = ["DRIFT_METRICS_TOPIC", "DRIFT_TOPIC", "REQUESTS_TOPIC", "RESPONSES_TOPIC", "DiscardingSink",
-           "KafkaPublisher", "by_key", "ensure_topics"]
+__all__ = ["DRIFT_GLOBAL_TOPIC", "DRIFT_METRICS_TOPIC", "DRIFT_TOPIC", "REQUESTS_TOPIC", "RESPONSES_TOPIC",
+           "DiscardingSink", "KafkaPublisher", "by_key", "ensure_topics"]
 
 REQUESTS_TOPIC = "llm.requests"
 RESPONSES_TOPIC = "llm.responses"
@@ -46,7 +46,11 @@ DRIFT_TOPIC = "llm.drift"
 # Per-window drift metrics of every segment (incidents go to llm.drift).
 DRIFT_METRICS_TOPIC = "llm.drift.metrics"
 AUDIT_TOPIC = "llm.audit"
-DEFAULT_TOPICS = {REQUESTS_TOPIC: 3, RESPONSES_TOPIC: 3, DRIFT_TOPIC: 1, DRIFT_METRICS_TOPIC: 1, AUDIT_TOPIC: 1}
+# The drift job's embedded inputs, forwarded to the one replica scoring the global segment: one
+# partition by design.
+DRIFT_GLOBAL_TOPIC = "llm.drift.global"
+DEFAULT_TOPICS = {REQUESTS_TOPIC: 3, RESPONSES_TOPIC: 3, DRIFT_TOPIC: 1, DRIFT_METRICS_TOPIC: 1, AUDIT_TOPIC: 1,
+                  DRIFT_GLOBAL_TOPIC: 1}
 
 _log = get_logger(__name__)
 QUEUE_DEPTH = Gauge("llmgw_events_queue_depth", "Events waiting in memory to be published")
