@@ -40,7 +40,7 @@ def _topics_create(args: argparse.Namespace) -> int:
     import asyncio
     import os
 
-    from llmgw.kit.kafka import DEFAULT_TOPICS, KafkaSecurity, ensure_topics
+    from llmgw.kit.kafka import DEFAULT_TOPICS, DRIFT_GLOBAL_TOPIC, KafkaSecurity, ensure_topics
 
     security = KafkaSecurity(
         protocol=os.environ.get("KAFKA_SECURITY_PROTOCOL", "PLAINTEXT"),
@@ -48,7 +48,9 @@ def _topics_create(args: argparse.Namespace) -> int:
         username=os.environ.get("KAFKA_SASL_USERNAME"),
         password=os.environ.get("KAFKA_SASL_PASSWORD"),
     )
-    topics = {name: args.partitions or parts for name, parts in DEFAULT_TOPICS.items()}
+    # The drift job's global inputs go to one replica: that topic keeps its one partition.
+    topics = {name: parts if name == DRIFT_GLOBAL_TOPIC else args.partitions or parts
+              for name, parts in DEFAULT_TOPICS.items()}
     asyncio.run(ensure_topics(args.bootstrap, topics, replication=args.replication,
                               retention_ms=args.retention_ms, security=security))
     print(f"topics ready on {args.bootstrap}: {', '.join(topics)}")
@@ -93,7 +95,7 @@ def main(argv: list[str] | None = None) -> int:
     add_keys(sub)
 
     topics = sub.add_parser("topics", help="Kafka topics").add_subparsers(dest="sub", required=True)
-    tcreate = topics.add_parser("create", help="create llm.requests, llm.responses, llm.drift if missing")
+    tcreate = topics.add_parser("create", help="create the llm.* topics if missing")
     tcreate.add_argument("--bootstrap", required=True)
     tcreate.add_argument("--partitions", type=int, default=0, help="default: 3 for events, 1 for drift")
     tcreate.add_argument("--replication", type=int, default=1)

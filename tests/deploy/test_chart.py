@@ -198,7 +198,10 @@ def test_the_ingress_serves_its_http_face_and_keeps_its_spool_inside_its_volume(
     env = {e["name"]: e.get("value") for e in c["env"]}
     assert env["HTTP_HOST"] == "0.0.0.0" and env["HTTP_PORT"] == "8080"
     assert env["ROUTES_FILE"] == "/etc/llmgw/config/routes.yaml"
-    assert int(env["SPOOL_MAX_BYTES"]) < 256 * 1024 * 1024  # the /tmp emptyDir's sizeLimit
+    tmp = next(v for v in of_kind(docs, "Deployment")["llmgw-ingress"]["spec"]["template"]["spec"]["volumes"]
+               if v["name"] == "tmp")
+    assert tmp["emptyDir"]["sizeLimit"] == "256Mi"
+    assert int(env["SPOOL_MAX_BYTES"]) + 32 * 1024 * 1024 <= 256 * 1024 * 1024  # room left in /tmp
     service = of_kind(docs, "Service")["llmgw-ingress"]
     assert any(p["name"] == "http" and p["port"] == 8080 for p in service["spec"]["ports"])
     off = of_kind(render({"ingress": {"httpPort": -1}}), "Deployment")["llmgw-ingress"]
@@ -248,3 +251,42 @@ def test_the_ingress_follows_the_key_store_and_an_optional_key_file() -> None:
     with pytest.raises(Exception, match=r"pollSeconds|maximum"):
         render({"ingress": {"keys": {"store": True, "prefix": "k", "spendPrefix": "s", "pollSeconds": 30,
                                      "fileConfigMap": ""}}})
+
+
+def test_the_chart_refuses_a_spool_that_does_not_fit_its_volume() -> None:
+    bigger = render({"ingress": {"tmpMiB": 1024, "spool": {"maxMiB": 900}}})
+    ingress = of_kind(bigger, "Deployment")["llmgw-ingress"]["spec"]["template"]["spec"]
+    env = {e["name"]: e.get("value") for e in ingress["containers"][0]["env"]}
+    assert env["SPOOL_MAX_BYTES"] == str(900 * 1024 * 1024)
+    assert next(v for v in ingress["volumes"] if v["name"] == "tmp")["emptyDir"]["sizeLimit"] == "1024Mi"
+    with pytest.raises(Exception, match=r"ingress\.spool\.maxMiB \(240\) must leave at least 32 MiB of ingress\.tmpMiB"):
+        render({"ingress": {"spool": {"maxMiB": 240}}})
+
+
+def test_the_drift_pod_reaches_a_secured_kafka_keeps_its_data_on_its_volume_and_scales_by_segment() -> None:
+    docs = render({**EVERYTHING_ON, "drift": {"replicas": 3, "segmentBy": "tenant,prompt"}})
+    deployments = of_kind(docs, "Deployment")
+    drift = deployments["llmgw-drift"]["spec"]["template"]["spec"]
+    (c,) = drift["containers"]
+    env = {e["name"]: e for e in c["env"]}
+    assert env["KAFKA_SECURITY_PROTOCOL"]["value"] == "SASL_SSL"
+    assert "secretKeyRef" in env["KAFKA_SASL_PASSWORD"]["valueFrom"] and "KAFKA_SASL_USERNAME" in env
+    assert env["SEGMENT_BY"]["value"] == "tenant,prompt"
+    # Faust's data and the model cache under the writable /tmp volume (the root filesystem is read-only).
+    assert "DATA_DIR" not in env or env["DATA_DIR"]["value"].startswith("/tmp/")
+    assert env["HOME"]["value"] == "/tmp" and {"name": "tmp", "mountPath": "/tmp"} in c["volumeMounts"]
+    assert c["securityContext"]["readOnlyRootFilesystem"] is True
+    assert deployments["llmgw-drift"]["spec"]["replicas"] == 3
+    # The ingress keys llm.requests by the same fields: one segment, one partition, one drift replica.
+    ingress = {e["name"]: e.get("value") for e in
+               deployments["llmgw-ingress"]["spec"]["template"]["spec"]["containers"][0]["env"]}
+    assert ingress["REQUEST_EVENTS_KEY_BY"] == "tenant,prompt"
+
+
+@pytest.mark.parametrize("url", ["redis+cluster://redis-0:6379,redis-1:6379", "rediss+sentinel://s:26379/primary/0"])
+def test_a_redis_cluster_or_sentinel_url_is_accepted_and_reaches_every_service(url: str) -> None:
+    docs = render({"redis": {"url": url}})
+    for name in ("llmgw-limiter", "llmgw-cache", "llmgw-drift"):
+        env = {e["name"]: e.get("value") for e in
+               of_kind(docs, "Deployment")[name]["spec"]["template"]["spec"]["containers"][0]["env"]}
+        assert url in env.values(), name

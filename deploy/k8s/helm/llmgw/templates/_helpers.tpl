@@ -182,7 +182,7 @@ spec:
             {{- end }}
       volumes:
         - name: tmp
-          emptyDir: {sizeLimit: 256Mi}
+          emptyDir: {sizeLimit: {{ default 256 .c.tmpMiB }}Mi}
         {{- with .volumes }}
         {{- . | nindent 8 }}
         {{- end }}
