@@ -189,6 +189,7 @@ def create_app(settings: DriftSettings, embedder: Embedder, *, send: Send | None
     batch = Batch(embedder, DriftDetector(settings.detector()), Shedder(utilization=settings.shed_utilization),
                   settings.segment_fields(), settings.embed_variables, settings.global_segment)
     thread = DetectorThread()
+    batch.detector.defer_new_segments = bool(settings.redis_url)
     baselines = Baselines(settings, batch.detector, thread)
 
     async def to_kafka(topic: str, key: bytes, value: bytes) -> None:

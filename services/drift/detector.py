@@ -67,6 +67,9 @@ class DriftDetector:
         self.state_changed: set[str] = set()
         # Segments first seen here since the job last looked: another replica may have run them.
         self.new_segments: set[str] = set()
+        # True when the job looks for other replicas' state (a baseline store): a segment new here
+        # then says nothing until it has (it is usually taken over, not filling).
+        self.defer_new_segments = False
 
     # ---- references ----
 
@@ -185,9 +188,7 @@ class DriftDetector:
             if len(seg.pending) >= self.settings.window:
                 out += self._window(seg, sampling_rate)
                 seg.pending = []
-        if seg.model is None and inputs and segment not in self.new_segments:
-            # (A segment new here says nothing until the job has looked for another replica's
-            # reference: it is usually taken over, not filling.)
+        if seg.model is None and inputs and not (self.defer_new_segments and segment in self.new_segments):
             out.append(self._filling(seg, sampling_rate))
         return out
 

@@ -157,3 +157,40 @@ def test_guards_report_length_short_duplicate_and_script_changes() -> None:
     assert g["short_share"]["current"] == 0.75 and g["short_share"]["delta"] == 0.75
     assert g["duplicate_share"]["current"] == 0.25
     assert g["non_ascii_share"]["current"] > 0.5 and g["non_ascii_share"]["reference"] == 0
+
+
+class TestHandoff:
+    """A segment moving to another replica goes on from the state the first one left."""
+
+    def test_a_segment_taken_over_keeps_its_reference_windows_and_history(self) -> None:
+        settings = DetectorSettings(reference_size=8, window=4, simulations=200)
+        first = DriftDetector(settings)
+        for start in range(0, 16, 4):
+            process_window([_event(i, "weather") for i in range(start, start + 4)], _batch(first))
+        ref, state = first.reference(SEG), first.export_state(SEG)
+        (recent,) = first.recent_samples({SEG})
+        assert ref is not None and state is not None and state["windows"] == 2
+
+        second = DriftDetector(settings)
+        second.defer_new_segments = True
+        quiet = process_window([_event(i, "weather") for i in range(16, 18)], _batch(second))
+        assert [r for r in quiet if r["segment"] == SEG] == [], "nothing said before the state is looked up"
+        replayed = second.adopt(ref, recent, state)  # the two inputs seen meanwhile are replayed
+        assert second.reference(SEG) is not None and second.reference(SEG).id == ref.id  # type: ignore[union-attr]
+        assert replayed == []  # half a window so far
+        recs = process_window([_event(i, "weather") for i in range(18, 20)], _batch(second))
+        (window,) = [r for r in recs if r["segment"] == SEG]
+        assert window["window"]["index"] == 3 and window["reference"]["id"] == ref.id
+
+    def test_forwarded_inputs_round_trip(self) -> None:
+        import numpy as np
+
+        from llmgw.services.drift.app import pack_inputs, unpack_inputs
+        from llmgw.services.drift.model import Input
+
+        items = [Input(np.array([0.5, -0.25, 1.0], dtype=np.float32), "t1", "r1", 2, 40, 1.5),
+                 Input(np.array([0.0, 0.125, -1.0], dtype=np.float32), "t2", "r2", 0, 7, 2.5)]
+        back, rate = unpack_inputs(pack_inputs(items, 0.5))
+        assert rate == 0.5 and [(i.text, i.request_id, i.partition, i.offset, i.time) for i in back] == \
+            [("t1", "r1", 2, 40, 1.5), ("t2", "r2", 0, 7, 2.5)]
+        assert all(np.allclose(a.vector, b.vector, atol=1e-3) for a, b in zip(items, back, strict=True))

@@ -64,3 +64,28 @@ def test_a_colocated_core_reads_its_settings_with_a_prefix() -> None:
     assert load_settings(LimiterSettings, env, prefix="LIMITER_").redis_url == "redis://10.0.0.1:6379/2"
     with pytest.raises(ConfigError, match="LIMITER_REDIS_TIMEOUT_S"):
         load_settings(LimiterSettings, {"LIMITER_REDIS_TIMEOUT_S": "soon"}, prefix="LIMITER_")
+
+
+def test_request_events_are_keyed_by_segment_fields_or_request_id_and_nothing_else() -> None:
+    from llmgw.services.ingress.settings import IngressSettings
+
+    assert load_settings(IngressSettings, {}).request_events_key_by == "tenant,route,prompt,label"
+    assert load_settings(IngressSettings, {"REQUEST_EVENTS_KEY_BY": "tenant, prompt"}).request_events_key_by == \
+        "tenant,prompt"
+    assert load_settings(IngressSettings, {"REQUEST_EVENTS_KEY_BY": "request_id"}).request_events_key_by == "request_id"
+    for bad in ("model", "tenant,request_id", ""):
+        with pytest.raises(ConfigError, match="REQUEST_EVENTS_KEY_BY"):
+            load_settings(IngressSettings, {"REQUEST_EVENTS_KEY_BY": bad})
+
+
+def test_redis_urls_pick_their_client_and_bad_ones_are_named() -> None:
+    from redis.asyncio.cluster import RedisCluster
+
+    from llmgw.kit.redis import connect, describe
+
+    assert isinstance(connect("redis+cluster://10.0.0.1:7000,10.0.0.2:7000"), RedisCluster)
+    with pytest.raises(ValueError, match="scheme must be one of"):
+        connect("http://redis:6379")
+    with pytest.raises(ValueError, match="name the Sentinel service"):
+        connect("redis+sentinel://s1:26379")
+    assert describe("redis://user:secret@redis:6379/0") == "redis://user:***@redis:6379/0"
