@@ -2,9 +2,15 @@
 Lua call alone against Redis — side by side, interleaved in rounds, in one run. The limiter and
 the echo server each run as their own process (as deployed); the callers run in this one.
 
-    python -m bench.limiter [--rounds 5] [--per-round 1000] [--concurrency 32]
+    python -m bench.limiter [--rounds 5] [--per-round 1000] [--concurrency 32] [--cluster]
 
 Target (limiter issue): limiter throughput at least 0.6x the echo server's.
+
+``--cluster`` adds the Lua call against a local 3-primary Redis Cluster (docs/deploy.md "Redis
+Cluster and Sentinel"), beside the same call on one server, with decisions spread over 16 tenants:
+limits on one subject (one shard per decision) and on a tenant and a route (two shards, decided
+in parallel, a refusal given back). On this 2-core machine the three primaries share the cores
+with everything else: read it for the cost of routing and of a second shard, not for capacity.
 """
 
 from __future__ import annotations
@@ -51,7 +57,11 @@ async def measure(call: Callable[[int], Awaitable[object]], n: int, concurrency:
     return n / (time.perf_counter() - t0), lat
 
 
-async def run(rounds: int, per_round: int, concurrency: int) -> None:
+TWO_SUBJECTS = {"domains": {"gateway": [*RULES["domains"]["gateway"], {"match": {"route": "*"}, "limits": [
+    {"name": "route-rpm", "unit": "requests", "limit": 100_000_000, "per": "minute"}]}]}}
+
+
+async def run(rounds: int, per_round: int, concurrency: int, cluster: bool = False) -> None:
     proc = start_redis()
     redis = aioredis.Redis.from_url(f"redis://{proc.address}/0")
     prefix = f"bench-{uuid.uuid4().hex[:6]}"
@@ -78,6 +88,21 @@ async def run(rounds: int, per_round: int, concurrency: int) -> None:
         "limiter (gRPC + Redis)": lambda i: lim_client.check(desc, tokens=100, request_id=f"r{i}"),
         "Lua call alone": lambda i: core.check(desc, tokens=100, request_id=f"l{i}"),
     }
+    local_cluster = None
+    if cluster:
+        from llmgw.kit.embedded import start_redis_cluster
+        from llmgw.kit.redis import connect
+
+        local_cluster = start_redis_cluster(3)
+        clustered = connect(local_cluster.url)
+        one_shard = RedisLimiter(clustered, parse_rules(RULES), prefix=prefix + "-c1", timeout_s=1.0)
+        two_shards = RedisLimiter(clustered, parse_rules(TWO_SUBJECTS), prefix=prefix + "-c2", timeout_s=1.0)
+        paths |= {
+            "Lua, 1 server, 16 tenants": lambda i: core.check([("tenant", f"t{i % 16}")], tokens=100),
+            "Lua, cluster, 1 shard": lambda i: one_shard.check([("tenant", f"t{i % 16}")], tokens=100),
+            "Lua, cluster, 2 shards": lambda i: two_shards.check([("tenant", f"t{i % 16}"), ("route", f"r{i % 7}")],
+                                                                  tokens=100),
+        }
     rates: dict[str, list[float]] = {k: [] for k in paths}
     lats: dict[str, list[float]] = {k: [] for k in paths}
     try:
@@ -95,12 +120,15 @@ async def run(rounds: int, per_round: int, concurrency: int) -> None:
             server.stop()
         await redis.aclose()
         proc.stop()
+        if local_cluster is not None:
+            await clustered.aclose()
+            local_cluster.stop()
     base = statistics.median(rates["echo (gRPC only)"])
     print(f"concurrency {concurrency}, {rounds} rounds x {per_round} decisions, 3 limits per decision")
-    print(f"{'path':<24} {'decisions/s':>12} {'x echo':>8} {'p50 ms':>8} {'p99 ms':>8}")
+    print(f"{'path':<26} {'decisions/s':>12} {'x echo':>8} {'p50 ms':>8} {'p99 ms':>8}")
     for name in paths:
         r = statistics.median(rates[name])
-        print(f"{name:<24} {r:>12,.0f} {r / base:>8.2f} {statistics.median(lats[name]):>8.2f} "
+        print(f"{name:<26} {r:>12,.0f} {r / base:>8.2f} {statistics.median(lats[name]):>8.2f} "
               f"{pct(lats[name], 99):>8.2f}")
 
 
@@ -109,8 +137,9 @@ def main() -> None:
     p.add_argument("--rounds", type=int, default=5)
     p.add_argument("--per-round", type=int, default=1000)
     p.add_argument("--concurrency", type=int, default=32)
+    p.add_argument("--cluster", action="store_true", help="add the Lua call on a local 3-primary Redis Cluster")
     a = p.parse_args()
-    asyncio.run(run(a.rounds, a.per_round, a.concurrency))
+    asyncio.run(run(a.rounds, a.per_round, a.concurrency, a.cluster))
 
 
 if __name__ == "__main__":

@@ -9,8 +9,9 @@ __all__ = ["request_id_of"]
 
 def request_id_of(topic: str, key: bytes | None, value: bytes) -> str:
     """The request a record is about. ``llm.responses`` is keyed by it; ``llm.requests`` is keyed
-    by the drift segment (so a segment stays on one partition) and carries it in the event."""
-    if topic.endswith("requests"):
+    by the drift segment (so a segment stays on one partition) and carries it in the event; so do
+    its replays (``llm.requests.replay.<t>``)."""
+    if "requests" in topic.split("."):
         from llmgw.events.v1 import events_pb2
 
         try:
