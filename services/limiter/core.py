@@ -90,12 +90,21 @@ def _slot(key: str) -> int:
 
 @dataclass(frozen=True, slots=True)
 class _Shard:
-    """One group's CHECK reply and the reservation it wrote."""
+    """One group's CHECK reply, decoded, and the reservation it wrote."""
 
     group: Group
-    raw: list[Any]
+    denied: bool
+    retry_ms: int
+    deny_index: int  # 1-based into group.indices; 0 with ``denied``: a pause
+    # Per bucket of the group: (admitted, remaining, reset ms, window sub-bucket charged or 0).
+    rows: list[tuple[int, int, int, int]]
     reservation: str
     entries: list[list[object]]
+
+    @classmethod
+    def of(cls, group: Group, raw: list[Any], reservation: str, entries: list[list[object]]) -> _Shard:
+        rows = [(int(raw[b]), int(raw[b + 1]), int(raw[b + 2]), int(raw[b + 3])) for b in range(3, len(raw), 4)]
+        return cls(group, bool(int(raw[0])), int(raw[1]), int(raw[2]), rows, reservation, entries)
 
 
 def _counter(domain: str, result: str) -> Any:
@@ -144,7 +153,7 @@ class RedisLimiter:
         self._leases: dict[tuple[str, tuple[tuple[str, str], ...]], _Lease] = {}
         self._refills = Background()
         # Settles that met a Redis outage, applied when it is back (oldest first, bounded).
-        self._pending_settles: deque[tuple[str, int]] = deque()
+        self._pending_settles: deque[tuple[list[list[str]], int]] = deque()
         self._settle_queue_max = settle_queue_max
         self._settling = False
         # Pipelined with whatever else runs at the same moment (other checks; in a colocated
@@ -217,7 +226,7 @@ class RedisLimiter:
             raise
         self._breaker.success()
         self._settle_queued()
-        return self._verdict(domain, plan, shards, requests, tokens)
+        return self._verdict(domain, plan, shards)
 
     async def _check_group(self, plan: Plan, group: Group, requests: int, tokens: int, owner: str) -> _Shard:
         entries = token_entries(plan, group, tokens)
@@ -229,7 +238,7 @@ class RedisLimiter:
                   int(bool(group.pause))],
             timeout_s=self._timeout,
         )
-        return _Shard(group, raw, reservation, entries)
+        return _Shard.of(group, raw, reservation, entries)
 
     async def _check_shards(self, plan: Plan, requests: int, tokens: int, owner: str) -> list[_Shard]:
         """A decision over several cluster shards: each shard's script at once. A shard that
@@ -239,9 +248,9 @@ class RedisLimiter:
                                        return_exceptions=True)
         shards = [r for r in results if isinstance(r, _Shard)]
         failed = next((r for r in results if isinstance(r, BaseException)), None)
-        if failed is not None or any(int(s.raw[0]) for s in shards):
+        if failed is not None or any(s.denied for s in shards):
             for shard in shards:
-                if not int(shard.raw[0]):
+                if not shard.denied:
                     self._refills.spawn(self._give_back(plan, shard, requests, tokens))
         if failed is not None:
             raise failed
@@ -249,9 +258,8 @@ class RedisLimiter:
 
     async def _give_back(self, plan: Plan, shard: _Shard, requests: int, tokens: int) -> None:
         group = shard.group
-        charged = [(i, int(shard.raw[3 + j * 4 + 3])) for j, i in enumerate(group.indices)
-                   if int(shard.raw[3 + j * 4]) == 1]
-        entries = void_entries(plan, group, charged, requests, tokens)
+        charged = [(i, row[3]) for i, row in zip(group.indices, shard.rows, strict=True) if row[0] == 1]
+        entries = void_entries(plan, charged, requests, tokens)
         try:
             await self._refund(keys=[shard.reservation or f"{self._prefix}:res:{group.tag}:none",
                                      *(str(e[0]) for e in entries)],
@@ -260,21 +268,17 @@ class RedisLimiter:
             REDIS_ERRORS.inc()
             _log.warning("limiter_give_back_failed", error=repr(exc))
 
-    def _verdict(self, domain: str, plan: Plan, shards: list[_Shard], requests: int, tokens: int) -> Decision:
+    def _verdict(self, domain: str, plan: Plan, shards: list[_Shard]) -> Decision:
         matched = plan.matched
-        denied = [s for s in shards if int(s.raw[0])]
-        paused = next((s for s in denied if int(s.raw[2]) == 0), None)
+        denied = [s for s in shards if s.denied]
+        paused = next((s for s in denied if s.deny_index == 0), None)
         if paused is not None:
             _counter(domain, "paused").inc()
-            return Decision(allowed=False, retry_after_ms=int(paused.raw[1]), limit_name=PAUSE_LIMIT)
+            return Decision(allowed=False, retry_after_ms=paused.retry_ms, limit_name=PAUSE_LIMIT)
         if not matched:
             _counter(domain, "unlimited").inc()
             return Decision(allowed=True)
-        rows: dict[int, tuple[int, int, int]] = {}
-        for shard in shards:
-            for j, i in enumerate(shard.group.indices):
-                base = 3 + j * 4
-                rows[i] = (int(shard.raw[base]), int(shard.raw[base + 1]), int(shard.raw[base + 2]))
+        rows = {i: row for shard in shards for i, row in zip(shard.group.indices, shard.rows, strict=True)}
         statuses = tuple(
             LimitStatus(name=limit.name, unit=limit.unit, limit=limit.limit, remaining=rows[i][1],
                         reset_after_ms=rows[i][2], shadow=limit.shadow)
@@ -282,12 +286,12 @@ class RedisLimiter:
         )
         self._observe(domain, matched, [rows[i][0] == 1 for i in range(len(matched))], statuses)
         if denied:
-            worst = max(denied, key=lambda s: int(s.raw[1]))
+            worst = max(denied, key=lambda s: s.retry_ms)
             _counter(domain, "over_limit").inc()
             return Decision(
                 allowed=False,
-                retry_after_ms=int(worst.raw[1]),
-                limit_name=matched[worst.group.indices[int(worst.raw[2]) - 1]][1].name,
+                retry_after_ms=worst.retry_ms,
+                limit_name=matched[worst.group.indices[worst.deny_index - 1]][1].name,
                 statuses=statuses,
             )
         _counter(domain, "ok").inc()
@@ -418,33 +422,32 @@ class RedisLimiter:
         otherwise the whole estimate would stay charged for the reservation's life."""
         if not reservation_id:
             return 0
-        parse_reservation(self._prefix, reservation_id)  # InvalidArgument before anything is queued
+        parts = parse_reservation(self._prefix, reservation_id)  # InvalidArgument before anything is queued
         if self._breaker.state == State.OPEN:
-            self._queue_settle(reservation_id, actual_tokens)
+            self._queue_settle(parts, actual_tokens)
             return 0
         try:
-            refunded = await self._settle_all(reservation_id, actual_tokens)
+            refunded = await self._settle_all(parts, actual_tokens)
         except (TimeoutError, RedisError, OSError) as exc:
             REDIS_ERRORS.inc()
             _log.warning("limiter_settle_failed", error=repr(exc), reservation=reservation_id)
-            self._queue_settle(reservation_id, actual_tokens)
+            self._queue_settle(parts, actual_tokens)
             return 0
         self._settle_queued()
         return refunded
 
-    async def _settle_all(self, reservation_id: str, actual_tokens: int) -> int:
-        """Each shard's reservation (at most once each: a retry of a half-applied settle re-runs
-        only what is still reserved); the tokens refunded."""
-        parts = parse_reservation(self._prefix, reservation_id)
+    async def _settle_all(self, parts: list[list[str]], actual_tokens: int) -> int:
+        """Each shard's reservation (``parse_reservation``'s parts; at most once each: a retry of a
+        half-applied settle re-runs only what is still reserved); the tokens refunded."""
         results = await asyncio.gather(*(self._settle(keys=keys, args=[max(0, actual_tokens)],
                                                       timeout_s=self._timeout * 4) for keys in parts))
         return max((int(r or 0) for r in results), default=0)
 
-    def _queue_settle(self, reservation_id: str, tokens: int) -> None:
+    def _queue_settle(self, parts: list[list[str]], tokens: int) -> None:
         if len(self._pending_settles) >= self._settle_queue_max:
             SETTLES.labels("dropped").inc()  # the reservation then expires with its estimate
             return
-        self._pending_settles.append((reservation_id, tokens))
+        self._pending_settles.append((parts, tokens))
         SETTLES.labels("queued").inc()
         self._settle_queued()
 
@@ -460,9 +463,9 @@ class RedisLimiter:
                 if self._breaker.state == State.OPEN:
                     await asyncio.sleep(0.25)
                     continue
-                reservation_id, tokens = self._pending_settles[0]
+                parts, tokens = self._pending_settles[0]
                 try:
-                    await self._settle_all(reservation_id, tokens)
+                    await self._settle_all(parts, tokens)
                 except (TimeoutError, RedisError, OSError):
                     await asyncio.sleep(0.25)
                     continue

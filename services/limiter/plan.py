@@ -103,31 +103,29 @@ def build_plan(prefix: str, domain: str, descriptor: Sequence[tuple[str, str]], 
     return Plan(matched, keys, tuple(groups))
 
 
+def _entry(plan: Plan, i: int, units: int, sub_bucket: int | None = None) -> list[object]:
+    """One bucket's entry for the settle and refund scripts (_lua._ADJUST): [key, T ms, units] for
+    GCRA, [key, "w", units, sub-bucket] for a window (a reservation's sub-bucket is filled in by
+    CHECK when it charges)."""
+    limit, key = plan.matched[i][1], plan.keys[i]
+    if limit.algorithm == "gcra":
+        return [key, limit.period_ms / limit.limit, units]
+    return [key, "w", units] if sub_bucket is None else [key, "w", units, sub_bucket]
+
+
 def token_entries(plan: Plan, group: Group, tokens: int) -> list[list[object]]:
     """The reservation payload's entries: the group's token buckets and their estimate."""
-    out: list[list[object]] = []
-    for i in group.indices:
-        limit = plan.matched[i][1]
-        if limit.unit == "tokens" and tokens > 0 and not limit.shadow:
-            key = plan.keys[i]
-            gcra = limit.algorithm == "gcra"
-            out.append([key, limit.period_ms / limit.limit, tokens] if gcra else [key, "w", tokens])
-    return out
+    if tokens <= 0:
+        return []
+    return [_entry(plan, i, tokens) for i in group.indices
+            if plan.matched[i][1].unit == "tokens" and not plan.matched[i][1].shadow]
 
 
-def void_entries(plan: Plan, group: Group, charged: Sequence[tuple[int, int]], requests: int,
-                 tokens: int) -> list[list[object]]:
+def void_entries(plan: Plan, charged: Sequence[tuple[int, int]], requests: int, tokens: int) -> list[list[object]]:
     """Entries that give back what a group's CHECK charged: ``charged`` holds (plan index,
     sub-bucket) of each bucket it charged (sub-bucket 0 for GCRA)."""
-    out: list[list[object]] = []
-    for i, sub in charged:
-        limit = plan.matched[i][1]
-        cost = tokens if limit.unit == "tokens" else requests
-        if cost <= 0:
-            continue
-        key = plan.keys[i]
-        out.append([key, limit.period_ms / limit.limit, cost] if limit.algorithm == "gcra" else [key, "w", cost, sub])
-    return out
+    costs = ((i, sub, tokens if plan.matched[i][1].unit == "tokens" else requests) for i, sub in charged)
+    return [_entry(plan, i, cost, sub) for i, sub, cost in costs if cost > 0]
 
 
 def reservation_id(parts: Sequence[tuple[str, list[list[object]]]]) -> str:
