@@ -84,6 +84,14 @@ class _Tally:
         self.stores += other.stores
 
 
+def _tally_in(tallies: dict[tuple[str, str], _Tally], tenant: str, prompt: str) -> _Tally:
+    """The (tenant, prompt) tally of ``tallies``, made on first use (no allocation on a hot hit)."""
+    tally = tallies.get((tenant, prompt))
+    if tally is None:
+        tally = tallies[(tenant, prompt)] = _Tally()
+    return tally
+
+
 def _count_saved(tenant: str, prompt: str, tally: _Tally) -> None:
     saved = _saved(tenant, prompt or "-")
     saved.hits.inc(tally.hits)
@@ -225,11 +233,6 @@ class RedisCache:
         keys = [k, lock_key(k, prefix=self._prefix)]
         return [*keys, *self._stats_keys(tenant, prompt)] if self._counts_in_scripts else keys
 
-    def _tally_of(self, tenant: str, prompt: str) -> _Tally:
-        tally = self._tally.get((tenant, prompt))
-        if tally is None:
-            tally = self._tally[(tenant, prompt)] = _Tally()
-        return tally
 
     def _hit(self, key: KeyMaterial, k: str, raw: bytes, generation: int = -1) -> LookupResult:
         entry = entry_from_pb(cache_pb2.Entry.FromString(zlib.decompress(raw)))
@@ -249,7 +252,7 @@ class RedisCache:
         entry = self._near.get(k)
         if entry is None:
             return None
-        self._tally_of(key.tenant, key.prompt).add_hit(entry.usage)
+        _tally_in(self._tally, key.tenant, key.prompt).add_hit(entry.usage)
         return LookupResult(key=k, hit=True, entry=entry, cacheable=True)
 
     async def flush_stats(self) -> None:
@@ -290,10 +293,7 @@ class RedisCache:
 
     def _count(self, tenant: str, prompt: str) -> _Tally:
         """Where a lookup or store counts on a cluster (already in the metrics: flushed to Redis only)."""
-        tally = self._counted.get((tenant, prompt))
-        if tally is None:
-            tally = self._counted[(tenant, prompt)] = _Tally()
-        return tally
+        return _tally_in(self._counted, tenant, prompt)
 
     async def count_stats(self, every_s: float) -> None:
         """Flush the tallies every ``every_s``; runs until cancelled (the owner flushes at stop)."""
