@@ -124,6 +124,17 @@ class DriftDetector:
                                for name, d in seg.debouncers.items()},
                 "opened": seg.opened}
 
+    def take_new_segments(self) -> set[str]:
+        """The segments first seen since the last call (called on the detector's thread, so none
+        is added while they are taken)."""
+        fresh, self.new_segments = self.new_segments, set()
+        return fresh
+
+    def take_changed_states(self) -> set[str]:
+        """The segments whose open incidents changed since the last call (detector's thread)."""
+        changed, self.state_changed = self.state_changed, set()
+        return changed
+
     def drop(self, segment: str) -> None:
         """Forget a segment (its partition moved to another replica)."""
         self._segments.pop(segment, None)
@@ -137,6 +148,8 @@ class DriftDetector:
         reference, its open incidents. The inputs this replica collected meanwhile are replayed."""
         seg = self._segments.setdefault(ref.segment, _Segment(ref.segment))
         waiting, seg.collecting = seg.collecting, []
+        # Its own provisional reference, if it filled one meanwhile, is not the segment's.
+        self.new_references[:] = [r for r in self.new_references if r.segment != ref.segment]
         seg.model = build_model(ref, self.settings)
         seg.pending, seg.recent, seg.sample = [], deque(), deque()
         if recent is not None:

@@ -10,7 +10,7 @@ opened once, stays open across the move, and is closed by whoever holds the segm
 detection goes on at once instead of after a new reference fills.
 
 All detector work runs on one thread (``DetectorThread``): the two agents and the rebalance hooks
-share the detector.
+share the detector, so even taking its sets of new segments and changed states goes through it.
 """
 
 from __future__ import annotations
@@ -78,15 +78,15 @@ class Baselines:
         detector = self._detector
         if store is None:
             detector.new_references.clear()
-            detector.new_segments.clear()
-            detector.state_changed.clear()
+            await self._thread.run(detector.take_new_segments)
+            await self._thread.run(detector.take_changed_states)
             return out
         try:
             out += await self._adopt(store)
             while detector.new_references:
                 await store.save(detector.new_references.pop(0), "provisional")
-            if detector.state_changed:
-                changed, detector.state_changed = detector.state_changed, set()
+            changed = await self._thread.run(detector.take_changed_states)
+            if changed:
                 await self._save(store, changed, why="incident", samples=False)
             now = time.monotonic()
             if now - self._last_snapshot >= self._settings.recent_snapshot_s:
@@ -122,7 +122,7 @@ class Baselines:
 
     async def _adopt(self, store: Any) -> list[dict[str, Any]]:
         """Segments first seen here: go on from another replica's reference and state, if any."""
-        fresh, self._detector.new_segments = self._detector.new_segments, set()
+        fresh = await self._thread.run(self._detector.take_new_segments)
         out: list[dict[str, Any]] = []
         for segment in sorted(fresh):
             ref: Reference | None = await store.load(segment, "accepted") or await store.load(segment, "provisional")
@@ -131,8 +131,6 @@ class Baselines:
             recent = await store.load(segment, "recent")
             state = await store.load_state(segment)
             out += await self._thread.run(self._detector.adopt, ref, recent, state)
-            # Its own provisional reference, if it filled one meanwhile, is not the segment's.
-            self._detector.new_references[:] = [r for r in self._detector.new_references if r.segment != segment]
             ADOPTED.inc()
             _log.info("drift_segment_adopted", segment=segment, reference=ref.id,
                       open_incidents=sorted((state or {}).get("opened", {})))
