@@ -12,7 +12,7 @@ _LABELS = {
     "billing": ("charge", "charged", "invoice", "refund", "payment", "card", "price", "bill", "receipt", "discount",
                 "subscription", "declined"),
     "bug": ("error", "crash", "broken", "not working", "fails", "bug", "500", "exception", "freezes", "blank",
-            "never arrives", "never show", "traceback", "deleted project", "fifty times"),
+            "traceback"),
     "feature": ("add ", "would be great", "support a", "feature", "wish", "would love", "roadmap", "could you add"),
 }
 

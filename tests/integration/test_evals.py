@@ -15,6 +15,7 @@ import yaml
 from llmgw.cli import main as cli
 from llmgw.domain import Message, RouteCall
 from llmgw.evals.cassette import Cassette
+from llmgw.evals.report import html_report, json_report
 from llmgw.evals.results import load_record
 from llmgw.evals.runner import run_version
 from llmgw.evals.suite import load_suite
@@ -84,13 +85,24 @@ async def test_repeat_reports_pass_power_n_and_flaky_cases(repo: Path) -> None:
             return "billing" if len(self.calls) % 2 else "no idea"
 
     providers: dict[str, Provider] = {"openai": Alternating("openai"), "anthropic": Alternating("anthropic")}
-    recorded = await run_version(suite, reg, cfg, "v1", cassettes=repo / "rec", providers=providers, repeat=2)
+    scripted = {"kind": "reference", "label": "reference:alternating"}
+    recorded = await run_version(suite, reg, cfg, "v1", cassettes=repo / "rec", providers=providers, repeat=2,
+                                 source=lambda provider, model: scripted)
     replayed = await run_version(suite, reg, cfg, "v1", cassettes=repo / "rec", repeat=2)
     for record in (recorded, replayed):
-        case = record.providers["openai"].cases[0]
+        result = record.providers["openai"]
+        case = result.cases[0]
         assert case.passes == 1 and case.flaky and not case.passed
         assert sorted(t.output for t in case.tries) == ["billing", "no idea"]
+        # pass^1 is the per-try rate, pass^2 the chance two tries in a row both pass.
+        assert result.pass_hat() == {1: 0.5, 2: 0.0}
+        assert result.sources == {"reference:alternating": 2} and not result.from_models
     assert len(Cassette(repo / "rec" / "v1" / "openai.jsonl", "openai")) == 1
+    report = json.loads(json_report([replayed], None, {}))["versions"][0]["providers"]["openai"]
+    assert report["flaky"] == ["billing-double-charge"] and report["pass_hat"] == {"1": 0.5, "2": 0.0}
+    assert report["passes"] == {"billing-double-charge": [1, 2]} and report["source"] == "reference:alternating"
+    page = html_report([replayed], None, {})
+    assert "Flaky cases" in page and "no idea" in page and "pass^k" in page
 
 
 def test_a_regressed_version_fails_the_gate_and_cannot_be_promoted_or_served(
@@ -222,3 +234,66 @@ def test_a_hand_written_approval_the_gate_does_not_give_fails_the_gate(
     capsys.readouterr()
     assert _eval(repo, "gate", "--version", v2) == 1
     assert f"{NAME}@{v2} openai: approvals.yaml approves it but the gate fails" in capsys.readouterr().err
+
+
+def _disallow_stand_ins(repo: Path) -> None:
+    settings = repo / "evals" / NAME / "suite.yaml"
+    raw = yaml.safe_load(settings.read_text())
+    raw.pop("reference_in_production")
+    settings.write_text(yaml.safe_dump(raw))
+
+
+def test_a_stand_in_pass_does_not_back_production_unless_the_suite_allows_it(
+    repo: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Replies from the reference responder are labelled as such from the cassette to the approval;
+    without the suite's explicit allowance they approve a version for other labels, never for
+    production, and an approval file claiming otherwise fails the gate."""
+    _disallow_stand_ins(repo)
+    v2 = _new_version(repo, ("Reply with one word", "Reply with exactly one word"))
+    assert _eval(repo, "run", "--version", v2, "--record", "--reference") == 0
+    line = (repo / "evals" / NAME / "cassettes" / v2 / "openai.jsonl").read_text().splitlines()[0]
+    source = json.loads(line)["replies"][0]["source"]
+    assert source["kind"] == "reference" and source["label"].startswith(f"reference:evals/{NAME}/responder.py@")
+    capsys.readouterr()
+    assert _eval(repo, "gate", "--version", v2, "--approve", "--html", str(repo / "report.html")) == 0
+    assert "does not count towards production" in capsys.readouterr().out
+    approval = yaml.safe_load((repo / "prompts" / NAME / "approvals.yaml").read_text())[v2]["openai"]
+    assert approval["production"] is False and approval["source"] == source["label"]
+    assert source["label"] in (repo / "report.html").read_text()
+
+    prompts = ["--dir", str(repo / "prompts")]
+    assert cli(["prompts", "promote", f"{NAME}@{v2}", "--label", "production", *prompts]) == 1
+    assert "do not count towards production" in capsys.readouterr().err
+    assert cli(["prompts", "promote", f"{NAME}@{v2}", "--label", "staging", *prompts]) == 0
+    assert cli(["prompts", "show", f"{NAME}@{v2}", *prompts]) == 0
+    shown = capsys.readouterr().out
+    assert f"source {source['label']}; not for production" in shown and "eval openai: 98.2% of 57 cases" in shown
+
+    # A hand-moved production label is caught by validate; the shipped v1 approval, given while
+    # the suite allowed stand-ins, no longer holds once it does not.
+    labels = repo / "prompts" / NAME / "labels.yaml"
+    labels.write_text(yaml.safe_dump({"production": v2}))
+    assert _eval(repo, "validate") == 1
+    assert f"label production -> {v2}@" in capsys.readouterr().err
+    labels.write_text(yaml.safe_dump({"production": "v1"}))
+    assert _eval(repo, "gate", "--rerun") == 1
+    assert "counts it towards production but its replies are not from a model" in capsys.readouterr().err
+
+
+def test_a_suite_a_no_model_baseline_passes_fails_validation_naming_the_cases(
+    repo: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Checks that any text passes (here: no injected payload) can't tell a model from echoing the
+    input: validation fails and names the cases that let the echo pass."""
+    cases = repo / "evals" / NAME / "cases"
+    for f in cases.glob("*.yaml"):
+        f.unlink()
+    weak = [{"id": f"weak-{i}", "vars": {"ticket": f"My invoice number {i} is wrong."},
+             "tags": ["adversarial", "prompt-injection"] if i % 2 else ["billing"],
+             "assert": [{"type": "not_contains", "value": "PWNED"}]} for i in range(50)]
+    (cases / "weak.yaml").write_text(yaml.safe_dump(weak))
+    assert _eval(repo, "validate") == 1
+    err = capsys.readouterr().err
+    assert "no-model baseline echo passes 100% of 50 cases" in err and "weak-0, weak-1" in err
+    assert "no-model baseline empty passes 100%" in err

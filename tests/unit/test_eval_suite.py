@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import textwrap
 from pathlib import Path
 
@@ -11,7 +12,8 @@ import yaml
 
 from llmgw.evals.adversarial import CANARY, TRANSFORMS, generate
 from llmgw.evals.assertions import Checker, is_refusal
-from llmgw.evals.results import CaseResult, ProviderResult, RunRecord, Try, gate
+from llmgw.evals.baselines import baseline_problems, score_baselines
+from llmgw.evals.results import CaseResult, GateResult, ProviderResult, RunRecord, Try, gate
 from llmgw.evals.suite import Case, load_suite
 from llmgw.kit.errors import ConfigError
 from llmgw.stack import REPO
@@ -195,3 +197,89 @@ class TestGate:
         again = RunRecord.from_json(rec.to_json())
         assert json.loads(again.to_json()) == json.loads(rec.to_json())
         assert again.providers["openai"].pass_rate == 0.5
+
+
+class TestProvenance:
+    """A pass counts towards production only when the replies came from a model, or the suite
+    explicitly allows its stand-in (and the approval then says so)."""
+
+    def _gate(self, tmp_path: Path, sources: dict[str, int], settings: str = "") -> GateResult:
+        suite = load_suite(_suite(tmp_path, [_case(1, False)], settings=f"min_pass_rate: 0.5\n{settings}"))
+        record = _record("v1", {"n1": True}, suite.digest)
+        record.providers["openai"].sources = sources
+        [r] = gate(suite, record, None, ["openai"])
+        return r
+
+    def test_model_replies_count_stand_ins_do_not(self, tmp_path: Path) -> None:
+        model = self._gate(tmp_path / "a", {"model:openai/gpt-4o-mini (openai 2.0)": 1})
+        assert model.passed and model.production and model.production_note == ""
+        for i, sources in enumerate(({"reference:evals/p/responder.py@abc": 1}, {}, {"unknown": 1},
+                                     {"model:openai/x (openai 2.0)": 1, "reference:r@1": 1})):
+            stand_in = self._gate(tmp_path / str(i), sources)
+            assert stand_in.passed and not stand_in.production, sources
+            assert "does not count towards production" in stand_in.production_note
+
+    def test_the_suite_may_allow_a_stand_in_and_the_approval_says_why(self, tmp_path: Path) -> None:
+        r = self._gate(tmp_path, {"reference:r@1": 3}, settings='reference_in_production: "no keys yet"\n')
+        assert r.production and "no keys yet" in r.production_note and r.source == "reference:r@1"
+
+    def test_policy_settings_do_not_make_results_stale(self, tmp_path: Path) -> None:
+        plain = load_suite(_suite(tmp_path / "a", [_case(1, False)]))
+        allowed = load_suite(_suite(tmp_path / "b", [_case(1, False)],
+                                    settings='reference_in_production: "x"\nbaseline_margin: 0.3\n'))
+        assert plain.digest == allowed.digest
+
+    def test_approvals_load_production_only_where_the_gate_said_so(self, tmp_path: Path) -> None:
+        from llmgw.evals.results import write_approvals
+        from llmgw.prompts import Registry
+
+        shutil.copytree(REPO / "prompts" / "summarize", tmp_path / "summarize")
+        pv = Registry.load(tmp_path, enforce_approvals=False).get("summarize", "v1")
+        record = RunRecord("summarize", "v1", pv.id, "d", 1, "replay", 0.0, {
+            p: ProviderResult(p, "m", [], {label: 1}) for p, label in
+            (("openai", "model:openai/m (openai 2)"), ("anthropic", "reference:r@1"))})
+        results = [GateResult(p, True, 1.0, None, [], [], [], record.providers[p].source,
+                              record.providers[p].from_models) for p in ("openai", "anthropic")]
+        write_approvals(tmp_path, record, results, by="t")
+        pv = Registry.load(tmp_path).get("summarize", "v1")
+        assert pv.approved == {"openai", "anthropic"} and pv.approved_for("staging") == {"openai", "anthropic"}
+        assert pv.production_approved == {"openai"} and pv.approved_for("production") == {"openai"}
+        # An approval from before sources were recorded does not count towards production.
+        (tmp_path / "summarize" / "approvals.yaml").write_text(yaml.safe_dump(
+            {"v1": {"openai": {"version_id": pv.id}}}))
+        assert Registry.load(tmp_path).get("summarize", "v1").approved_for("production") == frozenset()
+
+
+class TestRepeats:
+    def test_pass_hat_k_estimates_k_tries_in_a_row(self) -> None:
+        def case(cid: str, outcomes: list[bool]) -> CaseResult:
+            return CaseResult(cid, [], {}, [Try("o", "", [{"type": "t", "passed": ok, "reason": ""}])
+                                            for ok in outcomes])
+
+        res = ProviderResult("openai", "m", [case("a", [True, True, True]), case("b", [True, True, False]),
+                                             case("c", [False, False, False])])
+        # b: 2 of 3 pass: pass^1 = 2/3, pass^2 = C(2,2)/C(3,2) = 1/3, pass^3 = 0.
+        assert res.pass_hat() == pytest.approx({1: (1 + 2 / 3) / 3, 2: (1 + 1 / 3) / 3, 3: 1 / 3})
+        assert res.pass_hat()[3] == res.pass_rate and [c.flaky for c in res.cases] == [False, True, False]
+
+
+class TestBaselines:
+    async def test_no_baseline_comes_near_a_shipped_suites_bar(self) -> None:
+        for name in ("classify-ticket", "summarize", "extract-contact"):
+            suite = load_suite(REPO / "evals" / name)
+            scores = await score_baselines(suite)
+            assert {s.name.split(" ")[0] for s in scores} >= {"echo", "first-sentence", "empty"}
+            assert baseline_problems(suite, scores) == [], [(s.name, s.pass_rate) for s in scores]
+
+    async def test_a_constant_label_that_passes_is_named_with_its_cases(self, tmp_path: Path) -> None:
+        cases = [{"id": f"c{i}", "vars": {"t": f"text {i}"}, "assert": [{"type": "equals", "value": "yes"}]}
+                 for i in range(4)] + [
+                {"id": "no", "vars": {"t": "x"}, "assert": [{"type": "equals", "value": "no"}]},
+                {"id": "rejected", "vars": {"t": "x"}, "assert": [{"type": "error", "contains": "t"}]}]
+        suite = load_suite(_suite(tmp_path, cases, settings="min_pass_rate: 0.9\nbaseline_margin: 0.2\n"))
+        scores = {s.name: s for s in await score_baselines(suite)}
+        best = scores["constant 'yes'"]
+        # The case expecting a gateway rejection involves no answer: it is not scored.
+        assert best.scored == 5 and best.pass_rate == 0.8 and best.passed == ("c0", "c1", "c2", "c3")
+        [problem] = baseline_problems(suite, list(scores.values()))
+        assert "constant 'yes' passes 80% of 5 cases, at or above 70%" in problem and "c0, c1, c2, c3" in problem

@@ -70,7 +70,8 @@ async def _report(args: argparse.Namespace) -> int:
     out.mkdir(parents=True, exist_ok=True)
     for incident, history in incidents.items():
         path = out / f"{incident}.html"
-        path.write_text(incident_page(history, windows.get(history[0]["segment"], [])))
+        path.write_text(incident_page(history, windows.get(history[0]["segment"], []), bootstrap=args.bootstrap,
+                                      segment_by=args.segment_by))
         print(f"{path}")
     return 0
 
@@ -126,6 +127,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
     report.add_argument("--incident", help="one incident id (default: every incident on the topic)")
     report.add_argument("--out", default=".llmgw/drift", help="directory (default .llmgw/drift)")
     report.add_argument("--timeout", type=float, default=5.0, help="seconds to read the topics")
+    report.add_argument("--segment-by", default="",
+                        help="the drift job's SEGMENT_BY when not the default (shown in the harvest command)")
     report.set_defaults(func=lambda a: asyncio.run(_report(a)))
 
     base = drift.add_parser("baseline", help="versioned references: list, show, accept")

@@ -6,7 +6,7 @@ from __future__ import annotations
 from html import escape
 from typing import Any
 
-__all__ = ["incident_page"]
+__all__ = ["harvest_command", "incident_page"]
 
 _CSS = """body{font:14px system-ui,sans-serif;margin:2em;color:#222;max-width:70em}table{border-collapse:collapse}
 td,th{border:1px solid #ccc;padding:4px 8px;text-align:left;vertical-align:top}th{background:#f4f4f4}
@@ -57,8 +57,10 @@ def _line(series: list[tuple[float, float]], threshold: float, w: int = 640, h: 
             '<div class=small>statistic per window; dashed: calibrated threshold</div>')
 
 
-def incident_page(history: list[dict[str, Any]], windows: list[dict[str, Any]]) -> str:
-    """``history``: the incident's records (OPEN first); ``windows``: the segment's window metrics."""
+def incident_page(history: list[dict[str, Any]], windows: list[dict[str, Any]], *, bootstrap: str = "<bootstrap>",
+                  segment_by: str = "") -> str:
+    """``history``: the incident's records (OPEN first); ``windows``: the segment's window metrics.
+    The page ends with the command that turns the incident's inputs into candidate eval cases."""
     first = history[0]
     last = history[-1]
     explained = next((r for r in reversed(history) if r.get("clusters")), first)
@@ -96,4 +98,14 @@ def incident_page(history: list[dict[str, Any]], windows: list[dict[str, Any]]) 
         "<h2>History</h2><table><tr><th>state</th><th>time</th><th>statistic</th><th>offsets</th></tr>"
         + "".join(f"<tr><td>{r['state']}</td><td>{r['time']:.0f}</td><td>{r['statistic']:.4g}</td>"
                   f"<td>{escape(str(r['window'].get('offsets')))}</td></tr>" for r in history) + "</table>",
+        "<h2 id=harvest>Turn these inputs into eval cases</h2>"
+        "<p>The inputs behind this incident are what the prompt's eval suite never imagined. This writes "
+        "the novel cluster's examples and their nearest members, deduplicated against the suite, to "
+        "<code>evals/&lt;prompt&gt;/cases/candidates.yaml</code> for review (docs/evals.md, \"Drift to evals\"):</p>"
+        f"<pre>{escape(harvest_command(first['incident_id'], bootstrap, segment_by))}</pre>",
     ])
+
+
+def harvest_command(incident_id: str, bootstrap: str, segment_by: str = "") -> str:
+    return (f"llmgw eval harvest --bootstrap {bootstrap} --incident {incident_id}"
+            + (f" --segment-by {segment_by}" if segment_by else ""))

@@ -6,7 +6,7 @@ import argparse
 import asyncio
 import json
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from datetime import datetime
 from typing import Any
 
@@ -16,7 +16,7 @@ from google.protobuf.json_format import MessageToDict
 from llmgw.events.v1 import events_pb2
 from llmgw.kit.kafka import REQUESTS_TOPIC, RESPONSES_TOPIC, by_key, ensure_topics
 
-__all__ = ["add_parser", "decode", "records", "window"]
+__all__ = ["add_parser", "decode", "offset_ranges", "records", "window"]
 
 _PROTO: dict[str, Any] = {REQUESTS_TOPIC: events_pb2.RequestEvent, RESPONSES_TOPIC: events_pb2.ResponseEvent}
 
@@ -77,24 +77,50 @@ async def _tail(args: argparse.Namespace) -> int:
 async def window(bootstrap: str, topic: str, start_ms: int, end_ms: int) -> AsyncIterator[ConsumerRecord[Any, Any]]:
     """The records of ``topic`` stamped from ``start_ms`` to ``end_ms``, partition by partition, up to
     the end of the topic when the read began (a bounded read, never a tail). No consumer group."""
+    async for r in _bounded(bootstrap, topic, lambda c, parts: _starts_at(c, parts, start_ms),
+                            lambda r: r.timestamp > end_ms):
+        yield r
+
+
+async def offset_ranges(bootstrap: str, topic: str,
+                        ranges: Mapping[int, tuple[int, int]]) -> AsyncIterator[ConsumerRecord[Any, Any]]:
+    """The records of ``topic`` at partition -> [first, last] offsets (e.g. a drift window's)."""
+    async def starts(consumer: AIOKafkaConsumer, parts: list[TopicPartition]) -> dict[TopicPartition, int]:
+        return {tp: ranges[tp.partition][0] for tp in parts if tp.partition in ranges}
+
+    async for r in _bounded(bootstrap, topic, starts, lambda r: r.offset > ranges[r.partition][1]):
+        yield r
+
+
+async def _starts_at(consumer: AIOKafkaConsumer, parts: list[TopicPartition], ms: int) -> dict[TopicPartition, int]:
+    found = await consumer.offsets_for_times({tp: ms for tp in parts})
+    return {tp: f.offset for tp, f in found.items() if f is not None}
+
+
+async def _bounded(
+    bootstrap: str, topic: str,
+    starts: Callable[[AIOKafkaConsumer, list[TopicPartition]], Awaitable[dict[TopicPartition, int]]],
+    past: Callable[[ConsumerRecord[Any, Any]], bool],
+) -> AsyncIterator[ConsumerRecord[Any, Any]]:
+    """Each partition from its start until ``past`` a record or the end the topic had when the
+    read began. No consumer group."""
     consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
     await consumer.start()
     try:
         await consumer.topics()  # a metadata fetch (public), so the topic's partitions are known
         parts = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic) or ())]
         consumer.assign(parts)
-        starts = await consumer.offsets_for_times({tp: start_ms for tp in parts})
+        begin = await starts(consumer, parts)
         ends = await consumer.end_offsets(parts)
         for tp in parts:
-            found = starts.get(tp)
-            if found is None:
+            if tp not in begin:
                 continue
-            consumer.seek(tp, found.offset)
+            consumer.seek(tp, begin[tp])
             done = False
             while not done and (await consumer.position(tp)) < ends[tp]:
                 for batch in (await consumer.getmany(tp, timeout_ms=1000)).values():
                     for r in batch:
-                        if r.timestamp > end_ms:
+                        if past(r):
                             done = True
                             break
                         yield r

@@ -6,7 +6,7 @@ import argparse
 import asyncio
 import getpass
 import sys
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
 
@@ -15,6 +15,10 @@ import yaml
 from llmgw.domain import Message, Sampling
 from llmgw.evals.adversarial import generate
 from llmgw.evals.assertions import Checker, Grader, load_module_path
+from llmgw.evals.baselines import baseline_problems, score_baselines
+from llmgw.evals.harvest import candidates_path, load_candidates
+from llmgw.evals.harvest_cli import add_harvest_parser
+from llmgw.evals.provenance import model_source, reference_source
 from llmgw.evals.report import html_report, json_report, matrix_lines
 from llmgw.evals.results import (
     GateResult,
@@ -75,15 +79,19 @@ def _validate(args: argparse.Namespace) -> int:
                 newest.validate(case.vars)
             except InvalidArgument as exc:
                 problems.append(f"{name}: case {case.id}: {exc.message}")
-        for label, version in reg.labels(name).items():
-            pv = reg.get(name, version)
-            approved = gated.get(name, version).approved or frozenset()
-            for t in route_targets(config, pv):
-                if t.provider not in approved:
-                    problems.append(f"{name}: label {label} -> {pv.id} has no passing eval for {t.provider}")
+        problems += _label_problems(reg, gated, config, name)
+        scores = asyncio.run(score_baselines(suite))
+        problems += baseline_problems(suite, scores)
         total, adv, kinds = suite.composition()
         mix = ", ".join(f"{k} {n}" for k, n in sorted(kinds.items()))
         print(f"ok   {name}: {total} cases, {adv} adversarial ({mix})")
+        bar = suite.settings.min_pass_rate - suite.settings.baseline_margin
+        print(f"     no-model baselines (must stay below {bar:.0%}): "
+              + ", ".join(f"{s.name} {s.pass_rate:.0%}" for s in scores))
+        waiting = load_candidates(suite)
+        if waiting:
+            print(f"     {len(waiting)} drift candidates await review in {candidates_path(suite)} "
+                  "(add assertions and move them to a cases file)")
     for name in sorted(set(suites) - set(reg.names())):
         problems.append(f"{name}: eval suite for a prompt the registry does not have")
     for p in problems:
@@ -91,21 +99,46 @@ def _validate(args: argparse.Namespace) -> int:
     return 1 if problems else 0
 
 
+def _label_problems(reg: Registry, gated: Registry, config: RouterConfig, name: str) -> list[str]:
+    """Every label needs a passing eval for every provider of its route; production needs passes
+    that count towards production (from a model, or stand-ins the suite allows)."""
+    problems = []
+    for label, version in reg.labels(name).items():
+        pv = reg.get(name, version)
+        approved = gated.get(name, version)
+        for t in route_targets(config, pv):
+            if t.provider not in (approved.approved or frozenset()):
+                problems.append(f"{name}: label {label} -> {pv.id} has no passing eval for {t.provider}")
+            elif approved.approved is not None and t.provider not in approved.approved_for(label):
+                problems.append(f"{name}: label {label} -> {pv.id}: the {t.provider} approval comes from replies "
+                                f"not recorded from a model, which do not count towards {label} (approvals.yaml "
+                                "`source`; record with provider keys or set reference_in_production)")
+    return problems
+
+
+Recording = tuple[dict[str, Provider], Callable[[str, str], dict[str, str]]]
+
+
 @asynccontextmanager
 async def _recording_providers(args: argparse.Namespace, config: RouterConfig,
-                               suite: Suite) -> AsyncIterator[dict[str, Provider] | None]:
-    """None: replay. ``--record``: the configured providers (real keys); ``--record --reference``:
-    the local fake providers answering with the suite's ``responder.py``."""
+                               suite: Suite) -> AsyncIterator[Recording | None]:
+    """None: replay. ``--record``: the configured providers (real keys), replies labelled with the
+    model and SDK; ``--record --reference``: the local fake providers answering with the suite's
+    ``responder.py``, replies labelled as that stand-in (``llmgw.evals.provenance``)."""
     if not args.record:
         yield None
         return
     runner = None
+    source: Callable[[str, str], dict[str, str]] = model_source
     if args.reference:
         from aiohttp import web
 
         from llmgw.fakeproviders import FakeProviders, create_app
 
-        responder = load_module_path(suite.root / "responder.py").respond
+        responder_file = suite.root / "responder.py"
+        responder = load_module_path(responder_file).respond
+        stand_in = reference_source(responder_file, Path(args.evals))
+        source = lambda provider, model: stand_in  # noqa: E731 - the same stand-in answers for every provider
         runner = web.AppRunner(create_app(FakeProviders(responder=responder)))
         await runner.setup()
         site = web.TCPSite(runner, "127.0.0.1", 0)
@@ -118,7 +151,7 @@ async def _recording_providers(args: argparse.Namespace, config: RouterConfig,
         cfgs = dict(config.providers)
     providers: dict[str, Provider] = {n: make_provider(n, c) for n, c in cfgs.items()}
     try:
-        yield providers
+        yield providers, source
     finally:
         for p in providers.values():
             await p.close()
@@ -168,10 +201,11 @@ async def _run_suites(args: argparse.Namespace, config: RouterConfig, reg: Regis
         checker = Checker(suite, grader=grade)
         records = []
         for pv in _versions(reg, suite, args.version):
-            async with _recording_providers(args, config, suite) as providers:
+            async with _recording_providers(args, config, suite) as recording:
+                providers, source = recording if recording else (None, None)
                 record = await run_version(suite, reg, config, pv.version, cassettes=suite.root / "cassettes",
-                                           providers=providers, repeat=args.repeat, checker=checker,
-                                           progress=lambda n, label: Progress(n, label))
+                                           providers=providers, source=source, repeat=args.repeat,
+                                           checker=checker, progress=lambda n, label: Progress(n, label))
             records.append(record)
             if not args.no_save:
                 record_path(suite, pv.version).parent.mkdir(exist_ok=True)
@@ -252,6 +286,10 @@ def _gate(args: argparse.Namespace) -> int:
                       + (f"; regressions: {', '.join(r.regressions)}" if r.regressions else ""))
                 for why in r.reasons:
                     print(f"     {why}")
+                print(f"     source: {r.source}" + ("" if r.production else
+                                                    "; does not count towards production"))
+                if r.production_note:
+                    print(f"     {r.production_note}")
             failed |= not all(r.passed for r in results)
             if args.approve:
                 print(f"approvals: {write_approvals(Path(args.prompts), record, results, by=getpass.getuser())}")
@@ -268,6 +306,10 @@ def _approvals_backed(pv: PromptVersion, results: list[GateResult]) -> bool:
         if r.provider in (pv.approved or frozenset()) and not r.passed:
             print(f"FAIL {pv.name}@{pv.version} {r.provider}: approvals.yaml approves it but the gate fails",
                   file=sys.stderr)
+            bad = True
+        elif r.provider in (pv.production_approved or frozenset()) and not r.production:
+            print(f"FAIL {pv.name}@{pv.version} {r.provider}: approvals.yaml counts it towards production but its "
+                  f"replies are not from a model ({r.source}) and the suite does not allow that", file=sys.stderr)
             bad = True
     return bad
 
@@ -340,4 +382,5 @@ def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
     gen.add_argument("--only", help="transformations, comma-separated (default: all)")
     gen.add_argument("--out", help="default: evals/<prompt>/cases/generated.yaml")
     gen.add_argument("--force", action="store_true")
+    add_harvest_parser(ev)
 

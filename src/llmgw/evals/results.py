@@ -7,6 +7,7 @@
 from __future__ import annotations
 
 import json
+import math
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -14,6 +15,7 @@ from typing import Any
 
 import yaml
 
+from llmgw.evals.provenance import from_models, summary
 from llmgw.evals.suite import Suite
 from llmgw.kit.errors import NotFound
 from llmgw.prompts.registry import APPROVALS_FILE, Registry, read_approvals
@@ -73,14 +75,33 @@ class ProviderResult:
     provider: str
     model: str
     cases: list[CaseResult]
+    # Source label -> replies scored (``llmgw.evals.provenance``); empty in results older than sources.
+    sources: dict[str, int] = field(default_factory=dict)
 
     def scored(self) -> list[CaseResult]:
         return [c for c in self.cases if not c.skipped]
 
     @property
+    def source(self) -> str:
+        return summary(self.sources)
+
+    @property
+    def from_models(self) -> bool:
+        return from_models(self.sources)
+
+    @property
     def pass_rate(self) -> float:
         scored = self.scored()
         return sum(c.passed for c in scored) / len(scored) if scored else 0.0
+
+    def pass_hat(self) -> dict[int, float]:
+        """pass^k for k = 1..repeats: the chance that k independent tries of a case all pass,
+        estimated per case from its c passes in n tries as C(c, k) / C(n, k), averaged over the
+        scored cases. pass^1 is the mean per-try pass rate; pass^n is ``pass_rate``."""
+        scored = self.scored()
+        n = min((len(c.tries) for c in scored), default=0)
+        return {k: sum(math.comb(c.passes, k) / math.comb(len(c.tries), k) for c in scored) / len(scored)
+                for k in range(1, n + 1)}
 
     def tag_rates(self) -> dict[str, tuple[int, int]]:
         out: dict[str, tuple[int, int]] = {}
@@ -111,7 +132,7 @@ class RunRecord:
         providers = {
             name: ProviderResult(p["provider"], p["model"], [
                 CaseResult(c["id"], c["tags"], c["vars"], [Try(**t) for t in c["tries"]]) for c in p["cases"]
-            ])
+            ], p.get("sources", {}))
             for name, p in raw.pop("providers").items()
         }
         return cls(**raw, providers=providers)
@@ -138,6 +159,21 @@ class GateResult:
     # Cases that passed in the baseline and fail now (adversarial ones fail the gate outright).
     regressions: list[str]
     fixed: list[str]
+    # What answered (``llmgw.evals.provenance``), and whether this pass may back a production label:
+    # only replies from real models do, unless the suite explicitly allows stand-ins (``production_note``).
+    source: str = ""
+    production: bool = False
+    production_note: str = ""
+
+
+def _production(suite: Suite, result: ProviderResult) -> tuple[bool, str]:
+    if result.from_models:
+        return True, ""
+    allowed = suite.settings.reference_in_production
+    if allowed:
+        return True, f"stand-in replies allowed for production by {suite.root.name}/suite.yaml: {allowed}"
+    return False, (f"not from a model ({result.source}): does not count towards production "
+                   f"(record with provider keys, or set reference_in_production in {suite.root.name}/suite.yaml)")
 
 
 def gate(suite: Suite, candidate: RunRecord, baseline: RunRecord | None, providers: list[str]) -> list[GateResult]:
@@ -151,6 +187,7 @@ def gate(suite: Suite, candidate: RunRecord, baseline: RunRecord | None, provide
         if result is None:
             out.append(GateResult(provider, False, 0.0, None, [*reasons, "no results for this provider"], [], []))
             continue
+        production, note = _production(suite, result)
         rate = result.pass_rate
         if rate < suite.settings.min_pass_rate:
             reasons.append(f"pass rate {rate:.1%} below the suite's minimum {suite.settings.min_pass_rate:.1%}")
@@ -173,7 +210,7 @@ def gate(suite: Suite, candidate: RunRecord, baseline: RunRecord | None, provide
             if rate < base.pass_rate - suite.settings.max_regression:
                 reasons.append(f"pass rate {rate:.1%} dropped from {base.pass_rate:.1%} in {base_name}")
         out.append(GateResult(provider, not reasons, rate, base.pass_rate if base else None, reasons,
-                              regressions, fixed))
+                              regressions, fixed, result.source, production, note))
     return out
 
 
@@ -187,8 +224,11 @@ def write_approvals(prompts_root: Path, record: RunRecord, results: list[GateRes
         if r.passed:
             entry[r.provider] = {"version_id": record.version_id, "pass_rate": round(r.pass_rate, 4),
                                  "cases": len(record.providers[r.provider].cases), "repeat": record.repeat,
-                                 "suite": record.suite_digest[:12], "by": by,
+                                 "suite": record.suite_digest[:12], "by": by, "source": r.source,
+                                 "production": r.production,
                                  "at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+            if r.production_note:
+                entry[r.provider]["production_note"] = r.production_note
         else:
             entry.pop(r.provider, None)
     if not entry:
@@ -198,10 +238,12 @@ def write_approvals(prompts_root: Path, record: RunRecord, results: list[GateRes
     return path
 
 
-def missing_approvals(prompts_root: Path, name: str, version_id: str, route_providers: list[str]) -> list[str]:
-    """The providers of the route without a passing eval of this exact content. Only a gated
-    prompt (one with approvals) needs them: a label may point at it only when this is empty."""
+def missing_approvals(prompts_root: Path, name: str, version_id: str, route_providers: list[str],
+                      label: str = "") -> list[str]:
+    """The providers of the route without a passing eval of this exact content (for the
+    ``production`` label: one that counts towards production). Only a gated prompt (one with
+    approvals) needs them: a label may point at it only when this is empty."""
     pv = Registry.load(prompts_root).get(name, version_id)
     if pv.approved is None:
         return []
-    return [p for p in route_providers if p not in pv.approved]
+    return [p for p in route_providers if p not in pv.approved_for(label)]

@@ -83,11 +83,15 @@ async def run_version(
     *,
     cassettes: Path,
     providers: Mapping[str, Provider] | None = None,
+    source: Callable[[str, str], dict[str, str]] | None = None,
     repeat: int = 1,
     checker: Checker | None = None,
     progress: Callable[[int, str], Progress] | None = None,
 ) -> RunRecord:
-    """``providers`` given: call them and record the cassettes; else replay them."""
+    """``providers`` given: call them and record the cassettes, each reply labelled with
+    ``source(provider, model)`` (``llmgw.evals.provenance``); else replay them."""
+    if providers is not None and source is None:
+        raise ValueError("recording needs the source of the replies")
     pv = registry.get(suite.prompt, version)
     checker = checker or Checker(suite)
     record = RunRecord(suite.prompt, pv.version, pv.id, suite.digest, repeat,
@@ -105,7 +109,8 @@ async def run_version(
         )
         # A breaker would skip the rest of a suite after a few provider errors: every case must run.
         single = single.model_copy(update={"breaker": single.breaker.model_copy(update={"min_calls": 10**9})})
-        router = Router(single, {target.provider: CassetteProvider(cassette, inner)}, registry)
+        adapter = CassetteProvider(cassette, inner, source(target.provider, target.model) if source else None)
+        router = Router(single, {target.provider: adapter}, registry)
         bar = progress(len(suite.cases), f"{suite.prompt}@{pv.version} {target.provider}") if progress else None
         sem = asyncio.Semaphore(suite.settings.concurrency)
 
@@ -118,7 +123,8 @@ async def run_version(
             return result
 
         cases = await asyncio.gather(*(one(c) for c in suite.cases))
-        record.providers[target.provider] = ProviderResult(target.provider, target.model, list(cases))
+        record.providers[target.provider] = ProviderResult(target.provider, target.model, list(cases),
+                                                           dict(sorted(adapter.sources.items())))
         if providers is not None:
             cassette.save()
     return record

@@ -27,7 +27,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from llmgw.kit.errors import ConfigError
 from llmgw.kit.settings import load_yaml
 
-__all__ = ["ADVERSARIAL", "ADVERSARIAL_KINDS", "Assertion", "Case", "Contains", "Equals", "ExpectError", "JsonFields",
+__all__ = ["ADVERSARIAL", "ADVERSARIAL_KINDS", "CANDIDATES_FILE", "Assertion", "Case", "Contains", "Equals",
+           "ExpectError", "JsonFields",
            "JsonSchema", "Length", "Python", "Refusal", "Regex", "Rubric", "Similar", "Suite", "SuiteSettings",
            "load_suite", "suite_dirs"]
 
@@ -158,6 +159,19 @@ class SuiteSettings(_Strict):
     max_regression: float = Field(default=0.0, ge=0, le=1)
     similarity_threshold: float = Field(default=0.6, gt=0, le=1)
     concurrency: int = Field(default=8, ge=1, le=256)
+    # Gate policy (not part of what a run measures, so not in the suite's digest):
+    # Why replies from a scripted stand-in may back the production label ("" = they may not).
+    reference_in_production: str = ""
+    # A no-model baseline (echo, first sentence, empty, a constant) scoring at or above
+    # min_pass_rate - baseline_margin fails validation: the suite can't tell a model from none.
+    baseline_margin: float = Field(default=0.2, ge=0, le=1)
+
+
+# Settings that decide what a result means, not what a run does: changing them keeps results valid.
+_POLICY = frozenset({"reference_in_production", "baseline_margin"})
+# Cases harvested from drift incidents, waiting for a person to add assertions (``llmgw eval
+# harvest``): kept beside the cases but never run.
+CANDIDATES_FILE = "candidates.yaml"
 
 
 @dataclass(frozen=True)
@@ -202,9 +216,11 @@ def load_suite(root: Path) -> Suite:
         settings = SuiteSettings.model_validate(raw_settings or {})
     except ValidationError as exc:
         raise ConfigError(_validation_message(settings_file, exc)) from exc
-    h = hashlib.sha256(settings.model_dump_json().encode())
+    h = hashlib.sha256(settings.model_dump_json(exclude=set(_POLICY)).encode())
     cases: list[Case] = []
     for path in sorted((root / "cases").glob("*.y*ml")):
+        if path.name == CANDIDATES_FILE:
+            continue
         raw = load_yaml(path) or []
         if not isinstance(raw, list):
             raise ConfigError(f"{path}: expected a list of cases")

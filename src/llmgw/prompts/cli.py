@@ -8,7 +8,7 @@ import os
 from pathlib import Path
 
 from llmgw.kit.errors import PermissionDenied
-from llmgw.prompts.registry import Registry
+from llmgw.prompts.registry import APPROVALS_FILE, Registry, read_approvals
 from llmgw.prompts.workflow import AUDIT_TOPIC, LabelMove, diff, move_label, new_version, rollback_target, validate_all
 from llmgw.services.router.settings import DEFAULT_ROUTES
 
@@ -27,7 +27,21 @@ def _show(args: argparse.Namespace) -> int:
     reg = Registry.load(args.dir)
     name, _, version = args.ref.partition("@")
     pv = reg.get(name, version) if version else reg.resolve(name, args.label)
-    print(f"# {name}@{pv.id}\n{pv.source}", end="")
+    print(f"# {name}@{pv.id}")
+    approvals = read_approvals(Path(args.dir) / name / APPROVALS_FILE).get(pv.version, {})
+    for provider, rec in sorted(approvals.items()):
+        if rec["version_id"] != pv.id:
+            print(f"# eval {provider}: approval is for {rec['version_id']}, not this content")
+            continue
+        rate = rec.get("pass_rate")
+        production = "counts towards production" if rec.get("production") is True else "not for production"
+        note = f" ({rec['production_note']})" if rec.get("production_note") else ""
+        print(f"# eval {provider}: {rate:.1%} of {rec.get('cases', '?')} cases" if isinstance(rate, float)
+              else f"# eval {provider}: passed", end="")
+        print(f", source {rec.get('source', 'unknown')}; {production}{note}")
+    if not approvals:
+        print("# eval: no approvals for this version")
+    print(pv.source, end="")
     return 0
 
 
@@ -82,6 +96,13 @@ def _cleared(args: argparse.Namespace, ref: str) -> None:
         raise PermissionDenied(
             f"refused: {ref} has no passing eval for {', '.join(missing)}; run `llmgw eval run --prompt {name} "
             f"--version {version} --record` and `llmgw eval gate --prompt {name} --version {version} --approve`")
+    stand_ins = missing_approvals(Path(args.dir), name, version, providers, args.label)
+    if stand_ins:
+        raise PermissionDenied(
+            f"refused: {ref} passed its evals for {', '.join(stand_ins)} only on replies not recorded from a model "
+            f"(see approvals.yaml `source`), which do not count towards {args.label}; record with provider keys "
+            f"(`llmgw eval run --prompt {name} --version {version} --record`) and re-gate, or allow stand-ins "
+            f"explicitly with reference_in_production in evals/{name}/suite.yaml")
 
 
 def _promote(args: argparse.Namespace) -> int:

@@ -22,11 +22,14 @@ from llmgw.kit.logging import get_logger
 from llmgw.kit.settings import load_yaml
 from llmgw.prompts.spec import PromptSpec, Template, VariableSpec
 
-__all__ = ["APPROVALS_FILE", "PromptVersion", "Registry", "read_approvals"]
+__all__ = ["APPROVALS_FILE", "PRODUCTION", "PromptVersion", "Registry", "read_approvals"]
 
 # Per prompt: which provider variants of which version passed the eval gate (written by
 # ``llmgw eval gate``, reviewed and deployed with the prompts).
 APPROVALS_FILE = "approvals.yaml"
+# The label requests resolve to by default; pointing it at a version takes approvals that count
+# towards production (see ``PromptVersion.production_approved``).
+PRODUCTION = "production"
 
 _log = get_logger(__name__)
 _VERSION_FILE = re.compile(r"^v(\d+)\.ya?ml$")
@@ -68,6 +71,14 @@ class PromptVersion:
     # Providers whose variant of this exact version passed the eval gate (``approvals.yaml``);
     # None when the prompt has no eval gate at all.
     approved: frozenset[str] | None = None
+    # Of those, the ones whose pass counts towards the production label: recorded from a real
+    # model, or from a stand-in the suite explicitly allows (``llmgw.evals.provenance``).
+    production_approved: frozenset[str] | None = None
+
+    def approved_for(self, label: str) -> frozenset[str]:
+        """Providers whose approval lets ``label`` point at this version."""
+        chosen = self.production_approved if label == PRODUCTION else self.approved
+        return chosen or frozenset()
 
     @property
     def id(self) -> str:
@@ -216,7 +227,7 @@ class Registry:
     def resolve(self, name: str, label: str = "production") -> PromptVersion:
         if name not in self._versions:
             raise NotFound(f"prompt {name!r} not found")
-        version = self._labels.get(name, {}).get(label or "production")
+        version = self._labels.get(name, {}).get(label or PRODUCTION)
         if version is None:
             raise NotFound(f"prompt {name!r} has no label {label!r}")
         return self._versions[name][version]
@@ -247,8 +258,11 @@ def _with_approvals(path: Path, versions: dict[str, PromptVersion]) -> dict[str,
     approvals = read_approvals(path)
     out = {}
     for version, pv in versions.items():
-        passed = frozenset(p for p, rec in approvals.get(version, {}).items() if rec["version_id"] == pv.id)
-        out[version] = dataclasses.replace(pv, approved=passed)
+        mine = {p: rec for p, rec in approvals.get(version, {}).items() if rec["version_id"] == pv.id}
+        # An approval written before provenance was recorded says nothing about what answered: it
+        # does not count towards production until the gate is re-run.
+        production = frozenset(p for p, rec in mine.items() if rec.get("production") is True)
+        out[version] = dataclasses.replace(pv, approved=frozenset(mine), production_approved=production)
     return out
 
 
