@@ -15,6 +15,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+import yaml
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
 from llmgw.cli import main as cli
@@ -140,7 +141,10 @@ async def test_stationary_stream_is_quiet_and_a_new_topic_raises_an_incident_tha
                                          opened[0]["incident_id"], "--out", str(out), "--timeout", "3"]) == 0
     page = (out / f"{opened[0]['incident_id']}.html").read_text()
     assert opened[0]["incident_id"] in page and page.count("<svg") == 3 and "novel" in page
+    assert f"llmgw eval harvest --bootstrap {bootstrap} --incident {opened[0]['incident_id']}" in page
     capsys.readouterr()
+
+    await asyncio.to_thread(_harvest_checks, tmp_path, bootstrap, topic, opened[0]["incident_id"], segment)
 
     # The provisional reference is in Redis; an analyst accepts the recent (shifted) traffic.
     assert await asyncio.to_thread(cli, ["drift", "baseline", "list", "--redis", redis_url]) == 0
@@ -153,6 +157,45 @@ async def test_stationary_stream_is_quiet_and_a_new_topic_raises_an_incident_tha
     windows, incidents = await _collect(bootstrap, segment, 28, 120)
     assert any(i["state"] == "CLOSED" and i.get("reason") == "re-baselined" for i in incidents)
     assert windows[-1]["reference"]["status"] == "accepted"
+
+
+def _ask_suite(root: Path) -> Path:
+    """An eval suite for the ``ask`` prompt: the known questions, and one wine question already."""
+    cases = [{"id": f"known-{i}", "vars": {"question": t.format("")}, "assert": [{"type": "no_refusal"}]}
+             for i, t in enumerate(t for pool in _KNOWN.values() for t in pool)]
+    cases.append({"id": "wine-salmon", "vars": {"question": _NEW[0].format("")}, "assert": [{"type": "no_refusal"}]})
+    (root / "ask" / "cases").mkdir(parents=True)
+    (root / "ask" / "cases" / "normal.yaml").write_text(yaml.safe_dump(cases))
+    return root
+
+
+def _wine(question: str) -> bool:
+    return any(question.startswith(t.split("{")[0]) for t in _NEW)
+
+
+def _harvest_checks(tmp_path: Path, bootstrap: str, topic: str, incident: str, segment: str) -> None:
+    """Drift -> evals: the incident's inputs (read back from the request topic by the offsets it
+    names) become candidate cases: all from the new topic, none repeating a case or each other."""
+    common = ["--bootstrap", bootstrap, "--requests-topic", topic, "--segment-by", "tenant,prompt", "--timeout", "3"]
+    evals = _ask_suite(tmp_path / "evals")
+    assert cli(["eval", "harvest", "--incident", incident[:12], "--evals", str(evals), *common]) == 0
+    got = yaml.safe_load((evals / "ask" / "cases" / "candidates.yaml").read_text())
+    questions = [c["vars"]["question"] for c in got]
+    assert got and all(_wine(q) for q in questions), questions
+    assert not any(q.startswith(_NEW[0].split("{")[0]) for q in questions), "a copy of a case was kept"
+    assert len({q.rstrip("?").split(" please")[0] for q in questions}) == len(questions), "near copies kept"
+    assert all(c["tags"] == ["from-drift"] and "assert" not in c and c["source"]["incident"] == incident
+               and c["source"]["segment"] == segment for c in got)
+    # Harvesting again adds nothing: what waits for review counts as known.
+    assert cli(["eval", "harvest", "--incident", incident, "--evals", str(evals), *common]) == 0
+    assert len(yaml.safe_load((evals / "ask" / "cases" / "candidates.yaml").read_text())) == len(got)
+
+    # A segment's traffic since a time: the inputs least like any case come first.
+    evals = _ask_suite(tmp_path / "evals-segment")
+    assert cli(["eval", "harvest", "--segment", segment, "--since", "1h", "--max", "5", "--evals", str(evals),
+                *common]) == 0
+    got = yaml.safe_load((evals / "ask" / "cases" / "candidates.yaml").read_text())
+    assert len(got) == 5 and all(_wine(c["vars"]["question"]) for c in got[:3]), got
 
 
 def _start_job(env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:

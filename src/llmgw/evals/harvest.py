@@ -2,8 +2,8 @@
 
 ``llmgw eval harvest --incident ID`` reads a drift incident from the drift topic, the request events
 of its windows (partition -> offsets it names) from the request topic, and keeps the inputs most
-like the moved clusters' examples (the novel cell first): the incident's own examples and their
-nearest members. ``--segment S --since T`` instead takes a segment's traffic since a time and keeps
+like the examples of what the incident is about (its novel cell, else its leading cluster): those
+examples and their nearest members. ``--segment S --since T`` instead takes a segment's traffic since a time and keeps
 the inputs least like any case of the suite. Either way, inputs that duplicate a case, a waiting
 candidate or each other (same normalized text, or embeddings closer than ``dedupe``) are dropped,
 and the rest are appended to ``evals/<prompt>/cases/candidates.yaml``, tagged ``from-drift`` with
@@ -79,13 +79,19 @@ def case_text(variables: dict[str, str]) -> str:
     return embedding_text(variables, ())
 
 
-def nearest_to(items: list[Input], examples: list[str], embed: Embed, *, min_similarity: float) -> list[Input]:
-    """The inputs like an incident's examples, most similar first (an example itself scores 1)."""
+def nearest_to(items: list[Input], examples: list[str], unlike: list[str], embed: Embed, *,
+               min_similarity: float) -> list[Input]:
+    """The members of what the incident is about, most similar first: inputs closer to one of
+    its examples than to anything ``unlike`` (the shrunk clusters' examples, the suite's cases), and
+    at least ``min_similarity`` close (an example itself scores 1). Sentence embeddings place two
+    questions on one new subject only moderately close, so nearness is judged against the known
+    inputs rather than by a high absolute bar."""
     if not items or not examples:
         return []
-    sims = embed([i.text for i in items]) @ embed(examples).T
-    best = sims.max(axis=1)
-    order = [int(i) for i in np.argsort(-best, kind="stable") if best[i] >= min_similarity]
+    mine = embed([i.text for i in items])
+    best = (mine @ embed(examples).T).max(axis=1)
+    other = (mine @ embed(unlike).T).max(axis=1) if unlike else np.full(len(items), -1.0)
+    order = [int(i) for i in np.argsort(-best, kind="stable") if best[i] >= min_similarity and best[i] > other[i]]
     return [_with(items[i], similarity=round(float(best[i]), 3)) for i in order]
 
 

@@ -43,14 +43,19 @@ async def _incident(bootstrap: str, wanted: str, timeout_s: float) -> list[dict[
     return next(iter(history.values()))
 
 
-def _examples(history: list[dict[str, Any]]) -> list[str]:
-    """The examples of every cluster that grew (the novel cell first, as the incident lists it)."""
-    out: dict[str, None] = {}
+def _examples(history: list[dict[str, Any]]) -> tuple[list[str], list[str]]:
+    """The examples of what the incident is about, and of everything else it lists. It is about
+    its novel cell when that grew (inputs unlike the whole reference), else its leading cluster:
+    a known cluster whose share moved a little with the mix is not the news."""
+    about: dict[str, None] = {}
+    other: dict[str, None] = {}
     for rec in history:
-        for c in rec.get("clusters", []):
-            if c["current_share"] > c["reference_share"]:
-                out.update(dict.fromkeys(c["examples"]))
-    return list(out)
+        clusters = rec.get("clusters", [])
+        grown = [c for c in clusters if c["current_share"] > c["reference_share"]]
+        lead = next((c for c in grown if c["cell"] == "novel"), grown[0] if grown else None)
+        for c in clusters:
+            (about if c is lead else other).update(dict.fromkeys(c["examples"]))
+    return list(about), [t for t in other if t not in about]
 
 
 def _ranges(history: list[dict[str, Any]]) -> dict[int, tuple[int, int]]:
@@ -114,7 +119,8 @@ async def _harvest(args: argparse.Namespace, embed: Embed | None) -> int:
         embed = SentenceEmbedder().encode
     known = [case_text(dict(c.vars)) for c in suite.cases]
     if args.incident:
-        picked = nearest_to(items, meta["examples"], embed, min_similarity=args.min_similarity)
+        about, other = meta["examples"]
+        picked = nearest_to(items, about, other + known, embed, min_similarity=args.min_similarity)
     else:
         picked = novel_to(items, known, embed)
     source = {k: v for k, v in meta.items() if k in ("incident", "since")}
@@ -163,8 +169,9 @@ def add_harvest_parser(ev: argparse._SubParsersAction) -> None:  # type: ignore[
     p.add_argument("--segment-by", default=",".join(SEGMENT_FIELDS),
                    help="the drift job's SEGMENT_BY (default tenant,route,prompt,label)")
     p.add_argument("--max", type=int, default=20, help="at most this many new candidates (default 20)")
-    p.add_argument("--min-similarity", type=float, default=0.6,
-                   help="with --incident: keep inputs at least this close to an example (cosine, default 0.6)")
+    p.add_argument("--min-similarity", type=float, default=0.3,
+                   help="with --incident: keep inputs at least this close to an example (cosine, default 0.3) "
+                        "and closer to one than to the suite's cases")
     p.add_argument("--dedupe", type=float, default=0.92,
                    help="drop an input this close to a case, a candidate or a kept input (cosine, default 0.92)")
     p.add_argument("--timeout", type=float, default=5.0, help="seconds to read the drift topic")
