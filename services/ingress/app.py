@@ -26,7 +26,7 @@ from llmgw.kit.server import GrpcService
 from llmgw.kit.settings import load_settings
 from llmgw.kit.spool import default_spool_dir
 from llmgw.kit.tasks import in_background
-from llmgw.ports import CachePort, EventSink, LimiterPort
+from llmgw.ports import CachePort, EventSink, LimiterPort, RouterPort
 from llmgw.prompts import LabelStore, Registry
 from llmgw.services.cache.app import start_core as start_cache_core
 from llmgw.services.cache.server import CacheClient
@@ -41,8 +41,9 @@ from llmgw.services.ingress.spend import SpendGuard
 from llmgw.services.limiter.app import start_core as start_limiter_core
 from llmgw.services.limiter.server import LimiterClient
 from llmgw.services.limiter.settings import LimiterSettings
+from llmgw.services.router.client import RouterClient
 from llmgw.services.router.config import Price, RouterConfig, load_router_config
-from llmgw.services.router.server import RouterClient
+from llmgw.services.router.settings import RouterSettings
 
 __all__ = ["build"]
 
@@ -169,12 +170,32 @@ def _same_redis(a: LimiterSettings, b: CacheSettings) -> bool:
     return a.redis_url == b.redis_url and secret(a.redis_password) == secret(b.redis_password)
 
 
+def _router(settings: IngressSettings, peers: _Peers, registry: Registry, limiter: LimiterPort,
+            router_settings: RouterSettings | None) -> RouterPort:
+    if "router" not in settings.colocate:
+        return peers.remote(RouterClient(settings.router_addr))
+    # Imported here: the core brings the provider SDKs, seconds of import a split ingress never needs.
+    from llmgw.services.router.app import build_core
+
+    core, closers = build_core(router_settings or load_settings(RouterSettings, prefix="ROUTER_"),
+                               registry=registry, shaper=limiter)
+
+    async def stop() -> None:
+        for c in closers:
+            await c.close()
+
+    peers.stops.append(stop)
+    return core
+
+
 async def build(settings: IngressSettings, *, limiter_settings: LimiterSettings | None = None,
-                cache_settings: CacheSettings | None = None) -> GrpcService:
-    """``limiter_settings``/``cache_settings`` configure colocated cores (default: read from the
-    environment with the ``LIMITER_``/``CACHE_`` prefix)."""
+                cache_settings: CacheSettings | None = None,
+                router_settings: RouterSettings | None = None) -> GrpcService:
+    """``limiter_settings``/``cache_settings``/``router_settings`` configure colocated cores
+    (default: read from the environment with the ``LIMITER_``/``CACHE_``/``ROUTER_`` prefix)."""
     limiter, cache, peers = await _peers(settings, limiter_settings, cache_settings)
-    router = RouterClient(settings.router_addr)
+    registry = Registry.load(settings.prompts_dir)
+    router = _router(settings, peers, registry, limiter, router_settings)
     security = KafkaSecurity(
         protocol=settings.kafka_security_protocol,
         sasl_mechanism=settings.kafka_sasl_mechanism,
@@ -189,7 +210,6 @@ async def build(settings: IngressSettings, *, limiter_settings: LimiterSettings 
     )
     await publisher.start()
     events: EventSink = publisher if settings.publish_events else DiscardingSink()
-    registry = Registry.load(settings.prompts_dir)
     stop_labels = await _follow_labels(settings, registry)
     routes = load_router_config(settings.routes_file) if settings.routes_file else None
     follower, spend, stop_keys = await _keys(settings, routes)
@@ -215,7 +235,7 @@ async def build(settings: IngressSettings, *, limiter_settings: LimiterSettings 
     async def ready() -> bool:
         # The gateway needs its peers (or colocated cores' Redis); Kafka is not required (events
         # wait in the queue).
-        checks = await asyncio.gather(*(probe() for probe in peers.probes), peer_serving(router.channel))
+        checks = await asyncio.gather(*(probe() for probe in peers.probes))
         return all(checks)
 
     face: HttpFace | None = None
@@ -235,7 +255,7 @@ async def build(settings: IngressSettings, *, limiter_settings: LimiterSettings 
         await core.drain()
         await stop_keys()
         await publisher.stop()
-        for stop in [*peers.stops, router.close]:
+        for stop in peers.stops:
             await stop()
 
     return GrpcService(

@@ -19,11 +19,14 @@ class IngressSettings(ServiceSettings):
     limiter_addr: str = "127.0.0.1:50061"
     cache_addr: str = "127.0.0.1:50062"
     router_addr: str = "127.0.0.1:50063"
-    # Cores to run inside this process instead of calling their service: "limiter,cache". A cache
-    # hit then costs the caller one gRPC hop, not two. Same Redis, keys and rules as the services
-    # (their settings are read with a prefix: LIMITER_REDIS_URL, CACHE_POLICY_FILE, ...), so
-    # colocated and split replicas can serve side by side. See docs/cache.md "Topologies".
-    colocate: frozenset[Literal["limiter", "cache"]] = frozenset()
+    # Cores to run inside this process instead of calling their service: "limiter,cache" and/or
+    # "router". A cache hit then costs the caller one gRPC hop, not two; with the router too, a
+    # miss goes app -> ingress -> provider. Same Redis, keys, rules, routes and prompts as the
+    # services (their settings are read with a prefix: LIMITER_REDIS_URL, CACHE_POLICY_FILE,
+    # ROUTER_ROUTES_FILE, ...), so colocated and split replicas can serve side by side. A colocated
+    # router shapes provider traffic through this ingress's limiter (core or service). See
+    # docs/cache.md "Topologies".
+    colocate: frozenset[Literal["limiter", "cache", "router"]] = frozenset()
     # How long a lookup through the cache service may take before the request goes on as a miss.
     cache_timeout_s: float = 0.25
     kafka_bootstrap: str = "127.0.0.1:9092"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from llmgw.kit.server import GrpcService
+from llmgw.ports import LimiterPort
 from llmgw.prompts import Registry
 from llmgw.router.v1 import router_pb2_grpc
 from llmgw.services.limiter.server import LimiterClient
@@ -23,13 +24,20 @@ def _with_overrides(cfg: RouterConfig, settings: RouterSettings) -> RouterConfig
     return cfg.model_copy(update={"providers": providers})
 
 
-def build_core(settings: RouterSettings) -> tuple[Router, list[object]]:
+def build_core(settings: RouterSettings, *, registry: Registry | None = None,
+               shaper: LimiterPort | None = None) -> tuple[Router, list[object]]:
+    """The core and what to close when it stops. In its own service it loads the prompts and
+    shapes through the limiter at ``limiter_addr``; colocated in the ingress it is handed the
+    ingress's registry (one copy, following the same live labels) and limiter."""
     cfg = _with_overrides(load_router_config(settings.routes_file), settings)
     providers = {name: make_provider(name, pcfg) for name, pcfg in cfg.providers.items()}
-    shaper = LimiterClient(settings.limiter_addr) if settings.limiter_addr else None
-    router = Router(cfg, providers, Registry.load(settings.prompts_dir), shaper=shaper,
+    closers: list[object] = list(providers.values())
+    if shaper is None and settings.limiter_addr:
+        client = LimiterClient(settings.limiter_addr)
+        shaper = client
+        closers.append(client)
+    router = Router(cfg, providers, registry or Registry.load(settings.prompts_dir), shaper=shaper,
                     budget_wait_s=settings.provider_budget_wait_s)
-    closers: list[object] = [*providers.values(), *([shaper] if shaper else [])]
     return router, closers
 
 

@@ -55,6 +55,8 @@ CONFIG_ALERTS = Counter(
     "llmgw_router_config_errors_total", "Provider calls failing because of our configuration (401/403/404)",
     ["provider", "model"],
 )
+# A provider pause (a 429 met here or by another replica) ending within this long is waited out.
+_PAUSE_ENDING_S = 0.1
 PAUSES = Counter("llmgw_router_rate_limit_pauses_total", "429s that paused a target", ["provider", "model"])
 CUT_OFF = Counter("llmgw_router_streams_cut_off_total", "Streams that failed after their first chunk",
                   ["provider", "model"])
@@ -212,12 +214,19 @@ class Router:
             if d.allowed:
                 return True, d.reservation_id
             wait = d.retry_after_ms / 1000
+            late = call.deadline is not None and time.monotonic() + wait >= call.deadline
             if d.limit_name == PAUSE_LIMIT:
+                if wait <= _PAUSE_ENDING_S and waited < _PAUSE_ENDING_S and not late:
+                    # Usually this router's own pause: shared with the limiter a moment after its
+                    # local hold began, it ends a few ms later. Waiting that out beats leaving a
+                    # target the retry policy just decided to call again.
+                    await asyncio.sleep(wait)
+                    waited += wait
+                    continue
                 # Another replica met this provider's 429: keep out here too, without asking again.
                 self._hold(target, wait)
                 self._skip(target, f"rate limited by the provider (retry in {wait:.1f}s)", attempts, "paused")
                 return False, ""
-            late = call.deadline is not None and time.monotonic() + wait >= call.deadline
             if not may_wait or waited + wait > self._budget_wait_s or late:
                 self._skip(target, f"provider budget spent ({d.limit_name}, retry in {wait:.1f}s)", attempts,
                            "budget")

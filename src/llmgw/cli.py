@@ -68,8 +68,9 @@ def main(argv: list[str] | None = None) -> int:
     up.add_argument("--port", type=int, default=50050, help="the ingress port (default 50050)")
     up.add_argument("--http-port", type=int, default=8080,
                     help="the ingress's OpenAI-compatible HTTP port (default 8080; /v1)")
-    up.add_argument("--colocate", action="store_true",
-                    help="the ingress runs the limiter and cache cores itself (a hit: one gRPC hop; docs/cache.md)")
+    up.add_argument("--colocate", nargs="?", const="limiter,cache", default="", metavar="CORES",
+                    help="the ingress runs these cores itself: limiter,cache (the default: a hit is one gRPC hop) "
+                         "and/or router (a miss goes app -> ingress -> provider); docs/cache.md \"Topologies\"")
     up.add_argument("--otel", choices=("file", "console"), nargs="?", const="file", default=None,
                     help="traces on: JSON lines per service in <workdir>/traces (file, the default) or on each "
                          "service's stdout (console); docs/operations.md")

@@ -69,6 +69,7 @@ class Stack:
     ingress_settings: IngressSettings | None = None
     limiter_settings: LimiterSettings | None = None
     cache_settings: CacheSettings | None = None
+    router_settings: RouterSettings | None = None
 
     @property
     def http(self) -> str:
@@ -79,7 +80,8 @@ class Stack:
         """Another ingress replica on the same peers, Redis and settings (its own ports)."""
         assert self.ingress_settings is not None
         replica = await start_server(await build_ingress(self.ingress_settings, limiter_settings=self.limiter_settings,
-                                                         cache_settings=self.cache_settings))
+                                                         cache_settings=self.cache_settings,
+                                                         router_settings=self.router_settings))
         self.servers.append(replica)
         return replica
 
@@ -109,9 +111,9 @@ async def start_stack(
 ) -> Stack:
     """Start limiter, cache, router and ingress; keys get a fresh prefix so runs never collide.
 
-    ``colocate`` ("limiter", "cache") runs those cores inside the ingress too, with the very
-    settings of the services (same Redis keys): the services keep running for the router's
-    outbound quotas and the cache's Stats/Invalidate."""
+    ``colocate`` ("limiter", "cache", "router") runs those cores inside the ingress too, with the
+    very settings of the services (same Redis keys, routes, prompts and providers): the services
+    keep running for the router's outbound quotas and the cache's Stats/Invalidate."""
     # A given prefix: a "restart" that finds the previous run's cache and limits in Redis.
     prefix = prefix or f"llmgw-test-{uuid.uuid4().hex[:8]}"
     owns_fake = fake is None
@@ -129,7 +131,8 @@ async def start_stack(
                              **(router_overrides or {})}
     if routes_file:
         rt_kw["routes_file"] = routes_file
-    router = await start_server(await build_router(load_settings(RouterSettings, {}, **rt_kw)))
+    router_settings = load_settings(RouterSettings, {}, **rt_kw)
+    router = await start_server(await build_router(router_settings))
     ingress_settings = load_settings(
         IngressSettings,
         {},
@@ -145,6 +148,6 @@ async def start_stack(
         **(ingress_overrides or {}),
     )
     ingress = await start_server(await build_ingress(ingress_settings, limiter_settings=limiter_settings,
-                                                     cache_settings=cache_settings))
+                                                     cache_settings=cache_settings, router_settings=router_settings))
     return Stack(ingress, limiter, cache, router, fake, prefix, owns_fake, ingress_settings=ingress_settings,
-                 limiter_settings=limiter_settings, cache_settings=cache_settings)
+                 limiter_settings=limiter_settings, cache_settings=cache_settings, router_settings=router_settings)

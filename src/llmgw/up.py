@@ -13,6 +13,7 @@ import os
 import signal
 import sys
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -61,14 +62,16 @@ class System:
     ingress_env: dict[str, str] = field(default_factory=dict)
     used_ports: set[int] = field(default_factory=set)
 
-    async def add_ingress(self, name: str, *, colocate: bool, port: int | None = None) -> str:
+    async def add_ingress(self, name: str, *, colocate: bool | str | Iterable[str], port: int | None = None,
+                          http_port: int = -1) -> str:
         """One more ingress process on this system's limiter, cache, router and Redis (e.g. to
         compare topologies side by side, or to restart one on its port); returns its address
-        once SERVING."""
+        once SERVING. ``colocate``: True for the limiter and cache cores, or which cores."""
         port = port or free_port(self.used_ports)
-        env = {**self.ingress_env, "PORT": str(port), "METRICS_PORT": "0", "HTTP_PORT": "-1",
-               **(_colocated_env(self.ingress_env["REDIS_URL"], self.workdir / "limits.yaml") if colocate else {})}
-        if not colocate:
+        cores = _cores(colocate)
+        env = {**self.ingress_env, "PORT": str(port), "METRICS_PORT": "0", "HTTP_PORT": str(http_port),
+               **_colocated_env(self.ingress_env, self.workdir / "limits.yaml", cores)}
+        if not cores:
             env.pop("COLOCATE", None)
         self.procs.append(spawn(name, [sys.executable, "-m", "llmgw.services.ingress"], port,
                                 log=self.workdir / "logs" / f"{name}.log", env=env))
@@ -97,19 +100,48 @@ async def _wait_serving(system: System, name: str, address: str, timeout_s: floa
     raise TimeoutError(f"{name} at {address} not SERVING after {timeout_s}s")
 
 
-def _colocated_env(redis_url: str, limits_file: Path) -> dict[str, str]:
-    """The ingress runs the limiter and cache cores itself, on the services' Redis and rules."""
-    return {"COLOCATE": "limiter,cache", "LIMITER_REDIS_URL": redis_url, "LIMITER_LIMITS_FILE": str(limits_file),
-            "LIMITER_KEYS_REDIS_URL": redis_url, "CACHE_REDIS_URL": redis_url}
+# What ``--colocate`` runs inside the ingress: a hit is then one gRPC hop (the router stays a
+# service: a miss's provider call is the slow part, and a separate router scales on its own).
+COLOCATED = ("limiter", "cache")
+
+
+def _cores(colocate: bool | str | Iterable[str]) -> tuple[str, ...]:
+    if isinstance(colocate, bool):
+        return COLOCATED if colocate else ()
+    if isinstance(colocate, str):
+        return tuple(c.strip() for c in colocate.split(",") if c.strip())
+    return tuple(colocate)
+
+
+def _colocated_env(env: dict[str, str], limits_file: Path, cores: Iterable[str] = COLOCATED) -> dict[str, str]:
+    """The ingress runs these cores itself, on the services' Redis, rules, routes and prompts."""
+    cores = tuple(cores)
+    if not cores:
+        return {}
+    redis_url = env["REDIS_URL"]
+    out = {"COLOCATE": ",".join(cores)}
+    if "limiter" in cores:
+        out |= {"LIMITER_REDIS_URL": redis_url, "LIMITER_LIMITS_FILE": str(limits_file),
+                "LIMITER_KEYS_REDIS_URL": redis_url}
+    if "cache" in cores:
+        out |= {"CACHE_REDIS_URL": redis_url}
+    if "router" in cores:
+        out |= {"ROUTER_PROMPTS_DIR": env.get("PROMPTS_DIR", str(REPO / "prompts"))}
+        for var in ("OPENAI_BASE_URL", "ANTHROPIC_BASE_URL"):
+            if var in env:
+                out[f"ROUTER_{var}"] = env[var]
+    return out
 
 
 async def start_system(workdir: Path, *, ingress_port: int = 50050, http_port: int | None = None,
                        with_drift: bool = True,
-                       colocate: bool = False, limits: str = DEMO_LIMITS,
+                       colocate: bool | str | Iterable[str] = False, limits: str = DEMO_LIMITS,
                        api_keys: str = f"{DEMO_KEY}=demo,{LIMITED_KEY}=limited",
                        extra_env: dict[str, dict[str, str]] | None = None, otel: str | None = None) -> System:
     """``colocate``: the ingress decides limits and answers hits in its own process (the limiter
-    and cache services still run, for the router's provider quotas and cache Stats/Invalidate).
+    and cache services still run, for the router's provider quotas and cache Stats/Invalidate);
+    True for the limiter and cache cores, or which ("limiter,cache,router": a miss also goes
+    straight from the ingress to the provider).
     ``extra_env``: more settings per service, e.g. ``{"cache": {"REDIS_TIMEOUT_S": "1"}}``.
     ``otel``: traces on in every service, to ``<workdir>/traces/<service>.jsonl`` ("file") or to
     their logs ("console"); an OTEL_* collector setting in the environment is passed on as is."""
@@ -171,8 +203,9 @@ async def start_system(workdir: Path, *, ingress_port: int = 50050, http_port: i
                 "HTTP_PORT": system.http_addr.rsplit(":", 1)[1],
             },
         }
-        if colocate:
-            services["ingress"].update(_colocated_env(common["REDIS_URL"], limits_file))
+        cores = _cores(colocate)
+        if cores:
+            services["ingress"].update(_colocated_env({**common, **services["ingress"]}, limits_file, cores))
         for name, more in (extra_env or {}).items():
             services[name].update(more)
         system.ingress_env = {**common, **services["ingress"]}
@@ -199,7 +232,7 @@ async def start_system(workdir: Path, *, ingress_port: int = 50050, http_port: i
         raise
 
 
-async def _run(args_demo: bool, exit_after: bool, workdir: Path, port: int, colocate: bool, http_port: int,
+async def _run(args_demo: bool, exit_after: bool, workdir: Path, port: int, colocate: bool | str, http_port: int,
                otel: str | None) -> int:
     system = await start_system(workdir, ingress_port=port, colocate=colocate, http_port=http_port, otel=otel)
     if otel == "file":
@@ -227,6 +260,6 @@ async def _run(args_demo: bool, exit_after: bool, workdir: Path, port: int, colo
         _say("stopped; no process left behind")
 
 
-def main(*, demo: bool, exit_after_demo: bool, workdir: str, port: int, colocate: bool = False,
+def main(*, demo: bool, exit_after_demo: bool, workdir: str, port: int, colocate: bool | str = False,
          http_port: int = 8080, otel: str | None = None) -> int:
     return asyncio.run(_run(demo, exit_after_demo, Path(workdir).resolve(), port, colocate, http_port, otel))

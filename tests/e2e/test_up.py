@@ -146,3 +146,33 @@ async def test_a_colocated_ingress_process_answers_hits_and_enforces_the_rules_f
             assert "limited-rpm" in (refused.value.details() or "")
     finally:
         system.stop()
+
+
+async def test_an_all_in_one_ingress_process_serves_misses_with_the_router_service_gone(tmp_path: Path) -> None:
+    """``llmgw up --colocate limiter,cache,router``: a miss goes app -> ingress -> provider, with
+    the routes, prompts and fake providers the router service would use; stopping that service
+    changes nothing."""
+    import grpc
+
+    from llmgw.demo import DEMO_KEY
+    from llmgw.gateway.v1 import gateway_pb2, gateway_pb2_grpc
+    from llmgw.up import start_system
+
+    system = await start_system(tmp_path, ingress_port=free_port(), with_drift=False,
+                                colocate="limiter,cache,router")
+    try:
+        assert system.ingress_env["COLOCATE"] == "limiter,cache,router"
+        next(p for p in system.procs if p.name == "router").stop()
+        async with grpc.aio.insecure_channel(system.ingress_addr) as channel:
+            gw = gateway_pb2_grpc.GatewayStub(channel)
+            md = (("authorization", f"Bearer {DEMO_KEY}"),)
+            req = gateway_pb2.CompleteRequest(prompt="summarize", variables={"text": "all in one"})
+            first = await gw.Complete(req, metadata=md)
+            again = await gw.Complete(req, metadata=md)
+            assert not first.cache_hit and first.provider == "openai" and first.text
+            assert again.cache_hit and again.text == first.text
+            chunks = [c async for c in gw.StreamComplete(gateway_pb2.CompleteRequest(
+                prompt="summarize", variables={"text": "streamed all in one"}), metadata=md)]
+            assert chunks[-1].final and "".join(c.delta for c in chunks)
+    finally:
+        system.stop()

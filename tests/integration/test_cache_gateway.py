@@ -14,9 +14,10 @@ from tests.helpers import Client, prompt_request, ungated_prompts
 
 pytestmark = pytest.mark.integration
 
-# Every behaviour below holds in both topologies: the ingress calling the limiter and cache
-# services, and the ingress running their cores in process (COLOCATE=limiter,cache).
-TOPOLOGIES = {"split": (), "colocated": ("limiter", "cache")}
+# Every behaviour below holds in every topology: the ingress calling the limiter and cache
+# services, the ingress running their cores in process (COLOCATE=limiter,cache), and the ingress
+# running the router core too (a miss: app -> ingress -> provider).
+TOPOLOGIES = {"split": (), "colocated": ("limiter", "cache"), "all-in-one": ("limiter", "cache", "router")}
 
 
 @pytest.fixture(params=list(TOPOLOGIES))

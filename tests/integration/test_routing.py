@@ -30,11 +30,17 @@ ROUTES = {
 }
 
 
-@pytest.fixture
-async def routed(redis_url: str, topics_ready: str, tmp_path: Path):
+# The router as its own service, and its core inside the ingress (COLOCATE=router): the same
+# retries, fallbacks, breakers and deadlines either way.
+ROUTER_PLACEMENTS = {"router-service": (), "router-in-ingress": ("router",)}
+
+
+@pytest.fixture(params=list(ROUTER_PLACEMENTS))
+async def routed(redis_url: str, topics_ready: str, tmp_path: Path, request: pytest.FixtureRequest):
     routes = tmp_path / "routes.yaml"
     routes.write_text(yaml.safe_dump(ROUTES))
-    s = await start_stack(redis_url=redis_url, kafka_bootstrap=topics_ready, routes_file=routes)
+    s = await start_stack(redis_url=redis_url, kafka_bootstrap=topics_ready, routes_file=routes,
+                          colocate=ROUTER_PLACEMENTS[request.param])
     c = Client(s.ingress.address)
     yield s, c
     await c.close()
@@ -191,9 +197,13 @@ async def test_rollback_under_load_switches_versions_without_failures(
     assert (root / "summarize" / "labels.yaml").read_text().strip() == "production: v1"
 
 
+@pytest.mark.parametrize("colocate", [(), ("router",), ("limiter", "cache", "router")],
+                         ids=["split", "router-in-ingress", "all-in-one"])
 async def test_outbound_shaping_moves_on_instead_of_earning_a_provider_429(
-    redis_url: str, topics_ready: str, tmp_path: Path
+    redis_url: str, topics_ready: str, tmp_path: Path, colocate: tuple[str, ...]
 ) -> None:
+    """Provider budgets hold wherever the router runs: a router in the ingress shapes through the
+    ingress's limiter (the service, or the core beside it)."""
     limits = tmp_path / "limits.yaml"
     limits.write_text(
         "domains:\n"
@@ -201,9 +211,11 @@ async def test_outbound_shaping_moves_on_instead_of_earning_a_provider_429(
         "  provider: [{match: {provider: openai, model: '*'}, limits: [{name: openai-rpm, unit: requests, limit: 2, per: minute}]}]\n"
     )
     stack = await start_stack(redis_url=redis_url, kafka_bootstrap=topics_ready, limits_file=limits,
-                              router_overrides={"provider_budget_wait_s": 0.1})
+                              router_overrides={"provider_budget_wait_s": 0.1}, colocate=colocate)
     client = Client(stack.ingress.address)
     try:
+        if "router" in colocate:
+            await stack.router.stop(grace=0)  # nothing may depend on the router service
         got = [await client.complete(_msg(f"shaped {i}")) for i in range(3)]
     finally:
         await client.close()

@@ -89,3 +89,15 @@ def test_redis_urls_pick_their_client_and_bad_ones_are_named() -> None:
     with pytest.raises(ValueError, match="name the Sentinel service"):
         connect("redis+sentinel://s1:26379")
     assert describe("redis://user:secret@redis:6379/0") == "redis://user:***@redis:6379/0"
+
+
+def test_a_split_ingress_does_not_import_the_provider_sdks() -> None:
+    """Start fast: the SDKs take seconds to import and only the router (or an ingress running the
+    router core) calls providers."""
+    import subprocess
+    import sys
+
+    code = ("import sys, llmgw.services.ingress.app; "
+            "print(sorted(m for m in ('openai', 'anthropic') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"
