@@ -20,6 +20,7 @@ from typing import Any, Protocol
 
 import anthropic
 import openai
+from openai.types.chat import ChatCompletion, ChatCompletionChunk
 
 from llmgw.domain import Message, Output, Sampling, ToolCall, ToolCallDelta
 from llmgw.kit.logging import get_logger
@@ -168,6 +169,13 @@ def _api_key(cfg: ProviderConfig) -> str:
     return key
 
 
+# The SDK's ``chat.completions.create`` first walks every request through its TypedDict
+# transformer (renames, dates, files: nothing a chat body built by ``openai_wire`` needs); that
+# walk was a tenth of a miss's CPU in the ingress under load (docs/benchmarks.md). The body goes
+# to the same endpoint through the same client instead: same transport, errors and parsing.
+_CHAT = "/chat/completions"
+
+
 class OpenAIProvider:
     name = "openai"
 
@@ -183,8 +191,9 @@ class OpenAIProvider:
         output: Output = Output(),
     ) -> ProviderReply:
         with _translate(self.name, openai, timeout_s):
-            resp = await self._client.chat.completions.create(
-                **openai_wire.params(model, system, messages, sampling, output), timeout=timeout_s
+            resp = await self._client.post(
+                _CHAT, body=openai_wire.params(model, system, messages, sampling, output), cast_to=ChatCompletion,
+                options={"timeout": timeout_s},
             )
             choice = resp.choices[0]
             usage = resp.usage
@@ -205,11 +214,11 @@ class OpenAIProvider:
     ) -> AsyncIterator[StreamPiece]:
         finish, tin, tout = "", 0, 0
         with _translate(self.name, openai, timeout_s):
-            stream = await self._client.chat.completions.create(
-                **openai_wire.params(model, system, messages, sampling, output),
-                stream=True,
-                stream_options={"include_usage": True},
-                timeout=timeout_s,
+            stream = await self._client.post(
+                _CHAT, body={**openai_wire.params(model, system, messages, sampling, output), "stream": True,
+                             "stream_options": {"include_usage": True}},
+                cast_to=ChatCompletion, stream=True, stream_cls=openai.AsyncStream[ChatCompletionChunk],
+                options={"timeout": timeout_s},
             )
             async for chunk in stream:
                 if chunk.usage is not None:

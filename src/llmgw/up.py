@@ -61,6 +61,8 @@ class System:
     # What another ingress needs to join this system (see add_ingress).
     ingress_env: dict[str, str] = field(default_factory=dict)
     used_ports: set[int] = field(default_factory=set)
+    # Seconds from spawn to SERVING, per process started by start_system / add_ingress.
+    serving_s: dict[str, float] = field(default_factory=dict)
 
     async def add_ingress(self, name: str, *, colocate: bool | str | Iterable[str], port: int | None = None,
                           http_port: int = -1) -> str:
@@ -73,9 +75,11 @@ class System:
                **_colocated_env(self.ingress_env, self.workdir / "limits.yaml", cores)}
         if not cores:
             env.pop("COLOCATE", None)
+        started = time.monotonic()
         self.procs.append(spawn(name, [sys.executable, "-m", "llmgw.services.ingress"], port,
                                 log=self.workdir / "logs" / f"{name}.log", env=env))
         await _wait_serving(self, name, f"127.0.0.1:{port}", 30)
+        self.serving_s[name] = time.monotonic() - started
         return f"127.0.0.1:{port}"
 
     def stop(self) -> None:
@@ -212,19 +216,24 @@ async def start_system(workdir: Path, *, ingress_port: int = 50050, http_port: i
         if with_drift:
             # Demo-sized windows: a real deployment uses hundreds of inputs per reference (docs/drift.md).
             services["drift"] = {"WINDOW_SIZE": "4", "REFERENCE_SIZE": "2", "BATCH_SECONDS": "2"}
+        spawned: dict[str, float] = {}
         for name in ("limiter", "cache", "router", "drift", "ingress"):
             if name not in services:
                 continue
+            spawned[name] = time.monotonic()
             metrics = free_port(used)
             proc_env = {**common, **services[name], "PORT": str(ports[name]), "METRICS_PORT": str(metrics)}
             _say(f"{name:<8} starting: gRPC 127.0.0.1:{ports[name]}, metrics http://127.0.0.1:{metrics}/metrics")
             system.procs.append(spawn(name, [sys.executable, "-m", f"llmgw.services.{name}"], ports[name],
                                       log=logs / f"{name}.log", env=proc_env))
-        for name in ("limiter", "cache", "router", "drift", "ingress"):
-            if name in services:
-                # drift loads the embedding model first: give it longer.
-                await _wait_serving(system, name, f"127.0.0.1:{ports[name]}", 120 if name == "drift" else 30)
-                _say(f"{name:<8} SERVING on 127.0.0.1:{ports[name]}")
+
+        async def serving(name: str) -> None:
+            # drift loads the embedding model first: give it longer.
+            await _wait_serving(system, name, f"127.0.0.1:{ports[name]}", 120 if name == "drift" else 30)
+            system.serving_s[name] = time.monotonic() - spawned[name]
+            _say(f"{name:<8} SERVING on 127.0.0.1:{ports[name]} after {system.serving_s[name]:.1f} s")
+
+        await asyncio.gather(*(serving(name) for name in spawned))
         system.ingress_addr = f"127.0.0.1:{ports['ingress']}"
         return system
     except BaseException:
