@@ -4,7 +4,7 @@ VENV    ?= .venv
 BIN     := $(VENV)/bin
 PROTOS  := $(shell find proto -name '*.proto')
 
-.PHONY: install run demo test test-unit check manifests proto lint typecheck bench chaos clean
+.PHONY: install run demo test test-unit check manifests proto lint typecheck bench bench-peers chaos clean
 
 ## install: create the venv and install everything in ONE pip resolve (faust's click<8.4 vs huggingface-hub;
 ## torch pinned to 2.13.0 so pip takes the local CPU build, never a multi-GB CUDA one)
@@ -60,12 +60,17 @@ typecheck:
 ## bench: gateway vs direct SDK latency, side by side in one run
 bench: install
 	$(BIN)/python -m bench.latency
+	$(BIN)/python -m bench.throughput
 	$(BIN)/python -m bench.fallback
 	$(BIN)/python -m bench.chaos
 	$(BIN)/python -m bench.http
 	$(BIN)/python -m bench.events
 	$(BIN)/python -m bench.limiter
 	$(BIN)/python -m bench.drift
+
+## bench-peers: llmgw beside LiteLLM's proxy and Portkey's gateway, same fake provider (installs them once under .llmgw/peers)
+bench-peers: install
+	$(BIN)/python -m bench.peers
 
 ## chaos: the fault matrix against the system as deployed (every service its own process), a few minutes
 chaos: install

@@ -10,7 +10,9 @@ and code paths and are not counted.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import os
 import random
 import statistics
 import tempfile
@@ -20,10 +22,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import psutil
+
 from llmgw.kit.embedded import start_redis, start_tansu
 from llmgw.kit.kafka import ensure_topics
 
-__all__ = ["LIMITS", "Infra", "infra", "interleave", "pct", "print_table", "summary"]
+__all__ = ["LIMITS", "CpuMeter", "Infra", "Load", "closed_loop", "infra", "interleave", "pct", "print_table",
+           "summary"]
 
 WARMUP = 20
 # Limits no benchmark reaches: they measure the path, not the refusals.
@@ -87,3 +92,79 @@ def print_table(title: str, res: Mapping[str, Mapping[str, float]], base: str) -
     print(f"{title:<28} {'p50 ms':>8} {'p99 ms':>8} {'p50 ratio':>10} {'p99 ratio':>10}")
     for name, r in res.items():
         print(f"{name:<28} {r['p50']:>8.2f} {r['p99']:>8.2f} {r['p50'] / b['p50']:>10.2f} {r['p99'] / b['p99']:>10.2f}")
+
+
+@dataclass
+class Load:
+    """One path under a closed loop: its rate, latencies and CPU per request by process group."""
+
+    path: str
+    concurrency: int
+    rps: float
+    p50: float
+    p99: float
+    cpu_ms: dict[str, float]  # group -> CPU ms per request; "client" is the load generator
+
+
+class CpuMeter:
+    """User + system CPU seconds of processes by group (e.g. stack, provider), and of this process
+    (the load generator, "client"). ``idle`` is what they burn per second with no load (health
+    checks, metrics, a broker's loops): it is subtracted, so a row's CPU per request is what its
+    requests cost."""
+
+    def __init__(self, processes: list[tuple[str, psutil.Process]]) -> None:
+        self._procs = processes
+        self._me = psutil.Process(os.getpid())
+        self.idle: dict[str, float] = {}
+
+    def snapshot(self) -> dict[str, float]:
+        out = dict.fromkeys({group for group, _ in self._procs}, 0.0)
+        for group, proc in self._procs:
+            try:
+                procs = [proc, *proc.children(recursive=True)]
+                out[group] += sum(t.user + t.system for t in (p.cpu_times() for p in procs))
+            except psutil.NoSuchProcess:
+                continue
+        me = self._me.cpu_times()
+        out["client"] = me.user + me.system
+        return out
+
+    async def measure_idle(self, seconds: float = 2.0) -> None:
+        before, t0 = self.snapshot(), time.monotonic()
+        await asyncio.sleep(seconds)
+        after, elapsed = self.snapshot(), time.monotonic() - t0
+        self.idle = {k: (after[k] - before[k]) / elapsed for k in after if k != "client"}
+
+
+async def closed_loop(call: Callable[[int], Awaitable[Any]], seconds: float, concurrency: int, meter: CpuMeter,
+                      path: str, warmup_s: float = 0.5) -> Load:
+    """``concurrency`` workers calling back to back; only calls started after the warm-up count."""
+    latencies: list[float] = []
+    counting = False
+    stop_at = time.monotonic() + warmup_s + seconds
+    seq = 0
+
+    async def worker() -> None:
+        nonlocal seq
+        while time.monotonic() < stop_at:
+            seq += 1
+            t0 = time.perf_counter()
+            await call(seq)
+            if counting:
+                latencies.append((time.perf_counter() - t0) * 1000)
+
+    async def clock() -> tuple[dict[str, float], float]:
+        nonlocal counting
+        await asyncio.sleep(warmup_s)
+        counting = True
+        return meter.snapshot(), time.monotonic()
+
+    tick = asyncio.ensure_future(clock())
+    await asyncio.gather(*(worker() for _ in range(concurrency)))
+    before, started = await tick
+    elapsed = time.monotonic() - started
+    after = meter.snapshot()
+    n = max(1, len(latencies))
+    cpu = {k: max(0.0, after[k] - before[k] - meter.idle.get(k, 0.0) * elapsed) * 1000 / n for k in after}
+    return Load(path, concurrency, len(latencies) / elapsed, statistics.median(latencies or [0.0]),
+                pct(latencies or [0.0], 99), cpu)

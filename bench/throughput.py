@@ -26,104 +26,28 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import os
-import statistics
 import sys
 import tempfile
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
 from pathlib import Path
 
 import grpc
 import openai
 import psutil
 
-from bench._harness import LIMITS, pct
+from bench._harness import LIMITS, CpuMeter, Load, closed_loop
 from llmgw.gateway.v1 import gateway_pb2, gateway_pb2_grpc
 from llmgw.kit.embedded import free_port, spawn
 from llmgw.kit.health import peer_serving
 from llmgw.kit.main import run as run_loop
 from llmgw.services.limiter.server import LimiterClient
-from llmgw.up import System, start_system
+from llmgw.up import start_system
 
 MD = (("authorization", "Bearer bench-key"),)
 Call = Callable[[int], Awaitable[object]]
 # Where each process's CPU is counted: the provider stand-in and the echo server are not llmgw.
 _OUTSIDE = {"fake-providers": "provider", "echo": "echo"}
-
-
-@dataclass
-class Load:
-    path: str
-    concurrency: int
-    rps: float
-    p50: float
-    p99: float
-    cpu_ms: dict[str, float]  # group -> CPU ms per request (stack, provider, echo, client)
-
-
-class CpuMeter:
-    """User + system CPU seconds of the stack's processes, grouped, and of this process. ``idle``
-    is what they burn per second with no load (health checks, metrics, the broker's loops): it
-    is subtracted, so a row's CPU per request is what its requests cost."""
-
-    def __init__(self, system: System) -> None:
-        self._procs = [(p.name, psutil.Process(p.popen.pid)) for p in system.procs]
-        self._me = psutil.Process(os.getpid())
-        self.idle: dict[str, float] = {}
-
-    async def measure_idle(self, seconds: float = 2.0) -> None:
-        before, t0 = self.snapshot(), time.monotonic()
-        await asyncio.sleep(seconds)
-        after, elapsed = self.snapshot(), time.monotonic() - t0
-        self.idle = {k: (after[k] - before[k]) / elapsed for k in after if k != "client"}
-
-    def snapshot(self) -> dict[str, float]:
-        out: dict[str, float] = {"stack": 0.0, "provider": 0.0, "echo": 0.0}
-        for name, proc in self._procs:
-            try:
-                t = proc.cpu_times()
-            except psutil.NoSuchProcess:
-                continue
-            out[_OUTSIDE.get(name, "stack")] += t.user + t.system
-        me = self._me.cpu_times()
-        out["client"] = me.user + me.system
-        return out
-
-
-async def closed_loop(call: Call, seconds: float, concurrency: int, meter: CpuMeter, path: str,
-                      warmup_s: float = 0.5) -> Load:
-    """``concurrency`` workers calling back to back; only calls started after the warm-up count."""
-    latencies: list[float] = []
-    counting = False
-    stop_at = time.monotonic() + warmup_s + seconds
-    seq = 0
-
-    async def worker() -> None:
-        nonlocal seq
-        while time.monotonic() < stop_at:
-            seq += 1
-            t0 = time.perf_counter()
-            await call(seq)
-            if counting:
-                latencies.append((time.perf_counter() - t0) * 1000)
-
-    async def clock() -> tuple[dict[str, float], float]:
-        nonlocal counting
-        await asyncio.sleep(warmup_s)
-        counting = True
-        return meter.snapshot(), time.monotonic()
-
-    tick = asyncio.ensure_future(clock())
-    await asyncio.gather(*(worker() for _ in range(concurrency)))
-    before, started = await tick
-    elapsed = time.monotonic() - started
-    after = meter.snapshot()
-    n = max(1, len(latencies))
-    cpu = {k: max(0.0, after[k] - before[k] - meter.idle.get(k, 0.0) * elapsed) * 1000 / n for k in after}
-    return Load(path, concurrency, len(latencies) / elapsed, statistics.median(latencies or [0.0]),
-                pct(latencies or [0.0], 99), cpu)
 
 
 def _grpc(stub: gateway_pb2_grpc.GatewayStub, *, hit: bool) -> Call:
@@ -191,7 +115,7 @@ async def run(seconds: float, concurrency: int, sweep: list[int]) -> tuple[list[
         await http_split.chat.completions.create(model="default", messages=[
             {"role": "user", "content": "the same http question"}], temperature=0, max_completion_tokens=512)
         await asyncio.sleep(0.3)  # the entries are stored after the reply
-        meter = CpuMeter(system)
+        meter = CpuMeter([(_OUTSIDE.get(p.name, "stack"), psutil.Process(p.popen.pid)) for p in system.procs])
         await meter.measure_idle()
         loads = [await closed_loop(call, seconds, concurrency, meter, name) for name, call in paths.items()]
         for c in sweep:

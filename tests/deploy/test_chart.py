@@ -145,6 +145,20 @@ class TestHelmChart:
                         "Deployment")["llmgw-ingress"]["spec"]["template"]["spec"]["containers"][0]["env"]
         assert {e["name"]: e.get("value") for e in fixed}["LIMITER_REPLICAS"] == "3"
 
+    def test_an_ingress_carrying_the_router_core_gets_its_routes_prompts_and_provider_keys(self) -> None:
+        for values, cores in (({"colocateRouter": True}, "router"),
+                              ({"colocate": True, "colocateRouter": True}, "limiter,cache,router")):
+            pod = of_kind(render({"ingress": values, "existingSecret": "llm-keys"}),
+                          "Deployment")["llmgw-ingress"]["spec"]["template"]["spec"]
+            env = {e["name"]: e for e in pod["containers"][0]["env"]}
+            assert env["COLOCATE"]["value"] == cores
+            assert env["ROUTER_ROUTES_FILE"]["value"] == "/etc/llmgw/config/routes.yaml"
+            assert env["ROUTER_PROMPTS_DIR"]["value"] == "/etc/llmgw/prompts"
+            for key in ("OPENAI_API_KEY", "ANTHROPIC_API_KEY"):
+                assert env[key]["valueFrom"]["secretKeyRef"] == {"name": "llm-keys", "key": key, "optional": True}
+            assert ("LIMITER_LIMITS_FILE" in env) == ("limiter" in cores)
+            validate_all(render({"ingress": values}))
+
     def test_prompts_and_configs_are_mounted_where_services_read_them(self) -> None:
         docs = render()
         prompts = of_kind(docs, "ConfigMap")["llmgw-prompts"]["data"]
