@@ -23,6 +23,7 @@ import argparse
 import asyncio
 import contextlib
 import os
+import secrets
 import shutil
 import subprocess
 import sys
@@ -101,9 +102,9 @@ async def _wait_http(url: str, proc: LocalProcess, timeout_s: float) -> bool:
 
 @dataclass
 class Peers:
-    """The running peers: name -> (base URL for the openai SDK, headers, its process)."""
+    """The running peers: name -> (base URL for the openai SDK, API key, headers, its process)."""
 
-    endpoints: dict[str, tuple[str, dict[str, str], LocalProcess]] = field(default_factory=dict)
+    endpoints: dict[str, tuple[str, str, dict[str, str], LocalProcess]] = field(default_factory=dict)
     procs: list[LocalProcess] = field(default_factory=list)
 
     def stop(self) -> None:
@@ -121,7 +122,10 @@ async def peers(root: Path, fake_url: str, install: bool, workdir: Path) -> Asyn
             out.procs.append(redis)
             host, port = redis.address.split(":")
             config = workdir / "litellm.yaml"
+            # It refuses to start without a master key (every request would be unauthenticated).
+            master = f"sk-bench-{secrets.token_hex(16)}"
             config.write_text(
+                f"general_settings: {{master_key: {master}}}\n"
                 "model_list:\n"
                 "  - model_name: gpt-4o-mini\n"
                 f"    litellm_params: {{model: openai/gpt-4o-mini, api_base: '{fake_url}/v1', api_key: fake}}\n"
@@ -135,7 +139,7 @@ async def peers(root: Path, fake_url: str, install: bool, workdir: Path) -> Asyn
                          env={**os.environ, "LITELLM_LOG": "ERROR", "LITELLM_TELEMETRY": "False"})
             out.procs.append(proc)
             if await _wait_http(f"http://127.0.0.1:{lport}/health/liveliness", proc, 120):
-                out.endpoints["litellm"] = (f"http://127.0.0.1:{lport}/v1", {}, proc)
+                out.endpoints["litellm"] = (f"http://127.0.0.1:{lport}/v1", master, {}, proc)
             else:
                 _say(f"LiteLLM skipped: not serving after 120 s (see {workdir / 'litellm.log'})")
         portkey = _install_portkey(root, install)
@@ -146,7 +150,7 @@ async def peers(root: Path, fake_url: str, install: bool, workdir: Path) -> Asyn
             out.procs.append(proc)
             if await _wait_http(f"http://127.0.0.1:{pport}/", proc, 60):
                 headers = {"x-portkey-provider": "openai", "x-portkey-custom-host": f"{fake_url}/v1"}
-                out.endpoints["portkey"] = (f"http://127.0.0.1:{pport}/v1", headers, proc)
+                out.endpoints["portkey"] = (f"http://127.0.0.1:{pport}/v1", "fake", headers, proc)
             else:
                 _say(f"Portkey skipped: not serving after 60 s (see {workdir / 'portkey.log'})")
         yield out
@@ -189,8 +193,8 @@ async def run(n: int, seconds: float, root: Path, install: bool) -> tuple[dict[s
         groups = [("llmgw" if p.name != "fake-providers" else "provider", psutil.Process(p.popen.pid))
                   for p in system.procs]
         async with peers(root, system.fake_url, install, workdir) as running:
-            for name, (base, headers, proc) in running.endpoints.items():
-                c = client(base, headers=headers)
+            for name, (base, key, headers, proc) in running.endpoints.items():
+                c = client(base, key, headers=headers)
                 paths[f"{name} miss"] = _ask(c, "gpt-4o-mini", hit=False, tag=name)
                 if name == "litellm":
                     paths[f"{name} hit"] = _ask(c, "gpt-4o-mini", hit=True, tag=name)
