@@ -15,6 +15,7 @@ import contextlib
 import os
 import random
 import statistics
+import sys
 import tempfile
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
@@ -24,11 +25,14 @@ from typing import Any
 
 import psutil
 
-from llmgw.kit.embedded import start_redis, start_tansu
+from llmgw.kit.embedded import free_port, spawn, start_redis, start_tansu
+from llmgw.kit.health import peer_serving
 from llmgw.kit.kafka import ensure_topics
+from llmgw.services.limiter.server import LimiterClient
+from llmgw.up import System
 
 __all__ = ["LIMITS", "CpuMeter", "Infra", "Load", "closed_loop", "infra", "interleave", "pct", "print_table",
-           "summary"]
+           "start_echo", "summary"]
 
 WARMUP = 20
 # Limits no benchmark reaches: they measure the path, not the refusals.
@@ -168,3 +172,15 @@ async def closed_loop(call: Callable[[int], Awaitable[Any]], seconds: float, con
     cpu = {k: max(0.0, after[k] - before[k] - meter.idle.get(k, 0.0) * elapsed) * 1000 / n for k in after}
     return Load(path, concurrency, len(latencies) / elapsed, statistics.median(latencies or [0.0]),
                 pct(latencies or [0.0], 99), cpu)
+
+
+async def start_echo(system: System) -> LimiterClient:
+    """The bare gRPC echo server (bench/echo_server.py) as one more process of ``system``, and a
+    client once it is SERVING: the floor any gRPC hop costs on this machine."""
+    port = free_port(system.used_ports)
+    system.procs.append(spawn("echo", [sys.executable, "-m", "bench.echo_server"], port, log=None,
+                              env={"PORT": str(port), "LOG_LEVEL": "warning"}))
+    echo = LimiterClient(f"127.0.0.1:{port}", timeout_s=10)
+    while not await peer_serving(echo.channel):
+        await asyncio.sleep(0.1)
+    return echo

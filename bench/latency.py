@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import sys
 import tempfile
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -29,12 +28,10 @@ import aiohttp
 import grpc
 import openai
 
-from bench._harness import LIMITS, interleave, print_table, summary
+from bench._harness import LIMITS, interleave, print_table, start_echo, summary
 from llmgw.gateway.v1 import gateway_pb2, gateway_pb2_grpc
-from llmgw.kit.embedded import free_port, spawn
-from llmgw.kit.health import peer_serving
+from llmgw.kit.embedded import free_port
 from llmgw.kit.main import run as run_loop
-from llmgw.services.limiter.server import LimiterClient
 from llmgw.up import start_system
 
 MD = (("authorization", "Bearer bench-key"),)
@@ -81,12 +78,7 @@ async def run(n: int, trace_ratio: float = 1.0, twin_traced: bool = True
     try:
         assert system.fake_url is not None, "the bench needs the fake providers (unset the real API keys)"
         colocated = await system.add_ingress("ingress-colocated", colocate=True)
-        echo_port = free_port(system.used_ports)
-        system.procs.append(spawn("echo", [sys.executable, "-m", "bench.echo_server"], echo_port, log=None,
-                                  env={"PORT": str(echo_port), "LOG_LEVEL": "warning"}))
-        echo = LimiterClient(f"127.0.0.1:{echo_port}", timeout_s=10)
-        while not await peer_serving(echo.channel):
-            await asyncio.sleep(0.1)
+        echo = await start_echo(system)
         direct = openai.AsyncOpenAI(api_key="x", base_url=f"{system.fake_url}/v1", max_retries=0)
         channels = [grpc.aio.insecure_channel(a) for a in (system.ingress_addr, colocated, traced.ingress_addr)]
         gw, gw_colocated, gw_traced = (Stub(c) for c in channels)

@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import sys
 import tempfile
 import time
 from collections.abc import Awaitable, Callable
@@ -36,12 +35,10 @@ import grpc
 import openai
 import psutil
 
-from bench._harness import LIMITS, CpuMeter, Load, closed_loop
+from bench._harness import LIMITS, CpuMeter, Load, closed_loop, start_echo
 from llmgw.gateway.v1 import gateway_pb2, gateway_pb2_grpc
-from llmgw.kit.embedded import free_port, spawn
-from llmgw.kit.health import peer_serving
+from llmgw.kit.embedded import free_port
 from llmgw.kit.main import run as run_loop
-from llmgw.services.limiter.server import LimiterClient
 from llmgw.up import start_system
 
 MD = (("authorization", "Bearer bench-key"),)
@@ -79,12 +76,7 @@ async def run(seconds: float, concurrency: int, sweep: list[int]) -> tuple[list[
         all_http = free_port(system.used_ports)
         all_in_one = await system.add_ingress("ingress-all-in-one", colocate="limiter,cache,router",
                                               http_port=all_http)
-        echo_port = free_port(system.used_ports)
-        system.procs.append(spawn("echo", [sys.executable, "-m", "bench.echo_server"], echo_port, log=None,
-                                  env={"PORT": str(echo_port), "LOG_LEVEL": "warning"}))
-        echo = LimiterClient(f"127.0.0.1:{echo_port}", timeout_s=10)
-        while not await peer_serving(echo.channel):
-            await asyncio.sleep(0.1)
+        echo = await start_echo(system)
         closers.append(echo.close)
         # The direct baseline on the SDK's default transport, as an application would call it.
         direct = openai.AsyncOpenAI(api_key="x", base_url=f"{system.fake_url}/v1", max_retries=0)
