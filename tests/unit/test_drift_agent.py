@@ -43,11 +43,15 @@ def _events(topics: Topics, n: int, mix: list[float]) -> list[bytes]:
 def _close_faust_loops() -> Iterator[None]:
     """Faust (mode) creates an event loop of its own for a thread that asks outside a running loop
     and never closes it; close whatever such loops this test left behind."""
-    before = {id(o) for o in gc.get_objects() if isinstance(o, asyncio.AbstractEventLoop)}
+    def loops() -> list[asyncio.AbstractEventLoop]:
+        # type(), not isinstance(): isinstance reads __class__, which some objects in the heap
+        # answer with a deprecation warning (torch's, once the embedding model was loaded).
+        return [o for o in gc.get_objects() if issubclass(type(o), asyncio.AbstractEventLoop)]
+
+    before = {id(o) for o in loops()}
     yield
-    for obj in gc.get_objects():
-        if isinstance(obj, asyncio.AbstractEventLoop) and id(obj) not in before and not obj.is_running() \
-                and not obj.is_closed():
+    for obj in loops():
+        if id(obj) not in before and not obj.is_running() and not obj.is_closed():
             obj.close()
 
 

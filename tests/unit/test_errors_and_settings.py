@@ -54,7 +54,9 @@ def test_colocate_is_read_from_a_comma_list_and_a_wrong_name_is_named() -> None:
     assert load_settings(IngressSettings, {"COLOCATE": "limiter, cache"}).colocate == {"limiter", "cache"}
     assert load_settings(IngressSettings, {}).colocate == frozenset()
     with pytest.raises(ConfigError, match="COLOCATE"):
-        load_settings(IngressSettings, {"COLOCATE": "limiter,router"})
+        load_settings(IngressSettings, {"COLOCATE": "limiter,frontend"})
+    assert load_settings(IngressSettings, {"COLOCATE": "limiter,cache,router"}).colocate == {"limiter", "cache",
+                                                                                           "router"}
 
 
 def test_a_colocated_core_reads_its_settings_with_a_prefix() -> None:
