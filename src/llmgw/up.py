@@ -24,7 +24,7 @@ from llmgw.kit.embedded import LocalProcess, free_port, spawn, start_redis, star
 from llmgw.kit.health import peer_serving
 from llmgw.kit.kafka import ensure_topics
 
-__all__ = ["System", "main", "start_system"]
+__all__ = ["System", "main", "service_settings", "start_system"]
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -137,6 +137,42 @@ def _colocated_env(env: dict[str, str], limits_file: Path, cores: Iterable[str] 
     return out
 
 
+def service_settings(common: dict[str, str], ports: dict[str, int], *, redis_url: str, limits_file: Path,
+                     api_keys: str, workdir: Path, http_addr: str, cores: tuple[str, ...], with_drift: bool,
+                     extra_env: dict[str, dict[str, str]] | None) -> dict[str, dict[str, str]]:
+    """Each service's own settings (on top of ``common``); ``extra_env`` last, so it can change
+    any service that runs — the drift job's demo-sized windows included."""
+    services: dict[str, dict[str, str]] = {
+        # Keys' own rate limits (docs/keys.md) come from the key store.
+        "limiter": {"LIMITS_FILE": str(limits_file), "KEYS_REDIS_URL": redis_url},
+        "cache": {},
+        "router": {"PROMPTS_DIR": str(REPO / "prompts"), "LIMITER_ADDR": f"127.0.0.1:{ports['limiter']}"},
+        "ingress": {
+            "LIMITER_ADDR": f"127.0.0.1:{ports['limiter']}",
+            "CACHE_ADDR": f"127.0.0.1:{ports['cache']}",
+            "ROUTER_ADDR": f"127.0.0.1:{ports['router']}",
+            "API_KEYS": api_keys,
+            "LABELS_REDIS_URL": redis_url,
+            # The key store and spend ledger: `llmgw keys create --redis-url ...` adds keys live.
+            "KEYS_REDIS_URL": redis_url,
+            "PROMPTS_DIR": str(REPO / "prompts"),
+            # Stable across restarts of this system: a restarted ingress replays what it spooled.
+            "SPOOL_DIR": str(workdir / "spool" / "ingress"),
+            "HTTP_PORT": http_addr.rsplit(":", 1)[1],
+        },
+    }
+    if cores:
+        services["ingress"].update(_colocated_env({**common, **services["ingress"]}, limits_file, cores))
+    if with_drift:
+        # Demo-sized windows: a real deployment uses hundreds of inputs per reference (docs/drift.md).
+        services["drift"] = {"WINDOW_SIZE": "4", "REFERENCE_SIZE": "2", "BATCH_SECONDS": "2"}
+    for name, more in (extra_env or {}).items():
+        if name not in services:
+            raise ValueError(f"extra_env for {name!r}: no such service in this system (with_drift={with_drift})")
+        services[name].update(more)
+    return services
+
+
 async def start_system(workdir: Path, *, ingress_port: int = 50050, http_port: int | None = None,
                        with_drift: bool = True,
                        colocate: bool | str | Iterable[str] = False, limits: str = DEMO_LIMITS,
@@ -188,34 +224,10 @@ async def start_system(workdir: Path, *, ingress_port: int = 50050, http_port: i
             common["LLMGW_TRACES_DIR"] = str(workdir / "traces")
         elif otel == "console":
             common["OTEL_TRACES_EXPORTER"] = "console"
-        services: dict[str, dict[str, str]] = {
-            # Keys' own rate limits (docs/keys.md) come from the key store.
-            "limiter": {"LIMITS_FILE": str(limits_file), "KEYS_REDIS_URL": f"redis://{redis.address}/0"},
-            "cache": {},
-            "router": {"PROMPTS_DIR": str(REPO / "prompts"), "LIMITER_ADDR": f"127.0.0.1:{ports['limiter']}"},
-            "ingress": {
-                "LIMITER_ADDR": f"127.0.0.1:{ports['limiter']}",
-                "CACHE_ADDR": f"127.0.0.1:{ports['cache']}",
-                "ROUTER_ADDR": f"127.0.0.1:{ports['router']}",
-                "API_KEYS": api_keys,
-                "LABELS_REDIS_URL": f"redis://{redis.address}/0",
-                # The key store and spend ledger: `llmgw keys create --redis-url ...` adds keys live.
-                "KEYS_REDIS_URL": f"redis://{redis.address}/0",
-                "PROMPTS_DIR": str(REPO / "prompts"),
-                # Stable across restarts of this system: a restarted ingress replays what it spooled.
-                "SPOOL_DIR": str(workdir / "spool" / "ingress"),
-                "HTTP_PORT": system.http_addr.rsplit(":", 1)[1],
-            },
-        }
-        cores = _cores(colocate)
-        if cores:
-            services["ingress"].update(_colocated_env({**common, **services["ingress"]}, limits_file, cores))
-        for name, more in (extra_env or {}).items():
-            services[name].update(more)
+        services = service_settings(common, ports, redis_url=f"redis://{redis.address}/0", limits_file=limits_file,
+                                    api_keys=api_keys, workdir=workdir, http_addr=system.http_addr,
+                                    cores=_cores(colocate), with_drift=with_drift, extra_env=extra_env)
         system.ingress_env = {**common, **services["ingress"]}
-        if with_drift:
-            # Demo-sized windows: a real deployment uses hundreds of inputs per reference (docs/drift.md).
-            services["drift"] = {"WINDOW_SIZE": "4", "REFERENCE_SIZE": "2", "BATCH_SECONDS": "2"}
         spawned: dict[str, float] = {}
         for name in ("limiter", "cache", "router", "drift", "ingress"):
             if name not in services:

@@ -103,3 +103,25 @@ def test_a_split_ingress_does_not_import_the_provider_sdks() -> None:
             "print(sorted(m for m in ('openai', 'anthropic') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
+
+
+def test_the_system_helper_lets_extra_env_set_any_running_service_the_drift_job_included() -> None:
+    """``start_system(extra_env=...)`` applied its settings before the drift job's entry existed
+    (a KeyError): the real job could not be run with its own sizes from the helper."""
+    from pathlib import Path
+
+    from llmgw.up import service_settings
+
+    ports = {"limiter": 1, "cache": 2, "router": 3, "drift": 4, "ingress": 5}
+    common = {"OPENAI_BASE_URL": "http://fake/v1", "REDIS_URL": "redis://r:6379/0"}
+
+    def settings(**kw: object) -> dict[str, dict[str, str]]:
+        return service_settings(common, ports, redis_url="redis://r:6379/0", limits_file=Path("limits.yaml"),
+                                api_keys="k=t", workdir=Path("w"), http_addr="127.0.0.1:8080", **kw)  # type: ignore[arg-type]
+
+    got = settings(cores=(), with_drift=True, extra_env={"drift": {"WINDOW_SIZE": "200", "REFERENCE_SIZE": "2000"}})
+    assert got["drift"] == {"WINDOW_SIZE": "200", "REFERENCE_SIZE": "2000", "BATCH_SECONDS": "2"}
+    with pytest.raises(ValueError, match="'drift'"):
+        settings(cores=(), with_drift=False, extra_env={"drift": {"WINDOW_SIZE": "200"}})
+    allin = settings(cores=("limiter", "cache", "router"), with_drift=False, extra_env=None)["ingress"]
+    assert allin["COLOCATE"] == "limiter,cache,router" and allin["ROUTER_OPENAI_BASE_URL"] == "http://fake/v1"
