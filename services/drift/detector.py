@@ -19,7 +19,7 @@ from __future__ import annotations
 import time
 import uuid
 from collections import deque
-from collections.abc import Callable, Collection, Sequence
+from collections.abc import Callable, Collection, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -67,6 +67,10 @@ class DriftDetector:
         self.state_changed: set[str] = set()
         # Segments first seen here since the job last looked: another replica may have run them.
         self.new_segments: set[str] = set()
+        # Taken (``take_new_segments``) and being looked up in the store: still new until
+        # ``looked_up``. Two agents sync (the requests agent and the global one); inputs may arrive
+        # for a segment between one sync taking it and adopting it.
+        self.adopting: set[str] = set()
         # True when the job looks for other replicas' state (a baseline store): a segment new here
         # then says nothing until it has (it is usually taken over, not filling).
         self.defer_new_segments = False
@@ -126,9 +130,18 @@ class DriftDetector:
 
     def take_new_segments(self) -> set[str]:
         """The segments first seen since the last call (called on the detector's thread, so none
-        is added while they are taken)."""
+        is added while they are taken). They stay quiet until ``looked_up``."""
         fresh, self.new_segments = self.new_segments, set()
+        self.adopting |= fresh
         return fresh
+
+    def looked_up(self, segments: Iterable[str], *, retry: bool = False) -> None:
+        """The store was asked about these (adopted, or nobody ran them: they fill here);
+        ``retry``: it could not answer, look again at the next sync."""
+        done = set(segments)
+        self.adopting -= done
+        if retry:
+            self.new_segments |= done & set(self._segments)
 
     def take_changed_states(self) -> set[str]:
         """The segments whose open incidents changed since the last call (detector's thread)."""
@@ -140,6 +153,7 @@ class DriftDetector:
         self._segments.pop(segment, None)
         self.state_changed.discard(segment)
         self.new_segments.discard(segment)
+        self.adopting.discard(segment)
 
     def adopt(self, ref: Reference, recent: Reference | None, state: dict[str, Any] | None, *,
               sampling_rate: float = 1.0) -> list[dict[str, Any]]:
@@ -201,7 +215,8 @@ class DriftDetector:
             if len(seg.pending) >= self.settings.window:
                 out += self._window(seg, sampling_rate)
                 seg.pending = []
-        if seg.model is None and inputs and not (self.defer_new_segments and segment in self.new_segments):
+        if seg.model is None and inputs and not (
+                self.defer_new_segments and (segment in self.new_segments or segment in self.adopting)):
             out.append(self._filling(seg, sampling_rate))
         return out
 

@@ -78,7 +78,8 @@ class Baselines:
         detector = self._detector
         if store is None:
             detector.new_references.clear()
-            await self._thread.run(detector.take_new_segments)
+            fresh = await self._thread.run(detector.take_new_segments)
+            await self._thread.run(detector.looked_up, fresh)  # nowhere to look: they fill here
             await self._thread.run(detector.take_changed_states)
             return out
         try:
@@ -122,18 +123,30 @@ class Baselines:
 
     async def _adopt(self, store: Any) -> list[dict[str, Any]]:
         """Segments first seen here: go on from another replica's reference and state, if any."""
-        fresh = await self._thread.run(self._detector.take_new_segments)
+        detector = self._detector
+        fresh = await self._thread.run(detector.take_new_segments)
+        left = sorted(fresh)
         out: list[dict[str, Any]] = []
-        for segment in sorted(fresh):
-            ref: Reference | None = await store.load(segment, "accepted") or await store.load(segment, "provisional")
-            if ref is None:
-                continue  # a segment nobody has run yet: its reference fills here
-            recent = await store.load(segment, "recent")
-            state = await store.load_state(segment)
-            out += await self._thread.run(self._detector.adopt, ref, recent, state)
-            ADOPTED.inc()
-            _log.info("drift_segment_adopted", segment=segment, reference=ref.id,
-                      open_incidents=sorted((state or {}).get("opened", {})))
+        try:
+            while left:
+                segment = left[0]
+                ref: Reference | None = (await store.load(segment, "accepted")
+                                         or await store.load(segment, "provisional"))
+                if ref is not None:
+                    recent = await store.load(segment, "recent")
+                    state = await store.load_state(segment)
+                    out += await self._thread.run(detector.adopt, ref, recent, state)
+                    ADOPTED.inc()
+                    _log.info("drift_segment_adopted", segment=segment, reference=ref.id,
+                              open_incidents=sorted((state or {}).get("opened", {})))
+                # else: a segment nobody has run yet: its reference fills here.
+                await self._thread.run(detector.looked_up, [segment])
+                left.pop(0)
+        except BaseException:
+            # The store failed mid-way: the rest are looked up again at the next sync, not left
+            # to fill a reference another replica already has.
+            await self._thread.run(lambda: detector.looked_up(left, retry=True))
+            raise
         return out
 
     async def _switch(self, store: Any) -> list[dict[str, Any]]:

@@ -182,6 +182,24 @@ class TestHandoff:
         (window,) = [r for r in recs if r["segment"] == SEG]
         assert window["window"]["index"] == 3 and window["reference"]["id"] == ref.id
 
+    def test_a_segment_stays_quiet_while_another_agent_looks_it_up(self) -> None:
+        """The requests agent and the global agent both sync: inputs may arrive after one sync
+        took a new segment and before it adopted it. Until the store was asked, no "filling"
+        record may say the segment starts over; a failed lookup is retried, not forgotten."""
+        settings = DetectorSettings(reference_size=8, window=4, simulations=200)
+        det = DriftDetector(settings)
+        det.defer_new_segments = True
+        assert [r for r in process_window([_event(0, "weather")], _batch(det)) if r["segment"] == SEG] == []
+        taken = det.take_new_segments()  # another agent's sync is now looking it up
+        assert SEG in taken
+        more = process_window([_event(i, "weather") for i in range(1, 3)], _batch(det))
+        assert [r for r in more if r["segment"] == SEG] == [], "said it was filling while being adopted"
+        det.looked_up(taken, retry=True)  # the store did not answer
+        assert det.take_new_segments() == taken, "looked up again at the next sync"
+        det.looked_up(taken)  # nobody ran it: it fills here, and says so
+        (filling,) = [r for r in process_window([_event(3, "weather")], _batch(det)) if r["segment"] == SEG]
+        assert filling["reference"] == {"status": "filling", "have": 4, "need": 8}
+
     def test_forwarded_inputs_round_trip(self) -> None:
         import numpy as np
 
