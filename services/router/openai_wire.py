@@ -7,6 +7,7 @@ translated once in each.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 from llmgw.domain import Message, Output, Part, Sampling, ToolCall, ToolCallDelta, schema_object
@@ -74,10 +75,11 @@ def params(model: str, system: str, messages: tuple[Message, ...], sampling: Sam
     return out
 
 
-def reply_tool_calls(message: Any) -> tuple[ToolCall, ...]:
-    """The tool calls of a ChatCompletionMessage (function calls only; custom tools are not ours)."""
-    return tuple(ToolCall(c.id, c.function.name, c.function.arguments or "{}")
-                 for c in (message.tool_calls or ()) if getattr(c, "function", None) is not None)
+def reply_tool_calls(message: Mapping[str, Any]) -> tuple[ToolCall, ...]:
+    """The tool calls of a chat completion's message, as JSON (function calls only; custom tools
+    are not ours)."""
+    return tuple(ToolCall(c.get("id") or "", fn.get("name") or "", fn.get("arguments") or "{}")
+                 for c in (message.get("tool_calls") or ()) if isinstance(fn := c.get("function"), dict))
 
 
 def stream_deltas(delta: Any) -> tuple[ToolCallDelta, ...]:

@@ -113,6 +113,25 @@ async def test_a_broken_stream_before_its_first_chunk_falls_back(
     assert unary.provider == secondary and unary.finish_reason
 
 
+@pytest.mark.parametrize("fault", ["not_json", "no_choices"])
+@pytest.mark.parametrize("primary", ["openai", "anthropic"])
+async def test_a_200_without_an_answer_falls_back_and_is_never_cached(
+    gateway: tuple[Stack, Client], fault: str, primary: str
+) -> None:
+    """A proxy's HTML page with status 200, or a JSON answer without choices / content: a failed
+    attempt (retried, then the next provider), never an empty OK, never a crash."""
+    stack, client = gateway
+    _fault(stack, primary, fault=fault)
+    req = _msg(f"{fault} {primary}")
+    req.route = "default" if primary == "openai" else "anthropic-first"
+    secondary = "anthropic" if primary == "openai" else "openai"
+    reply = await client.complete(req)
+    assert reply.provider == secondary and reply.text.endswith(f"You said: {fault} {primary}")
+    errors = [a.error for a in reply.attempts if a.provider == primary]
+    assert errors and all(any(why in e for why in ("malformed response", "answer was cut off")) for e in errors), errors
+    assert not any(LEAK.search(e) for e in errors)
+
+
 @pytest.mark.parametrize("fault", ["malformed_after_first", "disconnect_after_first", "truncate"])
 @pytest.mark.parametrize("primary", ["openai", "anthropic"])
 async def test_a_stream_broken_after_its_first_chunk_ends_unavailable(

@@ -102,8 +102,11 @@ def test_tool_choice_both_ways(choice: ToolChoice, openai: object, anthropic: ob
 
 
 def test_openai_answers_back_in_our_words() -> None:
-    message = NS(tool_calls=[NS(id="call_9", function=NS(name="get_weather", arguments='{"city":"Oslo"}'))])
+    message = {"tool_calls": [{"id": "call_9", "type": "function",
+                               "function": {"name": "get_weather", "arguments": '{"city":"Oslo"}'}},
+                              {"id": "ct_1", "type": "custom", "custom": {"name": "grammar", "input": "x"}}]}
     assert openai_wire.reply_tool_calls(message) == (ToolCall("call_9", "get_weather", '{"city":"Oslo"}'),)
+    assert openai_wire.reply_tool_calls({"content": "hi", "tool_calls": None}) == ()
     first = NS(tool_calls=[NS(index=0, id="call_9", function=NS(name="get_weather", arguments=""))])
     more = NS(tool_calls=[NS(index=0, id=None, function=NS(name=None, arguments='{"ci'))])
     assert openai_wire.stream_deltas(first) == (ToolCallDelta(0, "call_9", "get_weather", ""),)

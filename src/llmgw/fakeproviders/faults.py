@@ -30,8 +30,10 @@ __all__ = ["FAULTS", "Faults", "Quota"]
 # event (or a unary body) that is not JSON; truncate: the stream ends cleanly but without its
 # terminal event (OpenAI: no finish_reason chunk; Anthropic: no message_delta / message_stop),
 # a unary answer without finish_reason / stop_reason; stall: hang ``stall_ms`` mid-answer.
+# Unary answers only: not_json: a 200 whose body is an HTML page (a proxy's error page);
+# no_choices: a 200 JSON answer with no choices (OpenAI) / no content and no stop_reason (Anthropic).
 FAULTS = ("", "disconnect_before_first", "disconnect_after_first", "malformed_before_first",
-          "malformed_after_first", "truncate", "stall")
+          "malformed_after_first", "truncate", "stall", "not_json", "no_choices")
 
 
 @dataclass

@@ -138,6 +138,11 @@ async def _unary(request: web.Request, body: dict[str, Any], fault: str, f: Faul
         await asyncio.sleep(f.stall_ms / 1000)
     if fault.startswith("malformed"):
         return web.Response(status=200, body=b'{"id": "broken", "choices": [', content_type="application/json")
+    if fault == "not_json":
+        return web.Response(status=200, text="<html><body>502 Bad Gateway</body></html>", content_type="text/html")
+    if fault == "no_choices":
+        empty = {"choices": []} if "choices" in body else {"content": [], "stop_reason": None}
+        return web.json_response({**body, **empty})
     if fault.startswith("disconnect"):
         data = json.dumps(body).encode()
         resp = web.StreamResponse(headers={"content-type": "application/json", "content-length": str(len(data))})
