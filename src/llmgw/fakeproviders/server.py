@@ -141,7 +141,7 @@ async def _unary(request: web.Request, body: dict[str, Any], fault: str, f: Faul
     if fault == "not_json":
         return web.Response(status=200, text="<html><body>502 Bad Gateway</body></html>", content_type="text/html")
     if fault == "no_choices":
-        empty = {"choices": []} if "choices" in body else {"content": [], "stop_reason": None}
+        empty: dict[str, Any] = {"choices": []} if "choices" in body else {"content": [], "stop_reason": None}
         return web.json_response({**body, **empty})
     if fault.startswith("disconnect"):
         data = json.dumps(body).encode()
