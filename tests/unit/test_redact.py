@@ -102,3 +102,21 @@ def test_stdlib_records_of_other_libraries_are_masked(capsys: pytest.CaptureFixt
     err = capsys.readouterr().err
     assert "leak0123456789" not in err and "inside-a-traceback-77" not in err
     assert "[SECRET]" in err and "metadata" in err
+
+
+def test_repeated_texts_are_redacted_once_and_the_memory_stays_bounded() -> None:
+    """A hit's events redact the same cached answer every time: the result is remembered, for
+    short texts and a bounded number of them, and is the same as redacting afresh."""
+    from llmgw.kit import redact as mod
+
+    fn = Redactor().for_tenant("acme")
+    text = "Mail me at ana@example.com, key sk-abcdefghijklmnopqrstuvwx"
+    first = fn(text)
+    assert first == fn(text) == Redactor().for_tenant("acme")(text)
+    assert "ana@example.com" not in first and "sk-abc" not in first
+    for i in range(mod._MEMO_ENTRIES + 50):
+        assert "[PHONE]" in fn(f"call +1 555 0100 {i:04d} now")
+    memo = next(c.cell_contents for c in fn.__closure__ or () if isinstance(c.cell_contents, dict))
+    assert len(memo) == mod._MEMO_ENTRIES and text not in memo  # the oldest went first
+    long = "x" * (mod._MEMO_MAX_CHARS + 1) + " ana@example.com"
+    assert fn(long).endswith("[EMAIL]") and long not in memo
