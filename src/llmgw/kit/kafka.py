@@ -447,8 +447,11 @@ class KafkaPublisher:
                 async with asyncio.timeout(2.0):
                     await self._connecting.stop()
         if self._producer is not None:
+            # What it still held is already in the spool (above): its stop may not wait on a
+            # broker that no longer answers.
             with contextlib.suppress(Exception):
-                await self._producer.stop()
+                async with asyncio.timeout(5.0):
+                    await self._producer.stop()
             self._producer = None
         self._release_spool()
 
