@@ -16,7 +16,7 @@ from google.protobuf.json_format import MessageToDict
 from llmgw.events.v1 import events_pb2
 from llmgw.kit.kafka import REQUESTS_TOPIC, RESPONSES_TOPIC, by_key, ensure_topics
 
-__all__ = ["add_parser", "decode", "offset_ranges", "records", "window"]
+__all__ = ["add_parser", "decode", "offset_ranges", "records", "when_ms", "window"]
 
 _PROTO: dict[str, Any] = {REQUESTS_TOPIC: events_pb2.RequestEvent, RESPONSES_TOPIC: events_pb2.ResponseEvent}
 
@@ -36,7 +36,7 @@ def _matches(event: dict[str, Any], args: argparse.Namespace) -> bool:
     )
 
 
-def _when(text: str) -> int:
+def when_ms(text: str) -> int:
     """Unix seconds or ISO 8601 -> milliseconds."""
     try:
         return int(float(text) * 1000)
@@ -129,7 +129,7 @@ async def _bounded(
 
 
 async def _replay(args: argparse.Namespace) -> int:
-    start_ms, end_ms = _when(args.start), _when(args.end)
+    start_ms, end_ms = when_ms(args.start), when_ms(args.end)
     await ensure_topics(args.bootstrap, {args.to_topic: 3})
     # Placed as the ingress's publisher places them (same key, same partition number).
     producer = AIOKafkaProducer(bootstrap_servers=args.bootstrap, acks="all", partitioner=by_key)

@@ -30,7 +30,7 @@ from llmgw.inputs import embedding_text, segment_key
 from llmgw.kit.errors import ConfigError
 
 __all__ = ["FROM_DRIFT", "Embed", "Input", "candidates_path", "case_text", "dedupe", "load_candidates", "nearest_to",
-           "novel_to", "parse_request_event", "variables_of", "write_candidates"]
+           "novel_to", "parse_request_event", "variables_of", "with_source", "write_candidates"]
 
 FROM_DRIFT = "from-drift"
 Embed = Callable[[list[str]], NDArray[np.float32]]
@@ -92,7 +92,7 @@ def nearest_to(items: list[Input], examples: list[str], unlike: list[str], embed
     best = (mine @ embed(examples).T).max(axis=1)
     other = (mine @ embed(unlike).T).max(axis=1) if unlike else np.full(len(items), -1.0)
     order = [int(i) for i in np.argsort(-best, kind="stable") if best[i] >= min_similarity and best[i] > other[i]]
-    return [_with(items[i], similarity=round(float(best[i]), 3)) for i in order]
+    return [with_source(items[i], similarity=round(float(best[i]), 3)) for i in order]
 
 
 def novel_to(items: list[Input], known: list[str], embed: Embed) -> list[Input]:
@@ -102,10 +102,11 @@ def novel_to(items: list[Input], known: list[str], embed: Embed) -> list[Input]:
     if not known:
         return items
     best = (embed([i.text for i in items]) @ embed(known).T).max(axis=1)
-    return [_with(items[int(i)], similarity=round(float(best[i]), 3)) for i in np.argsort(best, kind="stable")]
+    return [with_source(items[int(i)], similarity=round(float(best[i]), 3)) for i in np.argsort(best, kind="stable")]
 
 
-def _with(item: Input, **extra: Any) -> Input:
+def with_source(item: Input, **extra: Any) -> Input:
+    """The same input, its source extended (why it was chosen, where it came from)."""
     return Input(item.request_id, item.prompt, item.segment, item.time, item.variables, item.text,
                  {**item.source, **extra})
 

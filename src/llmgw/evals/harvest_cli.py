@@ -19,6 +19,7 @@ from llmgw.evals.harvest import (
     novel_to,
     parse_request_event,
     variables_of,
+    with_source,
     write_candidates,
 )
 from llmgw.evals.suite import load_suite
@@ -92,16 +93,14 @@ async def _inputs(args: argparse.Namespace, segment_by: list[str]) -> tuple[list
 
 
 def _when(text: str) -> float:
-    """Unix seconds, ISO 8601, or an age like 30m / 6h / 2d."""
+    """An age like 30m / 6h / 2d, else what ``llmgw events replay --from`` takes (unix seconds,
+    ISO 8601)."""
     units = {"s": 1, "m": 60, "h": 3600, "d": 86400}
     if text and text[-1] in units and text[:-1].replace(".", "", 1).isdigit():
         return time.time() - float(text[:-1]) * units[text[-1]]
-    try:
-        return float(text)
-    except ValueError:
-        from datetime import datetime
+    from llmgw.commands.events import when_ms
 
-        return datetime.fromisoformat(text).timestamp()
+    return when_ms(text) / 1000
 
 
 async def _harvest(args: argparse.Namespace, embed: Embed | None) -> int:
@@ -124,8 +123,7 @@ async def _harvest(args: argparse.Namespace, embed: Embed | None) -> int:
     else:
         picked = novel_to(items, known, embed)
     source = {k: v for k, v in meta.items() if k in ("incident", "since")}
-    picked = [Input(i.request_id, i.prompt, i.segment, i.time, i.variables, i.text, {**source, **i.source})
-              for i in picked]
+    picked = [with_source(i, **source) for i in picked]
     waiting = [case_text(dict(c["vars"])) for c in load_candidates(suite)]
     kept, dropped = dedupe(picked, known + waiting, embed, threshold=args.dedupe)
     names = sorted({k for c in suite.cases for k in c.vars})
