@@ -27,9 +27,10 @@ from llmgw.kit.metrics import child
 from llmgw.kit.redis import Client, is_cluster
 from llmgw.kit.scripts import ScriptBatcher
 from llmgw.kit.tasks import Background
-from llmgw.services.cache.keys import cache_key, entry_pattern, lock_key, stats_key
+from llmgw.services.cache.keys import cache_key, entry_pattern, lock_key, semantic_pattern, stats_key
 from llmgw.services.cache.near import NearCache
 from llmgw.services.cache.policy import CachePolicy
+from llmgw.services.cache.semantic.tier import Found, Pending, SemanticTier
 
 __all__ = ["RedisCache"]
 
@@ -183,8 +184,10 @@ class RedisCache:
         batcher: ScriptBatcher | None = None,
         near: NearCache | None = None,
         breaker: Breaker | None = None,
+        semantic: SemanticTier | None = None,
     ) -> None:
         self._redis = redis
+        self._semantic = semantic
         # As the limiter's: while Redis hangs, lookups skip it at once (a miss, counted) instead of
         # each waiting out the timeout, so a hung Redis costs at most its budget, once.
         self._breaker = breaker or Breaker(failure_threshold=3, open_seconds=2.0)
@@ -242,7 +245,7 @@ class RedisCache:
         _count_saved(key.tenant, key.prompt, _Tally().add_hit(entry.usage))
         if not self._counts_in_scripts:
             self._count(key.tenant, key.prompt).add_hit(entry.usage)
-        return LookupResult(key=k, hit=True, entry=entry, cacheable=True)
+        return LookupResult(key=k, hit=True, entry=entry, cacheable=True, tier="exact")
 
     def peek(self, key: KeyMaterial) -> LookupResult | None:
         """A hit from process memory, without Redis; ``None``: ask ``lookup``."""
@@ -253,7 +256,7 @@ class RedisCache:
         if entry is None:
             return None
         _tally_in(self._tally, key.tenant, key.prompt).add_hit(entry.usage)
-        return LookupResult(key=k, hit=True, entry=entry, cacheable=True)
+        return LookupResult(key=k, hit=True, entry=entry, cacheable=True, tier="exact")
 
     async def flush_stats(self) -> None:
         """Add the hits answered from memory since the last flush to the metrics and, in one
@@ -348,8 +351,40 @@ class RedisCache:
             return self._hit(key, k, raw, generation)
         if token:
             _saved(key.tenant, key.prompt or "-").misses.inc()
-        return LookupResult(key=k, cacheable=True, leader=bool(token), in_flight=not token, lock_token=token,
-                            lock_ttl_ms=ttl_ms)
+            return await self._semantic_lookup(key, k, token)
+        return LookupResult(key=k, cacheable=True, in_flight=True, lock_ttl_ms=ttl_ms)
+
+    async def _semantic_lookup(self, key: KeyMaterial, k: str, token: str) -> LookupResult:
+        """An exact miss this caller leads: the same question asked another way may be answered
+        (docs/cache.md "Semantic tier"). Only the leader looks: waiters get its answer."""
+        miss = LookupResult(key=k, cacheable=True, leader=True, lock_token=token)
+        if self._semantic is None:
+            return miss
+        policy = self._policy.for_request(key.prompt, key.route).semantic
+        pending = SemanticTier.pending(key, policy)
+        if pending is None:
+            return miss
+        try:
+            found = await self._semantic.lookup(key, k, pending, policy)
+        except BaseException:
+            self._later(self.release(k, token))  # cancelled: the lock must not wait out its TTL
+            raise
+        if found is None:
+            return dataclasses.replace(miss, semantic=pending.token())
+        # Served from another question's entry: this one stores nothing, its waiters go on.
+        self._later(self.release(k, token))
+        return self._semantic_hit(key, k, pending, found)
+
+    def _semantic_hit(self, key: KeyMaterial, k: str, pending: Pending, found: Found) -> LookupResult:
+        entry = entry_from_pb(cache_pb2.Entry.FromString(zlib.decompress(found.raw)))
+        saved = _saved(key.tenant, key.prompt or "-")
+        saved.tokens.inc(entry.usage.total_tokens)
+        if entry.usage.cost_usd is not None:
+            saved.cost.inc(entry.usage.cost_usd)
+        assert self._semantic is not None
+        self._semantic.record_hit(key, pending, found, entry.usage.total_tokens, entry.usage.cost_usd or 0.0)
+        return LookupResult(key=k, hit=True, entry=entry, cacheable=True, tier="semantic",
+                            similarity=found.similarity)
 
     async def wait(self, key: KeyMaterial, *, timeout_s: float) -> LookupResult:
         """Wait (bounded) for the leader's entry. If the leader gave up or died, the first waiter
@@ -396,9 +431,10 @@ class RedisCache:
 
     @tracing.traced("cache.store", unless_under="llmgw.cache.")
     async def store(self, key: str, entry: CacheEntry, *, tenant: str, prompt: str = "", route: str = "",
-                    lock_token: str = "") -> bool:
+                    lock_token: str = "", semantic: str = "") -> bool:
         """Store a complete answer and free its waiters; ``lock_token``: the leader's (a store
-        while another leader holds the lock is left to that leader)."""
+        while another leader holds the lock is left to that leader); ``semantic``: the lookup's
+        ``LookupResult.semantic``, to index the answer under its question too."""
         policy = self._policy.for_request(prompt, route)
         if not policy.stores(entry.finish_reason):
             _log.info("cache_entry_incomplete", finish_reason=entry.finish_reason)
@@ -430,6 +466,13 @@ class RedisCache:
             self._count(tenant, prompt).stores += 1
         if self._near is not None:
             self._near.put(key, entry, ttl_left_s=policy.ttl_s, generation=generation)
+        pending = Pending.of(semantic) if semantic else None
+        if self._semantic is not None and pending is not None and policy.semantic.enabled:
+            try:
+                await self._semantic.add(key, pending, policy.semantic, policy.ttl_s)
+            except _REDIS_ERRORS as exc:
+                ERRORS.labels("semantic_store").inc()
+                _log.warning("cache_semantic_store_gave_up", error=repr(exc))
         return True
 
     async def invalidate(self, *, tenant: str | None = None, prompt: str | None = None,
@@ -445,6 +488,9 @@ class RedisCache:
                 batch = []
         if batch:
             deleted += await self._redis.unlink(*batch)
+        # The semantic scopes of the same entries: replicas see them gone at their next lookup.
+        async for k in self._redis.scan_iter(match=semantic_pattern(pattern, prefix=self._prefix), count=1000):
+            await self._redis.unlink(k)
         if self._near is not None:
             self._near.drop(pattern)
         # Every near cache (colocated ingresses, cache replicas) drops what matches at once.
@@ -502,5 +548,10 @@ class RedisCache:
     async def ready(self) -> bool:
         return bool(await self._redis.ping())
 
+    async def semantic_hits(self, tenant: str, limit: int = 50) -> list[dict[str, Any]]:
+        return await self._semantic.recent_hits(tenant, limit) if self._semantic is not None else []
+
     async def close(self) -> None:
+        if self._semantic is not None:
+            self._semantic.close()
         await self._redis.aclose()

@@ -12,6 +12,8 @@ Redis layout (``:`` separates, each part escaped):
     <prefix>:<tenant>:<prompt or ->:<version or ->:{<sha256>}   an entry
     <prefix>!lock:{<sha256>}                                    single-flight lock of an entry
     <prefix>!stats:{<tenant>}[:<prompt>]                        counters
+    <prefix>!sem:<tenant>:<prompt or ->:<version or ->:{<scope>}  semantic entries of one scope
+    <prefix>!semhits:{<tenant>}                                 recent semantic hits (capped list)
 
 The braces are Redis Cluster hash tags: an entry and its lock share a slot (the lookup and store
 scripts touch both), entries spread over every shard by their digest, and a tenant's two counters
@@ -23,6 +25,7 @@ of one tenant can never be read under another's key.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 from dataclasses import astuple
@@ -30,7 +33,8 @@ from typing import Any
 
 from llmgw.domain import KeyMaterial, Message, Output
 
-__all__ = ["KEY_SCHEMA", "cache_key", "canonical_json", "entry_pattern", "lock_key", "stats_key"]
+__all__ = ["KEY_SCHEMA", "cache_key", "canonical_json", "entry_pattern", "lock_key", "semantic_hits_key",
+           "semantic_key", "semantic_material", "semantic_pattern", "stats_key"]
 
 # Bumped whenever the canonical form or the entry layout changes, so old entries are simply never
 # read again (2: entries became hashes carrying their savings, see core._LOOKUP).
@@ -112,3 +116,46 @@ def entry_pattern(*, prefix: str, tenant: str | None = None, prompt: str | None 
     else:  # "v2" means every content of v2 ("v2@*"); "v2@abc…" one exact content
         parts.append(_part(version) + ("" if "@" in version else "@*"))
     return f"{prefix}:{':'.join(parts)}:*"
+
+
+# The compared text's place in a semantic scope: every other part of the key stays exact.
+_BLANK = "\u0000compared-by-meaning\u0000"
+
+
+def semantic_material(k: KeyMaterial, compare: str) -> tuple[str, str] | None:
+    """(scope digest, the text compared by meaning), or ``None`` when the request has no such text
+    (the last message is not plain user text, the variable is missing or empty): exact tier only.
+    The scope is the exact key's material with that text blanked: tenant, prompt version, route,
+    targets, sampling, tools, system prompt and earlier turns all stay exact."""
+    if compare.startswith("variable:"):
+        name = compare.split(":", 1)[1]
+        text = k.variables.get(name, "")
+        if not text.strip():
+            return None
+        blanked = dataclasses.replace(k, variables={**k.variables, name: _BLANK})
+    else:
+        if not k.messages:
+            return None
+        last = k.messages[-1]
+        if last.role != "user" or last.parts or last.tool_calls or last.tool_call_id or not last.content.strip():
+            return None
+        text = last.content
+        blanked = dataclasses.replace(k, messages=(*k.messages[:-1], dataclasses.replace(last, content=_BLANK)))
+    digest = hashlib.sha256(f"semantic:{compare}:{canonical_json(blanked)}".encode()).hexdigest()
+    return digest, text
+
+
+def semantic_key(entry_key: str, scope: str, *, prefix: str = "llmgw:cache") -> str:
+    """The scope's key beside an exact entry's: same tenant, prompt and version parts (so one
+    invalidation pattern covers both tiers), the scope digest as its hash tag."""
+    middle = entry_key[len(prefix) + 1:entry_key.rindex(":")]
+    return f"{prefix}!sem:{middle}:{{{scope}}}"
+
+
+def semantic_hits_key(tenant: str, *, prefix: str = "llmgw:cache") -> str:
+    return f"{prefix}!semhits:{{{_part(tenant)}}}"
+
+
+def semantic_pattern(entries: str, *, prefix: str) -> str:
+    """The semantic scopes an ``entry_pattern`` covers (same tenant, prompt and version parts)."""
+    return f"{prefix}!sem{entries[len(prefix):]}"

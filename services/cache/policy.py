@@ -7,6 +7,9 @@
       - match: {route: creative}
         cacheable: never
 
+      - match: {prompt: support-faq}
+        semantic: {enabled: true, threshold: 0.8, ttl_s: 3600}   # the semantic tier (docs/cache.md)
+
 ``cacheable``: ``deterministic`` (temperature 0, or unset with a route default of 0), ``always``
 (also sampled answers: the same question gets the first answer), or ``never``.
 ``cache_length``: also store answers cut off by max_tokens (default false). Whatever the policy,
@@ -24,13 +27,29 @@ from llmgw.domain import COMPLETE_FINISH, LENGTH_FINISH, KeyMaterial
 from llmgw.kit.errors import ConfigError
 from llmgw.kit.settings import load_yaml
 
-__all__ = ["CachePolicy", "Policy", "load_policy"]
+__all__ = ["CachePolicy", "Policy", "SemanticPolicy", "load_policy"]
 
 Cacheable = Literal["deterministic", "always", "never"]
 
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class SemanticPolicy(_Strict):
+    """The semantic tier of one prompt or route: off unless ``enabled``."""
+
+    enabled: bool = False
+    # Cosine floor for a candidate; the verifier decides (services/cache/semantic/verify.py).
+    threshold: float = Field(default=0.8, ge=0.5, le=1.0)
+    # How long a semantic entry may answer others (never past its exact entry's TTL).
+    ttl_s: int = Field(default=3600, gt=0)
+    # What is compared by meaning: the last user message, or "variable:<name>" of a prompt.
+    compare: str = Field(default="last_user_message", pattern=r"^(last_user_message|variable:.+)$")
+    # The whole semantic lookup (embedding, index, verifier, entry) after an exact miss; past it, a miss.
+    budget_ms: int = Field(default=150, gt=0, le=5000)
+    # Per scope (tenant x prompt version x everything but the compared text); a full scope starts over.
+    max_entries: int = Field(default=5000, gt=0)
 
 
 class Policy(_Strict):
@@ -40,6 +59,7 @@ class Policy(_Strict):
     # Also store answers cut off by max_tokens (finish "length" / "max_tokens"): the same
     # request would be cut the same way, but a caller may not expect a partial answer.
     cache_length: bool = False
+    semantic: SemanticPolicy = SemanticPolicy()
 
     def stores(self, finish_reason: str) -> bool:
         """Only complete answers are stored: a finish reason of a normal end (or of max_tokens,
@@ -52,6 +72,7 @@ class _Override(_Strict):
     ttl_s: int | None = Field(default=None, gt=0)
     max_entry_bytes: int | None = Field(default=None, gt=0)
     cache_length: bool | None = None
+    semantic: SemanticPolicy | None = None
 
 
 class _Match(_Strict):
@@ -71,8 +92,15 @@ class CachePolicy(_Strict):
         for rule in self.rules:
             m = rule.match
             if (m.prompt is None or m.prompt == prompt) and (m.route is None or m.route == route):
-                return self.default.model_copy(update=rule.model_dump(exclude={"match"}, exclude_none=True))
+                update = {name: getattr(rule, name) for name in _Override.model_fields
+                          if getattr(rule, name) is not None}
+                return self.default.model_copy(update=update)
         return self.default
+
+    @property
+    def semantic_anywhere(self) -> bool:
+        """Any rule (or the default) turns the semantic tier on: the embedder is loaded at start."""
+        return self.default.semantic.enabled or any(r.semantic is not None and r.semantic.enabled for r in self.rules)
 
     def allows(self, key: KeyMaterial, *, unset_temperature_is_deterministic: bool = True) -> bool:
         policy = self.for_request(key.prompt, key.route)

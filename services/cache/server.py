@@ -30,7 +30,8 @@ class CacheServicer(cache_pb2_grpc.CacheServicer):
         res = await self._core.lookup(key_from_pb(request.key), read=request.read)
         return cache_pb2.LookupResponse(hit=res.hit, key=res.key, cacheable=res.cacheable, entry=_entry(res),
                                         leader=res.leader, in_flight=res.in_flight, lock_token=res.lock_token,
-                                        lock_ttl_ms=res.lock_ttl_ms)
+                                        lock_ttl_ms=res.lock_ttl_ms, tier=res.tier, similarity=res.similarity,
+                                        semantic=res.semantic)
 
     async def Wait(self, request: cache_pb2.WaitRequest, context: grpc.aio.ServicerContext) -> cache_pb2.WaitResponse:
         if request.timeout_ms <= 0:
@@ -43,7 +44,8 @@ class CacheServicer(cache_pb2_grpc.CacheServicer):
         self, request: cache_pb2.StoreRequest, context: grpc.aio.ServicerContext
     ) -> cache_pb2.StoreResponse:
         stored = await self._core.store(request.key, entry_from_pb(request.entry), tenant=request.tenant,
-                                        prompt=request.prompt, route=request.route, lock_token=request.lock_token)
+                                        prompt=request.prompt, route=request.route, lock_token=request.lock_token,
+                                        semantic=request.semantic)
         return cache_pb2.StoreResponse(stored=stored)
 
     async def Release(
@@ -62,6 +64,7 @@ class CacheServicer(cache_pb2_grpc.CacheServicer):
             stores=int(s.get("stores", 0)),
             tokens_saved=int(s.get("tokens_saved", 0)),
             cost_saved_usd=s.get("cost_saved_usd", 0.0),
+            semantic_hits=int(s.get("semantic_hits", 0)),
         )
 
     async def Invalidate(
@@ -92,21 +95,22 @@ class CacheClient(GrpcClient):
                                          timeout=self.timeout_s, metadata=self.metadata())
         return LookupResult(key=pb.key, hit=pb.hit, entry=entry_from_pb(pb.entry) if pb.hit else None,
                             cacheable=pb.cacheable, leader=pb.leader, in_flight=pb.in_flight,
-                            lock_token=pb.lock_token, lock_ttl_ms=pb.lock_ttl_ms)
+                            lock_token=pb.lock_token, lock_ttl_ms=pb.lock_ttl_ms, tier=pb.tier,
+                            similarity=pb.similarity, semantic=pb.semantic)
 
     async def wait(self, key: KeyMaterial, *, timeout_s: float) -> LookupResult:
         with translate_rpc_errors(self.peer):
             pb = await self._stub.Wait(cache_pb2.WaitRequest(key=key_to_pb(key), timeout_ms=int(timeout_s * 1000)),
                                        timeout=timeout_s + self.timeout_s, metadata=self.metadata())
         return LookupResult(key=pb.key, hit=pb.hit, entry=entry_from_pb(pb.entry) if pb.hit else None,
-                            leader=pb.leader, lock_token=pb.lock_token)
+                            leader=pb.leader, lock_token=pb.lock_token, tier="exact" if pb.hit else "")
 
     async def store(self, key: str, entry: CacheEntry, *, tenant: str, prompt: str = "", route: str = "",
-                    lock_token: str = "") -> bool:
+                    lock_token: str = "", semantic: str = "") -> bool:
         with translate_rpc_errors(self.peer):
             pb = await self._stub.Store(
                 cache_pb2.StoreRequest(key=key, entry=entry_to_pb(entry), tenant=tenant, prompt=prompt, route=route,
-                                       lock_token=lock_token),
+                                       lock_token=lock_token, semantic=semantic),
                 timeout=self.timeout_s * 4, metadata=self.metadata(),
             )
         return pb.stored

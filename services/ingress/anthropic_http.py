@@ -14,7 +14,7 @@ from aiohttp import web
 
 from llmgw.domain import Chunk, Completion, Message, Output, Part, ResponseFormat, Sampling, Tool, ToolCall, ToolChoice
 from llmgw.kit.errors import InvalidArgument, LlmgwError
-from llmgw.services.ingress.core import Gateway, Reply, remaining_metadata
+from llmgw.services.ingress.core import Gateway, Reply, cache_metadata, remaining_metadata
 from llmgw.services.ingress.dialect import (
     extension,
     image_from_url,
@@ -197,7 +197,7 @@ def add_anthropic_routes(face: HttpFace, core: Gateway, routes: RouterConfig | N
                 "id": f"msg_{rid}", "type": "message", "role": "assistant", "model": c.model,
                 "content": _content_out(c), "stop_reason": _STOP.get(c.finish_reason, "end_turn"),
                 "stop_sequence": None, "usage": _usage(c), "llmgw": reply_extension(reply),
-            }, headers={"x-request-id": rid, **remaining_metadata(reply.limits)})
+            }, headers={"x-request-id": rid, **remaining_metadata(reply.limits), **cache_metadata(reply)})
         return await _stream(http_request, core, auth, req, rid, str(body.get("model") or ""))
 
     face.route("POST", "/v1/messages", messages, anthropic_error)

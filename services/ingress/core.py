@@ -48,7 +48,7 @@ from llmgw.services.ingress.request import CacheMode, GatewayRequest
 from llmgw.services.ingress.spend import SpendGuard
 from llmgw.services.router.config import RouterConfig
 
-__all__ = ["Gateway", "Reply", "remaining_metadata"]
+__all__ = ["Gateway", "Reply", "cache_metadata", "remaining_metadata"]
 
 _log = get_logger(__name__)
 # The route a request that names none (nor its prompt) runs on, as limit rules see it when the
@@ -71,6 +71,9 @@ class Reply:
     prompt_version: str
     cache_hit: bool
     limits: tuple[LimitStatus, ...] = ()
+    # "exact", "semantic" or "miss"; a semantic hit's similarity.
+    cache_tier: str = "miss"
+    cache_similarity: float = 0.0
 
 
 @dataclass(slots=True)
@@ -437,7 +440,7 @@ class Gateway:
     def _publish_outcome(
         self, request_id: str, identity: Identity, req: GatewayRequest, prompt_version: str, route: str,
         exc: LlmgwError | None, started: float, completion: Completion | None, cache_hit: bool,
-        ended: float, at: float, trace_id: str = "", charged: int = 0,
+        ended: float, at: float, trace_id: str = "", charged: int = 0, tier: str = "", similarity: float = 0.0,
     ) -> None:
         """``ended``: perf_counter when the reply left; ``at``: the wall clock then; ``charged``:
         the request's charge (nano-USD), as the spend ledger got it."""
@@ -456,7 +459,7 @@ class Gateway:
                 attempts=c.attempts if c else tuple(getattr(exc, "attempts", ()) or ()),
                 finish_reason=c.finish_reason if c else "", tool_calls=c.tool_calls if c else (),
                 redact=self._redactor.for_tenant(tenant), trace_id=trace_id, key_id=identity.key_id,
-                charged_nanousd=charged,
+                charged_nanousd=charged, cache_tier=tier, cache_similarity=similarity,
             ),
         )
 
@@ -475,7 +478,8 @@ class Gateway:
         charged = self._spend.charge(completion, hit=hit, reserved=a.hold.amount if a.hold else 0)
         if decision.reservation_id or lookup.leader or not hit:
             self._soon.call(self._settle_and_store, a, decision, lookup, completion, chunks, hit, charged)
-        self._bookkeeping.call(self._account, a, completion, hit, ended, at, charged)
+        self._bookkeeping.call(self._account, a, completion, hit, ended, at, charged,
+                               (lookup.tier or "exact") if hit else "miss", lookup.similarity)
 
     def _settle_and_store(self, a: _Admitted, decision: Decision, lookup: LookupResult, completion: Completion,
                           chunks: tuple[Chunk, ...], hit: bool, charged: int) -> None:
@@ -494,13 +498,13 @@ class Gateway:
                                usage=completion.usage, chunks=chunks, stored_at=time.time(),
                                finish_reason=completion.finish_reason, tool_calls=completion.tool_calls)
             self._later(self._cache.store(lookup.key, entry, tenant=a.tenant, prompt=a.req.prompt, route=a.route,
-                                          lock_token=lookup.lock_token))
+                                          lock_token=lookup.lock_token, semantic=lookup.semantic))
         elif lookup.leader:
             # Waiters stop waiting for an entry that won't come.
             self._later(self._cache.release(lookup.key, lookup.lock_token))
 
     def _account(self, a: _Admitted, completion: Completion, hit: bool, ended: float, at: float,
-                 charged: int) -> None:
+                 charged: int, tier: str, similarity: float) -> None:
         if not hit:
             u, labels = completion.usage, (a.tenant, completion.provider, completion.model)
             child(TOKENS, *labels, "input").inc(u.input_tokens)
@@ -509,7 +513,7 @@ class Gateway:
                 child(COST, *labels).inc(u.cost_usd)
         # No span of its own: publishing is a local enqueue (the publisher's I/O is batched apart).
         self._publish_outcome(a.request_id, a.identity, a.req, a.prompt_version, a.route, None, a.started,
-                              completion, hit, ended, at, a.trace_id, charged)
+                              completion, hit, ended, at, a.trace_id, charged, tier, similarity)
 
     def _failed(
         self, a: _Admitted, decision: Decision | None, exc: LlmgwError, lookup: LookupResult | None = None,
@@ -570,7 +574,8 @@ class Gateway:
             if lookup.hit and lookup.entry is not None:
                 completion = _from_entry(lookup.entry)
                 self._finish(a, decision, lookup, completion, (), hit=True)
-                return Reply(rid, completion, a.prompt_version, True, decision.statuses)
+                return Reply(rid, completion, a.prompt_version, True, decision.statuses, lookup.tier or "exact",
+                             lookup.similarity)
             await self._reserve_budget(a)
             completion = await self._router.route(a.call())
         except LlmgwError as exc:
@@ -604,7 +609,8 @@ class Gateway:
                 yield piece
             completion = _from_entry(lookup.entry)
             self._finish(a, decision, lookup, completion, (), hit=True)
-            yield Reply(rid, completion, a.prompt_version, True, decision.statuses)
+            yield Reply(rid, completion, a.prompt_version, True, decision.statuses, lookup.tier or "exact",
+                        lookup.similarity)
             return
         chunks: list[Chunk] = []
         final: Completion | None = None
@@ -655,3 +661,11 @@ def _from_entry(e: CacheEntry) -> Completion:
 def remaining_metadata(statuses: tuple[LimitStatus, ...]) -> dict[str, str]:
     """``x-ratelimit-remaining-<limit>`` for every limit that applied: callers can pace themselves."""
     return {f"x-ratelimit-remaining-{s.name}": str(s.remaining) for s in statuses}
+
+
+def cache_metadata(reply: Reply) -> dict[str, str]:
+    """``x-llmgw-cache``: which tier answered ("exact", "semantic", "miss"), and a semantic hit's
+    similarity: gRPC trailing metadata and HTTP headers say the same."""
+    if reply.cache_tier == "semantic":
+        return {"x-llmgw-cache": "semantic", "x-llmgw-cache-similarity": f"{reply.cache_similarity:.4f}"}
+    return {"x-llmgw-cache": reply.cache_tier}

@@ -72,7 +72,9 @@ async def read_body(http_request: web.Request, core: Gateway, rid: str, max_byte
 def reply_extension(reply: Reply) -> dict[str, Any]:
     """The ``llmgw`` object both dialects add to an answer."""
     c = reply.completion
-    return {"request_id": reply.request_id, "cache_hit": reply.cache_hit, "provider": c.provider,
+    return {"request_id": reply.request_id, "cache_hit": reply.cache_hit, "cache_tier": reply.cache_tier,
+            **({"cache_similarity": round(reply.cache_similarity, 4)} if reply.cache_tier == "semantic" else {}),
+            "provider": c.provider,
             "prompt_version": reply.prompt_version,
             "attempts": [{"provider": a.provider, "model": a.model, "status": a.status, "error": a.error}
                          for a in c.attempts]}

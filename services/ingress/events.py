@@ -103,6 +103,8 @@ def response_event(
     trace_id: str = "",
     key_id: str = "",
     charged_nanousd: int = 0,
+    cache_tier: str = "",
+    cache_similarity: float = 0.0,
 ) -> bytes:
     event = events_pb2.ResponseEvent(
         schema_version=SCHEMA_VERSION,
@@ -127,6 +129,8 @@ def response_event(
         trace_id=trace_id,
         key_id=key_id,
         charged_nanousd=charged_nanousd,
+        cache_tier=cache_tier,
+        cache_similarity=cache_similarity,
     )
     wire = event.SerializeToString()
     if len(wire) > MAX_EVENT_BYTES:

@@ -18,7 +18,7 @@ from aiohttp import web
 
 from llmgw.domain import Chunk, Completion, Message, Output, Part, ResponseFormat, Sampling, Tool, ToolCall, ToolChoice
 from llmgw.kit.errors import BudgetExceeded, InvalidArgument, LlmgwError
-from llmgw.services.ingress.core import Gateway, Reply, remaining_metadata
+from llmgw.services.ingress.core import Gateway, Reply, cache_metadata, remaining_metadata
 from llmgw.services.ingress.dialect import (
     image_from_url,
     json_text,
@@ -205,7 +205,7 @@ def _usage(c: Completion) -> dict[str, int]:
 
 
 def _headers(reply: Reply) -> dict[str, str]:
-    return {"x-request-id": reply.request_id, **remaining_metadata(reply.limits)}
+    return {"x-request-id": reply.request_id, **remaining_metadata(reply.limits), **cache_metadata(reply)}
 
 
 def add_openai_routes(face: HttpFace, core: Gateway, routes: RouterConfig | None, *, max_request_bytes: int) -> None:

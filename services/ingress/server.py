@@ -20,7 +20,7 @@ from llmgw.gateway.v1 import gateway_pb2, gateway_pb2_grpc
 from llmgw.kit.errors import InvalidArgument
 from llmgw.kit.memo import Memo
 from llmgw.kit.server import REQUEST_ID_KEY, header, request_id, request_id_replaced
-from llmgw.services.ingress.core import Gateway, Reply, remaining_metadata
+from llmgw.services.ingress.core import Gateway, Reply, cache_metadata, remaining_metadata
 from llmgw.services.ingress.request import CacheMode, GatewayRequest
 
 __all__ = ["SERVICE_NAME", "GatewayServicer"]
@@ -79,7 +79,8 @@ class _Requests:
 
 def _reply_metadata(reply: Reply) -> tuple[tuple[str, str], ...]:
     replaced = (("x-request-id-replaced", "invalid"),) if request_id_replaced() else ()
-    return ((REQUEST_ID_KEY, reply.request_id), *replaced, *remaining_metadata(reply.limits).items())
+    return ((REQUEST_ID_KEY, reply.request_id), *replaced, *remaining_metadata(reply.limits).items(),
+            *cache_metadata(reply).items())
 
 
 class GatewayServicer(gateway_pb2_grpc.GatewayServicer):
@@ -114,6 +115,8 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServicer):
             model=c.model,
             prompt_version=reply.prompt_version,
             cache_hit=reply.cache_hit,
+            cache_tier=reply.cache_tier,
+            cache_similarity=reply.cache_similarity,
             usage=usage_to_pb(c.usage),
             attempts=attempts_to_pb(c.attempts),
             finish_reason=c.finish_reason,
@@ -141,6 +144,8 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServicer):
                 model=c.model,
                 prompt_version=item.prompt_version,
                 cache_hit=item.cache_hit,
+                cache_tier=item.cache_tier,
+                cache_similarity=item.cache_similarity,
                 usage=usage_to_pb(c.usage),
                 attempts=attempts_to_pb(c.attempts),
                 finish_reason=c.finish_reason,

@@ -317,6 +317,11 @@ class LookupResult:
     # leader's lock still holds (the waiters wait exactly that: a dead leader frees them then).
     lock_token: str = ""
     lock_ttl_ms: int = 0
+    # A hit: "exact" or "semantic" (the same question asked another way), with the similarity.
+    tier: str = ""
+    similarity: float = 0.0
+    # A miss the semantic tier may index: handed back to ``store`` with the answer.
+    semantic: str = ""
 
 
 # ---- limiter ----

@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from llmgw.gateway.v1 import gateway_pb2 as llmgw_dot_gateway_dot_v1_dot_gateway__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1allmgw/cache/v1/cache.proto\x12\x0ellmgw.cache.v1\x1a\x1ellmgw/gateway/v1/gateway.proto\"\xc6\x03\n\x0bKeyMaterial\x12\x0e\n\x06tenant\x18\x01 \x01(\t\x12\x0e\n\x06prompt\x18\x02 \x01(\t\x12\x16\n\x0eprompt_version\x18\x03 \x01(\t\x12=\n\tvariables\x18\x04 \x03(\x0b\x32*.llmgw.cache.v1.KeyMaterial.VariablesEntry\x12+\n\x08messages\x18\x05 \x03(\x0b\x32\x19.llmgw.gateway.v1.Message\x12\r\n\x05route\x18\x06 \x01(\t\x12,\n\x08sampling\x18\x07 \x01(\x0b\x32\x1a.llmgw.gateway.v1.Sampling\x12\x0f\n\x07targets\x18\x08 \x01(\t\x12%\n\x05tools\x18\t \x03(\x0b\x32\x16.llmgw.gateway.v1.Tool\x12\x31\n\x0btool_choice\x18\n \x01(\x0b\x32\x1c.llmgw.gateway.v1.ToolChoice\x12\x39\n\x0fresponse_format\x18\x0b \x01(\x0b\x32 .llmgw.gateway.v1.ResponseFormat\x1a\x30\n\x0eVariablesEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\xef\x01\n\x05\x45ntry\x12\x0c\n\x04text\x18\x01 \x01(\t\x12\x10\n\x08provider\x18\x02 \x01(\t\x12\r\n\x05model\x18\x03 \x01(\t\x12&\n\x05usage\x18\x04 \x01(\x0b\x32\x17.llmgw.gateway.v1.Usage\x12\x0e\n\x06\x63hunks\x18\x05 \x03(\t\x12\x11\n\tstored_at\x18\x06 \x01(\x01\x12\x15\n\rfinish_reason\x18\x07 \x01(\t\x12.\n\ntool_calls\x18\x08 \x03(\x0b\x32\x1a.llmgw.gateway.v1.ToolCall\x12%\n\x06pieces\x18\t \x03(\x0b\x32\x15.llmgw.cache.v1.Piece\"J\n\x05Piece\x12\x0c\n\x04text\x18\x01 \x01(\t\x12\x33\n\ntool_calls\x18\x02 \x03(\x0b\x32\x1f.llmgw.gateway.v1.ToolCallDelta\"G\n\rLookupRequest\x12(\n\x03key\x18\x01 \x01(\x0b\x32\x1b.llmgw.cache.v1.KeyMaterial\x12\x0c\n\x04read\x18\x02 \x01(\x08\"\xaf\x01\n\x0eLookupResponse\x12\x0b\n\x03hit\x18\x01 \x01(\x08\x12$\n\x05\x65ntry\x18\x02 \x01(\x0b\x32\x15.llmgw.cache.v1.Entry\x12\x0b\n\x03key\x18\x03 \x01(\t\x12\x11\n\tcacheable\x18\x04 \x01(\x08\x12\x0e\n\x06leader\x18\x05 \x01(\x08\x12\x11\n\tin_flight\x18\x06 \x01(\x08\x12\x12\n\nlock_token\x18\x07 \x01(\t\x12\x13\n\x0block_ttl_ms\x18\x08 \x01(\x03\"K\n\x0bWaitRequest\x12(\n\x03key\x18\x01 \x01(\x0b\x32\x1b.llmgw.cache.v1.KeyMaterial\x12\x12\n\ntimeout_ms\x18\x02 \x01(\x05\"r\n\x0cWaitResponse\x12\x0b\n\x03hit\x18\x01 \x01(\x08\x12$\n\x05\x65ntry\x18\x02 \x01(\x0b\x32\x15.llmgw.cache.v1.Entry\x12\x0b\n\x03key\x18\x03 \x01(\t\x12\x0e\n\x06leader\x18\x04 \x01(\x08\x12\x12\n\nlock_token\x18\x05 \x01(\t\"1\n\x0eReleaseRequest\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\x12\n\nlock_token\x18\x02 \x01(\t\"\x11\n\x0fReleaseResponse\"D\n\x11InvalidateRequest\x12\x0e\n\x06tenant\x18\x01 \x01(\t\x12\x0e\n\x06prompt\x18\x02 \x01(\t\x12\x0f\n\x07version\x18\x03 \x01(\t\"%\n\x12InvalidateResponse\x12\x0f\n\x07\x64\x65leted\x18\x01 \x01(\x03\"\x84\x01\n\x0cStoreRequest\x12\x0b\n\x03key\x18\x01 \x01(\t\x12$\n\x05\x65ntry\x18\x02 \x01(\x0b\x32\x15.llmgw.cache.v1.Entry\x12\x0e\n\x06tenant\x18\x03 \x01(\t\x12\x0e\n\x06prompt\x18\x04 \x01(\t\x12\r\n\x05route\x18\x05 \x01(\t\x12\x12\n\nlock_token\x18\x06 \x01(\t\"\x1f\n\rStoreResponse\x12\x0e\n\x06stored\x18\x01 \x01(\x08\".\n\x0cStatsRequest\x12\x0e\n\x06tenant\x18\x01 \x01(\t\x12\x0e\n\x06prompt\x18\x02 \x01(\t\"k\n\rStatsResponse\x12\x0c\n\x04hits\x18\x01 \x01(\x03\x12\x0e\n\x06misses\x18\x02 \x01(\x03\x12\x0e\n\x06stores\x18\x03 \x01(\x03\x12\x14\n\x0ctokens_saved\x18\x04 \x01(\x03\x12\x16\n\x0e\x63ost_saved_usd\x18\x05 \x01(\x01\x32\xc0\x03\n\x05\x43\x61\x63he\x12G\n\x06Lookup\x12\x1d.llmgw.cache.v1.LookupRequest\x1a\x1e.llmgw.cache.v1.LookupResponse\x12\x41\n\x04Wait\x12\x1b.llmgw.cache.v1.WaitRequest\x1a\x1c.llmgw.cache.v1.WaitResponse\x12\x44\n\x05Store\x12\x1c.llmgw.cache.v1.StoreRequest\x1a\x1d.llmgw.cache.v1.StoreResponse\x12J\n\x07Release\x12\x1e.llmgw.cache.v1.ReleaseRequest\x1a\x1f.llmgw.cache.v1.ReleaseResponse\x12\x44\n\x05Stats\x12\x1c.llmgw.cache.v1.StatsRequest\x1a\x1d.llmgw.cache.v1.StatsResponse\x12S\n\nInvalidate\x12!.llmgw.cache.v1.InvalidateRequest\x1a\".llmgw.cache.v1.InvalidateResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1allmgw/cache/v1/cache.proto\x12\x0ellmgw.cache.v1\x1a\x1ellmgw/gateway/v1/gateway.proto\"\xc6\x03\n\x0bKeyMaterial\x12\x0e\n\x06tenant\x18\x01 \x01(\t\x12\x0e\n\x06prompt\x18\x02 \x01(\t\x12\x16\n\x0eprompt_version\x18\x03 \x01(\t\x12=\n\tvariables\x18\x04 \x03(\x0b\x32*.llmgw.cache.v1.KeyMaterial.VariablesEntry\x12+\n\x08messages\x18\x05 \x03(\x0b\x32\x19.llmgw.gateway.v1.Message\x12\r\n\x05route\x18\x06 \x01(\t\x12,\n\x08sampling\x18\x07 \x01(\x0b\x32\x1a.llmgw.gateway.v1.Sampling\x12\x0f\n\x07targets\x18\x08 \x01(\t\x12%\n\x05tools\x18\t \x03(\x0b\x32\x16.llmgw.gateway.v1.Tool\x12\x31\n\x0btool_choice\x18\n \x01(\x0b\x32\x1c.llmgw.gateway.v1.ToolChoice\x12\x39\n\x0fresponse_format\x18\x0b \x01(\x0b\x32 .llmgw.gateway.v1.ResponseFormat\x1a\x30\n\x0eVariablesEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\xef\x01\n\x05\x45ntry\x12\x0c\n\x04text\x18\x01 \x01(\t\x12\x10\n\x08provider\x18\x02 \x01(\t\x12\r\n\x05model\x18\x03 \x01(\t\x12&\n\x05usage\x18\x04 \x01(\x0b\x32\x17.llmgw.gateway.v1.Usage\x12\x0e\n\x06\x63hunks\x18\x05 \x03(\t\x12\x11\n\tstored_at\x18\x06 \x01(\x01\x12\x15\n\rfinish_reason\x18\x07 \x01(\t\x12.\n\ntool_calls\x18\x08 \x03(\x0b\x32\x1a.llmgw.gateway.v1.ToolCall\x12%\n\x06pieces\x18\t \x03(\x0b\x32\x15.llmgw.cache.v1.Piece\"J\n\x05Piece\x12\x0c\n\x04text\x18\x01 \x01(\t\x12\x33\n\ntool_calls\x18\x02 \x03(\x0b\x32\x1f.llmgw.gateway.v1.ToolCallDelta\"G\n\rLookupRequest\x12(\n\x03key\x18\x01 \x01(\x0b\x32\x1b.llmgw.cache.v1.KeyMaterial\x12\x0c\n\x04read\x18\x02 \x01(\x08\"\xe3\x01\n\x0eLookupResponse\x12\x0b\n\x03hit\x18\x01 \x01(\x08\x12$\n\x05\x65ntry\x18\x02 \x01(\x0b\x32\x15.llmgw.cache.v1.Entry\x12\x0b\n\x03key\x18\x03 \x01(\t\x12\x11\n\tcacheable\x18\x04 \x01(\x08\x12\x0e\n\x06leader\x18\x05 \x01(\x08\x12\x11\n\tin_flight\x18\x06 \x01(\x08\x12\x12\n\nlock_token\x18\x07 \x01(\t\x12\x13\n\x0block_ttl_ms\x18\x08 \x01(\x03\x12\x0c\n\x04tier\x18\t \x01(\t\x12\x12\n\nsimilarity\x18\n \x01(\x02\x12\x10\n\x08semantic\x18\x0b \x01(\t\"K\n\x0bWaitRequest\x12(\n\x03key\x18\x01 \x01(\x0b\x32\x1b.llmgw.cache.v1.KeyMaterial\x12\x12\n\ntimeout_ms\x18\x02 \x01(\x05\"r\n\x0cWaitResponse\x12\x0b\n\x03hit\x18\x01 \x01(\x08\x12$\n\x05\x65ntry\x18\x02 \x01(\x0b\x32\x15.llmgw.cache.v1.Entry\x12\x0b\n\x03key\x18\x03 \x01(\t\x12\x0e\n\x06leader\x18\x04 \x01(\x08\x12\x12\n\nlock_token\x18\x05 \x01(\t\"1\n\x0eReleaseRequest\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\x12\n\nlock_token\x18\x02 \x01(\t\"\x11\n\x0fReleaseResponse\"D\n\x11InvalidateRequest\x12\x0e\n\x06tenant\x18\x01 \x01(\t\x12\x0e\n\x06prompt\x18\x02 \x01(\t\x12\x0f\n\x07version\x18\x03 \x01(\t\"%\n\x12InvalidateResponse\x12\x0f\n\x07\x64\x65leted\x18\x01 \x01(\x03\"\x96\x01\n\x0cStoreRequest\x12\x0b\n\x03key\x18\x01 \x01(\t\x12$\n\x05\x65ntry\x18\x02 \x01(\x0b\x32\x15.llmgw.cache.v1.Entry\x12\x0e\n\x06tenant\x18\x03 \x01(\t\x12\x0e\n\x06prompt\x18\x04 \x01(\t\x12\r\n\x05route\x18\x05 \x01(\t\x12\x12\n\nlock_token\x18\x06 \x01(\t\x12\x10\n\x08semantic\x18\x07 \x01(\t\"\x1f\n\rStoreResponse\x12\x0e\n\x06stored\x18\x01 \x01(\x08\".\n\x0cStatsRequest\x12\x0e\n\x06tenant\x18\x01 \x01(\t\x12\x0e\n\x06prompt\x18\x02 \x01(\t\"\x82\x01\n\rStatsResponse\x12\x0c\n\x04hits\x18\x01 \x01(\x03\x12\x0e\n\x06misses\x18\x02 \x01(\x03\x12\x0e\n\x06stores\x18\x03 \x01(\x03\x12\x14\n\x0ctokens_saved\x18\x04 \x01(\x03\x12\x16\n\x0e\x63ost_saved_usd\x18\x05 \x01(\x01\x12\x15\n\rsemantic_hits\x18\x06 \x01(\x03\x32\xc0\x03\n\x05\x43\x61\x63he\x12G\n\x06Lookup\x12\x1d.llmgw.cache.v1.LookupRequest\x1a\x1e.llmgw.cache.v1.LookupResponse\x12\x41\n\x04Wait\x12\x1b.llmgw.cache.v1.WaitRequest\x1a\x1c.llmgw.cache.v1.WaitResponse\x12\x44\n\x05Store\x12\x1c.llmgw.cache.v1.StoreRequest\x1a\x1d.llmgw.cache.v1.StoreResponse\x12J\n\x07Release\x12\x1e.llmgw.cache.v1.ReleaseRequest\x1a\x1f.llmgw.cache.v1.ReleaseResponse\x12\x44\n\x05Stats\x12\x1c.llmgw.cache.v1.StatsRequest\x1a\x1d.llmgw.cache.v1.StatsResponse\x12S\n\nInvalidate\x12!.llmgw.cache.v1.InvalidateRequest\x1a\".llmgw.cache.v1.InvalidateResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -45,27 +45,27 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_LOOKUPREQUEST']._serialized_start=853
   _globals['_LOOKUPREQUEST']._serialized_end=924
   _globals['_LOOKUPRESPONSE']._serialized_start=927
-  _globals['_LOOKUPRESPONSE']._serialized_end=1102
-  _globals['_WAITREQUEST']._serialized_start=1104
-  _globals['_WAITREQUEST']._serialized_end=1179
-  _globals['_WAITRESPONSE']._serialized_start=1181
-  _globals['_WAITRESPONSE']._serialized_end=1295
-  _globals['_RELEASEREQUEST']._serialized_start=1297
-  _globals['_RELEASEREQUEST']._serialized_end=1346
-  _globals['_RELEASERESPONSE']._serialized_start=1348
-  _globals['_RELEASERESPONSE']._serialized_end=1365
-  _globals['_INVALIDATEREQUEST']._serialized_start=1367
-  _globals['_INVALIDATEREQUEST']._serialized_end=1435
-  _globals['_INVALIDATERESPONSE']._serialized_start=1437
-  _globals['_INVALIDATERESPONSE']._serialized_end=1474
-  _globals['_STOREREQUEST']._serialized_start=1477
-  _globals['_STOREREQUEST']._serialized_end=1609
-  _globals['_STORERESPONSE']._serialized_start=1611
-  _globals['_STORERESPONSE']._serialized_end=1642
-  _globals['_STATSREQUEST']._serialized_start=1644
-  _globals['_STATSREQUEST']._serialized_end=1690
-  _globals['_STATSRESPONSE']._serialized_start=1692
-  _globals['_STATSRESPONSE']._serialized_end=1799
-  _globals['_CACHE']._serialized_start=1802
-  _globals['_CACHE']._serialized_end=2250
+  _globals['_LOOKUPRESPONSE']._serialized_end=1154
+  _globals['_WAITREQUEST']._serialized_start=1156
+  _globals['_WAITREQUEST']._serialized_end=1231
+  _globals['_WAITRESPONSE']._serialized_start=1233
+  _globals['_WAITRESPONSE']._serialized_end=1347
+  _globals['_RELEASEREQUEST']._serialized_start=1349
+  _globals['_RELEASEREQUEST']._serialized_end=1398
+  _globals['_RELEASERESPONSE']._serialized_start=1400
+  _globals['_RELEASERESPONSE']._serialized_end=1417
+  _globals['_INVALIDATEREQUEST']._serialized_start=1419
+  _globals['_INVALIDATEREQUEST']._serialized_end=1487
+  _globals['_INVALIDATERESPONSE']._serialized_start=1489
+  _globals['_INVALIDATERESPONSE']._serialized_end=1526
+  _globals['_STOREREQUEST']._serialized_start=1529
+  _globals['_STOREREQUEST']._serialized_end=1679
+  _globals['_STORERESPONSE']._serialized_start=1681
+  _globals['_STORERESPONSE']._serialized_end=1712
+  _globals['_STATSREQUEST']._serialized_start=1714
+  _globals['_STATSREQUEST']._serialized_end=1760
+  _globals['_STATSRESPONSE']._serialized_start=1763
+  _globals['_STATSRESPONSE']._serialized_end=1893
+  _globals['_CACHE']._serialized_start=1896
+  _globals['_CACHE']._serialized_end=2344
 # @@protoc_insertion_point(module_scope)

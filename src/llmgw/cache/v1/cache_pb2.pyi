@@ -79,7 +79,7 @@ class LookupRequest(_message.Message):
     def __init__(self, key: _Optional[_Union[KeyMaterial, _Mapping]] = ..., read: _Optional[bool] = ...) -> None: ...
 
 class LookupResponse(_message.Message):
-    __slots__ = ("hit", "entry", "key", "cacheable", "leader", "in_flight", "lock_token", "lock_ttl_ms")
+    __slots__ = ("hit", "entry", "key", "cacheable", "leader", "in_flight", "lock_token", "lock_ttl_ms", "tier", "similarity", "semantic")
     HIT_FIELD_NUMBER: _ClassVar[int]
     ENTRY_FIELD_NUMBER: _ClassVar[int]
     KEY_FIELD_NUMBER: _ClassVar[int]
@@ -88,6 +88,9 @@ class LookupResponse(_message.Message):
     IN_FLIGHT_FIELD_NUMBER: _ClassVar[int]
     LOCK_TOKEN_FIELD_NUMBER: _ClassVar[int]
     LOCK_TTL_MS_FIELD_NUMBER: _ClassVar[int]
+    TIER_FIELD_NUMBER: _ClassVar[int]
+    SIMILARITY_FIELD_NUMBER: _ClassVar[int]
+    SEMANTIC_FIELD_NUMBER: _ClassVar[int]
     hit: bool
     entry: Entry
     key: str
@@ -96,7 +99,10 @@ class LookupResponse(_message.Message):
     in_flight: bool
     lock_token: str
     lock_ttl_ms: int
-    def __init__(self, hit: _Optional[bool] = ..., entry: _Optional[_Union[Entry, _Mapping]] = ..., key: _Optional[str] = ..., cacheable: _Optional[bool] = ..., leader: _Optional[bool] = ..., in_flight: _Optional[bool] = ..., lock_token: _Optional[str] = ..., lock_ttl_ms: _Optional[int] = ...) -> None: ...
+    tier: str
+    similarity: float
+    semantic: str
+    def __init__(self, hit: _Optional[bool] = ..., entry: _Optional[_Union[Entry, _Mapping]] = ..., key: _Optional[str] = ..., cacheable: _Optional[bool] = ..., leader: _Optional[bool] = ..., in_flight: _Optional[bool] = ..., lock_token: _Optional[str] = ..., lock_ttl_ms: _Optional[int] = ..., tier: _Optional[str] = ..., similarity: _Optional[float] = ..., semantic: _Optional[str] = ...) -> None: ...
 
 class WaitRequest(_message.Message):
     __slots__ = ("key", "timeout_ms")
@@ -149,20 +155,22 @@ class InvalidateResponse(_message.Message):
     def __init__(self, deleted: _Optional[int] = ...) -> None: ...
 
 class StoreRequest(_message.Message):
-    __slots__ = ("key", "entry", "tenant", "prompt", "route", "lock_token")
+    __slots__ = ("key", "entry", "tenant", "prompt", "route", "lock_token", "semantic")
     KEY_FIELD_NUMBER: _ClassVar[int]
     ENTRY_FIELD_NUMBER: _ClassVar[int]
     TENANT_FIELD_NUMBER: _ClassVar[int]
     PROMPT_FIELD_NUMBER: _ClassVar[int]
     ROUTE_FIELD_NUMBER: _ClassVar[int]
     LOCK_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    SEMANTIC_FIELD_NUMBER: _ClassVar[int]
     key: str
     entry: Entry
     tenant: str
     prompt: str
     route: str
     lock_token: str
-    def __init__(self, key: _Optional[str] = ..., entry: _Optional[_Union[Entry, _Mapping]] = ..., tenant: _Optional[str] = ..., prompt: _Optional[str] = ..., route: _Optional[str] = ..., lock_token: _Optional[str] = ...) -> None: ...
+    semantic: str
+    def __init__(self, key: _Optional[str] = ..., entry: _Optional[_Union[Entry, _Mapping]] = ..., tenant: _Optional[str] = ..., prompt: _Optional[str] = ..., route: _Optional[str] = ..., lock_token: _Optional[str] = ..., semantic: _Optional[str] = ...) -> None: ...
 
 class StoreResponse(_message.Message):
     __slots__ = ("stored",)
@@ -179,15 +187,17 @@ class StatsRequest(_message.Message):
     def __init__(self, tenant: _Optional[str] = ..., prompt: _Optional[str] = ...) -> None: ...
 
 class StatsResponse(_message.Message):
-    __slots__ = ("hits", "misses", "stores", "tokens_saved", "cost_saved_usd")
+    __slots__ = ("hits", "misses", "stores", "tokens_saved", "cost_saved_usd", "semantic_hits")
     HITS_FIELD_NUMBER: _ClassVar[int]
     MISSES_FIELD_NUMBER: _ClassVar[int]
     STORES_FIELD_NUMBER: _ClassVar[int]
     TOKENS_SAVED_FIELD_NUMBER: _ClassVar[int]
     COST_SAVED_USD_FIELD_NUMBER: _ClassVar[int]
+    SEMANTIC_HITS_FIELD_NUMBER: _ClassVar[int]
     hits: int
     misses: int
     stores: int
     tokens_saved: int
     cost_saved_usd: float
-    def __init__(self, hits: _Optional[int] = ..., misses: _Optional[int] = ..., stores: _Optional[int] = ..., tokens_saved: _Optional[int] = ..., cost_saved_usd: _Optional[float] = ...) -> None: ...
+    semantic_hits: int
+    def __init__(self, hits: _Optional[int] = ..., misses: _Optional[int] = ..., stores: _Optional[int] = ..., tokens_saved: _Optional[int] = ..., cost_saved_usd: _Optional[float] = ..., semantic_hits: _Optional[int] = ...) -> None: ...

@@ -68,7 +68,7 @@ class RequestEvent(_message.Message):
     def __init__(self, schema_version: _Optional[int] = ..., request_id: _Optional[str] = ..., tenant: _Optional[str] = ..., time: _Optional[float] = ..., prompt: _Optional[str] = ..., prompt_version: _Optional[str] = ..., label: _Optional[str] = ..., route: _Optional[str] = ..., variables: _Optional[_Mapping[str, str]] = ..., messages: _Optional[_Iterable[_Union[_gateway_pb2.Message, _Mapping]]] = ..., sampling: _Optional[_Union[_gateway_pb2.Sampling, _Mapping]] = ..., metadata: _Optional[_Mapping[str, str]] = ..., stream: _Optional[bool] = ..., input_sha256: _Optional[str] = ..., input_text: _Optional[str] = ..., tools: _Optional[_Iterable[_Union[_gateway_pb2.Tool, _Mapping]]] = ..., tool_choice: _Optional[_Union[_gateway_pb2.ToolChoice, _Mapping]] = ..., response_format: _Optional[_Union[_gateway_pb2.ResponseFormat, _Mapping]] = ..., model: _Optional[str] = ..., trace_id: _Optional[str] = ..., key_id: _Optional[str] = ...) -> None: ...
 
 class ResponseEvent(_message.Message):
-    __slots__ = ("schema_version", "request_id", "tenant", "time", "prompt", "prompt_version", "route", "text", "provider", "model", "status", "error", "latency_ms", "usage", "cache_hit", "attempts", "finish_reason", "truncated_fields", "tool_calls", "trace_id", "key_id", "charged_nanousd")
+    __slots__ = ("schema_version", "request_id", "tenant", "time", "prompt", "prompt_version", "route", "text", "provider", "model", "status", "error", "latency_ms", "usage", "cache_hit", "attempts", "finish_reason", "truncated_fields", "tool_calls", "trace_id", "key_id", "charged_nanousd", "cache_tier", "cache_similarity")
     SCHEMA_VERSION_FIELD_NUMBER: _ClassVar[int]
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     TENANT_FIELD_NUMBER: _ClassVar[int]
@@ -91,6 +91,8 @@ class ResponseEvent(_message.Message):
     TRACE_ID_FIELD_NUMBER: _ClassVar[int]
     KEY_ID_FIELD_NUMBER: _ClassVar[int]
     CHARGED_NANOUSD_FIELD_NUMBER: _ClassVar[int]
+    CACHE_TIER_FIELD_NUMBER: _ClassVar[int]
+    CACHE_SIMILARITY_FIELD_NUMBER: _ClassVar[int]
     schema_version: int
     request_id: str
     tenant: str
@@ -113,4 +115,6 @@ class ResponseEvent(_message.Message):
     trace_id: str
     key_id: str
     charged_nanousd: int
-    def __init__(self, schema_version: _Optional[int] = ..., request_id: _Optional[str] = ..., tenant: _Optional[str] = ..., time: _Optional[float] = ..., prompt: _Optional[str] = ..., prompt_version: _Optional[str] = ..., route: _Optional[str] = ..., text: _Optional[str] = ..., provider: _Optional[str] = ..., model: _Optional[str] = ..., status: _Optional[str] = ..., error: _Optional[str] = ..., latency_ms: _Optional[float] = ..., usage: _Optional[_Union[_gateway_pb2.Usage, _Mapping]] = ..., cache_hit: _Optional[bool] = ..., attempts: _Optional[_Iterable[_Union[_gateway_pb2.Attempt, _Mapping]]] = ..., finish_reason: _Optional[str] = ..., truncated_fields: _Optional[_Iterable[str]] = ..., tool_calls: _Optional[_Iterable[_Union[_gateway_pb2.ToolCall, _Mapping]]] = ..., trace_id: _Optional[str] = ..., key_id: _Optional[str] = ..., charged_nanousd: _Optional[int] = ...) -> None: ...
+    cache_tier: str
+    cache_similarity: float
+    def __init__(self, schema_version: _Optional[int] = ..., request_id: _Optional[str] = ..., tenant: _Optional[str] = ..., time: _Optional[float] = ..., prompt: _Optional[str] = ..., prompt_version: _Optional[str] = ..., route: _Optional[str] = ..., text: _Optional[str] = ..., provider: _Optional[str] = ..., model: _Optional[str] = ..., status: _Optional[str] = ..., error: _Optional[str] = ..., latency_ms: _Optional[float] = ..., usage: _Optional[_Union[_gateway_pb2.Usage, _Mapping]] = ..., cache_hit: _Optional[bool] = ..., attempts: _Optional[_Iterable[_Union[_gateway_pb2.Attempt, _Mapping]]] = ..., finish_reason: _Optional[str] = ..., truncated_fields: _Optional[_Iterable[str]] = ..., tool_calls: _Optional[_Iterable[_Union[_gateway_pb2.ToolCall, _Mapping]]] = ..., trace_id: _Optional[str] = ..., key_id: _Optional[str] = ..., charged_nanousd: _Optional[int] = ..., cache_tier: _Optional[str] = ..., cache_similarity: _Optional[float] = ...) -> None: ...

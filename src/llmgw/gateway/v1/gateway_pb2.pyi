@@ -182,7 +182,7 @@ class Attempt(_message.Message):
     def __init__(self, provider: _Optional[str] = ..., model: _Optional[str] = ..., status: _Optional[str] = ..., error: _Optional[str] = ..., latency_ms: _Optional[float] = ...) -> None: ...
 
 class CompleteResponse(_message.Message):
-    __slots__ = ("request_id", "text", "provider", "model", "prompt_version", "cache_hit", "usage", "attempts", "finish_reason", "tool_calls")
+    __slots__ = ("request_id", "text", "provider", "model", "prompt_version", "cache_hit", "usage", "attempts", "finish_reason", "tool_calls", "cache_tier", "cache_similarity")
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     TEXT_FIELD_NUMBER: _ClassVar[int]
     PROVIDER_FIELD_NUMBER: _ClassVar[int]
@@ -193,6 +193,8 @@ class CompleteResponse(_message.Message):
     ATTEMPTS_FIELD_NUMBER: _ClassVar[int]
     FINISH_REASON_FIELD_NUMBER: _ClassVar[int]
     TOOL_CALLS_FIELD_NUMBER: _ClassVar[int]
+    CACHE_TIER_FIELD_NUMBER: _ClassVar[int]
+    CACHE_SIMILARITY_FIELD_NUMBER: _ClassVar[int]
     request_id: str
     text: str
     provider: str
@@ -203,10 +205,12 @@ class CompleteResponse(_message.Message):
     attempts: _containers.RepeatedCompositeFieldContainer[Attempt]
     finish_reason: str
     tool_calls: _containers.RepeatedCompositeFieldContainer[ToolCall]
-    def __init__(self, request_id: _Optional[str] = ..., text: _Optional[str] = ..., provider: _Optional[str] = ..., model: _Optional[str] = ..., prompt_version: _Optional[str] = ..., cache_hit: _Optional[bool] = ..., usage: _Optional[_Union[Usage, _Mapping]] = ..., attempts: _Optional[_Iterable[_Union[Attempt, _Mapping]]] = ..., finish_reason: _Optional[str] = ..., tool_calls: _Optional[_Iterable[_Union[ToolCall, _Mapping]]] = ...) -> None: ...
+    cache_tier: str
+    cache_similarity: float
+    def __init__(self, request_id: _Optional[str] = ..., text: _Optional[str] = ..., provider: _Optional[str] = ..., model: _Optional[str] = ..., prompt_version: _Optional[str] = ..., cache_hit: _Optional[bool] = ..., usage: _Optional[_Union[Usage, _Mapping]] = ..., attempts: _Optional[_Iterable[_Union[Attempt, _Mapping]]] = ..., finish_reason: _Optional[str] = ..., tool_calls: _Optional[_Iterable[_Union[ToolCall, _Mapping]]] = ..., cache_tier: _Optional[str] = ..., cache_similarity: _Optional[float] = ...) -> None: ...
 
 class CompleteChunk(_message.Message):
-    __slots__ = ("request_id", "delta", "final", "provider", "model", "prompt_version", "cache_hit", "usage", "attempts", "finish_reason", "tool_calls")
+    __slots__ = ("request_id", "delta", "final", "provider", "model", "prompt_version", "cache_hit", "usage", "attempts", "finish_reason", "tool_calls", "cache_tier", "cache_similarity")
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     DELTA_FIELD_NUMBER: _ClassVar[int]
     FINAL_FIELD_NUMBER: _ClassVar[int]
@@ -218,6 +222,8 @@ class CompleteChunk(_message.Message):
     ATTEMPTS_FIELD_NUMBER: _ClassVar[int]
     FINISH_REASON_FIELD_NUMBER: _ClassVar[int]
     TOOL_CALLS_FIELD_NUMBER: _ClassVar[int]
+    CACHE_TIER_FIELD_NUMBER: _ClassVar[int]
+    CACHE_SIMILARITY_FIELD_NUMBER: _ClassVar[int]
     request_id: str
     delta: str
     final: bool
@@ -229,4 +235,6 @@ class CompleteChunk(_message.Message):
     attempts: _containers.RepeatedCompositeFieldContainer[Attempt]
     finish_reason: str
     tool_calls: _containers.RepeatedCompositeFieldContainer[ToolCallDelta]
-    def __init__(self, request_id: _Optional[str] = ..., delta: _Optional[str] = ..., final: _Optional[bool] = ..., provider: _Optional[str] = ..., model: _Optional[str] = ..., prompt_version: _Optional[str] = ..., cache_hit: _Optional[bool] = ..., usage: _Optional[_Union[Usage, _Mapping]] = ..., attempts: _Optional[_Iterable[_Union[Attempt, _Mapping]]] = ..., finish_reason: _Optional[str] = ..., tool_calls: _Optional[_Iterable[_Union[ToolCallDelta, _Mapping]]] = ...) -> None: ...
+    cache_tier: str
+    cache_similarity: float
+    def __init__(self, request_id: _Optional[str] = ..., delta: _Optional[str] = ..., final: _Optional[bool] = ..., provider: _Optional[str] = ..., model: _Optional[str] = ..., prompt_version: _Optional[str] = ..., cache_hit: _Optional[bool] = ..., usage: _Optional[_Union[Usage, _Mapping]] = ..., attempts: _Optional[_Iterable[_Union[Attempt, _Mapping]]] = ..., finish_reason: _Optional[str] = ..., tool_calls: _Optional[_Iterable[_Union[ToolCallDelta, _Mapping]]] = ..., cache_tier: _Optional[str] = ..., cache_similarity: _Optional[float] = ...) -> None: ...
