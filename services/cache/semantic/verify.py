@@ -154,24 +154,26 @@ class Verdict:
     reason: str = ""  # why not: negation, number, question word, name, critical word, content word, order, role
 
 
-def _question_word(toks: list[str], i: int) -> str:
+def _question_word(toks: list[str], i: int) -> tuple[str, int]:
+    """The question word at ``i`` and the index of a word it takes with it ("how *many*",
+    "what *time*"; -1: none)."""
     t, nxt = toks[i], toks[i + 1] if i + 1 < len(toks) else ""
     if t == "how" and nxt in _HOW_X:
-        return f"how {nxt}"
+        return f"how {nxt}", i + 1
     if t in ("what", "which"):
-        for later in toks[i + 1:i + 5]:
-            if later in _WHAT_MEANS:
-                return _WHAT_MEANS[later]
-            if later not in _WHAT_FILLER:
+        for j in range(i + 1, min(i + 5, len(toks))):
+            if toks[j] in _WHAT_MEANS:
+                return _WHAT_MEANS[toks[j]], j
+            if toks[j] not in _WHAT_FILLER:
                 break
-        return "what"
-    return t
+        return "what", -1
+    return t, -1
 
 
 def parse(text: str) -> Parsed:
     raw = text.strip()
     names = tuple(
-        w.lower() for i, w in enumerate(re.findall(r"[A-Za-z][A-Za-z0-9]*(?:-[A-Za-z0-9]+)*", raw))
+        _SPELLINGS.get(w.lower(), w.lower()) for i, w in enumerate(re.findall(r"[A-Za-z][A-Za-z0-9]*(?:-[A-Za-z0-9]+)*", raw))
         if i > 0 and w != "I" and any(c.isupper() for c in w)
     )
     low = raw.lower().replace("\u2019", "'")
@@ -179,8 +181,8 @@ def parse(text: str) -> Parsed:
         low = pattern.sub(repl, low)
     raw_toks = _TOKEN.findall(low)
     # Names are not stemmed: "HTTPS" is not "HTTP".
-    unstemmed = {n.lower() for n in names}
-    toks = [t if t in unstemmed else _stem(t) for t in raw_toks]
+    unstemmed = set(names)
+    toks = [_SPELLINGS.get(t, t) if _SPELLINGS.get(t, t) in unstemmed else _stem(t) for t in raw_toks]
     wh: set[str] = set()
     numbers: list[str] = []
     critical: list[str] = []
@@ -190,18 +192,17 @@ def parse(text: str) -> Parsed:
     pending: list[str] = []  # prepositions waiting for the word they attach
     compounds: set[tuple[str, str]] = set()
     last_content = -2  # index of the previous content word
-    skip = 0
+    taken: set[int] = set()  # words a question word took with it
     for i, t in enumerate(toks):
-        if skip:
-            skip -= 1
+        if i in taken:
             continue
         if t in _NEGATIONS:
             negations += 1
             continue
         if t in _WH:
-            q = _question_word(toks, i)
+            q, with_word = _question_word(toks, i)
             wh.add(q)
-            skip = 1 if q.startswith("how ") else 0
+            taken.add(with_word)
             continue
         if t in _DIRECTIONAL:
             pending.append(t)
