@@ -45,6 +45,7 @@ _CONTRACTIONS = [
     (re.compile(r"\b(what|where|who|how|when|why|it|that|there|here|he|she)'s\b"), r"\1 is"),
 ]
 _TOKEN = re.compile(r"\d+(?:[.,]\d+)*(?:st|nd|rd|th)?%?|[a-z]+(?:-[a-z]+)*(?:'s)?|%|\$|€|£")
+_WORD = re.compile(r"[A-Za-z][A-Za-z0-9]*(?:-[A-Za-z0-9]+)*")
 _SPELLINGS = {"wi-fi": "wifi", "e-mail": "email", "log-in": "login", "sign-in": "signin", "set-up": "setup"}
 _UNSTEMMED = _words("does goes is was has this its us yes gas bus plus always news series species perhaps "
                     "less across whereas thus status analysis basis physics mathematics")
@@ -173,7 +174,7 @@ def _question_word(toks: list[str], i: int) -> tuple[str, int]:
 def parse(text: str) -> Parsed:
     raw = text.strip()
     names = tuple(
-        _SPELLINGS.get(w.lower(), w.lower()) for i, w in enumerate(re.findall(r"[A-Za-z][A-Za-z0-9]*(?:-[A-Za-z0-9]+)*", raw))
+        _SPELLINGS.get(w.lower(), w.lower()) for i, w in enumerate(_WORD.findall(raw))
         if i > 0 and w != "I" and any(c.isupper() for c in w)
     )
     low = raw.lower().replace("\u2019", "'")
