@@ -64,6 +64,7 @@ bench: install
 	$(BIN)/python -m bench.fallback
 	$(BIN)/python -m bench.chaos
 	$(BIN)/python -m bench.http
+	$(BIN)/python -m bench.semantic_cache
 	$(BIN)/python -m bench.events
 	$(BIN)/python -m bench.limiter
 	$(BIN)/python -m bench.drift
