@@ -32,7 +32,7 @@ def test_public_field_names() -> None:
                       "tools", "tool_choice", "response_format", "model"}
     resp = {f.name for f in gateway_pb2.CompleteResponse.DESCRIPTOR.fields}
     assert resp == {"request_id", "text", "provider", "model", "prompt_version", "cache_hit", "usage", "attempts",
-                    "finish_reason", "tool_calls"}
+                    "finish_reason", "tool_calls", "cache_tier", "cache_similarity"}
     assert [v.name for v in gateway_pb2.CompleteRequest.CacheMode.DESCRIPTOR.values] == ["DEFAULT", "BYPASS", "REFRESH"]
 
 
