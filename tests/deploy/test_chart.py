@@ -159,6 +159,19 @@ class TestHelmChart:
             assert ("LIMITER_LIMITS_FILE" in env) == ("limiter" in cores)
             validate_all(render({"ingress": values}))
 
+    def test_a_cache_policy_reaches_the_cache_and_a_colocated_ingress(self) -> None:
+        plain = of_kind(render(), "Deployment")["llmgw-cache"]["spec"]["template"]["spec"]
+        assert "POLICY_FILE" not in {e["name"] for e in plain["containers"][0]["env"]}
+        policy = "rules:\n  - match: {prompt: faq}\n    semantic: {enabled: true}\n"
+        docs = render({"cache": {"policy": policy}, "ingress": {"colocate": True}})
+        validate_all(docs)
+        assert of_kind(docs, "ConfigMap")["llmgw-config"]["data"]["cache-policy.yaml"].strip() == policy.strip()
+        for name, var in (("llmgw-cache", "POLICY_FILE"), ("llmgw-ingress", "CACHE_POLICY_FILE")):
+            pod = of_kind(docs, "Deployment")[name]["spec"]["template"]["spec"]
+            (c,) = pod["containers"]
+            assert {e["name"]: e.get("value") for e in c["env"]}[var] == "/etc/llmgw/config/cache-policy.yaml"
+            assert {"name": "config", "mountPath": "/etc/llmgw/config", "readOnly": True} in c["volumeMounts"]
+
     def test_prompts_and_configs_are_mounted_where_services_read_them(self) -> None:
         docs = render()
         prompts = of_kind(docs, "ConfigMap")["llmgw-prompts"]["data"]
