@@ -76,3 +76,18 @@ def ungated_prompts(dst: Path) -> Path:
     for approvals in dst.glob("*/approvals.yaml"):
         approvals.unlink()
     return dst
+
+
+def semantic_replica(redis: Any, prefix: str, embedder: Any, **semantic: Any) -> Any:
+    """A cache core with the semantic tier on for every request (near cache off: every lookup
+    goes to Redis, as another replica's would). ``exact_ttl_s``: the exact tier's TTL."""
+    from llmgw.kit.scripts import ScriptBatcher
+    from llmgw.services.cache.core import RedisCache
+    from llmgw.services.cache.policy import CachePolicy, Policy, SemanticPolicy
+    from llmgw.services.cache.semantic.tier import SemanticTier
+
+    exact_ttl_s = int(semantic.pop("exact_ttl_s", 3600))
+    policy = CachePolicy(default=Policy(ttl_s=exact_ttl_s, semantic=SemanticPolicy(enabled=True, **semantic)))
+    batcher = ScriptBatcher(redis)
+    return RedisCache(redis, prefix=prefix, policy=policy, batcher=batcher, timeout_s=1.0,
+                      semantic=SemanticTier(batcher, lambda: embedder, prefix=prefix))

@@ -20,12 +20,9 @@ from llmgw.domain import CacheEntry, KeyMaterial, Message, Sampling, Usage
 from llmgw.events.v1 import events_pb2
 from llmgw.gateway.v1 import gateway_pb2
 from llmgw.kit.embed import Embedder, SentenceEmbedder
-from llmgw.kit.scripts import ScriptBatcher
 from llmgw.services.cache.core import RedisCache
-from llmgw.services.cache.policy import CachePolicy, Policy, SemanticPolicy
-from llmgw.services.cache.semantic.tier import SemanticTier
 from llmgw.stack import Stack, start_stack
-from tests.helpers import Client, read_topic
+from tests.helpers import Client, read_topic, semantic_replica
 
 pytestmark = pytest.mark.integration
 
@@ -45,12 +42,7 @@ def _answer(text: str) -> CacheEntry:
 
 
 def _replica(redis: aioredis.Redis, prefix: str, embedder: Embedder, **semantic: object) -> RedisCache:
-    policy = CachePolicy(default=Policy(ttl_s=int(semantic.pop("exact_ttl_s", 3600)),  # type: ignore[call-overload]
-                                        semantic=SemanticPolicy(enabled=True, **semantic)))  # type: ignore[arg-type]
-    batcher = ScriptBatcher(redis)
-    # near cache off: every lookup goes to Redis, as a second replica's would
-    return RedisCache(redis, prefix=prefix, policy=policy, batcher=batcher,
-                      semantic=SemanticTier(batcher, lambda: embedder, prefix=prefix))
+    return semantic_replica(redis, prefix, embedder, **semantic)
 
 
 async def _ask_and_answer(cache: RedisCache, key: KeyMaterial, answer: str) -> None:

@@ -21,6 +21,7 @@ from llmgw.services.cache.core import RedisCache
 from llmgw.services.cache.near import NearCache
 from llmgw.services.limiter.core import RedisLimiter
 from llmgw.services.limiter.rules import parse_rules
+from tests.helpers import semantic_replica
 
 pytestmark = pytest.mark.integration
 
@@ -164,6 +165,35 @@ async def test_invalidation_reaches_every_shard_and_every_near_cache(client: Cli
     finally:
         follower.cancel()
         await asyncio.gather(follower, return_exceptions=True)
+        await other.aclose()
+
+
+async def test_the_semantic_tier_on_a_cluster(client: Client, cluster: LocalCluster) -> None:
+    """A scope's hash, and a hit's list and counters, are single-slot: served across replicas,
+    counted, and invalidated on a cluster."""
+    from llmgw.domain import Message
+    from llmgw.kit.embed import SentenceEmbedder
+
+    embedder = SentenceEmbedder()
+    prefix = f"c-{uuid.uuid4().hex[:6]}"
+    other = connect(cluster.url)
+    a, b = semantic_replica(client, prefix, embedder), semantic_replica(other, prefix, embedder)
+
+    def key(text: str) -> KeyMaterial:
+        return KeyMaterial(tenant="acme", route="r", prompt="p", prompt_version="v1@x",
+                           messages=(Message("user", text),), sampling=Sampling(temperature=0))
+    try:
+        miss = await a.lookup(key("How do I delete my account?"))
+        assert await a.store(miss.key, ENTRY, tenant="acme", prompt="p", lock_token=miss.lock_token,
+                             semantic=miss.semantic)
+        hit = await b.lookup(key("How can I delete my account?"))
+        assert hit.tier == "semantic" and hit.entry is not None and hit.entry.text == "hello"
+        await asyncio.sleep(0.2)
+        assert (await b.stats("acme"))["semantic_hits"] == 1
+        assert [h["question"] for h in await b.semantic_hits("acme")] == ["How can I delete my account?"]
+        assert await a.invalidate(tenant="acme") == 1
+        assert not (await b.lookup(key("How can I delete my account?"))).hit
+    finally:
         await other.aclose()
 
 
