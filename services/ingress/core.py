@@ -471,6 +471,7 @@ class Gateway:
         if a.trace is not None:  # one call per request: each set on a span takes a lock
             u = completion.usage
             tracing.annotate({**_span_attributes(a), "llmgw.cache_hit": hit,
+                              "llmgw.cache_tier": (lookup.tier or "exact") if hit else "miss",
                               "gen_ai.provider.name": completion.provider,
                               "gen_ai.response.model": completion.model, "gen_ai.usage.input_tokens": u.input_tokens,
                               "gen_ai.usage.output_tokens": u.output_tokens,

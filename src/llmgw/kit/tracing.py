@@ -12,7 +12,9 @@ Turned on by (any of):
 Sampling is the SDK's, from ``OTEL_TRACES_SAMPLER`` / ``OTEL_TRACES_SAMPLER_ARG`` (default:
 parent-based, always on). The service name is ``OTEL_SERVICE_NAME``, else the service's own.
 
-Spans leave through ``BoundedSpanQueue``: a bounded queue (``OTEL_BSP_MAX_QUEUE_SIZE``, 2048)
+Spans are recorded by ``kit.spans`` (the API's Tracer and Span, kept lean on the request path; the
+SDK's ``ReadableSpan`` is built in the export thread) and leave through ``BoundedSpanQueue``: a
+bounded queue (``OTEL_BSP_MAX_QUEUE_SIZE``, 2048)
 drained by one thread every ``OTEL_BSP_SCHEDULE_DELAY`` ms (200) in batches of
 ``OTEL_BSP_MAX_EXPORT_BATCH_SIZE`` (128): small and frequent, because encoding a batch holds the
 GIL that the service's event loop needs. Ending a span appends to it and returns: a slow or dead
@@ -40,11 +42,13 @@ from typing import Any, ParamSpec, TypeVar
 from opentelemetry import context as otel_context
 from opentelemetry import trace
 from opentelemetry.sdk.resources import Resource
-from opentelemetry.sdk.trace import ReadableSpan, SpanProcessor, TracerProvider
+from opentelemetry.sdk.trace import ReadableSpan, SpanProcessor
 from opentelemetry.sdk.trace.export import ConsoleSpanExporter, SpanExporter, SpanExportResult
 from opentelemetry.trace import Span, SpanKind, Status, StatusCode, Tracer
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 from prometheus_client import Counter
+
+from llmgw.kit.spans import LeanProvider, LeanSpan
 
 __all__ = [
     "BoundedSpanQueue",
@@ -78,7 +82,7 @@ EXPORTED = Counter("llmgw_trace_spans_exported_total", "Spans handed to the expo
 # W3C trace context only (traceparent, tracestate): the default composite propagator also
 # parses baggage, which nothing here reads, on every hop.
 _PROPAGATOR = TraceContextTextMapPropagator()
-_provider: TracerProvider | None = None
+_provider: LeanProvider | None = None
 _tracer: Tracer = trace.NoOpTracer()
 
 
@@ -119,12 +123,13 @@ def setup(service: str, environ: Mapping[str, str] | None = None, *, exporter: S
     chosen = exporter or _exporter(service, env)
     if chosen is None:
         return False
-    provider = TracerProvider(resource=Resource.create({"service.name": env.get("OTEL_SERVICE_NAME") or
-                                                        f"llmgw-{service}"}))
-    provider.add_span_processor(BoundedSpanQueue(
+    queue = BoundedSpanQueue(
         chosen, max_queue=int(env.get("OTEL_BSP_MAX_QUEUE_SIZE", "2048")),
         delay_s=int(env.get("OTEL_BSP_SCHEDULE_DELAY", "200")) / 1000,
-        batch=int(env.get("OTEL_BSP_MAX_EXPORT_BATCH_SIZE", "128"))))
+        batch=int(env.get("OTEL_BSP_MAX_EXPORT_BATCH_SIZE", "128")))
+    provider = LeanProvider(queue, Resource.create({"service.name": env.get("OTEL_SERVICE_NAME") or
+                                                    f"llmgw-{service}"}))
+    queue.readable = provider.readable
     if _provider is not None:
         _provider.shutdown()
     _provider, _tracer = provider, provider.get_tracer("llmgw")
@@ -248,7 +253,9 @@ class BoundedSpanQueue(SpanProcessor):
     def __init__(self, exporter: SpanExporter, *, max_queue: int = 2048, delay_s: float = 1.0,
                  batch: int = 512) -> None:
         self._exporter, self._max, self._delay, self._batch = exporter, max_queue, delay_s, batch
-        self._queue: deque[ReadableSpan] = deque()
+        self._queue: deque[LeanSpan] = deque()
+        # Lean spans -> the SDK's ReadableSpans, in this queue's thread (set by ``setup``).
+        self.readable: Callable[[Sequence[LeanSpan]], Sequence[ReadableSpan]] = lambda spans: []
         self._lock = threading.Lock()
         self._wake = threading.Event()
         self._idle = threading.Event()
@@ -257,18 +264,17 @@ class BoundedSpanQueue(SpanProcessor):
         self._thread.start()
 
     def on_end(self, span: ReadableSpan) -> None:
-        if not span.context.trace_flags.sampled:
-            return
+        # Only sampled spans record (kit.spans): nothing to check here.
         with self._lock:
             if len(self._queue) >= self._max:
                 DROPPED.inc()
                 return
-            self._queue.append(span)
+            self._queue.append(span)  # type: ignore[arg-type]  # a LeanSpan (kit.spans)
             full = len(self._queue) >= self._batch
         if full:
             self._wake.set()
 
-    def _take(self) -> list[ReadableSpan]:
+    def _take(self) -> list[LeanSpan]:
         with self._lock:
             n = min(self._batch, len(self._queue))
             return [self._queue.popleft() for _ in range(n)]
@@ -279,7 +285,7 @@ class BoundedSpanQueue(SpanProcessor):
             self._wake.clear()
             while batch := self._take():
                 try:
-                    if self._exporter.export(batch) == SpanExportResult.SUCCESS:
+                    if self._exporter.export(self.readable(batch)) == SpanExportResult.SUCCESS:
                         EXPORTED.inc(len(batch))
                     else:
                         DROPPED.inc(len(batch))

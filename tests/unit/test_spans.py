@@ -1,0 +1,78 @@
+"""The lean tracer (kit/spans.py) hands the SDK's exporters the same spans the SDK's own tracer
+would: names, parent links, kinds, attributes, events, status, resource; sampling is the SDK's."""
+
+from __future__ import annotations
+
+import pytest
+from opentelemetry import trace
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.sdk.trace.sampling import ALWAYS_OFF, ParentBased
+from opentelemetry.trace import NonRecordingSpan, SpanContext, SpanKind, StatusCode, TraceFlags
+
+from llmgw.kit import tracing
+
+
+@pytest.fixture
+def exporter():  # type: ignore[no-untyped-def]
+    exp = InMemorySpanExporter()
+    assert tracing.setup("unit", {"OTEL_SERVICE_NAME": "svc"}, exporter=exp)
+    yield exp
+    tracing.shutdown()
+
+
+def _flush() -> None:
+    assert tracing._provider is not None and tracing._provider.force_flush()
+
+
+def test_a_span_tree_reaches_the_exporter_as_the_sdk_would_give_it(exporter: InMemorySpanExporter) -> None:
+    t = tracing.tracer()
+    with t.start_as_current_span("root", kind=SpanKind.SERVER, attributes={"a": 1}) as root:
+        root.set_attribute("b", "x")
+        with t.start_as_current_span("child") as child:
+            child.add_event("retry", {"attempt": 2})
+        tracing.annotate({"c": 2.5, "skipped": None})
+    _flush()
+    spans = {s.name: s for s in exporter.get_finished_spans()}
+    assert set(spans) == {"root", "child"}
+    r, c = spans["root"], spans["child"]
+    assert r.parent is None and c.parent is not None and c.parent.span_id == r.context.span_id
+    assert c.context.trace_id == r.context.trace_id and c.context.trace_flags.sampled
+    assert r.kind is SpanKind.SERVER and dict(r.attributes or {}) == {"a": 1, "b": "x", "c": 2.5}
+    assert [(e.name, dict(e.attributes or {})) for e in c.events] == [("retry", {"attempt": 2})]
+    assert r.resource.attributes["service.name"] == "svc"
+    assert r.start_time is not None and r.end_time is not None and r.start_time <= r.end_time
+
+
+def test_an_error_in_a_current_span_is_recorded_and_raised(exporter: InMemorySpanExporter) -> None:
+    with pytest.raises(ValueError), tracing.tracer().start_as_current_span("failing"):
+        raise ValueError("bad input")
+    _flush()
+    (s,) = exporter.get_finished_spans()
+    assert s.status.status_code is StatusCode.ERROR and "bad input" in (s.status.description or "")
+    assert s.events[0].name == "exception" and s.events[0].attributes["exception.type"] == "ValueError"
+
+
+def test_an_unsampled_parent_records_nothing_downstream(exporter: InMemorySpanExporter) -> None:
+    parent = SpanContext(0xABC, 0xDEF, is_remote=True, trace_flags=TraceFlags(TraceFlags.DEFAULT))
+    ctx = trace.set_span_in_context(NonRecordingSpan(parent))
+    span = tracing.tracer().start_span("downstream", context=ctx)
+    assert not span.is_recording() and span.get_span_context().trace_id == 0xABC
+    span.end()
+    _flush()
+    assert exporter.get_finished_spans() == ()
+
+
+def test_the_sdk_sampler_decides_root_spans() -> None:
+    from opentelemetry.sdk.resources import Resource
+
+    from llmgw.kit.spans import LeanProvider
+
+    exp = InMemorySpanExporter()
+    queue = tracing.BoundedSpanQueue(exp, delay_s=0.01)
+    provider = LeanProvider(queue, Resource.create({}), ParentBased(ALWAYS_OFF))
+    queue.readable = provider.readable
+    with provider.get_tracer().start_as_current_span("root") as root:
+        assert not root.is_recording()
+        assert not provider.get_tracer().start_span("child").is_recording()
+    assert provider.force_flush() and exp.get_finished_spans() == ()
+    provider.shutdown()
