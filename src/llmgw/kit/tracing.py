@@ -32,6 +32,7 @@ import contextlib
 import functools
 import json
 import os
+import re
 import threading
 import time
 from collections import deque
@@ -145,17 +146,43 @@ def shutdown() -> None:
 
 
 def carrier_pairs() -> tuple[tuple[str, str], ...]:
-    """``traceparent`` (and ``tracestate``) of the current span, as gRPC metadata pairs."""
+    """``traceparent`` (and ``tracestate``) of the current span, as gRPC metadata pairs. Written
+    here, not by the propagator: this runs on every hop, and the header is one format string."""
     if _provider is None:
         return ()
-    carrier: dict[str, str] = {}
-    _PROPAGATOR.inject(carrier)
-    return tuple(carrier.items())
+    ctx = trace.get_current_span().get_span_context()
+    if not ctx.is_valid:
+        return ()
+    parent = ("traceparent", f"00-{ctx.trace_id:032x}-{ctx.span_id:016x}-{ctx.trace_flags:02x}")
+    return (parent, ("tracestate", ctx.trace_state.to_header())) if ctx.trace_state else (parent,)
+
+
+# Version 00 of W3C trace context, the only one written today; anything else (a later version,
+# extra fields, odd case) goes through the SDK's propagator, which knows the rules for those.
+_TRACEPARENT_00 = re.compile(r"00-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})")
 
 
 def context_from(pairs: Iterable[tuple[str, Any]]) -> otel_context.Context:
     """The remote parent a caller sent (metadata or HTTP headers), as an OpenTelemetry context."""
-    return _PROPAGATOR.extract({k.lower(): v for k, v in pairs if isinstance(v, str)})
+    parent = state = None
+    for k, v in pairs:
+        if isinstance(v, str):
+            name = k.lower()
+            if name == "traceparent":
+                parent = v
+            elif name == "tracestate":
+                state = v
+    if parent is None:
+        return otel_context.Context()
+    m = _TRACEPARENT_00.fullmatch(parent.strip())
+    if m is None or state is not None:
+        carrier = {"traceparent": parent, **({"tracestate": state} if state is not None else {})}
+        return _PROPAGATOR.extract(carrier)
+    trace_id, span_id = int(m[1], 16), int(m[2], 16)
+    if not trace_id or not span_id:
+        return otel_context.Context()  # all zeros: invalid, the request starts its own trace
+    ctx = trace.SpanContext(trace_id, span_id, is_remote=True, trace_flags=trace.TraceFlags(int(m[3], 16)))
+    return trace.set_span_in_context(trace.NonRecordingSpan(ctx))
 
 
 def current_ids() -> tuple[str, str]:
