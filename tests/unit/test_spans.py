@@ -76,3 +76,28 @@ def test_the_sdk_sampler_decides_root_spans() -> None:
         assert not provider.get_tracer().start_span("child").is_recording()
     assert provider.force_flush() and exp.get_finished_spans() == ()
     provider.shutdown()
+
+
+@pytest.mark.parametrize(("pairs", "trace_id"), [
+    ((("traceparent", "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"),), 0x0af7651916cd43dd8448eb211c80319c),
+    ((("Traceparent", "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"), ("tracestate", "k=v")),
+     0x0af7651916cd43dd8448eb211c80319c),
+    ((("traceparent", "00-00000000000000000000000000000000-b7ad6b7169203331-01"),), 0),  # all zeros: invalid
+    ((("traceparent", "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331"),), 0),  # a field short
+    ((("traceparent", "zz-not-a-header"),), 0),
+    ((("x-request-id", "r1"),), 0),
+])
+def test_a_callers_traceparent_is_read_as_the_sdk_reads_it(pairs: tuple[tuple[str, str], ...], trace_id: int) -> None:
+    ctx = trace.get_current_span(tracing.context_from(pairs)).get_span_context()
+    assert ctx.trace_id == trace_id and (ctx.is_remote or not trace_id)
+    if any(k == "tracestate" for k, _ in pairs):
+        assert ctx.trace_state.get("k") == "v"
+
+
+def test_the_traceparent_written_is_the_current_span(exporter: InMemorySpanExporter) -> None:
+    with tracing.tracer().start_as_current_span("s") as s:
+        (name, value), = tracing.carrier_pairs()
+        c = s.get_span_context()
+        assert (name, value) == ("traceparent", f"00-{c.trace_id:032x}-{c.span_id:016x}-01")
+        back = trace.get_current_span(tracing.context_from([(name, value)])).get_span_context()
+        assert (back.trace_id, back.span_id) == (c.trace_id, c.span_id)
