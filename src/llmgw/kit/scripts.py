@@ -69,8 +69,8 @@ class BatchedScript:
         self._batcher = batcher
         self.script = script
 
-    @tracing.traced("redis EVALSHA", tracing.SpanKind.CLIENT, **{"db.system.name": "redis",
-                                                                  "db.operation.name": "EVALSHA"})
+    @tracing.traced("redis EVALSHA", tracing.SpanKind.CLIENT, leaf=True,
+                    **{"db.system.name": "redis", "db.operation.name": "EVALSHA"})
     async def __call__(self, keys: list[Any], args: list[Any], *, timeout_s: float | None = None) -> Any:
         return await self._batcher.call(self.script, keys, args, timeout_s=timeout_s)
 

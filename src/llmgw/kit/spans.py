@@ -28,7 +28,14 @@ from opentelemetry import context as otel_context
 from opentelemetry import trace
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import Event, ReadableSpan, SpanProcessor
-from opentelemetry.sdk.trace.sampling import Decision, Sampler, _get_from_env_or_default
+from opentelemetry.sdk.trace.sampling import (
+    Decision,
+    ParentBased,
+    Sampler,
+    StaticSampler,
+    TraceIdRatioBased,
+    _get_from_env_or_default,
+)
 from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 from opentelemetry.trace import NonRecordingSpan, SpanContext, SpanKind, Status, StatusCode, TraceFlags
 from opentelemetry.util.types import Attributes
@@ -114,10 +121,23 @@ def _frozen(attributes: dict[str, Any]) -> dict[str, Any]:
     return {k: tuple(v) if isinstance(v, list) else v for k, v in attributes.items()}
 
 
+def _root_rule(sampler: Sampler) -> bool | int | None:
+    """The root decision of the samplers the ``OTEL_TRACES_SAMPLER`` variable makes, read once:
+    True / False (always / never), an int (a trace-id ratio's bound), None (ask the sampler)."""
+    root = sampler._root if isinstance(sampler, ParentBased) else sampler
+    if isinstance(root, StaticSampler):
+        return root._decision is Decision.RECORD_AND_SAMPLE
+    if isinstance(root, TraceIdRatioBased):
+        return root.bound
+    return None
+
+
 class LeanTracer(trace.Tracer):
     def __init__(self, processor: SpanProcessor, sampler: Sampler) -> None:
         self._processor = processor
         self._sampler = sampler
+        # The env samplers' root decision without a call per request (a child follows its parent).
+        self._root = _root_rule(sampler)
         # Python's generator, as the SDK's RandomIdGenerator (one call is atomic under the GIL).
         self._bits = random.getrandbits
 
@@ -133,8 +153,12 @@ class LeanTracer(trace.Tracer):
             trace_id, sampled = parent.trace_id, parent.trace_flags.sampled
         else:
             trace_id = self._ids(128)
-            decision = self._sampler.should_sample(context, trace_id, name, kind, attributes).decision
-            sampled = decision is Decision.RECORD_AND_SAMPLE
+            rule = self._root
+            if rule is None:
+                decision = self._sampler.should_sample(context, trace_id, name, kind, attributes).decision
+                sampled = decision is Decision.RECORD_AND_SAMPLE
+            else:
+                sampled = rule if isinstance(rule, bool) else (trace_id & TraceIdRatioBased.TRACE_ID_LIMIT) < rule
         ctx = SpanContext(trace_id, self._ids(64), is_remote=False,
                           trace_flags=_SAMPLED if sampled else _NOT_SAMPLED,
                           trace_state=parent.trace_state if parent.is_valid else None)

@@ -252,19 +252,33 @@ def event(name: str, attributes: Mapping[str, Any] | None = None) -> None:
         trace.get_current_span().add_event(name, dict(attributes or {}))
 
 
-def traced(name: str, kind: SpanKind = SpanKind.INTERNAL, *, unless_under: str = "", **attributes: Any
-           ) -> Callable[[Callable[P, Awaitable[R]]], Callable[P, Awaitable[R]]]:
+def traced(name: str, kind: SpanKind = SpanKind.INTERNAL, *, unless_under: str = "", leaf: bool = False,
+           **attributes: Any) -> Callable[[Callable[P, Awaitable[R]]], Callable[P, Awaitable[R]]]:
     """A coroutine function run in a child span ``name`` when traces are on; off, one check.
     ``unless_under``: no span of its own when the current span's name starts so (a core called by
     its own gRPC servicer: the server span already is this operation; a colocated ingress calling
-    the core directly gets the span)."""
+    the core directly gets the span). ``leaf``: nothing below starts spans, so the span is not made
+    current (no context switch). Under an unsampled request no span is made at all: its children
+    could only be unsampled too."""
 
     def decorate(fn: Callable[P, Awaitable[R]]) -> Callable[P, Awaitable[R]]:
         @functools.wraps(fn)
         async def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
-            if _provider is None or (unless_under and getattr(trace.get_current_span(), "name", "").startswith(
-                    unless_under)):
+            if _provider is None:
                 return await fn(*args, **kwargs)
+            current = trace.get_current_span()
+            if (not current.is_recording() and current.get_span_context().is_valid) or (
+                    unless_under and getattr(current, "name", "").startswith(unless_under)):
+                return await fn(*args, **kwargs)
+            if leaf:
+                span = _tracer.start_span(name, kind=kind, attributes=attributes)
+                try:
+                    return await fn(*args, **kwargs)
+                except BaseException as exc:
+                    span.set_status(Status(StatusCode.ERROR, type(exc).__name__))
+                    raise
+                finally:
+                    span.end()
             with _tracer.start_as_current_span(name, kind=kind, attributes=attributes):
                 return await fn(*args, **kwargs)
 
