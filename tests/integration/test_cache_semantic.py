@@ -197,6 +197,12 @@ async def test_the_gateway_serves_a_paraphrase_and_says_which_tier_answered(
             gateway_pb2.Message(role="system", content="Be brief."),
             gateway_pb2.Message(role="user", content="how can I reset my password")]))
         assert reply.cache_hit and reply.cache_tier == "semantic" and reply.cache_similarity >= 0.8
+        chunks = await grpc_client.stream(gateway_pb2.CompleteRequest(route="default", messages=[
+            gateway_pb2.Message(role="system", content="Be brief."),
+            gateway_pb2.Message(role="user", content="How can I reset my password, please?")]))
+        assert "".join(c.delta for c in chunks) == reply.text  # the stored answer, replayed
+        assert chunks[-1].final and chunks[-1].cache_tier == "semantic"
+        assert stack.fake.state.calls["openai"] == 2
 
         rid = again.model_extra["llmgw"]["request_id"]
         await core.drain()
