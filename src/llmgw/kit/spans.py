@@ -37,7 +37,7 @@ from opentelemetry.sdk.trace.sampling import (
     _get_from_env_or_default,
 )
 from opentelemetry.sdk.util.instrumentation import InstrumentationScope
-from opentelemetry.trace import NonRecordingSpan, SpanContext, SpanKind, Status, StatusCode, TraceFlags
+from opentelemetry.trace import NonRecordingSpan, SpanContext, SpanKind, Status, StatusCode, TraceFlags, TraceState
 from opentelemetry.util.types import Attributes
 
 __all__ = ["LeanProvider", "LeanSpan", "LeanTracer"]
@@ -45,19 +45,26 @@ __all__ = ["LeanProvider", "LeanSpan", "LeanTracer"]
 _SAMPLED = TraceFlags(TraceFlags.SAMPLED)
 _NOT_SAMPLED = TraceFlags(TraceFlags.DEFAULT)
 _UNSET = Status(StatusCode.UNSET)
+_ID_LIMIT = TraceIdRatioBased.TRACE_ID_LIMIT
 
 
 class LeanSpan(trace.Span):
-    """A recording span: plain values until the export thread reads them."""
+    """A recording (sampled) span: plain values until the export thread reads them. Its ids are
+    ints; the API's ``SpanContext`` is made only when asked for (a child started under it reads
+    the ints directly)."""
 
-    __slots__ = ("_attributes", "_context", "_end", "_events", "_kind", "_processor", "_start", "_status",
-                 "name", "parent")
+    __slots__ = ("_attributes", "_context", "_end", "_events", "_kind", "_parent", "_processor", "_start",
+                 "_status", "_trace_state", "name", "span_id", "trace_id")
 
-    def __init__(self, name: str, context: SpanContext, parent: SpanContext | None, kind: SpanKind,
-                 attributes: Attributes, processor: SpanProcessor) -> None:
+    def __init__(self, name: str, trace_id: int, span_id: int, trace_state: TraceState | None,
+                 parent: LeanSpan | SpanContext | None, kind: SpanKind, attributes: Attributes,
+                 processor: SpanProcessor) -> None:
         self.name = name
-        self._context = context
-        self.parent = parent
+        self.trace_id = trace_id
+        self.span_id = span_id
+        self._trace_state = trace_state
+        self._parent = parent
+        self._context: SpanContext | None = None
         self._kind = kind
         self._attributes: dict[str, Any] = dict(attributes) if attributes else {}
         self._events: list[tuple[str, dict[str, Any], int]] | None = None
@@ -67,6 +74,8 @@ class LeanSpan(trace.Span):
         self._processor = processor
 
     def get_span_context(self) -> SpanContext:
+        if self._context is None:
+            self._context = SpanContext(self.trace_id, self.span_id, False, _SAMPLED, self._trace_state)
         return self._context
 
     def set_attributes(self, attributes: Mapping[str, Any]) -> None:
@@ -111,7 +120,8 @@ class LeanSpan(trace.Span):
     def readable(self, resource: Resource, scope: InstrumentationScope) -> ReadableSpan:
         """The SDK's view of this span (in the export thread)."""
         events = [Event(n, _frozen(a), t) for n, a, t in self._events] if self._events else ()
-        return ReadableSpan(name=self.name, context=self._context, parent=self.parent, resource=resource,
+        parent = self._parent.get_span_context() if isinstance(self._parent, LeanSpan) else self._parent
+        return ReadableSpan(name=self.name, context=self.get_span_context(), parent=parent, resource=resource,
                             attributes=_frozen(self._attributes), events=events, kind=self._kind, status=self._status,
                             start_time=self._start, end_time=self._end, instrumentation_scope=scope)
 
@@ -148,23 +158,27 @@ class LeanTracer(trace.Tracer):
                    kind: SpanKind = SpanKind.INTERNAL, attributes: Attributes = None, links: Any = None,
                    start_time: int | None = None, record_exception: bool = True,
                    set_status_on_exception: bool = True) -> trace.Span:
-        parent = trace.get_current_span(context).get_span_context()
-        if parent.is_valid:
-            trace_id, sampled = parent.trace_id, parent.trace_flags.sampled
+        current = trace.get_current_span(context)
+        if type(current) is LeanSpan:  # the common case: a child of a sampled span of this process
+            span = LeanSpan(name, current.trace_id, self._ids(64), current._trace_state, current, kind, attributes,
+                            self._processor)
         else:
-            trace_id = self._ids(128)
-            rule = self._root
-            if rule is None:
-                decision = self._sampler.should_sample(context, trace_id, name, kind, attributes).decision
-                sampled = decision is Decision.RECORD_AND_SAMPLE
+            parent = current.get_span_context()
+            if parent.is_valid:
+                trace_id, sampled = parent.trace_id, parent.trace_flags.sampled
             else:
-                sampled = rule if isinstance(rule, bool) else (trace_id & TraceIdRatioBased.TRACE_ID_LIMIT) < rule
-        ctx = SpanContext(trace_id, self._ids(64), is_remote=False,
-                          trace_flags=_SAMPLED if sampled else _NOT_SAMPLED,
-                          trace_state=parent.trace_state if parent.is_valid else None)
-        if not sampled:
-            return NonRecordingSpan(ctx)  # propagates the trace, records nothing
-        span = LeanSpan(name, ctx, parent if parent.is_valid else None, kind, attributes, self._processor)
+                trace_id = self._ids(128)
+                rule = self._root
+                if rule is None:
+                    decision = self._sampler.should_sample(context, trace_id, name, kind, attributes).decision
+                    sampled = decision is Decision.RECORD_AND_SAMPLE
+                else:
+                    sampled = rule if isinstance(rule, bool) else (trace_id & _ID_LIMIT) < rule
+            state = parent.trace_state if parent.is_valid else None
+            if not sampled:  # propagates the trace, records nothing
+                return NonRecordingSpan(SpanContext(trace_id, self._ids(64), False, _NOT_SAMPLED, state))
+            span = LeanSpan(name, trace_id, self._ids(64), state, parent if parent.is_valid else None, kind,
+                            attributes, self._processor)
         if start_time:
             span._start = start_time
         return span

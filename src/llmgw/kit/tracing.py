@@ -84,6 +84,7 @@ EXPORTED = Counter("llmgw_trace_spans_exported_total", "Spans handed to the expo
 # parses baggage, which nothing here reads, on every hop.
 _PROPAGATOR = TraceContextTextMapPropagator()
 _provider: LeanProvider | None = None
+_SERVER = SpanKind.SERVER
 _tracer: Tracer = trace.NoOpTracer()
 
 
@@ -150,7 +151,10 @@ def carrier_pairs() -> tuple[tuple[str, str], ...]:
     here, not by the propagator: this runs on every hop, and the header is one format string."""
     if _provider is None:
         return ()
-    ctx = trace.get_current_span().get_span_context()
+    span = trace.get_current_span()
+    if type(span) is LeanSpan and not span._trace_state:  # sampled, ours: no SpanContext to make
+        return (("traceparent", f"00-{span.trace_id:032x}-{span.span_id:016x}-01"),)
+    ctx = span.get_span_context()
     if not ctx.is_valid:
         return ()
     parent = ("traceparent", f"00-{ctx.trace_id:032x}-{ctx.span_id:016x}-{ctx.trace_flags:02x}")
@@ -197,7 +201,7 @@ def server_span(name: str, carrier: Iterable[tuple[str, Any]], attributes: Mappi
                 ) -> tuple[Span, object]:
     """Start a request's server span under the caller's context and make it current; returns
     (span, token) for ``end_server_span``."""
-    s = _tracer.start_span(name, context=context_from(carrier), kind=SpanKind.SERVER, attributes=attributes)
+    s = _tracer.start_span(name, context=context_from(carrier), kind=_SERVER, attributes=attributes)
     return s, otel_context.attach(trace.set_span_in_context(s))
 
 
