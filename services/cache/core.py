@@ -12,7 +12,7 @@ import uuid
 import zlib
 from collections.abc import Coroutine
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from prometheus_client import Counter
 from redis.exceptions import RedisError
@@ -30,7 +30,10 @@ from llmgw.kit.tasks import Background
 from llmgw.services.cache.keys import cache_key, entry_pattern, lock_key, semantic_pattern, stats_key
 from llmgw.services.cache.near import NearCache
 from llmgw.services.cache.policy import CachePolicy
-from llmgw.services.cache.semantic.tier import Found, Pending, SemanticTier
+from llmgw.services.cache.semantic.pending import Found, Pending, pending_for
+
+if TYPE_CHECKING:  # numpy and the model: imported only where a policy turns the tier on (app.py)
+    from llmgw.services.cache.semantic.tier import SemanticTier
 
 __all__ = ["RedisCache"]
 
@@ -361,7 +364,7 @@ class RedisCache:
         if self._semantic is None:
             return miss
         policy = self._policy.for_request(key.prompt, key.route).semantic
-        pending = SemanticTier.pending(key, policy)
+        pending = pending_for(key, policy)
         if pending is None:
             return miss
         try:

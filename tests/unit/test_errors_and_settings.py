@@ -105,6 +105,18 @@ def test_a_split_ingress_does_not_import_the_provider_sdks() -> None:
     assert out.strip() == "[]"
 
 
+def test_a_cache_without_the_semantic_tier_does_not_import_numpy_or_the_model() -> None:
+    """``pip install .`` runs the cache without numpy or torch: only a policy that turns the
+    semantic tier on needs them (the ``semantic`` extra)."""
+    import subprocess
+    import sys
+
+    code = ("import sys, llmgw.services.cache.app, llmgw.services.ingress.app; "
+            "print(sorted(m for m in ('numpy', 'torch', 'sentence_transformers') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"
+
+
 def test_the_system_helper_lets_extra_env_set_any_running_service_the_drift_job_included() -> None:
     """``start_system(extra_env=...)`` applied its settings before the drift job's entry existed
     (a KeyError): the real job could not be run with its own sizes from the helper."""

@@ -46,11 +46,12 @@ from llmgw.kit.logging import get_logger
 from llmgw.kit.metrics import child
 from llmgw.kit.redis import Client
 from llmgw.kit.scripts import ScriptBatcher
-from llmgw.services.cache.keys import semantic_hits_key, semantic_key, semantic_material, stats_key
+from llmgw.services.cache.keys import semantic_hits_key, semantic_key, stats_key
 from llmgw.services.cache.policy import SemanticPolicy
+from llmgw.services.cache.semantic.pending import Found, Pending
 from llmgw.services.cache.semantic.verify import Parsed, parse, verify
 
-__all__ = ["SEMANTIC", "Found", "Pending", "SemanticTier"]
+__all__ = ["SEMANTIC", "SemanticTier"]
 
 _log = get_logger(__name__)
 SEMANTIC = Counter("llmgw_cache_semantic_total", "Semantic-tier lookups after an exact miss",
@@ -127,30 +128,6 @@ class _Scope:
     vectors: NDArray[np.float32] = field(default_factory=lambda: np.zeros((0, 0), dtype=np.float32))
 
 
-@dataclass(frozen=True, slots=True)
-class Pending:
-    """A semantic-eligible miss: what its store adds to the scope."""
-
-    scope: str
-    text: str
-
-    def token(self) -> str:
-        return f"{self.scope}\n{self.text}"
-
-    @staticmethod
-    def of(token: str) -> Pending | None:
-        scope, sep, text = token.partition("\n")
-        return Pending(scope, text) if sep and len(scope) == 64 and text else None
-
-
-@dataclass(frozen=True, slots=True)
-class Found:
-    raw: bytes  # the exact entry's compressed protobuf
-    entry_key: str
-    similarity: float
-    question: str
-
-
 def _pack(vector: NDArray[np.float32], entry_key: str, question: str, expires_at: float) -> bytes:
     head = json.dumps({"k": entry_key, "q": question, "x": round(expires_at, 3)}, ensure_ascii=False).encode()
     return len(head).to_bytes(4, "big") + head + vector.astype(np.float16).tobytes()
@@ -203,11 +180,6 @@ class SemanticTier:
         while len(self._vectors) > _VECTORS_MEMO:
             self._vectors.popitem(last=False)
         return vector
-
-    @staticmethod
-    def pending(key: KeyMaterial, policy: SemanticPolicy) -> Pending | None:
-        found = semantic_material(key, policy.compare) if policy.enabled else None
-        return Pending(*found) if found else None
 
     async def lookup(self, key: KeyMaterial, entry_key: str, pending: Pending, policy: SemanticPolicy) -> Found | None:
         """The best verified entry of the scope, within ``policy.budget_ms``; ``None``: a miss."""
