@@ -117,6 +117,22 @@ def test_a_cache_without_the_semantic_tier_does_not_import_numpy_or_the_model() 
     assert out.strip() == "[]"
 
 
+def test_a_semantic_policy_without_the_extra_is_refused_at_start_naming_it(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    policy = tmp_path / "policy.yaml"
+    policy.write_text("rules:\n  - match: {prompt: faq}\n    semantic: {enabled: true}\n")
+    code = ("import sys, asyncio; sys.modules['numpy'] = None\n"  # as if numpy were not installed
+            "from llmgw.services.cache.app import start_core\n"
+            "from llmgw.services.cache.settings import CacheSettings\n"
+            "from llmgw.kit.errors import ConfigError\n"
+            f"s = CacheSettings(policy_file={str(policy)!r})\n"
+            "try:\n    asyncio.run(start_core(s))\nexcept ConfigError as e:\n    print('refused:', e)\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.startswith("refused:") and "llmgw[semantic]" in out and "numpy" in out
+
+
 def test_the_system_helper_lets_extra_env_set_any_running_service_the_drift_job_included() -> None:
     """``start_system(extra_env=...)`` applied its settings before the drift job's entry existed
     (a KeyError): the real job could not be run with its own sizes from the helper."""
