@@ -50,6 +50,9 @@ class SemanticPolicy(_Strict):
     budget_ms: int = Field(default=150, gt=0, le=5000)
     # Per scope (tenant x prompt version x everything but the compared text); a full scope starts over.
     max_entries: int = Field(default=5000, gt=0)
+    # Longer texts stay exact-only: the verifier's rules are for questions, and embedding a long
+    # text costs the model thread what several short questions do.
+    max_chars: int = Field(default=1000, gt=0)
 
 
 class Policy(_Strict):

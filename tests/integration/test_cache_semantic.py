@@ -212,3 +212,20 @@ async def test_the_gateway_serves_a_paraphrase_and_says_which_tier_answered(
     finally:
         await client.close()
         await grpc_client.close()
+
+
+async def test_long_texts_stay_exact_and_a_backlog_of_embeddings_is_a_miss_at_once(
+        redis: aioredis.Redis, prefix: str, embedder: Embedder) -> None:
+    from llmgw.services.cache.semantic.tier import SEMANTIC
+
+    cache = _replica(redis, prefix, embedder, max_chars=200)
+    long = await cache.lookup(_key("Why " + "really " * 60 + "is the sky blue?"))
+    assert long.leader and not long.semantic  # over max_chars: the exact tier only
+
+    busy = SEMANTIC.labels("acme", "faq", "busy")
+    before = busy._value.get()
+    # Twenty new questions at once against one model thread: those past its queue do not wait.
+    results = await asyncio.gather(*(cache.lookup(_key(f"Question number {i} about {uuid.uuid4().hex}?"))
+                                     for i in range(20)))
+    assert all(not r.hit and r.leader for r in results)
+    assert busy._value.get() - before >= 20 - 8

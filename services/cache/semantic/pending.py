@@ -38,6 +38,6 @@ class Found:
 
 def pending_for(key: KeyMaterial, policy: SemanticPolicy) -> Pending | None:
     """The request's scope and compared text when its policy turns the tier on and it has such
-    text; else ``None`` (exact tier only)."""
+    text (at most ``max_chars``); else ``None`` (exact tier only)."""
     found = semantic_material(key, policy.compare) if policy.enabled else None
-    return Pending(*found) if found else None
+    return Pending(*found) if found and len(found[1]) <= policy.max_chars else None

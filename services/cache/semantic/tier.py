@@ -55,7 +55,7 @@ __all__ = ["SEMANTIC", "SemanticTier"]
 
 _log = get_logger(__name__)
 SEMANTIC = Counter("llmgw_cache_semantic_total", "Semantic-tier lookups after an exact miss",
-                   ["tenant", "prompt", "result"])  # hit, miss, refused (verifier), timeout, error
+                   ["tenant", "prompt", "result"])  # hit, miss, refused (verifier), timeout, busy, error
 
 # KEYS: scope. ARGV: epoch known here, entries seen here, most records to return.
 # Returns {epoch, last record number returned, records...}; {""} when the scope does not exist.
@@ -103,6 +103,12 @@ return 1
 """
 
 _REDIS_ERRORS = (RedisError, OSError)
+_MAX_QUEUED = 8  # embeddings waiting for the model thread; past it a lookup is a miss at once
+
+
+class _Busy(Exception):
+    """The embedding queue is full."""
+
 _MAX_SCOPES = 2000  # scopes indexed in memory, least recently looked up out
 _SYNC_BATCH = 2000  # records per sync round trip (a cold replica catches up over a few lookups)
 _CANDIDATES = 8  # nearest rows the verifier looks at, best first
@@ -156,6 +162,7 @@ class SemanticTier:
         # One thread: the model is not made faster by two callers at once on a small pod, and the
         # event loop never runs it.
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="cache-embed")
+        self._queued = 0
         self._sync = batcher.register(_SYNC)
         self._add = batcher.register(_ADD)
         self._hit = batcher.register(_HIT)
@@ -174,12 +181,24 @@ class SemanticTier:
         if vector is not None:
             self._vectors.move_to_end(text)
             return vector
-        loop = asyncio.get_running_loop()
-        vector = (await loop.run_in_executor(self._pool, lambda: self._model().encode([text])))[0]
-        self._vectors[text] = vector
+        if self._queued >= _MAX_QUEUED:
+            # The model is behind (a burst of misses, or long texts): a lookup that would wait
+            # for a place in the queue is a miss now, not a timeout later for every one after it.
+            raise _Busy
+        self._queued += 1
+        work = asyncio.get_running_loop().run_in_executor(self._pool, lambda: self._model().encode([text]))
+        # Kept when it arrives even if the lookup that asked gave up (its budget ran out): the
+        # answer's store, after the provider call, then finds the vector here.
+        work.add_done_callback(lambda done: self._embedded(text, done))
+        return (await asyncio.shield(work))[0]
+
+    def _embedded(self, text: str, done: asyncio.Future[NDArray[np.float32]]) -> None:
+        self._queued -= 1
+        if done.cancelled() or done.exception() is not None:
+            return
+        self._vectors[text] = done.result()[0]
         while len(self._vectors) > _VECTORS_MEMO:
             self._vectors.popitem(last=False)
-        return vector
 
     async def lookup(self, key: KeyMaterial, entry_key: str, pending: Pending, policy: SemanticPolicy) -> Found | None:
         """The best verified entry of the scope, within ``policy.budget_ms``; ``None``: a miss."""
@@ -189,6 +208,9 @@ class SemanticTier:
                 found, refused = await self._lookup(entry_key, pending, policy)
         except TimeoutError:
             child(SEMANTIC, *labels, "timeout").inc()
+            return None
+        except _Busy:
+            child(SEMANTIC, *labels, "busy").inc()
             return None
         except _REDIS_ERRORS as exc:
             child(SEMANTIC, *labels, "error").inc()
@@ -250,8 +272,13 @@ class SemanticTier:
         return local
 
     async def add(self, entry_key: str, pending: Pending, policy: SemanticPolicy, ttl_s: int) -> None:
-        """Index a stored answer under its question (after the exact store succeeded)."""
-        vector = await self._embed(pending.text)
+        """Index a stored answer under its question (after the exact store succeeded); with the
+        model's queue full, not indexed (the exact entry serves its own repeats)."""
+        try:
+            vector = await self._embed(pending.text)
+        except _Busy:
+            _log.debug("cache_semantic_index_skipped_busy")
+            return
         ttl = min(policy.ttl_s, ttl_s)
         scope_key = semantic_key(entry_key, pending.scope, prefix=self._prefix)
         record = _pack(vector, entry_key, pending.text, self._clock() + ttl)
