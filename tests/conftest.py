@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import tempfile
 from collections.abc import AsyncIterator, Iterator
+from typing import Any
 
 import pytest
 import redis.asyncio as aioredis
@@ -68,6 +69,23 @@ def kafka_bootstrap() -> Iterator[str]:
         yield proc.address
     finally:
         proc.stop()
+
+
+@pytest.fixture(scope="session")
+def embedder() -> Any:
+    """The offline MiniLM model, loaded once for every test that needs it (seconds, and memory
+    the in-process stacks of later tests share)."""
+    import gc
+
+    from llmgw.kit.embed import SentenceEmbedder
+
+    model = SentenceEmbedder()
+    # The model's hundreds of thousands of objects out of the collector's reach: later tests run
+    # whole stacks in this process, and a full collection scanning them is a pause their
+    # wall-clock deadlines would see.
+    gc.collect()
+    gc.freeze()
+    return model
 
 
 @pytest.fixture

@@ -19,17 +19,12 @@ from llmgw.cli import main as cli
 from llmgw.domain import CacheEntry, KeyMaterial, Message, Sampling, Usage
 from llmgw.events.v1 import events_pb2
 from llmgw.gateway.v1 import gateway_pb2
-from llmgw.kit.embed import Embedder, SentenceEmbedder
+from llmgw.kit.embed import Embedder
 from llmgw.services.cache.core import RedisCache
 from llmgw.stack import Stack, start_stack
 from tests.helpers import Client, read_topic, semantic_replica
 
 pytestmark = pytest.mark.integration
-
-
-@pytest.fixture(scope="module")
-def embedder() -> Embedder:
-    return SentenceEmbedder()
 
 
 def _key(text: str, tenant: str = "acme", version: str = "v1@abc", system: str = "be brief") -> KeyMaterial:

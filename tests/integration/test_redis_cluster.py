@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import uuid
 from collections.abc import AsyncIterator, Iterator
+from typing import Any
 
 import grpc
 import pytest
@@ -168,13 +169,11 @@ async def test_invalidation_reaches_every_shard_and_every_near_cache(client: Cli
         await other.aclose()
 
 
-async def test_the_semantic_tier_on_a_cluster(client: Client, cluster: LocalCluster) -> None:
+async def test_the_semantic_tier_on_a_cluster(client: Client, cluster: LocalCluster, embedder: Any) -> None:
     """A scope's hash, and a hit's list and counters, are single-slot: served across replicas,
     counted, and invalidated on a cluster."""
     from llmgw.domain import Message
-    from llmgw.kit.embed import SentenceEmbedder
 
-    embedder = SentenceEmbedder()
     prefix = f"c-{uuid.uuid4().hex[:6]}"
     other = connect(cluster.url)
     a, b = semantic_replica(client, prefix, embedder), semantic_replica(other, prefix, embedder)
@@ -252,7 +251,11 @@ async def test_a_whole_stack_on_a_cluster_serves_a_miss_then_a_hit(cluster: Loca
     from tests.helpers import prompt_request
 
     for colocate in ((), ("limiter", "cache")):
-        stack = await start_stack(redis_url=cluster.url, kafka_bootstrap=topics_ready, colocate=colocate)
+        # The cache hop's deadline is wall clock across services sharing this one process and
+        # loop: a cold first lookup (slot map, script loads on every shard) must not time out
+        # into an uncached miss on a busy machine.
+        stack = await start_stack(redis_url=cluster.url, kafka_bootstrap=topics_ready, colocate=colocate,
+                                  ingress_overrides={"cache_timeout_s": 2.0})
         gateway = GatewayClient(stack.ingress.address)
         try:
             first = await gateway.complete(prompt_request(f"clustered {colocate}"))

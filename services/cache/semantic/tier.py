@@ -27,6 +27,7 @@ exactly what the first request stored, and what the exact tier's policy allowed 
 from __future__ import annotations
 
 import asyncio
+import gc
 import json
 import time
 import uuid
@@ -168,8 +169,12 @@ class SemanticTier:
         self._hit = batcher.register(_HIT)
 
     async def warm(self) -> None:
-        """Load the model (seconds) before the first lookup needs it."""
+        """Load the model (seconds) before the first lookup needs it; then put what it loaded out
+        of the garbage collector's reach (a full collection scanning the model's objects is a
+        pause every request of this process would see)."""
         await self._embed("warm up")
+        gc.collect()
+        gc.freeze()
 
     def _model(self) -> Embedder:
         if self._embedder is None:
