@@ -87,7 +87,8 @@ def semantic_replica(redis: Any, prefix: str, embedder: Any, **semantic: Any) ->
     from llmgw.services.cache.semantic.tier import SemanticTier
 
     exact_ttl_s = int(semantic.pop("exact_ttl_s", 3600))
+    lock_ttl_s = float(semantic.pop("lock_ttl_s", 30.0))
     policy = CachePolicy(default=Policy(ttl_s=exact_ttl_s, semantic=SemanticPolicy(enabled=True, **semantic)))
     batcher = ScriptBatcher(redis)
-    return RedisCache(redis, prefix=prefix, policy=policy, batcher=batcher, timeout_s=1.0,
+    return RedisCache(redis, prefix=prefix, policy=policy, batcher=batcher, timeout_s=1.0, lock_ttl_s=lock_ttl_s,
                       semantic=SemanticTier(batcher, lambda: embedder, prefix=prefix))

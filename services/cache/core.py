@@ -412,9 +412,9 @@ class RedisCache:
             if raw is not None:
                 COALESCED.inc()
                 return self._hit(key, k, raw, generation)
-            if token:
+            if token:  # the leader gave up or died: this caller leads now, and looks as a leader does
                 _saved(key.tenant, key.prompt or "-").misses.inc()
-                return LookupResult(key=k, cacheable=True, leader=True, lock_token=token)
+                return await self._semantic_lookup(key, k, token)
         _log.warning("cache_wait_timed_out", key=k)
         _saved(key.tenant, key.prompt or "-").misses.inc()
         self._count_miss(key)

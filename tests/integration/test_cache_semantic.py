@@ -224,3 +224,18 @@ async def test_long_texts_stay_exact_and_a_backlog_of_embeddings_is_a_miss_at_on
                                      for i in range(20)))
     assert all(not r.hit and r.leader for r in results)
     assert busy._value.get() - before >= 20 - 8
+
+
+async def test_a_waiter_that_takes_over_from_a_dead_leader_looks_in_the_semantic_tier_too(
+        redis: aioredis.Redis, prefix: str, embedder: Embedder) -> None:
+    cache = _replica(redis, prefix, embedder, lock_ttl_s=0.2)
+    await _ask_and_answer(cache, _key("How do I change my username?"), "Profile > Name.")
+    question = _key("How can I change my username?")
+    # A leader takes the paraphrase's exact lock and dies without storing or releasing it.
+    _, dead_token, _ = await cache._probe(question, (await cache.lookup(question, read=False)).key)
+    assert dead_token
+    follower = await cache.lookup(question)
+    assert follower.in_flight
+    took_over = await cache.wait(question, timeout_s=3)
+    assert took_over.hit and took_over.tier == "semantic" and took_over.entry is not None
+    assert took_over.entry.text == "Profile > Name."
