@@ -17,7 +17,7 @@ import tempfile
 import time
 import zlib
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -125,6 +125,20 @@ def by_key(key: bytes | None, all_partitions: list[int], available: list[int]) -
 def _retrieve(f: asyncio.Future[Any]) -> None:
     if not f.cancelled():
         f.exception()  # a late failure of a spilled record: already on disk, nothing to report
+
+
+def _acked(f: asyncio.Future[Any]) -> bool:
+    return f.done() and not f.cancelled() and f.exception() is None
+
+
+@dataclass
+class _HandOver:
+    """One batch handed to the producer: each record handed over is in ``sent`` (with its
+    acknowledgement) or ``retry``, or was rejected for good; ``handed`` counts them, in order."""
+
+    sent: list[tuple[Record, asyncio.Future[Any]]] = field(default_factory=list)
+    retry: list[Record] = field(default_factory=list)
+    handed: int = 0
 
 
 class DiscardingSink:
@@ -349,31 +363,20 @@ class KafkaPublisher:
         delay = 0.2
         pending = batch
         while True:
-            assert self._producer is not None
             start = time.perf_counter()
-            if not await self._topics_exist({rec[0] for rec in pending}):
-                if spill:
-                    await self._spill(pending)
-                    return
-                await asyncio.sleep(1.0)
-                continue
-            retry: list[Record] = []
-            sent: list[tuple[Record, asyncio.Future[Any]]] = []
-            for rec in pending:
-                try:
-                    sent.append((rec, await self._producer.send(rec[0], value=rec[2], key=rec[1])))
-                except (KafkaError, OSError) as exc:
-                    self._failed_record(rec, exc, retry)
+            out = _HandOver()
+            if not spill:
+                if not await self._hand_over(pending, out):
+                    await asyncio.sleep(1.0)
+                    continue
+            elif not await self._hand_over_within_bound(pending, out):
+                return
+            sent, retry = out.sent, out.retry
             if spill and sent:
-                _, slow = await asyncio.wait([f for _, f in sent], timeout=self._ack_timeout_s)
+                left = max(0.0, self._ack_timeout_s - (time.perf_counter() - start))
+                _, slow = await asyncio.wait([f for _, f in sent], timeout=left)
                 if slow:
-                    failed = {id(f) for _, f in sent if f in slow or f.cancelled() or f.exception() is not None}
-                    await self._spill([rec for rec, f in sent if id(f) in failed] + retry)
-                    for rec, f in sent:
-                        if id(f) not in failed:
-                            child(PUBLISHED, rec[0]).inc()
-                    for f in slow:  # the producer may still settle them: nothing waits for that now
-                        f.add_done_callback(_retrieve)
+                    await self._spill_unacknowledged(out, [])
                     return
             results = await asyncio.gather(*(f for _, f in sent), return_exceptions=True)
             for (rec, _), result in zip(sent, results, strict=True):
@@ -392,6 +395,46 @@ class KafkaPublisher:
             pending = retry
             await asyncio.sleep(delay)
             delay = min(delay * 2, 5.0)
+
+    async def _hand_over(self, pending: list[Record], out: _HandOver) -> bool:
+        """Give ``pending`` to the producer once its topics are confirmed (False: they are not)."""
+        assert self._producer is not None
+        if not await self._topics_exist({rec[0] for rec in pending}):
+            return False
+        for rec in pending:
+            try:
+                out.sent.append((rec, await self._producer.send(rec[0], value=rec[2], key=rec[1])))
+            except (KafkaError, OSError) as exc:
+                self._failed_record(rec, exc, out.retry)
+            out.handed += 1
+        return True
+
+    async def _hand_over_within_bound(self, pending: list[Record], out: _HandOver) -> bool:
+        """``_hand_over`` under the write-ahead bound. Handing over can itself wait: a metadata
+        request, or a full producer batch waiting for the one before it to be taken (one request
+        in flight per broker), which a hung broker never does, so aiokafka blocks ``send`` for
+        its whole request timeout. Past the bound, what was not acknowledged goes to disk (False:
+        the batch was dealt with that way)."""
+        handing = asyncio.create_task(self._hand_over(pending, out))
+        done, _ = await asyncio.wait({handing}, timeout=self._ack_timeout_s)
+        if done and handing.result():
+            return True
+        if not done:
+            handing.cancel()  # a record waiting for room in a batch was not appended: safe to cut
+            with contextlib.suppress(asyncio.CancelledError):
+                await handing
+        await self._spill_unacknowledged(out, pending[out.handed:])
+        return False
+
+    async def _spill_unacknowledged(self, out: _HandOver, not_handed: list[Record]) -> None:
+        """The write-ahead bound passed: what the broker has not acknowledged goes to disk, in
+        the batch's order (``not_handed`` is its tail the producer never got)."""
+        for rec, f in out.sent:
+            if _acked(f):
+                child(PUBLISHED, rec[0]).inc()
+            else:
+                f.add_done_callback(_retrieve)  # the producer may still settle it: nothing waits
+        await self._spill([rec for rec, f in out.sent if not _acked(f)] + out.retry + not_handed)
 
     def _failed_record(self, rec: Record, exc: BaseException, retry: list[Record]) -> None:
         if not isinstance(exc, _POISON):
