@@ -12,11 +12,7 @@ prompt-injection, jailbreak and exfiltration cases of this repository's eval sui
 from __future__ import annotations
 
 import argparse
-import importlib
-import inspect
-import pkgutil
 import random
-import re
 import statistics
 import time
 from collections.abc import Callable
@@ -25,6 +21,7 @@ from dataclasses import replace
 import numpy as np
 from scipy.stats import chi2
 
+from bench.drift_corpus import CORPORA, load
 from llmgw.evals.suite import load_suite
 from llmgw.events.v1 import events_pb2
 from llmgw.kit.embed import SentenceEmbedder
@@ -33,50 +30,9 @@ from llmgw.services.drift.detector import DetectorSettings, DriftDetector, Input
 from llmgw.services.drift.stats import assign, g_test
 from llmgw.stack import REPO
 
-KNOWN = {"email": ["email"], "http": ["http", "urllib"], "asyncio": ["asyncio"], "logging": ["logging"],
-         "xml": ["xml"], "archives": ["tarfile", "zipfile", "gzip", "bz2", "lzma", "shutil"]}
-NEW = {"numbers": ["decimal", "fractions", "statistics", "random"]}
+STDLIB = CORPORA["stdlib"]
+KNOWN, NEW = list(STDLIB.known), STDLIB.distinct
 WINDOW, REFERENCE = 50, 600
-
-
-def _docstrings(modname: str) -> list[str]:
-    try:
-        root = importlib.import_module(modname)
-    except ImportError:
-        return []
-    mods = [root]
-    for info in pkgutil.walk_packages(getattr(root, "__path__", []), modname + "."):
-        if "test" not in info.name:
-            try:
-                mods.append(importlib.import_module(info.name))
-            except Exception:  # optional submodules (platform-specific) are skipped
-                continue
-    out: dict[int, str] = {}
-    for m in mods:
-        for obj in [m, *(v for _, v in inspect.getmembers(m))]:
-            documented = inspect.ismodule(obj) or inspect.isclass(obj) or inspect.isfunction(obj)
-            if documented and (d := inspect.getdoc(obj)):
-                out[id(d)] = d
-            if inspect.isclass(obj):
-                for _, f in inspect.getmembers(obj, inspect.isfunction):
-                    if d := inspect.getdoc(f):
-                        out[id(d)] = d
-    return list(out.values())
-
-
-def corpus(groups: dict[str, list[str]]) -> dict[str, list[str]]:
-    """Sentences of 6-40 words per group, code-looking ones left out; sorted for reproducibility."""
-    result = {}
-    for name, mods in groups.items():
-        sents: set[str] = set()
-        for mod in mods:
-            for doc in _docstrings(mod):
-                for para in doc.split("\n\n"):
-                    for s in re.split(r"(?<=[.!?])\s+", " ".join(para.split())):
-                        if 6 <= len(s.split()) <= 40 and not re.search(r"[>{}=\[\]|]|::", s):
-                            sents.add(s)
-        result[name] = sorted(sents)
-    return result
 
 
 def injections() -> list[str]:
@@ -179,7 +135,7 @@ def main() -> None:
     ap.add_argument("--windows", type=int, default=200, help="windows per false-alarm run")
     args = ap.parse_args()
 
-    texts = corpus({**KNOWN, **NEW})
+    texts = {k: v for k, v in load("stdlib").items() if k in (*KNOWN, NEW)}
     texts["injection"] = injections()
     embedder = SentenceEmbedder()
     t0 = time.perf_counter()
@@ -191,7 +147,7 @@ def main() -> None:
     for k, v in longer.items():
         pools[f"{k}-long"] = (v, embedder.encode(v))
 
-    base = {k: w for k, w in zip(KNOWN, (0.3, 0.2, 0.2, 0.1, 0.1, 0.1), strict=True)}
+    base = dict(STDLIB.known)
     strict = DetectorSettings(reference_size=REFERENCE, window=WINDOW)
     # A budget loose enough (about 1 % per window and detector) that a run can count its alarms.
     loose = replace(strict, false_alarms_per_month=strict.expected_segments * 3 * 0.01 * 30 * 24 * 3600 / WINDOW)
@@ -208,7 +164,7 @@ def main() -> None:
     rate, delay = detection(pools, base, lambda s: s.take(WINDOW * 20, base), strict, args.trials)
     print(f"{'no shift (control: false alarms)':<34} {rate:>9.0%} {delay if delay is not None else '-':>22}")
     for share in (0.02, 0.05, 0.10, 0.20):
-        mix = {**{k: v * (1 - share) for k, v in base.items()}, "numbers": share}
+        mix = {**{k: v * (1 - share) for k, v in base.items()}, NEW: share}
         rate, delay = detection(pools, base, lambda s, m=mix: s.take(WINDOW * 20, m), strict, args.trials)
         print(f"{f'new topic at {share:.0%}':<34} {rate:>9.0%} {delay if delay is not None else '-':>22}")
     long_mix = {f"{k}-long": v for k, v in base.items()}
