@@ -107,7 +107,7 @@ def _debian() -> dict[str, list[str]]:
 
 
 def load(name: str) -> dict[str, list[str]]:
-    return _stdlib() if name == "stdlib" else _debian()
+    return {"stdlib": _stdlib, "debian": _debian}[name]()
 
 
 def rebuild_debian(packages: str, most: int = 600) -> None:

@@ -429,12 +429,14 @@ class KafkaPublisher:
     async def _spill_unacknowledged(self, out: _HandOver, not_handed: list[Record]) -> None:
         """The write-ahead bound passed: what the broker has not acknowledged goes to disk, in
         the batch's order (``not_handed`` is its tail the producer never got)."""
+        unacked: list[Record] = []
         for rec, f in out.sent:
             if _acked(f):
                 child(PUBLISHED, rec[0]).inc()
             else:
+                unacked.append(rec)
                 f.add_done_callback(_retrieve)  # the producer may still settle it: nothing waits
-        await self._spill([rec for rec, f in out.sent if not _acked(f)] + out.retry + not_handed)
+        await self._spill(unacked + out.retry + not_handed)
 
     def _failed_record(self, rec: Record, exc: BaseException, retry: list[Record]) -> None:
         if not isinstance(exc, _POISON):
