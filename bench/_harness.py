@@ -91,6 +91,24 @@ def summary(times: Mapping[str, list[float]]) -> dict[str, dict[str, float]]:
     return {k: {"p50": statistics.median(v), "p99": pct(v, 99)} for k, v in times.items()}
 
 
+def p50_ratio_interval(times: Mapping[str, list[float]], a: str, b: str, *, reps: int = 1000,
+                       level: float = 0.95) -> tuple[float, float, float]:
+    """p50(a) / p50(b) with a bootstrap interval. ``interleave`` measured both in every round, so
+    rounds are resampled whole (a round's pair stays together: the machine's state that round
+    touched both); on a shared machine one run's ratio moves by several percent, and a goal
+    within that is only met when the whole interval is."""
+    xs, ys = times[a], times[b]
+    rng = random.Random(1)
+    ratios = []
+    for _ in range(reps):
+        idx = [rng.randrange(len(xs)) for _ in xs]
+        ratios.append(statistics.median(xs[i] for i in idx) / statistics.median(ys[i] for i in idx))
+    ratios.sort()
+    tail = (1 - level) / 2
+    return (statistics.median(xs) / statistics.median(ys), ratios[int(tail * reps)],
+            ratios[min(reps - 1, int((1 - tail) * reps))])
+
+
 def print_table(title: str, res: Mapping[str, Mapping[str, float]], base: str) -> None:
     b = res[base]
     print(f"{title:<28} {'p50 ms':>8} {'p99 ms':>8} {'p50 ratio':>10} {'p99 ratio':>10}")

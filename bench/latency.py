@@ -28,7 +28,7 @@ import aiohttp
 import grpc
 import openai
 
-from bench._harness import LIMITS, interleave, print_table, start_echo, summary
+from bench._harness import LIMITS, interleave, p50_ratio_interval, print_table, start_echo, summary
 from llmgw.gateway.v1 import gateway_pb2, gateway_pb2_grpc
 from llmgw.kit.embedded import free_port
 from llmgw.kit.main import run as run_loop
@@ -55,8 +55,8 @@ async def _burst(gw: Stub, fake_url: str) -> tuple[int, int]:
     return after - before, sum(r.cache_hit for r in replies)
 
 
-async def run(n: int, trace_ratio: float = 1.0, twin_traced: bool = True
-              ) -> tuple[dict[str, dict[str, float]], tuple[int, int]]:
+async def run(n: int, trace_ratio: float = 1.0, twin_traced: bool = True, traced_env: dict[str, str] | None = None
+              ) -> tuple[dict[str, list[float]], tuple[int, int]]:
     # Every setting at its default but one: the burst of 100 starves every process on a 2-core
     # machine, and the ingress's 250 ms deadline on its gRPC hop to the cache service is wall
     # clock, so starved hops would become misses by design. (The cache's own 50 ms Redis budget
@@ -65,7 +65,8 @@ async def run(n: int, trace_ratio: float = 1.0, twin_traced: bool = True
                                 with_drift=False, limits=LIMITS, api_keys="bench-key=bench",
                                 extra_env={"ingress": {"CACHE_TIMEOUT_S": "2"}})
     # Parent-based: the ingress decides for the whole trace, the peers follow its traceparent.
-    sampled = {"OTEL_TRACES_SAMPLER": "parentbased_traceidratio", "OTEL_TRACES_SAMPLER_ARG": str(trace_ratio)}
+    sampled = {"OTEL_TRACES_SAMPLER": "parentbased_traceidratio", "OTEL_TRACES_SAMPLER_ARG": str(trace_ratio),
+               **(traced_env or {})}
     try:
         traced = await start_system(Path(tempfile.mkdtemp(prefix="llmgw-bench-traced-")), ingress_port=free_port(
             system.used_ports), with_drift=False, limits=LIMITS, api_keys="bench-key=bench",
@@ -107,7 +108,7 @@ async def run(n: int, trace_ratio: float = 1.0, twin_traced: bool = True
     finally:
         system.stop()
         traced.stop()
-    return summary(times), coalesced
+    return times, coalesced
 
 
 def main() -> None:
@@ -116,14 +117,19 @@ def main() -> None:
     parser.add_argument("--trace-ratio", type=float, default=1.0, help="the traced system's sampling (default 1.0)")
     parser.add_argument("--untraced-twin", action="store_true",
                         help="A/A check: the second system runs with traces off (its rows should match)")
+    parser.add_argument("--traced-env", action="append", default=[], metavar="NAME=VALUE",
+                        help="a setting for every service of the traced system (e.g. OTEL_BSP_MAX_QUEUE_SIZE=0: "
+                             "spans recorded, none exported)")
     args = parser.parse_args()
-    out: list[tuple[dict[str, dict[str, float]], tuple[int, int]]] = []
+    traced_env = dict(kv.split("=", 1) for kv in args.traced_env)
+    out: list[tuple[dict[str, list[float]], tuple[int, int]]] = []
 
     async def go() -> None:
-        out.append(await run(args.n, args.trace_ratio, not args.untraced_twin))
+        out.append(await run(args.n, args.trace_ratio, not args.untraced_twin, traced_env))
 
     run_loop(go())  # uvloop, as the services run
-    res, (calls, hits) = out[0]
+    times, (calls, hits) = out[0]
+    res = summary(times)
     print_table("path (ratios x direct)", res, "direct")
     base = res["direct"]["p50"]
     print(f"\ngateway overhead on a miss (p50): +{res['miss']['p50'] - base:.2f} ms; a hit answers in "
@@ -134,9 +140,10 @@ def main() -> None:
           f"hop ({res['grpc echo']['p50'] / base:.2f}x direct on this machine)")
     print(f"100 concurrent identical misses: {calls} provider call(s), {hits} answered from the first one's result")
     twin = "off (A/A check)" if args.untraced_twin else f"on ({args.trace_ratio:.0%} sampled)"
-    print(f"traces {twin} vs off, p50: "
-          f"miss {res['miss traced']['p50'] / res['miss']['p50']:.3f}x, "
-          f"hit {res['hit traced']['p50'] / res['hit']['p50']:.3f}x (goal: under 1.05x)")
+    miss, hit = (p50_ratio_interval(times, f"{p} traced", p) for p in ("miss", "hit"))
+    print(f"traces {twin} vs off, p50 (95 % bootstrap interval over rounds): "
+          f"miss {miss[0]:.3f}x [{miss[1]:.3f}, {miss[2]:.3f}], hit {hit[0]:.3f}x [{hit[1]:.3f}, {hit[2]:.3f}] "
+          f"(goal: under 1.05x)")
 
 
 if __name__ == "__main__":
