@@ -111,17 +111,24 @@ async def run(n: int, trace_ratio: float = 1.0, twin_traced: bool = True, traced
     return times, coalesced
 
 
+def _setting(text: str) -> tuple[str, str]:
+    name, eq, value = text.partition("=")
+    if not name or not eq:
+        raise argparse.ArgumentTypeError(f"{text!r} is not NAME=VALUE")
+    return name, value
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--n", type=int, default=300)
     parser.add_argument("--trace-ratio", type=float, default=1.0, help="the traced system's sampling (default 1.0)")
     parser.add_argument("--untraced-twin", action="store_true",
                         help="A/A check: the second system runs with traces off (its rows should match)")
-    parser.add_argument("--traced-env", action="append", default=[], metavar="NAME=VALUE",
+    parser.add_argument("--traced-env", action="append", default=[], type=_setting, metavar="NAME=VALUE",
                         help="a setting for every service of the traced system (e.g. OTEL_BSP_MAX_QUEUE_SIZE=0: "
                              "spans recorded, none exported)")
     args = parser.parse_args()
-    traced_env = dict(kv.split("=", 1) for kv in args.traced_env)
+    traced_env = dict(args.traced_env)
     out: list[tuple[dict[str, list[float]], tuple[int, int]]] = []
 
     async def go() -> None:
