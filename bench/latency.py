@@ -10,10 +10,12 @@ interleaved round-robin in a fresh random order every round (bench/_harness.py):
   grpc echo       app -> a bare gRPC server built like the services (bench/echo_server.py): the
                   floor any gRPC hop costs here, for reading the hit rows
   miss / hit traced  the same on a second system with traces on in every service (sampled 100 %,
-                  exported through the span queue to files): what tracing costs
+                  exported through the span queue over OTLP/HTTP to a stand-in collector in its
+                  own process, bench/otlp_sink.py; ``--export file``: to JSON-lines files): what
+                  tracing costs
 Then 100 concurrent identical misses against a 200 ms provider: how many provider calls.
 
-    python -m bench.latency [--n 300]
+    python -m bench.latency [--n 300] [--export otlp|file]
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ import aiohttp
 import grpc
 import openai
 
+from bench import otlp_sink
 from bench._harness import LIMITS, interleave, p50_ratio_interval, print_table, start_echo, summary
 from llmgw.gateway.v1 import gateway_pb2, gateway_pb2_grpc
 from llmgw.kit.embedded import free_port
@@ -55,8 +58,8 @@ async def _burst(gw: Stub, fake_url: str) -> tuple[int, int]:
     return after - before, sum(r.cache_hit for r in replies)
 
 
-async def run(n: int, trace_ratio: float = 1.0, twin_traced: bool = True, traced_env: dict[str, str] | None = None
-              ) -> tuple[dict[str, list[float]], tuple[int, int]]:
+async def run(n: int, trace_ratio: float = 1.0, twin_traced: bool = True, traced_env: dict[str, str] | None = None,
+              export: str = "otlp") -> tuple[dict[str, list[float]], tuple[int, int], dict[str, int]]:
     # Every setting at its default but one: the burst of 100 starves every process on a 2-core
     # machine, and the ingress's 250 ms deadline on its gRPC hop to the cache service is wall
     # clock, so starved hops would become misses by design. (The cache's own 50 ms Redis budget
@@ -67,14 +70,21 @@ async def run(n: int, trace_ratio: float = 1.0, twin_traced: bool = True, traced
     # Parent-based: the ingress decides for the whole trace, the peers follow its traceparent.
     sampled = {"OTEL_TRACES_SAMPLER": "parentbased_traceidratio", "OTEL_TRACES_SAMPLER_ARG": str(trace_ratio),
                **(traced_env or {})}
+    sink = None
+    if twin_traced and export == "otlp":
+        sink_port = free_port(system.used_ports)
+        sink = otlp_sink.start(sink_port)
+        sampled["OTEL_EXPORTER_OTLP_ENDPOINT"] = f"http://127.0.0.1:{sink_port}"
     try:
         traced = await start_system(Path(tempfile.mkdtemp(prefix="llmgw-bench-traced-")), ingress_port=free_port(
             system.used_ports), with_drift=False, limits=LIMITS, api_keys="bench-key=bench",
                                     extra_env={"ingress": {"CACHE_TIMEOUT_S": "2", **sampled},
                                                **{name: sampled for name in ("limiter", "cache", "router")}},
-                                    otel="file" if twin_traced else None)
+                                    otel="file" if twin_traced and export == "file" else None)
     except BaseException:
         system.stop()
+        if sink is not None:
+            sink.kill()
         raise
     try:
         assert system.fake_url is not None, "the bench needs the fake providers (unset the real API keys)"
@@ -101,6 +111,11 @@ async def run(n: int, trace_ratio: float = 1.0, twin_traced: bool = True, traced
             "hit traced": _hit(gw_traced, hit_req),
         }, n)
         coalesced = await _burst(gw, system.fake_url)
+        collected: dict[str, int] = {}
+        if sink is not None:
+            await asyncio.sleep(0.5)  # the last batches (the queue exports every 200 ms)
+            async with aiohttp.ClientSession(sampled["OTEL_EXPORTER_OTLP_ENDPOINT"]) as http:
+                collected = await (await http.get("/stats")).json()
         for c in channels:
             await c.close()
         await direct.close()
@@ -108,7 +123,9 @@ async def run(n: int, trace_ratio: float = 1.0, twin_traced: bool = True, traced
     finally:
         system.stop()
         traced.stop()
-    return times, coalesced
+        if sink is not None:
+            sink.kill()
+    return times, coalesced, collected
 
 
 def _setting(text: str) -> tuple[str, str]:
@@ -127,15 +144,18 @@ def main() -> None:
     parser.add_argument("--traced-env", action="append", default=[], type=_setting, metavar="NAME=VALUE",
                         help="a setting for every service of the traced system (e.g. OTEL_BSP_MAX_QUEUE_SIZE=0: "
                              "spans recorded, none exported)")
+    parser.add_argument("--export", choices=("otlp", "file"), default="otlp",
+                        help="where the traced system's spans go: OTLP/HTTP to a stand-in collector (default) "
+                             "or JSON-lines files")
     args = parser.parse_args()
     traced_env = dict(args.traced_env)
-    out: list[tuple[dict[str, list[float]], tuple[int, int]]] = []
+    out: list[tuple[dict[str, list[float]], tuple[int, int], dict[str, int]]] = []
 
     async def go() -> None:
-        out.append(await run(args.n, args.trace_ratio, not args.untraced_twin, traced_env))
+        out.append(await run(args.n, args.trace_ratio, not args.untraced_twin, traced_env, args.export))
 
     run_loop(go())  # uvloop, as the services run
-    times, (calls, hits) = out[0]
+    times, (calls, hits), collected = out[0]
     res = summary(times)
     print_table("path (ratios x direct)", res, "direct")
     base = res["direct"]["p50"]
@@ -146,11 +166,13 @@ def main() -> None:
     print(f"a colocated hit costs {res['hit colocated']['p50'] - res['grpc echo']['p50']:.2f} ms above a bare gRPC "
           f"hop ({res['grpc echo']['p50'] / base:.2f}x direct on this machine)")
     print(f"100 concurrent identical misses: {calls} provider call(s), {hits} answered from the first one's result")
-    twin = "off (A/A check)" if args.untraced_twin else f"on ({args.trace_ratio:.0%} sampled)"
+    twin = "off (A/A check)" if args.untraced_twin else f"on ({args.trace_ratio:.0%} sampled, {args.export} export)"
     miss, hit = (p50_ratio_interval(times, f"{p} traced", p) for p in ("miss", "hit"))
     print(f"traces {twin} vs off, p50 (95 % bootstrap interval over rounds): "
           f"miss {miss[0]:.3f}x [{miss[1]:.3f}, {miss[2]:.3f}], hit {hit[0]:.3f}x [{hit[1]:.3f}, {hit[2]:.3f}] "
           f"(goal: under 1.05x)")
+    if collected:
+        print(f"the stand-in collector took {collected['requests']} OTLP requests, {collected['bytes']:,} bytes")
 
 
 if __name__ == "__main__":

@@ -19,6 +19,7 @@ type and message are recorded as the ``exception`` event with them).
 
 from __future__ import annotations
 
+import abc
 import random
 import time
 from collections.abc import Mapping, Sequence
@@ -40,7 +41,7 @@ from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 from opentelemetry.trace import NonRecordingSpan, SpanContext, SpanKind, Status, StatusCode, TraceFlags, TraceState
 from opentelemetry.util.types import Attributes
 
-__all__ = ["LeanProvider", "LeanSpan", "LeanTracer"]
+__all__ = ["LeanExporter", "LeanProvider", "LeanSpan", "LeanTracer"]
 
 _SAMPLED = TraceFlags(TraceFlags.SAMPLED)
 _NOT_SAMPLED = TraceFlags(TraceFlags.DEFAULT)
@@ -215,6 +216,19 @@ class _Current:
         otel_context.detach(self._token)  # type: ignore[arg-type]
         if self._end:
             span.end()
+
+
+class LeanExporter(abc.ABC):
+    """An exporter that reads lean spans as they are (no ``ReadableSpan`` built): this project's
+    OTLP and JSON-lines exporters. The span queue hands any other (the SDK's) ``ReadableSpan``s."""
+
+    @abc.abstractmethod
+    def export_lean(self, spans: Sequence[LeanSpan]) -> bool:
+        """Export a batch; whether it was taken."""
+
+    @abc.abstractmethod
+    def shutdown(self) -> None:
+        """Release what the exporter holds (the queue calls it once, after its last batch)."""
 
 
 class LeanProvider:

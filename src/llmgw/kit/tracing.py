@@ -49,7 +49,7 @@ from opentelemetry.trace import Span, SpanKind, Status, StatusCode, Tracer
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 from prometheus_client import Counter
 
-from llmgw.kit.spans import LeanProvider, LeanSpan
+from llmgw.kit.spans import LeanExporter, LeanProvider, LeanSpan
 
 __all__ = [
     "BoundedSpanQueue",
@@ -97,7 +97,7 @@ def tracer() -> Tracer:
     return _tracer
 
 
-def _exporter(service: str, environ: Mapping[str, str]) -> SpanExporter | None:
+def _exporter(service: str, environ: Mapping[str, str], resource: Resource) -> SpanExporter | LeanExporter | None:
     if environ.get("OTEL_SDK_DISABLED", "").lower() == "true":
         return None
     kind = environ.get("OTEL_TRACES_EXPORTER", "").strip().lower()
@@ -105,32 +105,33 @@ def _exporter(service: str, environ: Mapping[str, str]) -> SpanExporter | None:
         return None
     directory = environ.get("LLMGW_TRACES_DIR")
     if directory:
-        return JsonLinesExporter(Path(directory) / f"{service}.jsonl")
+        return JsonLinesExporter(Path(directory) / f"{service}.jsonl", resource)
     if kind == "console":
         return ConsoleSpanExporter()
     if kind == "otlp" or environ.get("OTEL_EXPORTER_OTLP_ENDPOINT") or environ.get(
             "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"):
-        from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+        from llmgw.kit.otlp import OtlpHttpExporter
 
-        return OTLPSpanExporter()
+        return OtlpHttpExporter(resource.attributes, environ)
     return None
 
 
-def setup(service: str, environ: Mapping[str, str] | None = None, *, exporter: SpanExporter | None = None) -> bool:
+def setup(service: str, environ: Mapping[str, str] | None = None, *,
+          exporter: SpanExporter | LeanExporter | None = None) -> bool:
     """Turn traces on for this process when the environment asks for it (or an ``exporter`` is
     given: tests pass an in-memory one). Returns whether traces are on. Called once per process,
     by the service's entry point, never at import."""
     global _provider, _tracer
     env = os.environ if environ is None else environ
-    chosen = exporter or _exporter(service, env)
+    resource = Resource.create({"service.name": env.get("OTEL_SERVICE_NAME") or f"llmgw-{service}"})
+    chosen = exporter or _exporter(service, env, resource)
     if chosen is None:
         return False
     queue = BoundedSpanQueue(
         chosen, max_queue=int(env.get("OTEL_BSP_MAX_QUEUE_SIZE", "2048")),
         delay_s=int(env.get("OTEL_BSP_SCHEDULE_DELAY", "200")) / 1000,
         batch=int(env.get("OTEL_BSP_MAX_EXPORT_BATCH_SIZE", "128")))
-    provider = LeanProvider(queue, Resource.create({"service.name": env.get("OTEL_SERVICE_NAME") or
-                                                    f"llmgw-{service}"}))
+    provider = LeanProvider(queue, resource)
     queue.readable = provider.readable
     if _provider is not None:
         _provider.shutdown()
@@ -295,7 +296,7 @@ class BoundedSpanQueue(SpanProcessor):
     """Ended spans go into a bounded queue that one daemon thread exports in batches; when the
     queue is full a span is dropped and counted, so ending a span never waits on the exporter."""
 
-    def __init__(self, exporter: SpanExporter, *, max_queue: int = 2048, delay_s: float = 1.0,
+    def __init__(self, exporter: SpanExporter | LeanExporter, *, max_queue: int = 2048, delay_s: float = 1.0,
                  batch: int = 512) -> None:
         self._exporter, self._max, self._delay, self._batch = exporter, max_queue, delay_s, batch
         self._queue: deque[LeanSpan] = deque()
@@ -330,7 +331,12 @@ class BoundedSpanQueue(SpanProcessor):
             self._wake.clear()
             while batch := self._take():
                 try:
-                    if self._exporter.export(self.readable(batch)) == SpanExportResult.SUCCESS:
+                    exporter = self._exporter
+                    if isinstance(exporter, LeanExporter):
+                        taken = exporter.export_lean(batch)
+                    else:
+                        taken = exporter.export(self.readable(batch)) == SpanExportResult.SUCCESS
+                    if taken:
                         EXPORTED.inc(len(batch))
                     else:
                         DROPPED.inc(len(batch))
@@ -355,32 +361,35 @@ class BoundedSpanQueue(SpanProcessor):
         self._exporter.shutdown()
 
 
-class JsonLinesExporter(SpanExporter):
+class JsonLinesExporter(LeanExporter):
     """One JSON object per span, appended to a file (``LLMGW_TRACES_DIR``; for development)."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, resource: Resource) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         self._file = path.open("a", encoding="utf-8")
+        # What every line repeats, encoded once.
+        self._resource = json.dumps({"attributes": {"service.name": resource.attributes.get("service.name")}},
+                                    separators=(",", ":"))
+        self._dumps = json.JSONEncoder(separators=(",", ":"), default=list).encode
 
-    def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
-        # A small dict per span, not the SDK's to_json (indented, every field, several times the
-        # CPU): this runs in the process of the service it traces.
-        lines = []
+    def export_lean(self, spans: Sequence[LeanSpan]) -> bool:
+        # A small dict per span read from the lean span (no ReadableSpan, not the SDK's to_json:
+        # indented, every field, several times the CPU): this runs in the traced service's process.
+        dumps, lines = self._dumps, []
         for s in spans:
-            ctx, parent = s.context, s.parent
-            lines.append(json.dumps({
-                "name": s.name, "kind": s.kind.name,
-                "context": {"trace_id": f"0x{ctx.trace_id:032x}", "span_id": f"0x{ctx.span_id:016x}"},
+            parent = s._parent
+            line = dumps({
+                "name": s.name, "kind": s._kind.name,
+                "context": {"trace_id": f"0x{s.trace_id:032x}", "span_id": f"0x{s.span_id:016x}"},
                 "parent_id": f"0x{parent.span_id:016x}" if parent is not None else None,
-                "start_time": s.start_time, "end_time": s.end_time, "status": s.status.status_code.name,
-                "attributes": dict(s.attributes or {}),
-                "events": [{"name": e.name, "timestamp": e.timestamp, "attributes": dict(e.attributes or {})}
-                           for e in s.events],
-                "resource": {"attributes": {"service.name": s.resource.attributes.get("service.name")}},
-            }, separators=(",", ":"), default=list))
+                "start_time": s._start, "end_time": s._end, "status": s._status.status_code.name,
+                "attributes": s._attributes,
+                "events": [{"name": n, "timestamp": t, "attributes": a} for n, a, t in s._events or ()],
+            })
+            lines.append(f'{line[:-1]},"resource":{self._resource}}}')
         self._file.write("\n".join(lines) + "\n")
         self._file.flush()
-        return SpanExportResult.SUCCESS
+        return True
 
     def shutdown(self) -> None:
         self._file.close()
