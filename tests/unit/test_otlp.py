@@ -54,9 +54,12 @@ def _spans() -> tuple[LeanProvider, list[LeanSpan]]:
         leaf = t.start_span("redis.script", kind=SpanKind.CLIENT)
         leaf.set_status(Status(StatusCode.OK))
         leaf.end()
+    # An RPC's server span, its caller known by the ids of its traceparent.
+    t.server_span("llmgw.limiter.v1.Limiter/Check", (remote.trace_id, remote.span_id, True), SpanKind.SERVER,
+                  {"rpc.system": "grpc"}).end()
     assert provider.force_flush()
     provider.shutdown()
-    assert len(kept.spans) == 4
+    assert len(kept.spans) == 5
     return provider, kept.spans
 
 
@@ -66,8 +69,10 @@ def test_the_encoder_writes_what_the_sdk_encoder_writes() -> None:
     theirs = encode_spans(provider.readable(spans))
     assert ours == theirs
     decoded = ours.resource_spans[0].scope_spans[0].spans
-    assert [s.name for s in decoded] == ["cache.lookup", "provider.attempt", "redis.script", "llm.request"]
+    assert [s.name for s in decoded] == ["cache.lookup", "provider.attempt", "redis.script", "llm.request",
+                                         "llmgw.limiter.v1.Limiter/Check"]
     assert decoded[3].trace_state == "vendor=x1" and decoded[3].flags == 0x300  # remote parent
+    assert decoded[4].parent_span_id == (0xB7AD6B7169203331).to_bytes(8, "big") and decoded[4].flags == 0x300
 
 
 def test_attributes_and_names_seen_before_encode_the_same() -> None:

@@ -101,3 +101,52 @@ def test_the_traceparent_written_is_the_current_span(exporter: InMemorySpanExpor
         assert (name, value) == ("traceparent", f"00-{c.trace_id:032x}-{c.span_id:016x}-01")
         back = trace.get_current_span(tracing.context_from([(name, value)])).get_span_context()
         assert (back.trace_id, back.span_id) == (c.trace_id, c.span_id)
+
+
+_CALLER = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331"
+
+
+@pytest.mark.parametrize(("pairs", "sampled", "state"), [
+    ((("traceparent", f"{_CALLER}-01"),), True, None),
+    ((("TRACEPARENT", f" {_CALLER}-01 "),), True, None),  # header names and padding as HTTP allows
+    ((("traceparent", f"{_CALLER}-00"),), False, None),
+    ((("traceparent", f"{_CALLER}-01"), ("tracestate", "k=v")), True, "v"),  # the SDK's propagator's path
+    ((("traceparent", f"01-{_CALLER[3:]}-01-extra"),), True, None),  # a later version: read by the SDK's rules
+])
+def test_a_server_span_joins_the_callers_trace_and_passes_it_on(exporter: InMemorySpanExporter,
+                                                                 pairs: tuple[tuple[str, str], ...], sampled: bool,
+                                                                 state: str | None) -> None:
+    span, token = tracing.server_span("svc/Method", pairs, {"rpc.method": "Method"})
+    ctx = span.get_span_context()
+    assert ctx.trace_id == 0x0AF7651916CD43DD8448EB211C80319C and ctx.span_id != 0xB7AD6B7169203331
+    assert span.is_recording() is sampled and ctx.trace_flags.sampled is sampled
+    # What a call made under it sends on, and what a log line inside it carries.
+    (_, value), *rest = tracing.carrier_pairs()
+    assert value == f"00-{ctx.trace_id:032x}-{ctx.span_id:016x}-{'01' if sampled else '00'}"
+    assert (rest[0][1] == "k=v") if state else rest == []
+    assert tracing.current_ids() == (f"{ctx.trace_id:032x}", f"{ctx.span_id:016x}")
+    with tracing.tracer().start_as_current_span("child") as child:
+        assert child.is_recording() is sampled and child.get_span_context().trace_id == ctx.trace_id
+    tracing.end_server_span(span, token, {"rpc.grpc.status_code": 0})
+    assert tracing.current_ids() == ("", "")  # the context it replaced is back
+    _flush()
+    spans = {s.name: s for s in exporter.get_finished_spans()}
+    if not sampled:
+        assert spans == {}
+        return
+    server = spans["svc/Method"]
+    assert server.parent is not None and server.parent.span_id == 0xB7AD6B7169203331 and server.parent.is_remote
+    assert spans["child"].parent is not None and spans["child"].parent.span_id == ctx.span_id
+    assert dict(server.attributes or {}) == {"rpc.method": "Method", "rpc.grpc.status_code": 0}
+
+
+@pytest.mark.parametrize("pairs", [(), (("traceparent", "00-00000000000000000000000000000000-b7ad6b7169203331-01"),),
+                                   (("traceparent", "garbage"),)])
+def test_a_server_span_without_a_usable_caller_starts_a_trace(exporter: InMemorySpanExporter,
+                                                              pairs: tuple[tuple[str, str], ...]) -> None:
+    span, token = tracing.server_span("svc/Method", pairs, {})
+    assert span.is_recording() and span.get_span_context().trace_id not in (0, 0x0AF7651916CD43DD8448EB211C80319C)
+    tracing.end_server_span(span, token, {})
+    _flush()
+    (s,) = exporter.get_finished_spans()
+    assert s.parent is None

@@ -169,6 +169,20 @@ def _decoded(request: Any) -> None:
         raise InvalidArgument("request", "the request body is not a valid protobuf message of this method")
 
 
+_RPC_SPANS: dict[tuple[str, str], tuple[str, dict[str, str]]] = {}
+
+
+def _rpc_span(full: str, method: str) -> tuple[str, dict[str, str]]:
+    """An RPC span's name (package.Service/Method, as RPC spans are named) and fixed attributes,
+    made once per method."""
+    known = _RPC_SPANS.get((full, method))
+    if known is None:
+        name = full.lstrip("/") or method
+        known = _RPC_SPANS[(full, method)] = (name, {"rpc.system": "grpc", "rpc.service": name.rsplit("/", 1)[0],
+                                                     "rpc.method": method})
+    return known
+
+
 class _Scope:
     """One RPC: request id bound for logs, LlmgwError mapped to its status, metrics recorded, and
     (traces on) the RPC's server span, child of the caller's ``traceparent``. A plain class, not
@@ -190,11 +204,9 @@ class _Scope:
         _REQUEST_ID.set(rid)
         structlog.contextvars.bind_contextvars(request_id=rid)
         if tracing.enabled():
-            name = self._full.lstrip("/") or self._method  # package.Service/Method, as RPC spans are named
-            self._span, self._token = tracing.server_span(
-                name, self._context.invocation_metadata() or (),
-                {"rpc.system": "grpc", "rpc.service": name.rsplit("/", 1)[0], "rpc.method": self._method,
-                 "llmgw.request_id": rid})
+            name, attributes = _rpc_span(self._full, self._method)
+            self._span, self._token = tracing.server_span(name, self._context.invocation_metadata() or (),
+                                                          {**attributes, "llmgw.request_id": rid})
         if _REPLACED.get():  # logged inside the span: the line carries the request's trace id
             _log.info("request_id_replaced", request_id=rid, reason="not 1-128 of [A-Za-z0-9._:/+=@-]")
 

@@ -6,9 +6,13 @@ and end one (a lock per attribute write, a bounded attribute map built and copie
 copied again into a ``ReadableSpan`` when it ends, the processor chain walked twice), and a
 request makes 5-10 spans across three processes on the same cores: 7-18 % of a zero-latency
 request (docs/benchmarks.md). Here a span is a slotted object holding plain values; ending it
-appends it to the export queue; everything the SDK needs (resource, scope, events, status,
-``ReadableSpan``) is built by the exporting thread, which the exporters (OTLP, console, our JSON
-lines, the SDK's in-memory one in tests) consume unchanged.
+appends it to the export queue; this project's exporters (``kit.otlp``, the JSON lines) read it as
+it is, and for any other (console, the SDK's in-memory one in tests) the exporting thread builds
+the SDK's ``ReadableSpan``. The same care on the path every RPC takes, where in-process
+measurement showed the public API's layers costing more than the spans: an RPC's server span is
+made from the ids of the caller's ``traceparent`` (``LeanTracer.server_span``; no ``SpanContext``,
+no context copied), a span of an unsampled trace is a ``LeanUnsampled`` (ints, nothing recorded),
+and the current span is read and set on the API's context variable directly (``current_span``).
 
 What is kept of the SDK: the samplers (``OTEL_TRACES_SAMPLER`` / ``_ARG``, decided for root spans
 only: a child follows its parent, as the default parent-based samplers do), the resource, the
@@ -20,6 +24,7 @@ type and message are recorded as the ``exception`` event with them).
 from __future__ import annotations
 
 import abc
+import contextvars
 import random
 import time
 from collections.abc import Mapping, Sequence
@@ -38,15 +43,55 @@ from opentelemetry.sdk.trace.sampling import (
     _get_from_env_or_default,
 )
 from opentelemetry.sdk.util.instrumentation import InstrumentationScope
-from opentelemetry.trace import NonRecordingSpan, SpanContext, SpanKind, Status, StatusCode, TraceFlags, TraceState
+from opentelemetry.trace import SpanContext, SpanKind, Status, StatusCode, TraceFlags, TraceState
 from opentelemetry.util.types import Attributes
 
-__all__ = ["LeanExporter", "LeanProvider", "LeanSpan", "LeanTracer"]
+__all__ = ["LeanExporter", "LeanProvider", "LeanSpan", "LeanTracer", "LeanUnsampled", "RemoteParent", "attach_span",
+           "current_span", "detach"]
 
 _SAMPLED = TraceFlags(TraceFlags.SAMPLED)
 _NOT_SAMPLED = TraceFlags(TraceFlags.DEFAULT)
 _UNSET = Status(StatusCode.UNSET)
 _ID_LIMIT = TraceIdRatioBased.TRACE_ID_LIMIT
+
+# The current span, read and set on the API's own context variable: every RPC reads it several
+# times, and the public path (get_value -> get_current -> the runtime context -> the variable,
+# an isinstance, a dict copied to set one key) was a good part of what tracing cost a hit. The
+# names are the API's (stable since 1.0); if a release moves them, the public functions are used.
+try:
+    from opentelemetry.context import _RUNTIME_CONTEXT
+    from opentelemetry.trace.propagation import _SPAN_KEY
+
+    _VAR: contextvars.ContextVar[otel_context.Context] | None = _RUNTIME_CONTEXT._current_context  # type: ignore[attr-defined]
+    if not isinstance(_VAR, contextvars.ContextVar):
+        _VAR = None
+except (ImportError, AttributeError):
+    _VAR = None
+_INVALID = trace.INVALID_SPAN
+
+
+def current_span() -> trace.Span:
+    """The current span (the API's ``get_current_span()``)."""
+    if _VAR is None:
+        return trace.get_current_span()
+    return _VAR.get().get(_SPAN_KEY) or _INVALID  # type: ignore[return-value]
+
+
+def attach_span(span: trace.Span, *, fresh: bool = False) -> object:
+    """Make ``span`` current; a token for ``detach``. ``fresh``: in a context holding nothing else
+    (an RPC's server span: what the caller meant to pass on came in its ``traceparent``)."""
+    if _VAR is None:
+        return otel_context.attach(trace.set_span_in_context(span, otel_context.Context() if fresh else None))
+    if fresh:
+        return _VAR.set(otel_context.Context({_SPAN_KEY: span}))
+    return _VAR.set(otel_context.Context({**_VAR.get(), _SPAN_KEY: span}))
+
+
+def detach(token: object) -> None:
+    if _VAR is None:
+        otel_context.detach(token)  # type: ignore[arg-type]
+    else:
+        _VAR.reset(token)  # type: ignore[arg-type]
 
 
 class LeanSpan(trace.Span):
@@ -58,7 +103,7 @@ class LeanSpan(trace.Span):
                  "_status", "_trace_state", "name", "span_id", "trace_id")
 
     def __init__(self, name: str, trace_id: int, span_id: int, trace_state: TraceState | None,
-                 parent: LeanSpan | SpanContext | None, kind: SpanKind, attributes: Attributes,
+                 parent: LeanSpan | RemoteParent | SpanContext | None, kind: SpanKind, attributes: Attributes,
                  processor: SpanProcessor) -> None:
         self.name = name
         self.trace_id = trace_id
@@ -121,10 +166,67 @@ class LeanSpan(trace.Span):
     def readable(self, resource: Resource, scope: InstrumentationScope) -> ReadableSpan:
         """The SDK's view of this span (in the export thread)."""
         events = [Event(n, _frozen(a), t) for n, a, t in self._events] if self._events else ()
-        parent = self._parent.get_span_context() if isinstance(self._parent, LeanSpan) else self._parent
+        parent = self._parent
+        if isinstance(parent, LeanSpan | RemoteParent):
+            parent = parent.get_span_context()
         return ReadableSpan(name=self.name, context=self.get_span_context(), parent=parent, resource=resource,
                             attributes=_frozen(self._attributes), events=events, kind=self._kind, status=self._status,
                             start_time=self._start, end_time=self._end, instrumentation_scope=scope)
+
+
+class RemoteParent:
+    """A caller's span, known by its ids from a ``traceparent`` (the API's ``SpanContext`` is made
+    only for exporters that ask for it)."""
+
+    __slots__ = ("sampled", "span_id", "trace_id")
+    is_remote = True
+
+    def __init__(self, trace_id: int, span_id: int, sampled: bool) -> None:
+        self.trace_id, self.span_id, self.sampled = trace_id, span_id, sampled
+
+    def get_span_context(self) -> SpanContext:
+        return SpanContext(self.trace_id, self.span_id, True, _SAMPLED if self.sampled else _NOT_SAMPLED)
+
+
+class LeanUnsampled(trace.Span):
+    """A span of an unsampled trace: records nothing, carries the trace on (its ids go into the
+    ``traceparent`` of calls made under it and into log lines)."""
+
+    __slots__ = ("_context", "_trace_state", "span_id", "trace_id")
+
+    def __init__(self, trace_id: int, span_id: int, trace_state: TraceState | None) -> None:
+        self.trace_id, self.span_id, self._trace_state = trace_id, span_id, trace_state
+        self._context: SpanContext | None = None
+
+    def get_span_context(self) -> SpanContext:
+        if self._context is None:
+            self._context = SpanContext(self.trace_id, self.span_id, False, _NOT_SAMPLED, self._trace_state)
+        return self._context
+
+    def is_recording(self) -> bool:
+        return False
+
+    def set_attributes(self, attributes: Mapping[str, Any]) -> None:
+        pass
+
+    def set_attribute(self, key: str, value: Any) -> None:
+        pass
+
+    def add_event(self, name: str, attributes: Attributes = None, timestamp: int | None = None) -> None:
+        pass
+
+    def update_name(self, name: str) -> None:
+        pass
+
+    def set_status(self, status: Status | StatusCode, description: str | None = None) -> None:
+        pass
+
+    def record_exception(self, exception: BaseException, attributes: Attributes = None,
+                         timestamp: int | None = None, escaped: bool = False) -> None:
+        pass
+
+    def end(self, end_time: int | None = None) -> None:
+        pass
 
 
 def _frozen(attributes: dict[str, Any]) -> dict[str, Any]:
@@ -155,29 +257,49 @@ class LeanTracer(trace.Tracer):
     def _ids(self, bits: int) -> int:
         return self._bits(bits) or 1
 
+    def _sampled_root(self, trace_id: int, name: str, kind: SpanKind, attributes: Attributes,
+                      context: otel_context.Context | None) -> bool:
+        rule = self._root
+        if rule is None:
+            return self._sampler.should_sample(context, trace_id, name, kind, attributes).decision is \
+                Decision.RECORD_AND_SAMPLE
+        return rule if isinstance(rule, bool) else (trace_id & _ID_LIMIT) < rule
+
+    def server_span(self, name: str, parent: tuple[int, int, bool] | None, kind: SpanKind,
+                    attributes: Attributes) -> LeanSpan | LeanUnsampled:
+        """An RPC's span: a child of the caller's (trace id, span id, sampled) from its
+        ``traceparent``, or a new trace's root (sampled by the sampler)."""
+        if parent is None:
+            trace_id = self._ids(128)
+            if not self._sampled_root(trace_id, name, kind, attributes, None):
+                return LeanUnsampled(trace_id, self._ids(64), None)
+            return LeanSpan(name, trace_id, self._ids(64), None, None, kind, attributes, self._processor)
+        trace_id, span_id, sampled = parent
+        if not sampled:
+            return LeanUnsampled(trace_id, self._ids(64), None)
+        return LeanSpan(name, trace_id, self._ids(64), None, RemoteParent(trace_id, span_id, True), kind, attributes,
+                        self._processor)
+
     def start_span(self, name: str, context: otel_context.Context | None = None,
                    kind: SpanKind = SpanKind.INTERNAL, attributes: Attributes = None, links: Any = None,
                    start_time: int | None = None, record_exception: bool = True,
                    set_status_on_exception: bool = True) -> trace.Span:
-        current = trace.get_current_span(context)
-        if type(current) is LeanSpan:  # the common case: a child of a sampled span of this process
+        current = current_span() if context is None else trace.get_current_span(context)
+        if isinstance(current, LeanSpan):  # the common case: a child of a sampled span of this process
             span = LeanSpan(name, current.trace_id, self._ids(64), current._trace_state, current, kind, attributes,
                             self._processor)
+        elif isinstance(current, LeanUnsampled):
+            return LeanUnsampled(current.trace_id, self._ids(64), current._trace_state)
         else:
             parent = current.get_span_context()
             if parent.is_valid:
                 trace_id, sampled = parent.trace_id, parent.trace_flags.sampled
             else:
                 trace_id = self._ids(128)
-                rule = self._root
-                if rule is None:
-                    decision = self._sampler.should_sample(context, trace_id, name, kind, attributes).decision
-                    sampled = decision is Decision.RECORD_AND_SAMPLE
-                else:
-                    sampled = rule if isinstance(rule, bool) else (trace_id & _ID_LIMIT) < rule
+                sampled = self._sampled_root(trace_id, name, kind, attributes, context)
             state = parent.trace_state if parent.is_valid else None
             if not sampled:  # propagates the trace, records nothing
-                return NonRecordingSpan(SpanContext(trace_id, self._ids(64), False, _NOT_SAMPLED, state))
+                return LeanUnsampled(trace_id, self._ids(64), state)
             span = LeanSpan(name, trace_id, self._ids(64), state, parent if parent.is_valid else None, kind,
                             attributes, self._processor)
         if start_time:
@@ -203,7 +325,7 @@ class _Current:
         self._token: object = None
 
     def __enter__(self) -> trace.Span:
-        self._token = otel_context.attach(trace.set_span_in_context(self.span))
+        self._token = attach_span(self.span)
         return self.span
 
     def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None, tb: Any) -> None:
@@ -213,7 +335,7 @@ class _Current:
                 span.record_exception(exc)
             if self._status:
                 span.set_status(Status(StatusCode.ERROR, f"{type(exc).__name__}: {exc}"))
-        otel_context.detach(self._token)  # type: ignore[arg-type]
+        detach(self._token)
         if self._end:
             span.end()
 

@@ -49,7 +49,16 @@ from opentelemetry.trace import Span, SpanKind, Status, StatusCode, Tracer
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 from prometheus_client import Counter
 
-from llmgw.kit.spans import LeanExporter, LeanProvider, LeanSpan
+from llmgw.kit.spans import (
+    LeanExporter,
+    LeanProvider,
+    LeanSpan,
+    LeanTracer,
+    LeanUnsampled,
+    attach_span,
+    current_span,
+    detach,
+)
 
 __all__ = [
     "BoundedSpanQueue",
@@ -86,6 +95,7 @@ _PROPAGATOR = TraceContextTextMapPropagator()
 _provider: LeanProvider | None = None
 _SERVER = SpanKind.SERVER
 _tracer: Tracer = trace.NoOpTracer()
+_lean: LeanTracer | None = None  # the same tracer, typed for its own entry points
 
 
 def enabled() -> bool:
@@ -121,7 +131,7 @@ def setup(service: str, environ: Mapping[str, str] | None = None, *,
     """Turn traces on for this process when the environment asks for it (or an ``exporter`` is
     given: tests pass an in-memory one). Returns whether traces are on. Called once per process,
     by the service's entry point, never at import."""
-    global _provider, _tracer
+    global _provider, _tracer, _lean
     env = os.environ if environ is None else environ
     resource = Resource.create({"service.name": env.get("OTEL_SERVICE_NAME") or f"llmgw-{service}"})
     chosen = exporter or _exporter(service, env, resource)
@@ -135,16 +145,17 @@ def setup(service: str, environ: Mapping[str, str] | None = None, *,
     queue.readable = provider.readable
     if _provider is not None:
         _provider.shutdown()
-    _provider, _tracer = provider, provider.get_tracer("llmgw")
+    _provider = provider
+    _tracer = _lean = provider.get_tracer("llmgw")
     return True
 
 
 def shutdown() -> None:
     """Export what is queued and turn traces off (graceful stop; tests)."""
-    global _provider, _tracer
+    global _provider, _tracer, _lean
     if _provider is not None:
         _provider.shutdown()
-    _provider, _tracer = None, trace.NoOpTracer()
+    _provider, _tracer, _lean = None, trace.NoOpTracer(), None
 
 
 def carrier_pairs() -> tuple[tuple[str, str], ...]:
@@ -152,9 +163,11 @@ def carrier_pairs() -> tuple[tuple[str, str], ...]:
     here, not by the propagator: this runs on every hop, and the header is one format string."""
     if _provider is None:
         return ()
-    span = trace.get_current_span()
-    if type(span) is LeanSpan and not span._trace_state:  # sampled, ours: no SpanContext to make
-        return (("traceparent", f"00-{span.trace_id:032x}-{span.span_id:016x}-01"),)
+    span = current_span()
+    if isinstance(span, LeanSpan | LeanUnsampled) and not span._trace_state:
+        # Ours: the ids are ints, no SpanContext to make.
+        flags = "01" if type(span) is LeanSpan else "00"
+        return (("traceparent", f"00-{span.trace_id:032x}-{span.span_id:016x}-{flags}"),)
     ctx = span.get_span_context()
     if not ctx.is_valid:
         return ()
@@ -167,8 +180,8 @@ def carrier_pairs() -> tuple[tuple[str, str], ...]:
 _TRACEPARENT_00 = re.compile(r"00-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})")
 
 
-def context_from(pairs: Iterable[tuple[str, Any]]) -> otel_context.Context:
-    """The remote parent a caller sent (metadata or HTTP headers), as an OpenTelemetry context."""
+def _caller(pairs: Iterable[tuple[str, Any]]) -> tuple[str | None, str | None]:
+    """The ``traceparent`` and ``tracestate`` a caller sent (metadata or HTTP headers)."""
     parent = state = None
     for k, v in pairs:
         if isinstance(v, str):
@@ -177,22 +190,43 @@ def context_from(pairs: Iterable[tuple[str, Any]]) -> otel_context.Context:
                 parent = v
             elif name == "tracestate":
                 state = v
+    return parent, state
+
+
+def _ids_00(parent: str) -> tuple[int, int, bool] | None:
+    """(trace id, span id, sampled) of a version-00 ``traceparent``; None when it is not one (the
+    SDK's propagator reads the rest) or has all-zero ids (invalid: the request starts a trace)."""
+    m = _TRACEPARENT_00.fullmatch(parent.strip())
+    if m is None:
+        raise ValueError(parent)
+    trace_id, span_id = int(m[1], 16), int(m[2], 16)
+    return (trace_id, span_id, bool(int(m[3], 16) & 1)) if trace_id and span_id else None
+
+
+def context_from(pairs: Iterable[tuple[str, Any]]) -> otel_context.Context:
+    """The remote parent a caller sent (metadata or HTTP headers), as an OpenTelemetry context."""
+    parent, state = _caller(pairs)
     if parent is None:
         return otel_context.Context()
-    m = _TRACEPARENT_00.fullmatch(parent.strip())
-    if m is None or state is not None:
+    try:
+        if state is not None:
+            raise ValueError(state)
+        ids = _ids_00(parent)
+    except ValueError:  # another version, odd case, a tracestate: the SDK's propagator knows the rules
         carrier = {"traceparent": parent, **({"tracestate": state} if state is not None else {})}
         return _PROPAGATOR.extract(carrier)
-    trace_id, span_id = int(m[1], 16), int(m[2], 16)
-    if not trace_id or not span_id:
-        return otel_context.Context()  # all zeros: invalid, the request starts its own trace
-    ctx = trace.SpanContext(trace_id, span_id, is_remote=True, trace_flags=trace.TraceFlags(int(m[3], 16)))
-    return trace.set_span_in_context(trace.NonRecordingSpan(ctx))
+    if ids is None:
+        return otel_context.Context()
+    flags = trace.TraceFlags(trace.TraceFlags.SAMPLED if ids[2] else trace.TraceFlags.DEFAULT)
+    return trace.set_span_in_context(trace.NonRecordingSpan(trace.SpanContext(ids[0], ids[1], True, flags)))
 
 
 def current_ids() -> tuple[str, str]:
     """(trace id, span id) of the current span in hex, or ("", "") outside a recorded span."""
-    ctx = trace.get_current_span().get_span_context()
+    span = current_span()
+    if isinstance(span, LeanSpan | LeanUnsampled):
+        return format(span.trace_id, "032x"), format(span.span_id, "016x")
+    ctx = span.get_span_context()
     if not ctx.is_valid:
         return "", ""
     return format(ctx.trace_id, "032x"), format(ctx.span_id, "016x")
@@ -201,9 +235,19 @@ def current_ids() -> tuple[str, str]:
 def server_span(name: str, carrier: Iterable[tuple[str, Any]], attributes: Mapping[str, Any]
                 ) -> tuple[Span, object]:
     """Start a request's server span under the caller's context and make it current; returns
-    (span, token) for ``end_server_span``."""
-    s = _tracer.start_span(name, context=context_from(carrier), kind=_SERVER, attributes=attributes)
-    return s, otel_context.attach(trace.set_span_in_context(s))
+    (span, token) for ``end_server_span``. The common cases (no ``traceparent``, or a version-00
+    one without ``tracestate``) go straight to the lean tracer: this runs on every RPC."""
+    assert _lean is not None, "tracing.server_span with traces off"
+    pairs = tuple(carrier)
+    parent, state = _caller(pairs)
+    s: Span
+    try:
+        if parent is not None and state is not None:
+            raise ValueError(parent)
+        s = _lean.server_span(name, None if parent is None else _ids_00(parent), _SERVER, attributes)
+    except ValueError:  # another version, odd case, a tracestate: the SDK's propagator knows the rules
+        s = _lean.start_span(name, context=context_from(pairs), kind=_SERVER, attributes=attributes)
+    return s, attach_span(s, fresh=True)
 
 
 def finish(s: Span, attributes: Mapping[str, Any] | None = None, *, error: str = "",
@@ -222,14 +266,14 @@ def end_server_span(s: Span, token: object, attributes: Mapping[str, Any], *, er
                     exc: BaseException | None = None) -> None:
     """``finish`` a span from ``server_span`` and restore the context it replaced."""
     finish(s, attributes, error=error, exc=exc)
-    otel_context.detach(token)  # type: ignore[arg-type]
+    detach(token)
 
 
 def current_context() -> trace.SpanContext | None:
     """The current span's context, to parent work done later (None when traces are off)."""
     if _provider is None:
         return None
-    ctx = trace.get_current_span().get_span_context()
+    ctx = current_span().get_span_context()
     return ctx if ctx.is_valid else None
 
 
@@ -248,13 +292,13 @@ def after(parent: trace.SpanContext | None, name: str) -> Any:
 def annotate(attributes: Mapping[str, Any]) -> None:
     """Attributes on the current span (the request's server span at the ingress)."""
     if _provider is not None:
-        trace.get_current_span().set_attributes({k: v for k, v in attributes.items() if v is not None})
+        current_span().set_attributes({k: v for k, v in attributes.items() if v is not None})
 
 
 def event(name: str, attributes: Mapping[str, Any] | None = None) -> None:
     """A span event on the current span (retry, fallback, breaker decisions)."""
     if _provider is not None:
-        trace.get_current_span().add_event(name, dict(attributes or {}))
+        current_span().add_event(name, dict(attributes or {}))
 
 
 def traced(name: str, kind: SpanKind = SpanKind.INTERNAL, *, unless_under: str = "", leaf: bool = False,
@@ -271,9 +315,14 @@ def traced(name: str, kind: SpanKind = SpanKind.INTERNAL, *, unless_under: str =
         async def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
             if _provider is None:
                 return await fn(*args, **kwargs)
-            current = trace.get_current_span()
-            if (not current.is_recording() and current.get_span_context().is_valid) or (
-                    unless_under and getattr(current, "name", "").startswith(unless_under)):
+            current = current_span()
+            if isinstance(current, LeanSpan):
+                # Ended (work a request left running): no span, as under any non-recording span.
+                skip = bool(current._end) or (bool(unless_under) and current.name.startswith(unless_under))
+            else:  # unsampled (ours or a caller's): no span; outside any span: a root of its own
+                skip = isinstance(current, LeanUnsampled) or (
+                    not current.is_recording() and current.get_span_context().is_valid)
+            if skip:
                 return await fn(*args, **kwargs)
             if leaf:
                 span = _tracer.start_span(name, kind=kind, attributes=attributes)
