@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import gzip
+import http.server
 import shutil
+import threading
 import uuid
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -92,3 +96,54 @@ def semantic_replica(redis: Any, prefix: str, embedder: Any, **semantic: Any) ->
     batcher = ScriptBatcher(redis)
     return RedisCache(redis, prefix=prefix, policy=policy, batcher=batcher, timeout_s=1.0, lock_ttl_s=lock_ttl_s,
                       semantic=SemanticTier(batcher, lambda: embedder, prefix=prefix))
+
+
+class OtlpReceiver:
+    """A real HTTP server standing in for an OpenTelemetry collector's OTLP/HTTP receiver: it
+    keeps what each POST carried (headers, the body un-gzipped) and answers ``replies`` in turn,
+    then 200."""
+
+    def __init__(self) -> None:
+        self.received: list[tuple[dict[str, str], bytes]] = []
+        self.replies: list[int] = []
+        receiver = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                body = self.rfile.read(int(self.headers["content-length"]))
+                headers = {k.lower(): v for k, v in self.headers.items()}
+                receiver.received.append((headers, body))
+                self.send_response(receiver.replies.pop(0) if receiver.replies else 200)
+                self.send_header("content-length", "0")
+                self.end_headers()
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self._server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self._server.server_address[1]}"
+
+    def spans(self) -> list[tuple[str, Any]]:
+        """(service.name, span) for every span received, decoded with the official OTLP classes."""
+        from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+
+        out = []
+        for headers, body in list(self.received):
+            if headers.get("content-encoding") == "gzip":
+                body = gzip.decompress(body)
+            for rs in ExportTraceServiceRequest.FromString(body).resource_spans:
+                service = next(kv.value.string_value for kv in rs.resource.attributes if kv.key == "service.name")
+                out += [(service, span) for ss in rs.scope_spans for span in ss.spans]
+        return out
+
+
+@contextmanager
+def otlp_receiver() -> Iterator[OtlpReceiver]:
+    receiver = OtlpReceiver()
+    thread = threading.Thread(target=receiver._server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield receiver
+    finally:
+        receiver._server.shutdown()
+        receiver._server.server_close()

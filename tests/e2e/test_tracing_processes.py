@@ -16,7 +16,7 @@ from llmgw.events.v1 import events_pb2
 from llmgw.gateway.v1 import gateway_pb2, gateway_pb2_grpc
 from llmgw.kit.embedded import free_port
 from llmgw.up import start_system
-from tests.helpers import read_topic
+from tests.helpers import otlp_receiver, read_topic
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
@@ -57,3 +57,43 @@ async def test_one_trace_id_in_every_service_its_logs_and_events(tmp_path: Path)
     finally:
         if not stopped:
             system.stop()
+
+
+async def test_every_service_exports_one_connected_trace_to_an_otlp_collector(tmp_path: Path) -> None:
+    """The production path: each service's spans over OTLP/HTTP (protobuf) to a collector, decoded
+    here with the official OTLP classes: one trace, one tree, each hop's server span a remote child."""
+    with otlp_receiver() as collector:
+        otlp = {"OTEL_EXPORTER_OTLP_ENDPOINT": collector.url}
+        system = await start_system(tmp_path, ingress_port=free_port(), with_drift=False,
+                                    extra_env={name: otlp for name in ("ingress", "limiter", "cache", "router")})
+        try:
+            assert system.fake_url
+            async with aiohttp.ClientSession() as http:  # one failed attempt, then the retry answers
+                await http.post(f"{system.fake_url}/_control/openai", json={"fail_next": 1, "status": 503})
+            async with grpc.aio.insecure_channel(system.ingress_addr) as channel:
+                reply = await gateway_pb2_grpc.GatewayStub(channel).Complete(
+                    gateway_pb2.CompleteRequest(messages=[gateway_pb2.Message(role="user", content="over otlp")]),
+                    metadata=(("authorization", f"Bearer {DEMO_KEY}"),
+                              ("traceparent", f"00-{TRACE_ID}-b7ad6b7169203331-01")), timeout=30)
+            assert [a.status for a in reply.attempts] == ["error", "ok"]
+        finally:
+            system.stop()  # SIGTERM: each service exports what it queued before it exits
+        mine = [(svc, s) for svc, s in collector.spans() if s.trace_id.hex() == TRACE_ID]
+    by_id = {s.span_id: (svc, s) for svc, s in mine}
+    assert {svc for svc, _ in mine} == {"llmgw-ingress", "llmgw-limiter", "llmgw-cache", "llmgw-router"}
+    caller = bytes.fromhex("b7ad6b7169203331")
+    for svc, s in mine:  # one tree: every parent is the caller's span or a span of this trace
+        assert s.parent_span_id == caller or s.parent_span_id in by_id, (svc, s.name)
+        assert s.end_time_unix_nano >= s.start_time_unix_nano > 0
+    (root,) = [s for _, s in mine if s.parent_span_id == caller]
+    assert root.name == "llmgw.gateway.v1.Gateway/Complete" and root.kind == root.SPAN_KIND_SERVER
+    assert root.flags == 0x300  # its parent is remote (the caller)
+    for svc in ("llmgw-limiter", "llmgw-cache", "llmgw-router"):
+        # Each hop: server spans under another process's span (the limiter also under the router's
+        # provider shaping), at least one called by the ingress.
+        server = [s for v, s in mine if v == svc and s.kind == s.SPAN_KIND_SERVER]
+        callers = {by_id[s.parent_span_id][0] for s in server}
+        assert "llmgw-ingress" in callers and svc not in callers, (svc, callers)
+        assert all(s.flags == 0x300 for s in server), svc
+    attempts = [s for v, s in mine if v == "llmgw-router" and s.name.startswith("chat ")]
+    assert [s.status.code for s in sorted(attempts, key=lambda s: s.start_time_unix_nano)] == [2, 0]  # ERROR, UNSET

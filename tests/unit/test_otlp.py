@@ -3,11 +3,7 @@ exporter delivers it to a real HTTP server with the standard settings (headers, 
 
 from __future__ import annotations
 
-import gzip
-import http.server
-import threading
 from collections.abc import Iterator, Sequence
-from typing import Any
 
 import pytest
 from opentelemetry import trace
@@ -19,6 +15,7 @@ from opentelemetry.trace import NonRecordingSpan, SpanContext, SpanKind, Status,
 from llmgw.kit import tracing
 from llmgw.kit.otlp import OtlpEncoder, OtlpHttpExporter, otlp_settings
 from llmgw.kit.spans import LeanExporter, LeanProvider, LeanSpan
+from tests.helpers import OtlpReceiver, otlp_receiver
 
 
 class Kept(LeanExporter):
@@ -82,43 +79,14 @@ def test_attributes_and_names_seen_before_encode_the_same() -> None:
     assert encoder.request(spans) == first  # the second time from the memo
 
 
-class Collector(http.server.BaseHTTPRequestHandler):
-    """A real HTTP server standing in for an OpenTelemetry collector's OTLP/HTTP receiver."""
-
-    replies: list[int] = []
-    received: list[tuple[dict[str, str], bytes]] = []
-
-    def do_POST(self) -> None:
-        body = self.rfile.read(int(self.headers["content-length"]))
-        type(self).received.append(({k.lower(): v for k, v in self.headers.items()}, body))
-        status = type(self).replies.pop(0) if type(self).replies else 200
-        self.send_response(status)
-        self.send_header("content-length", "0")
-        self.end_headers()
-
-    def log_message(self, *args: Any) -> None:
-        pass
-
-
 @pytest.fixture
-def collector() -> Iterator[str]:
-    Collector.replies, Collector.received = [], []
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Collector)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{server.server_address[1]}"
-    server.shutdown()
-    server.server_close()
+def collector() -> Iterator[OtlpReceiver]:
+    with otlp_receiver() as receiver:
+        yield receiver
 
 
-def _decoded(body: bytes, headers: dict[str, str]) -> ExportTraceServiceRequest:
-    if headers.get("content-encoding") == "gzip":
-        body = gzip.decompress(body)
-    return ExportTraceServiceRequest.FromString(body)
-
-
-def test_a_service_sends_its_spans_to_the_collector_with_the_standard_settings(collector: str) -> None:
-    env = {"OTEL_EXPORTER_OTLP_ENDPOINT": collector, "OTEL_EXPORTER_OTLP_HEADERS": "api-key=s%3Dcret,x-team=ops",
+def test_a_service_sends_its_spans_to_the_collector_with_the_standard_settings(collector: OtlpReceiver) -> None:
+    env = {"OTEL_EXPORTER_OTLP_ENDPOINT": collector.url, "OTEL_EXPORTER_OTLP_HEADERS": "api-key=s%3Dcret,x-team=ops",
            "OTEL_EXPORTER_OTLP_TRACES_COMPRESSION": "gzip", "OTEL_SERVICE_NAME": "svc"}
     assert tracing.setup("unit", env)
     try:
@@ -128,27 +96,25 @@ def test_a_service_sends_its_spans_to_the_collector_with_the_standard_settings(c
         assert tracing._provider is not None and tracing._provider.force_flush()
     finally:
         tracing.shutdown()
-    ((headers, body),) = Collector.received
+    ((headers, _),) = collector.received
     assert headers["content-type"] == "application/x-protobuf" and headers["content-encoding"] == "gzip"
     assert headers["api-key"] == "s=cret" and headers["x-team"] == "ops"
-    request = _decoded(body, headers)
-    resource = {kv.key: kv.value.string_value for kv in request.resource_spans[0].resource.attributes}
-    assert resource["service.name"] == "svc"
-    child, root = request.resource_spans[0].scope_spans[0].spans
-    assert (child.name, root.name) == ("child", "root") and child.parent_span_id == root.span_id
+    (svc, child), (_, root) = collector.spans()
+    assert svc == "svc" and (child.name, root.name) == ("child", "root") and child.parent_span_id == root.span_id
 
 
-def test_a_collector_busy_then_back_gets_the_batch_once_and_a_refusal_is_not_retried(collector: str) -> None:
+def test_a_collector_busy_then_back_gets_the_batch_once_and_a_refusal_is_not_retried(
+        collector: OtlpReceiver) -> None:
     _, spans = _spans()
-    exporter = OtlpHttpExporter({"service.name": "svc"}, {"OTEL_EXPORTER_OTLP_TRACES_ENDPOINT": f"{collector}/v1/traces",
-                                                          "OTEL_EXPORTER_OTLP_TIMEOUT": "5"})
-    Collector.replies = [503, 200]
+    exporter = OtlpHttpExporter({"service.name": "svc"}, {
+        "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT": f"{collector.url}/v1/traces", "OTEL_EXPORTER_OTLP_TIMEOUT": "5"})
+    collector.replies = [503, 200]
     assert exporter.export_lean(spans)
-    assert len(Collector.received) == 2  # the 503, then the same batch taken
-    assert Collector.received[0][1] == Collector.received[1][1]
-    Collector.replies = [400]
+    assert len(collector.received) == 2  # the 503, then the same batch taken
+    assert collector.received[0][1] == collector.received[1][1]
+    collector.replies = [400]
     assert not exporter.export_lean(spans)  # a malformed-request refusal: retrying can't help
-    assert len(Collector.received) == 3
+    assert len(collector.received) == 3
     exporter.shutdown()
 
 

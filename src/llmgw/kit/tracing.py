@@ -3,8 +3,8 @@ variables, never on the request path's critical work.
 
 Turned on by (any of):
 - ``OTEL_TRACES_EXPORTER=otlp`` or an ``OTEL_EXPORTER_OTLP_ENDPOINT`` /
-  ``OTEL_EXPORTER_OTLP_TRACES_ENDPOINT`` (OTLP over HTTP/protobuf; the exporter reads the rest of
-  the standard OTLP settings: headers, timeout, compression);
+  ``OTEL_EXPORTER_OTLP_TRACES_ENDPOINT`` (OTLP over HTTP/protobuf, ``kit.otlp``, which reads the
+  rest of the standard OTLP settings: headers, timeout, compression, TLS);
 - ``OTEL_TRACES_EXPORTER=console`` (JSON spans on stdout);
 - ``LLMGW_TRACES_DIR=<dir>`` (ours, for development and ``llmgw up --otel``): one JSON-lines file
   per service, ``<dir>/<service>.jsonl``.
@@ -12,8 +12,9 @@ Turned on by (any of):
 Sampling is the SDK's, from ``OTEL_TRACES_SAMPLER`` / ``OTEL_TRACES_SAMPLER_ARG`` (default:
 parent-based, always on). The service name is ``OTEL_SERVICE_NAME``, else the service's own.
 
-Spans are recorded by ``kit.spans`` (the API's Tracer and Span, kept lean on the request path; the
-SDK's ``ReadableSpan`` is built in the export thread) and leave through ``BoundedSpanQueue``: a
+Spans are recorded by ``kit.spans`` (the API's Tracer and Span, kept lean on the request path; our
+exporters read them as they are, the SDK's get a ``ReadableSpan`` built in the export thread) and
+leave through ``BoundedSpanQueue``: a
 bounded queue (``OTEL_BSP_MAX_QUEUE_SIZE``, 2048)
 drained by one thread every ``OTEL_BSP_SCHEDULE_DELAY`` ms (200) in batches of
 ``OTEL_BSP_MAX_EXPORT_BATCH_SIZE`` (128): small and frequent, because encoding a batch holds the
