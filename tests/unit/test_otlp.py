@@ -77,6 +77,13 @@ def test_attributes_and_names_seen_before_encode_the_same() -> None:
     encoder = OtlpEncoder(provider.resource.attributes, "llmgw")
     first = encoder.request(spans)
     assert encoder.request(spans) == first  # the second time from the memo
+    # Equal values of different types are different attributes (1 == 1.0 == True in Python).
+    for value in (1, 1.0, True, 1, True):
+        spans[0]._attributes = {"x": value}
+        (kv,) = ExportTraceServiceRequest.FromString(encoder.request(spans[:1])).resource_spans[0].scope_spans[0].spans[
+            0].attributes
+        assert kv.value.WhichOneof("value") == {int: "int_value", float: "double_value", bool: "bool_value"}[
+            type(value)], value
 
 
 @pytest.fixture

@@ -98,7 +98,7 @@ class OtlpEncoder:
         self._scope = _ld(1, _ld(1, scope_name.encode()) + (_ld(2, scope_version.encode()) if scope_version else b""))
         # Encoded attribute fields of a span (field 9 of Span, or 3 of Event: same bytes past the
         # tag) and names, by what they encode; cleared when full (values are few on this path).
-        self._pairs: dict[tuple[str, Any], bytes] = {}
+        self._pairs: dict[tuple[str, type, Any], bytes] = {}
         self._names: dict[str, bytes] = {}
 
     def _attributes(self, tag: bytes, attributes: Mapping[str, Any]) -> bytes:
@@ -106,7 +106,8 @@ class OtlpEncoder:
         an Event)."""
         memo, out = self._pairs, list[bytes]()
         for k, v in attributes.items():
-            key: tuple[str, Any] | None = (k, tuple(v) if type(v) is list else v)
+            # The type too: 1, 1.0 and True are equal keys, and encode differently.
+            key: tuple[str, type, Any] | None = (k, type(v), tuple(v) if type(v) is list else v)
             try:
                 enc = memo.get(key)  # type: ignore[arg-type]
             except TypeError:  # an unhashable value (a mapping): not memoised
