@@ -46,14 +46,16 @@ async def _incident(bootstrap: str, wanted: str, timeout_s: float) -> list[dict[
 
 def _examples(history: list[dict[str, Any]]) -> tuple[list[str], list[str]]:
     """The examples of what the incident is about, and of everything else it lists. It is about
-    its novel cell when that grew (inputs unlike the whole reference), else its leading cluster:
-    a known cluster whose share moved a little with the mix is not the news."""
+    its new group (inputs unlike the reference and like each other) when it has one, else its
+    novel cell when that grew (inputs unlike the whole reference), else its leading cluster: a
+    known cluster whose share moved a little with the mix is not the news."""
     about: dict[str, None] = {}
     other: dict[str, None] = {}
     for rec in history:
         clusters = rec.get("clusters", [])
         grown = [c for c in clusters if c["current_share"] > c["reference_share"]]
-        lead = next((c for c in grown if c["cell"] == "novel"), grown[0] if grown else None)
+        lead = next((c for c in grown if c["cell"] == "new"),
+                    next((c for c in grown if c["cell"] == "novel"), grown[0] if grown else None))
         for c in clusters:
             (about if c is lead else other).update(dict.fromkeys(c["examples"]))
     return list(about), [t for t in other if t not in about]

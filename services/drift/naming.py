@@ -1,0 +1,84 @@
+"""The new topic an incident is about, found among the recent inputs themselves.
+
+A novelty cell holds the new topic's inputs and also the ordinary inputs that happen to fall past
+its radius, so describing the cell describes a mix. What an analyst needs is the group of inputs
+that are unlike the reference *and* like each other: a new kind of question arrives as many
+similar inputs, an outlier arrives alone. So: an input is novel when its closeness to the
+reference (mean cosine similarity to its ``k`` nearest reference inputs) is below what all but
+the most isolated ``isolated_share`` of reference inputs have to their own neighbours. Two novel
+inputs (repeated texts once) are a close pair when they are as similar as a reference input is to
+its nearest neighbour for all but the loosest quarter (``tight_quantile``), or more similar to
+each other than either is to anything in the reference. The group starts at the novel input with
+the most close pairs and takes every novel input reached through close pairs; fewer than
+``min_size`` is no group (on stationary traffic pairs of outliers do form; threes did not).
+Defaults chosen on the two benchmark corpora (figures in docs/drift.md).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from numpy.typing import NDArray
+
+from llmgw.services.drift.model import Matrix
+
+__all__ = ["NewGroup", "new_group"]
+
+
+@dataclass(frozen=True)
+class NewGroup:
+    members: list[int]  # indices into the window, most central first
+    reference_share: float  # share of the reference as close to the group's centre (what it had of it)
+
+
+def _top_mean(sim: NDArray[np.float32], k: int) -> NDArray[np.float32]:
+    k = min(k, sim.shape[1])
+    return np.partition(sim, sim.shape[1] - k, axis=1)[:, -k:].mean(axis=1)
+
+
+def new_group(reference: Matrix, window: Matrix, texts: list[str], *, k: int = 5, isolated_share: float = 0.05,
+              tight_quantile: float = 0.25, min_size: int = 3) -> NewGroup | None:
+    """The largest tight group of window inputs unlike the reference, or None (fewer than
+    ``min_size`` distinct inputs in it). Vectors are unit-length (cosine = dot product)."""
+    # Repeated inputs (the same question asked again) once, or "nearest neighbour" means "itself".
+    reference = np.unique(reference, axis=0)
+    if len(reference) < k + 2 or len(window) < min_size:
+        return None
+    ref_sim = reference @ reference.T
+    np.fill_diagonal(ref_sim, -np.inf)
+    ref_close = _top_mean(ref_sim, k)
+    novel_below = float(np.quantile(ref_close, isolated_share))
+    # "As close as the same topic": a reference input's similarity to its nearest neighbour.
+    tight = float(np.quantile(ref_sim.max(axis=1), tight_quantile))
+    first = list(dict.fromkeys(texts))  # a session asking again counts once
+    distinct = [texts.index(t) for t in first]
+    win = window[distinct]
+    novel = np.flatnonzero(_top_mean(win @ reference.T, k) < novel_below)
+    if len(novel) < min_size:
+        return None
+    # Close pairs: as close as the same topic (``tight``), or closer to each other than either is
+    # to anything in the reference (a new topic's inputs resemble each other more than the old).
+    sim = win[novel] @ win[novel].T
+    np.fill_diagonal(sim, -np.inf)
+    to_ref = (win[novel] @ reference.T).max(axis=1)
+    close = (sim >= tight) | (sim > np.maximum.outer(to_ref, to_ref))
+    # The group: the input with the most close novel neighbours, and every novel input reached
+    # from it through close pairs (a topic's inputs are close to some of its others, not to all).
+    seed = int(np.argmax(close.sum(axis=1)))
+    reached = close[seed].copy()
+    reached[seed] = True
+    frontier = reached.copy()
+    while frontier.any():
+        grown = close[frontier].any(axis=0) & ~reached
+        reached |= grown
+        frontier = grown
+    group = novel[reached] if close[seed].any() else novel[:0]
+    if len(group) < min_size:
+        return None
+    centre = win[group].mean(axis=0)
+    centre /= max(float(np.linalg.norm(centre)), 1e-12)
+    order = group[np.argsort(-(win[group] @ centre))]
+    # What the reference had of this topic: its inputs as close to the centre as the group's least central member.
+    floor = float((win[group] @ centre).min())
+    return NewGroup([distinct[i] for i in order], float(np.mean(reference @ centre >= floor)))
