@@ -92,9 +92,13 @@ def false_alarms(pools: dict[str, tuple[list[str], np.ndarray]], base: dict[str,
 
 def detection(pools: dict[str, tuple[list[str], np.ndarray]], base: dict[str, float],
               shifted: Callable[[Streams], list[Input]], settings: DetectorSettings, trials: int,
-              horizon: int = 20) -> tuple[float, float | None]:
-    """(detection rate within ``horizon`` windows, median delay in inputs) over ``trials``."""
+              horizon: int = 20, new: str = "") -> tuple[float, float | None, str]:
+    """(detection rate within ``horizon`` windows, median delay in inputs, how the first incident
+    named it) over ``trials``. Named: in how many detections the incident's first cluster is the
+    new topic's own group (``cell: "new"``) with most of its examples from the ``new`` pool."""
     delays: list[int] = []
+    named = 0
+    new_texts = {t[:300] for t in pools[new][0]} if new else set()
     for seed in range(trials):
         s = Streams(pools, 1000 + seed)
         det = DriftDetector(replace(settings, seed=seed))
@@ -102,10 +106,16 @@ def detection(pools: dict[str, tuple[list[str], np.ndarray]], base: dict[str, fl
         det.observe("s", s.take(WINDOW * 4, base))
         stream = shifted(s)[: WINDOW * horizon]
         for w in range(horizon):
-            if _openings(det.observe("s", stream[w * WINDOW:(w + 1) * WINDOW])):
+            opened = _openings(det.observe("s", stream[w * WINDOW:(w + 1) * WINDOW]))
+            if opened:
                 delays.append((w + 1) * WINDOW)
+                first = (opened[0].get("clusters") or [{}])[0]
+                examples = first.get("examples", [])
+                if first.get("cell") == "new" and sum(e in new_texts for e in examples) * 2 > len(examples):
+                    named += 1
                 break
-    return len(delays) / trials, (statistics.median(delays) if delays else None)
+    return len(delays) / trials, (statistics.median(delays) if delays else None), (
+        f"{named}/{len(delays)}" if new else "-")
 
 
 def throughput(embedder: SentenceEmbedder, texts: list[str]) -> tuple[float, float]:
@@ -160,19 +170,24 @@ def main() -> None:
             print(f"{label:<22} {name:<8} {opened:>9} {expected:>9.3f} {naive:>11}")
 
     print(f"\ndetection (default budget), {args.trials} trials, within 20 windows of the shift")
-    print(f"{'shift':<34} {'detected':>9} {'median delay (inputs)':>22}")
-    rate, delay = detection(pools, base, lambda s: s.take(WINDOW * 20, base), strict, args.trials)
-    print(f"{'no shift (control: false alarms)':<34} {rate:>9.0%} {delay if delay is not None else '-':>22}")
+    print(f"{'shift':<34} {'detected':>9} {'median delay (inputs)':>22} {'named (group of the new topic)':>31}")
+
+    def row(label: str, result: tuple[float, float | None, str]) -> None:
+        rate, delay, named = result
+        print(f"{label:<34} {rate:>9.0%} {delay if delay is not None else '-':>22} {named:>31}")
+
+    row("no shift (control: false alarms)", detection(pools, base, lambda s: s.take(WINDOW * 20, base), strict,
+                                                       args.trials))
     for share in (0.02, 0.05, 0.10, 0.20):
         mix = {**{k: v * (1 - share) for k, v in base.items()}, NEW: share}
-        rate, delay = detection(pools, base, lambda s, m=mix: s.take(WINDOW * 20, m), strict, args.trials)
-        print(f"{f'new topic at {share:.0%}':<34} {rate:>9.0%} {delay if delay is not None else '-':>22}")
+        row(f"new topic at {share:.0%}", detection(pools, base, lambda s, m=mix: s.take(WINDOW * 20, m), strict,
+                                                    args.trials, new=NEW))
     long_mix = {f"{k}-long": v for k, v in base.items()}
-    rate, delay = detection(pools, base, lambda s: s.take(WINDOW * 20, long_mix), strict, args.trials)
-    print(f"{'length/format (3 sentences each)':<34} {rate:>9.0%} {delay if delay is not None else '-':>22}")
+    row("length/format (3 sentences each)", detection(pools, base, lambda s: s.take(WINDOW * 20, long_mix), strict,
+                                                       args.trials))
     inj_mix = {**{k: v * 0.9 for k, v in base.items()}, "injection": 0.1}
-    rate, delay = detection(pools, base, lambda s: s.take(WINDOW * 20, inj_mix, session=3), strict, args.trials)
-    print(f"{'prompt-injection burst (10 %)':<34} {rate:>9.0%} {delay if delay is not None else '-':>22}")
+    row("prompt-injection burst (10 %)", detection(pools, base, lambda s: s.take(WINDOW * 20, inj_mix, session=3),
+                                                    strict, args.trials, new="injection"))
 
     sample = [t for ts in texts.values() for t in ts][:2048]
     random.Random(0).shuffle(sample)
