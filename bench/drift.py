@@ -1,12 +1,13 @@
 """Drift detection on real text: false alarms against the budget, detection rate and delay, and
 the job's throughput against raw embedding throughput, all in one run.
 
-Text: sentences from the documentation strings of Python's standard library, grouped by module
-family (email, http, asyncio, logging, xml, archives as the known topics; numbers/statistics as
-the new one) — human-written, offline, not template-generated. Injections: the written
+Text (``--corpus``, bench/drift_corpus.py): sentences from the documentation strings of Python's
+standard library grouped by module family (``stdlib``, the default), or Debian package
+descriptions grouped by archive section (``debian``); each with its known topics, a distinct new
+topic and a near one — human-written, offline, not template-generated. Injections: the written
 prompt-injection, jailbreak and exfiltration cases of this repository's eval suites.
 
-    .venv/bin/python -m bench.drift [--trials 10]
+    .venv/bin/python -m bench.drift [--trials 10] [--corpus stdlib|debian]
 """
 
 from __future__ import annotations
@@ -30,8 +31,6 @@ from llmgw.services.drift.detector import DetectorSettings, DriftDetector, Input
 from llmgw.services.drift.stats import assign, g_test
 from llmgw.stack import REPO
 
-STDLIB = CORPORA["stdlib"]
-KNOWN, NEW = list(STDLIB.known), STDLIB.distinct
 WINDOW, REFERENCE = 50, 600
 
 
@@ -143,9 +142,13 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--trials", type=int, default=10)
     ap.add_argument("--windows", type=int, default=200, help="windows per false-alarm run")
+    ap.add_argument("--corpus", choices=sorted(CORPORA), default="stdlib",
+                    help="the text (bench/drift_corpus.py): its known topics, a distinct and a near new one")
     args = ap.parse_args()
+    corpus = CORPORA[args.corpus]
+    known, new, near = list(corpus.known), corpus.distinct, corpus.near
 
-    texts = {k: v for k, v in load("stdlib").items() if k in (*KNOWN, NEW)}
+    texts = {k: v for k, v in load(args.corpus).items() if k in (*known, new, near)}
     texts["injection"] = injections()
     embedder = SentenceEmbedder()
     t0 = time.perf_counter()
@@ -153,11 +156,11 @@ def main() -> None:
     n_texts = sum(len(t) for t in texts.values())
     print(f"corpus: {n_texts} sentences ({', '.join(f'{k} {len(v)}' for k, v in texts.items())}), "
           f"embedded in {time.perf_counter() - t0:.1f} s")
-    longer = {k: [" ".join(v[i:i + 3]) for i in range(0, len(v) - 2, 3)] for k, v in texts.items() if k in KNOWN}
+    longer = {k: [" ".join(v[i:i + 3]) for i in range(0, len(v) - 2, 3)] for k, v in texts.items() if k in known}
     for k, v in longer.items():
         pools[f"{k}-long"] = (v, embedder.encode(v))
 
-    base = dict(STDLIB.known)
+    base = dict(corpus.known)
     strict = DetectorSettings(reference_size=REFERENCE, window=WINDOW)
     # A budget loose enough (about 1 % per window and detector) that a run can count its alarms.
     loose = replace(strict, false_alarms_per_month=strict.expected_segments * 3 * 0.01 * 30 * 24 * 3600 / WINDOW)
@@ -178,10 +181,11 @@ def main() -> None:
 
     row("no shift (control: false alarms)", detection(pools, base, lambda s: s.take(WINDOW * 20, base), strict,
                                                        args.trials))
-    for share in (0.02, 0.05, 0.10, 0.20):
-        mix = {**{k: v * (1 - share) for k, v in base.items()}, NEW: share}
-        row(f"new topic at {share:.0%}", detection(pools, base, lambda s, m=mix: s.take(WINDOW * 20, m), strict,
-                                                    args.trials, new=NEW))
+    for topic, kind in ((new, "new topic"), (near, "near new topic")):
+        for share in (0.02, 0.05, 0.10, 0.20):
+            mix = {**{k: v * (1 - share) for k, v in base.items()}, topic: share}
+            row(f"{kind} at {share:.0%}", detection(pools, base, lambda s, m=mix: s.take(WINDOW * 20, m), strict,
+                                                     args.trials, new=topic))
     long_mix = {f"{k}-long": v for k, v in base.items()}
     row("length/format (3 sentences each)", detection(pools, base, lambda s: s.take(WINDOW * 20, long_mix), strict,
                                                        args.trials))
