@@ -89,7 +89,10 @@ class TestIncidents:
         # Each detector keeps its own incident; the novelty detector's names the new topic first.
         inc = next(i for i in opened if i["detector"].startswith("novelty@"))
         assert inc["statistic"] > inc["threshold"] and inc["calibration_id"].startswith("cal-")
-        top = inc["clusters"][0]
+        # First the new topic's own group: every example is about it.
+        group, top = inc["clusters"][:2]
+        assert group["cell"] == "new" and group["current_share"] > 2 * group["reference_share"] and group["size"] >= 3
+        assert "subjecte" in group["keywords"] and all("subjecte" in e for e in group["examples"])
         assert top["cell"] == "novel" and top["current_share"] > 2 * top["reference_share"] and top["lift"] > 2
         # The novel cell also holds the 5 % of ordinary inputs beyond the radius: most, not all.
         assert "subjecte" in top["keywords"] and sum("subjecte" in e for e in top["examples"]) * 2 > len(top["examples"])
