@@ -60,7 +60,8 @@ def explain(model: Model, win: Matrix, texts: list[str], *, examples: int, redac
     group = new_group(model.fit, vectors, pool_texts)
     if group is not None:
         members = [pool_texts[i] for i in group.members]
-        share = sum(t in set(members) for t in pool_texts) / len(pool_texts)
+        in_group = set(members)
+        share = sum(t in in_group for t in pool_texts) / len(pool_texts)
         n_ref = max(1, cells.reference_counts.sum())
         clusters.insert(0, {
             "cell": "new", "size": len(members), "of": len(pool_texts),

@@ -51,8 +51,10 @@ def new_group(reference: Matrix, window: Matrix, texts: list[str], *, k: int = 5
     novel_below = float(np.quantile(ref_close, isolated_share))
     # "As close as the same topic": a reference input's similarity to its nearest neighbour.
     tight = float(np.quantile(ref_sim.max(axis=1), tight_quantile))
-    first = list(dict.fromkeys(texts))  # a session asking again counts once
-    distinct = [texts.index(t) for t in first]
+    first: dict[str, int] = {}  # a session asking again counts once: each text's first index
+    for i, t in enumerate(texts):
+        first.setdefault(t, i)
+    distinct = list(first.values())
     win = window[distinct]
     novel = np.flatnonzero(_top_mean(win @ reference.T, k) < novel_below)
     if len(novel) < min_size:

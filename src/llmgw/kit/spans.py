@@ -188,45 +188,21 @@ class RemoteParent:
         return SpanContext(self.trace_id, self.span_id, True, _SAMPLED if self.sampled else _NOT_SAMPLED)
 
 
-class LeanUnsampled(trace.Span):
-    """A span of an unsampled trace: records nothing, carries the trace on (its ids go into the
-    ``traceparent`` of calls made under it and into log lines)."""
+class LeanUnsampled(trace.NonRecordingSpan):
+    """A span of an unsampled trace: records nothing (the API's non-recording span), carries the
+    trace on (its ids go into the ``traceparent`` of calls made under it and into log lines); its
+    ``SpanContext`` is made only when asked for."""
 
-    __slots__ = ("_context", "_trace_state", "span_id", "trace_id")
+    __slots__ = ("_trace_state", "span_id", "trace_id")
 
     def __init__(self, trace_id: int, span_id: int, trace_state: TraceState | None) -> None:
         self.trace_id, self.span_id, self._trace_state = trace_id, span_id, trace_state
-        self._context: SpanContext | None = None
+        self._context: SpanContext | None = None  # type: ignore[assignment]
 
     def get_span_context(self) -> SpanContext:
         if self._context is None:
             self._context = SpanContext(self.trace_id, self.span_id, False, _NOT_SAMPLED, self._trace_state)
         return self._context
-
-    def is_recording(self) -> bool:
-        return False
-
-    def set_attributes(self, attributes: Mapping[str, Any]) -> None:
-        pass
-
-    def set_attribute(self, key: str, value: Any) -> None:
-        pass
-
-    def add_event(self, name: str, attributes: Attributes = None, timestamp: int | None = None) -> None:
-        pass
-
-    def update_name(self, name: str) -> None:
-        pass
-
-    def set_status(self, status: Status | StatusCode, description: str | None = None) -> None:
-        pass
-
-    def record_exception(self, exception: BaseException, attributes: Attributes = None,
-                         timestamp: int | None = None, escaped: bool = False) -> None:
-        pass
-
-    def end(self, end_time: int | None = None) -> None:
-        pass
 
 
 def _frozen(attributes: dict[str, Any]) -> dict[str, Any]:
