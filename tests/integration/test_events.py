@@ -219,3 +219,45 @@ async def test_a_broker_hang_puts_every_event_on_disk_within_the_write_ahead_bou
         if publisher is not None:
             await publisher.stop(timeout_s=1.0)
         broker.stop()
+
+
+async def test_an_event_spooled_as_a_replay_ends_is_replayed_too(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """An event handed to the disk writer while the sender finishes a replay must keep the
+    publisher spooling until it too is replayed; a CI run lost two events when the sender saw
+    nothing left (the writer had taken the event, not yet written it) and stopped spooling. The
+    replay's last step is slowed here so the event reliably arrives inside that window."""
+    import threading
+    import time
+
+    from llmgw.kit.kafka import KafkaPublisher
+    from llmgw.kit.spool import Spool
+
+    spool_dir = tmp_path / "spool"
+    Spool(spool_dir, max_bytes=1 << 20).append([("llm.requests", b"old", b"old")])
+    finishing = threading.Event()
+    real_done = Spool.done
+
+    def slow_done(self: Spool) -> None:
+        if not finishing.is_set():
+            finishing.set()
+            time.sleep(0.4)
+        real_done(self)
+
+    monkeypatch.setattr(Spool, "done", slow_done)
+    broker = start_tansu()
+    publisher = None
+    try:
+        await ensure_topics(broker.address)
+        publisher = KafkaPublisher(broker.address, spool_dir=spool_dir)
+        assert publisher.spooling  # a spool left from before: replayed first
+        await publisher.start()
+        while not finishing.is_set():
+            await asyncio.sleep(0.01)
+        publisher.publish("llm.requests", "late", b"late")
+        assert await publisher.flush(timeout_s=30)
+        assert Spool(spool_dir, max_bytes=1 << 20).empty(), "an event was left on disk with no replay to come"
+        assert set(await read_topic(broker.address, "llm.requests", {"old", "late"})) == {"old", "late"}
+    finally:
+        if publisher is not None:
+            await publisher.stop(timeout_s=1.0)
+        broker.stop()

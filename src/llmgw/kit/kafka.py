@@ -259,8 +259,11 @@ class KafkaPublisher:
             await asyncio.sleep(0.05)
             if not self._to_spool:
                 continue
-            batch, self._to_spool = self._to_spool, []
             async with self._spool_lock:
+                # Taken under the lock: a batch out of ``_to_spool`` and not yet on disk would let
+                # the sender, finishing a replay, see nothing left and stop spooling, leaving the
+                # batch on disk with nothing to replay it (a CI run lost two events this way).
+                batch, self._to_spool = self._to_spool, []
                 taken = await loop.run_in_executor(None, self._spool.append, batch)
                 SPOOL_BYTES.set(self._spool.size)
             child(SPOOLED, "broker_away_or_queue_full").inc(taken)
@@ -287,7 +290,7 @@ class KafkaPublisher:
                     await asyncio.sleep(0.06)  # let the flusher put them on disk, in order
                     continue
                 async with self._spool_lock:
-                    await loop.run_in_executor(None, self._spool.take)
+                    await loop.run_in_executor(None, self._spool.begin_replay)
                 # Oldest first, in bounded chunks: a spool of hundreds of MiB is never all in memory.
                 offset, replayed = 0, 0
                 while True:
@@ -474,15 +477,18 @@ class KafkaPublisher:
             return
         await self.flush(timeout_s)
         tasks, self._tasks = self._tasks, []
-        for t in tasks:
-            t.cancel()
-        # aiokafka can swallow a cancel that lands inside producer.start(): never wait forever.
-        await asyncio.wait(set(tasks), timeout=2.0)
-        # Oldest first: the unacknowledged batch and the queue predate everything spooled (new
-        # events only enter the queue while the spool is empty); the spool buffer is newest.
-        older = self._inflight + self._drain(self._queue.qsize())
-        newer, self._inflight, self._to_spool = self._to_spool, [], []
-        kept_older, kept_newer = self._spool.prepend(older), self._spool.append(newer)
+        # Under the spool's lock, so no task is cancelled halfway through a write of its own
+        # (the write would go on in its thread, racing the ones below).
+        async with self._spool_lock:
+            for t in tasks:
+                t.cancel()
+            # aiokafka can swallow a cancel that lands inside producer.start(): never wait forever.
+            await asyncio.wait(set(tasks), timeout=2.0)
+            # Oldest first: the unacknowledged batch and the queue predate everything spooled (new
+            # events only enter the queue while the spool is empty); the spool buffer is newest.
+            older = self._inflight + self._drain(self._queue.qsize())
+            newer, self._inflight, self._to_spool = self._to_spool, [], []
+            kept_older, kept_newer = self._spool.prepend(older), self._spool.append(newer)
         child(SPOOLED, "stop").inc(kept_older + kept_newer)
         self._dropped(older[kept_older:] + newer[kept_newer:])
         if older or newer:

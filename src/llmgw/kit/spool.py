@@ -117,19 +117,21 @@ class Spool:
     def take(self) -> list[Record]:
         """Everything spooled, oldest first; the segments stay on disk until ``done()``. (Small
         spools and tests; the publisher reads what it took in chunks with ``read``.)"""
-        self._start_replay()
+        self.begin_replay()
         if not self._replaying.exists():
             return []
         return list(_decode(self._replaying.read_bytes()))
 
-    def _start_replay(self) -> None:
+    def begin_replay(self) -> None:
+        """Move the current segment aside for replay (unless one is being replayed already):
+        appends from here on go to a new current segment."""
         if not self._replaying.exists() and self._current.exists():
             os.replace(self._current, self._replaying)
 
     def read(self, offset: int, most: int) -> tuple[list[Record], int]:
         """Up to ``most`` records of the taken segment from byte ``offset``; and the next offset.
         ``take()`` (or this, the first time) moves the current segment aside for replay."""
-        self._start_replay()
+        self.begin_replay()
         if not self._replaying.exists():
             return [], offset
         out: list[Record] = []
