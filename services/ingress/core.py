@@ -6,7 +6,8 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Callable, Coroutine, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Coroutine, Sequence
+from contextlib import aclosing
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -22,6 +23,7 @@ from llmgw.domain import (
     KeyMaterial,
     LimitStatus,
     LookupResult,
+    Prepared,
     RouteCall,
     assemble_tool_calls,
     prompt_text,
@@ -39,7 +41,7 @@ from llmgw.kit.metrics import child
 from llmgw.kit.redact import Redactor
 from llmgw.kit.tasks import Background, Deferred
 from llmgw.kit.tokens import count_tokens
-from llmgw.ports import CachePort, EventSink, LimiterPort, RouterPort
+from llmgw.ports import CachePort, EventSink, LimiterPort, PreparingRouter, RouterPort
 from llmgw.prompts import PromptVersion, Registry
 from llmgw.services.ingress.auth import check_scopes
 from llmgw.services.ingress.effective import effective_sampling, route_for, route_name
@@ -106,6 +108,9 @@ class _Admitted:
     trace: Any = None  # the request's span context (traces on): after-reply work joins its trace
     # The worst case reserved against the key's and tenant's budgets (a miss under a budget).
     hold: Hold | None = None
+    # The router's first attempt, readied beside the limiter check and cache lookup (a router
+    # in this process only; see ``Gateway._decide``).
+    preparing: asyncio.Future[Prepared | None] | None = None
 
     @property
     def tenant(self) -> str:
@@ -144,7 +149,7 @@ class _Admitted:
     def prompt_version(self) -> str:
         return self.version.id if self.version else ""
 
-    def call(self) -> RouteCall:
+    def call(self, prepared: Prepared | None = None) -> RouteCall:
         return RouteCall(
             route=self.req.route,
             request_id=self.request_id,
@@ -156,6 +161,7 @@ class _Admitted:
             sampling=self.req.sampling,
             output=self.req.output,
             deadline=self.deadline,
+            prepared=prepared,
         )
 
 
@@ -187,6 +193,12 @@ class Gateway:
         self._limiter = limiter
         self._cache = cache
         self._router = router
+        # A router in this process readies a miss's provider call during the gate (one Redis
+        # round trip for the limiter, the cache and the provider budget instead of two in a row),
+        # except for a tenant whose last check was refused: a refused request would only reserve
+        # provider budget to give it back, and a flood of them would hold it from others.
+        self._preparing = router if isinstance(router, PreparingRouter) else None
+        self._refused: set[str] = set()
         self._events = events
         self._events_key_by = tuple(events_key_by)
         self._registry = registry
@@ -382,6 +394,8 @@ class Gateway:
                 return self._allowed(a, await self._limited(self._limiter.admit(a.descriptor))), near
         check = asyncio.ensure_future(self._check(a))
         lookup = asyncio.ensure_future(self._lookup(a))
+        if self._preparing is not None and a.tenant not in self._refused:
+            a.preparing = asyncio.ensure_future(self._preparing.prepare(a.call()))
         try:
             # Shielded: a request cancelled here (client cancel, deadline) lets both calls finish
             # and gives back what they took, instead of leaving a reservation charged and a
@@ -391,7 +405,10 @@ class Gateway:
             lookup.add_done_callback(self._release_if_leader)
             check.add_done_callback(self._settle_if_reserved)
             raise
-        if not decision.allowed:
+        if decision.allowed:
+            self._refused.discard(a.tenant)
+        else:
+            self._refused.add(a.tenant)
             # Let the lookup finish (it is bounded): a refused request must not keep a
             # single-flight lock that identical requests of other callers would wait on.
             lookup.add_done_callback(self._release_if_leader)
@@ -405,6 +422,33 @@ class Gateway:
             self._release(decision, None)
             raise
         return decision, found
+
+    async def _route_call(self, a: _Admitted) -> RouteCall:
+        """The call for the router, with its first attempt if one was readied (waited for: it
+        ran beside the gate, so it is usually done)."""
+        if a.preparing is None:
+            return a.call()
+        try:
+            return a.call(await asyncio.shield(a.preparing))
+        except Exception as exc:  # readying is only a shortcut: the call does it all itself
+            _log.warning("router_prepare_failed", error=repr(exc))
+            return a.call()
+
+    def _unprepare(self, a: _Admitted) -> None:
+        """No provider call used what was readied (a hit, a refusal, an error, a cancel): its
+        budget goes back, now or when readying ends. A no-op once the router took it."""
+        if a.preparing is None or self._preparing is None:
+            return
+        router = self._preparing
+
+        def give_back(done: asyncio.Future[Prepared | None]) -> None:
+            if not done.cancelled() and done.exception() is None and (p := done.result()) is not None:
+                router.unprepare(p)
+
+        if a.preparing.done():
+            give_back(a.preparing)
+        else:
+            a.preparing.add_done_callback(give_back)
 
     def _settle_if_reserved(self, done: asyncio.Future[Decision]) -> None:
         if not done.cancelled() and done.exception() is None and done.result().reservation_id:
@@ -578,7 +622,7 @@ class Gateway:
                 return Reply(rid, completion, a.prompt_version, True, decision.statuses, lookup.tier or "exact",
                              lookup.similarity)
             await self._reserve_budget(a)
-            completion = await self._router.route(a.call())
+            completion = await self._router.route(await self._route_call(a))
         except LlmgwError as exc:
             self._failed(a, decision, exc, lookup)
             raise
@@ -587,6 +631,8 @@ class Gateway:
             # reservation now, not when they expire.
             self._failed(a, decision, Aborted("request cancelled by the client"), lookup)
             raise
+        finally:
+            self._unprepare(a)
         self._finish(a, decision, lookup, completion, (), hit=False)
         return Reply(rid, completion, a.prompt_version, False, decision.statuses)
 
@@ -597,6 +643,16 @@ class Gateway:
         """Yields text Chunks, then one final Reply with the metadata."""
         rid = request_id or new_request_id()
         a = self._admit(authorization, req, request_id=rid, stream=True, time_remaining=time_remaining)
+        # Whatever ends it (a hit, an error, the caller leaving), readied work nobody used goes back.
+        async with aclosing(self._stream(a)) as pieces:
+            try:
+                async for piece in pieces:
+                    yield piece
+            finally:
+                self._unprepare(a)
+
+    async def _stream(self, a: _Admitted) -> AsyncGenerator[Chunk | Reply, None]:
+        rid = a.request_id
         decision: Decision | None = None
         try:
             decision, lookup = await self._gate(a)
@@ -617,7 +673,7 @@ class Gateway:
         final: Completion | None = None
         try:
             await self._reserve_budget(a)
-            async for chunk in self._router.stream(a.call()):
+            async for chunk in self._router.stream(await self._route_call(a)):
                 if chunk.final:
                     final = chunk.completion
                     break

@@ -24,7 +24,9 @@ from llmgw.domain import (
     Attempt,
     Chunk,
     Completion,
+    Decision,
     Message,
+    Prepared,
     RouteCall,
     Sampling,
     ToolCall,
@@ -133,6 +135,10 @@ class Router:
         self._paused: dict[tuple[str, str], float] = {}
         # (provider, model) -> recent successful latencies (s), for hedging.
         self._latencies: dict[tuple[str, str], deque[float]] = {}
+        # (provider, model) -> whether its provider budget counts requests, as its last decision
+        # showed. ``prepare`` reserves ahead only where it does not: a request counted for a call
+        # that never happens (a hit, a refusal) could not be given back; a reservation's tokens can.
+        self._counts_requests: dict[tuple[str, str], bool] = {}
 
     def breaker(self, target: Target) -> RateBreaker:
         key = (target.provider, target.model)
@@ -205,9 +211,7 @@ class Router:
         waited = 0.0
         while True:
             try:
-                d = await self._shaper.check([("provider", target.provider), ("model", target.model)], requests=1,
-                                             tokens=tokens, request_id=f"{call.request_id or uuid.uuid4().hex}-"
-                                             f"{target.provider}-{uuid.uuid4().hex[:6]}", domain="provider")
+                d = await self._ask_budget(call, target, tokens)
             except LlmgwError as exc:  # shaping unavailable: the provider's own limits still apply
                 _log.warning("provider_budget_unavailable", error=exc.message)
                 return True, ""
@@ -233,6 +237,17 @@ class Router:
                 return False, ""
             await asyncio.sleep(wait)
             waited += wait
+
+    async def _ask_budget(self, call: RouteCall, target: Target, tokens: int) -> Decision:
+        assert self._shaper is not None
+        d = await self._shaper.check(
+            [("provider", target.provider), ("model", target.model)], requests=1, tokens=tokens,
+            request_id=f"{call.request_id or uuid.uuid4().hex}-{target.provider}-{uuid.uuid4().hex[:6]}",
+            domain="provider")
+        if d.allowed or d.statuses:  # a pause says nothing about the limits
+            self._counts_requests[(target.provider, target.model)] = any(
+                st.unit == "requests" for st in d.statuses)
+        return d
 
     def _hold(self, target: Target, seconds: float) -> None:
         key = (target.provider, target.model)
@@ -260,6 +275,55 @@ class Router:
         if self._shaper is None or not reservation:
             return
         self._settles.spawn(self._shaper.settle(reservation, tokens))
+
+    # ---- the first attempt, ready ahead ----
+
+    async def prepare(self, call: RouteCall) -> Prepared | None:
+        """Ready the first target's attempt before the call is known to happen: render its prompt
+        and reserve its provider budget. A router in the ingress's process runs this beside the
+        ingress's limiter check and cache lookup, so a miss pays one round trip to Redis for all
+        three (and the rendering overlaps it), not a second one after them. The budget is asked
+        ahead only for a target whose provider limits count no requests (tokens only, or none:
+        a provider's pause is still read): what a hit or a refusal did not use goes back whole.
+        None: nothing to prepare (the target is out, anything unusual: ``route`` does it all)."""
+        try:
+            plan = self._plan(call)
+        except LlmgwError:
+            return None
+        if not plan.targets or not self._viable(plan.targets[0], plan.version):
+            return None
+        target = plan.targets[0]
+        try:
+            rendered = self._render(call, plan, target, [])
+        except LlmgwError:
+            return None  # the call itself reports it
+        if rendered is None:
+            return None
+        system, messages, prompt_tokens = rendered
+        if self._shaper is None:
+            return Prepared(target.provider, target.model, system, messages, prompt_tokens, True, "")
+        if self._counts_requests.get((target.provider, target.model), True):
+            # Counts requests, or not known yet (the call's own check will tell): rendered only.
+            return Prepared(target.provider, target.model, system, messages, prompt_tokens, False, "")
+        try:
+            d = await self._ask_budget(call, target, prompt_tokens + (plan.sampling.max_tokens or DEFAULT_MAX_TOKENS))
+        except LlmgwError:
+            d = None  # the call asks again and decides what a shaping outage means
+        # Refused: asked again by the call itself, which may wait or move on.
+        granted = d is not None and d.allowed
+        return Prepared(target.provider, target.model, system, messages, prompt_tokens, granted,
+                        d.reservation_id if d is not None and granted else "")
+
+    def unprepare(self, prepared: Prepared) -> None:
+        """No call follows (a hit, a refusal, a cancel): the reservation goes back at once."""
+        if prepared.claim():
+            self._settle(prepared.reservation, 0)
+
+    def _take_prepared(self, call: RouteCall, index: int, target: Target) -> Prepared | None:
+        p = call.prepared
+        if p is None or index != 0 or (p.provider, p.model) != (target.provider, target.model) or not p.claim():
+            return None
+        return p
 
     # ---- time ----
 
@@ -354,18 +418,24 @@ class Router:
                           attempts=tuple(attempts), finish_reason=finish_reason, tool_calls=tool_calls)
 
     async def _slot(self, call: RouteCall, plan: _Plan, index: int, prompt_tokens: int,
-                    attempts: list[Attempt]) -> tuple[_Slot, float] | None:
+                    attempts: list[Attempt], held: str | None = None) -> tuple[_Slot, float] | None:
         """Everything an attempt needs before the call: its timeout, a breaker ticket and the
-        provider budget. None: the target is out (the reason is in ``attempts``)."""
+        provider budget (``held``: granted already, by ``prepare``, with this reservation; given
+        back if the target is out). None: the target is out (the reason is in ``attempts``)."""
         target = plan.targets[index]
-        has_next = self._has_next(plan, index)
-        self._timeout(call, target, has_next)  # DeadlineExceeded before anything is taken
-        ticket = self._ticket(target, plan.version, attempts)
+        try:
+            has_next = self._has_next(plan, index)
+            self._timeout(call, target, has_next)  # DeadlineExceeded before anything is taken
+            ticket = self._ticket(target, plan.version, attempts)
+        except BaseException:
+            self._settle(held or "", 0)
+            raise
         if ticket is None:
+            self._settle(held or "", 0)
             return None
         try:
-            go, reservation = await self._reserve(call, target, prompt_tokens, plan.sampling, attempts,
-                                                  may_wait=not has_next)
+            go, reservation = (True, held) if held is not None else await self._reserve(
+                call, target, prompt_tokens, plan.sampling, attempts, may_wait=not has_next)
         except BaseException:
             self.breaker(target).release(ticket)
             raise
@@ -485,12 +555,19 @@ class Router:
         takes a slot (timeout, breaker ticket, provider budget); ``once`` raises ProviderError for a
         failed try. None: the target is out (the reasons are in ``attempts``)."""
         target = plan.targets[index]
-        rendered = self._render(call, plan, target, attempts)
+        prepared = self._take_prepared(call, index, target)
+        if prepared is not None:
+            rendered: tuple[str, tuple[Message, ...], int] | None = (
+                prepared.system, prepared.messages, prepared.prompt_tokens)
+        else:
+            rendered = self._render(call, plan, target, attempts)
         if rendered is None:
             return None
         system, messages, prompt_tokens = rendered
+        held = prepared.reservation if prepared is not None and prepared.granted else None
         for attempt_no in range(target.attempts):
-            got = await self._slot(call, plan, index, prompt_tokens, attempts)
+            got = await self._slot(call, plan, index, prompt_tokens, attempts, held)
+            held = None  # a retry asks the budget again
             if got is None:
                 return None
             slot, timeout = got

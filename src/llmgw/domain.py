@@ -22,6 +22,7 @@ __all__ = [
     "Message",
     "Output",
     "Part",
+    "Prepared",
     "ResponseFormat",
     "RouteCall",
     "Sampling",
@@ -240,6 +241,31 @@ class Chunk:
         return self.delta + "".join(d.name + d.arguments for d in self.tool_calls)
 
 
+@dataclass(slots=True)
+class Prepared:
+    """The first target's attempt made ready while the ingress waits on its limiter and cache
+    (a router in the ingress's process only): the target's rendered prompt and whether its
+    provider budget was granted (not granted: the router asks again, the normal way), with the
+    reservation to settle ("" when the granted limits count only requests).
+    Whoever ``claim``s it first owns it: the router to use it, or the ingress to give the
+    reservation back when no call follows (a hit, a refusal, a cancel)."""
+
+    provider: str
+    model: str
+    system: str
+    messages: tuple[Message, ...]
+    prompt_tokens: int
+    granted: bool
+    reservation: str
+    claimed: bool = False
+
+    def claim(self) -> bool:
+        if self.claimed:
+            return False
+        self.claimed = True
+        return True
+
+
 @dataclass(frozen=True, slots=True)
 class RouteCall:
     """What the router needs: a registry prompt (name + immutable version + variables) or raw messages."""
@@ -255,6 +281,8 @@ class RouteCall:
     output: Output = Output()
     # Absolute time.monotonic() by which the answer is needed (the caller's gRPC deadline).
     deadline: float | None = None
+    # In process only (never sent to a remote router): see ``Prepared``.
+    prepared: Prepared | None = None
 
 
 # ---- cache ----

@@ -7,11 +7,11 @@ runs against gRPC clients (the real deployment) or the in-process cores (tests, 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Sequence
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
-from llmgw.domain import CacheEntry, Chunk, Completion, Decision, KeyMaterial, LookupResult, RouteCall
+from llmgw.domain import CacheEntry, Chunk, Completion, Decision, KeyMaterial, LookupResult, Prepared, RouteCall
 
-__all__ = ["CachePort", "EventSink", "LimiterPort", "RouterPort"]
+__all__ = ["CachePort", "EventSink", "LimiterPort", "PreparingRouter", "RouterPort"]
 
 Descriptor = Sequence[tuple[str, str]]
 
@@ -57,6 +57,16 @@ class RouterPort(Protocol):
     async def route(self, call: RouteCall) -> Completion: ...
 
     def stream(self, call: RouteCall) -> AsyncIterator[Chunk]: ...
+
+
+@runtime_checkable
+class PreparingRouter(RouterPort, Protocol):
+    """A router in the ingress's own process: it can ready a call's first attempt while the
+    ingress still waits on its limiter and cache (``llmgw.domain.Prepared``)."""
+
+    async def prepare(self, call: RouteCall) -> Prepared | None: ...
+
+    def unprepare(self, prepared: Prepared) -> None: ...
 
 
 class EventSink(Protocol):

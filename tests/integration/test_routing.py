@@ -220,7 +220,7 @@ async def test_outbound_shaping_moves_on_instead_of_earning_a_provider_429(
     finally:
         await client.close()
         await stack.stop()
-    assert [r.provider for r in got] == ["openai", "openai", "anthropic"]
+    assert [r.provider for r in got] == ["openai", "openai", "anthropic"], [[(x.provider, x.status, x.error) for x in r.attempts] for r in got]
     assert stack.fake.state.calls["openai"] == 2  # the third never reached OpenAI
     skipped = got[2].attempts[0]
     assert skipped.status == "skipped" and "provider budget spent (openai-rpm" in skipped.error
