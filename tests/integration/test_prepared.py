@@ -15,7 +15,7 @@ import pytest
 import redis.asyncio as aioredis
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
-from llmgw.domain import Message, RouteCall
+from llmgw.domain import Message, Prepared, RouteCall
 from llmgw.gateway.v1 import gateway_pb2
 from llmgw.kit import tracing
 from llmgw.prompts import Registry
@@ -83,10 +83,8 @@ class TestRouterCore:
 
     async def test_a_prepared_call_reserves_once_and_settles_to_the_real_usage(self, warm) -> None:  # type: ignore[no-untyped-def]
         router, o, _, probe = warm
-        used = _used(probe, "openai", "gpt")
-        before = await used()
-        prepared = await router.prepare(CALL)
-        assert prepared is not None and prepared.granted and prepared.reservation and prepared.provider == "openai"
+        prepared, used, before = await _ready(router, probe)
+        assert prepared.reservation and prepared.provider == "openai"
         assert await _is(used, before + prepared.prompt_tokens + 64)  # the worst case, held
         done = await router.route(RouteCall(**{**_fields(CALL), "prepared": prepared}))
         assert done.provider == "openai" and len(o.calls) == 2
@@ -98,20 +96,14 @@ class TestRouterCore:
 
     async def test_an_unused_preparation_goes_back(self, warm) -> None:  # type: ignore[no-untyped-def]
         router, _, _, probe = warm
-        used = _used(probe, "openai", "gpt")
-        before = await used()
-        prepared = await router.prepare(CALL)
-        assert prepared is not None and prepared.granted
+        prepared, used, before = await _ready(router, probe)
         router.unprepare(prepared)
         router.unprepare(prepared)  # once only
         await _until(lambda: _is(used, before))
 
     async def test_a_target_out_by_the_time_of_the_call_gives_its_reservation_back(self, warm) -> None:  # type: ignore[no-untyped-def]
         router, o, a, probe = warm
-        used = _used(probe, "openai", "gpt")
-        before = await used()
-        prepared = await router.prepare(CALL)
-        assert prepared is not None and prepared.granted
+        prepared, used, before = await _ready(router, probe)
         # The first target's circuit opens meanwhile (another request's failure).
         breaker = router.breaker(CONFIG.routes["default"].targets[0])
         ticket = breaker.allow()
@@ -135,6 +127,15 @@ class TestRouterCore:
             router.unprepare(prepared)
         d = await probe.check([("provider", "openai"), ("model", "gpt")], requests=0, domain="provider")
         assert d.statuses[0].remaining == 999  # the one call only
+
+
+async def _ready(router: Router, probe: RedisLimiter) -> tuple[Prepared, Callable[[], Awaitable[int]], int]:
+    """The first attempt readied with its budget granted; the budget's reader and its count before."""
+    used = _used(probe, "openai", "gpt")
+    before = await used()
+    prepared = await router.prepare(CALL)
+    assert prepared is not None and prepared.granted
+    return prepared, used, before
 
 
 def _fields(call: RouteCall) -> dict[str, object]:
