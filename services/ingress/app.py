@@ -15,6 +15,7 @@ from llmgw.gateway.v1 import gateway_pb2_grpc
 from llmgw.keys.ledger import SpendLedger
 from llmgw.keys.ring import KeyFollower, parse_bootstrap
 from llmgw.keys.store import RedisKeyStore
+from llmgw.kit import tokens
 from llmgw.kit.client import GrpcClient
 from llmgw.kit.health import peer_serving
 from llmgw.kit.kafka import DiscardingSink, KafkaPublisher, KafkaSecurity
@@ -195,6 +196,7 @@ async def build(settings: IngressSettings, *, limiter_settings: LimiterSettings 
     (default: read from the environment with the ``LIMITER_``/``CACHE_``/``ROUTER_`` prefix)."""
     limiter, cache, peers = await _peers(settings, limiter_settings, cache_settings)
     registry = Registry.load(settings.prompts_dir)
+    tokens.warm_up()  # every miss counts its prompt: not on the first request's time
     router = _router(settings, peers, registry, limiter, router_settings)
     security = KafkaSecurity(
         protocol=settings.kafka_security_protocol,

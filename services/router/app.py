@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from llmgw.kit import tokens
 from llmgw.kit.server import GrpcService
 from llmgw.ports import LimiterPort
 from llmgw.prompts import Registry
@@ -30,6 +31,7 @@ def build_core(settings: RouterSettings, *, registry: Registry | None = None,
     shapes through the limiter at ``limiter_addr``; colocated in the ingress it is handed the
     ingress's registry (one copy, following the same live labels) and limiter."""
     cfg = _with_overrides(load_router_config(settings.routes_file), settings)
+    tokens.warm_up()  # every attempt counts its prompt: not on the first request's time
     providers = {name: make_provider(name, pcfg) for name, pcfg in cfg.providers.items()}
     closers: list[object] = list(providers.values())
     if shaper is None and settings.limiter_addr:

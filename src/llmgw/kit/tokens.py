@@ -9,7 +9,7 @@ from __future__ import annotations
 import functools
 from collections.abc import Callable
 
-__all__ = ["count_tokens"]
+__all__ = ["count_tokens", "loaded", "warm_up"]
 
 
 @functools.cache
@@ -26,3 +26,14 @@ def _encoder() -> Callable[[str], int] | None:
 def count_tokens(text: str) -> int:
     enc = _encoder()
     return enc(text) if enc is not None else max(1, len(text) // 4) if text else 0
+
+
+def warm_up() -> None:
+    """Load the encoding now: a service calls this while it starts, before it reports SERVING,
+    so its first request does not pay the import and the load (about 0.2 s here)."""
+    count_tokens("warm up")
+
+
+def loaded() -> bool:
+    """Whether the encoding was loaded in this process (or found missing) already."""
+    return _encoder.cache_info().currsize > 0
