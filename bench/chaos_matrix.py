@@ -6,7 +6,7 @@ requests failed, p50/p99 of the answered ones against the healthy baseline of th
 events lost and duplicated (counted by request id on the broker, both topics, for every answered
 request) and the time from the fault's end to the first of 5 successes in a row.
 
-    python -m bench.chaos_matrix [--rate 40] [--seconds 12] [--only NAME ...]
+    python -m bench.chaos_matrix [--rate 40] [--seconds 12] [--only NAME ...] [--colocate limiter,cache,router]
 """
 
 from __future__ import annotations
@@ -223,9 +223,10 @@ async def _scenario(system: System, name: str, fault: Callable[[System], Awaitab
             "p99": pct(ms, 99) if ms else float("nan"), "lost": len(lost), "dup": len(dup), "recover": recover}
 
 
-async def run(rate: float, seconds: float, only: list[str]) -> dict[str, dict[str, Any]]:
+async def run(rate: float, seconds: float, only: list[str], colocate: str = "") -> dict[str, dict[str, Any]]:
     tmp = Path(tempfile.mkdtemp(prefix="llmgw-chaos-"))
-    system = await start_system(tmp, with_drift=False, limits=LIMITS, ingress_port=free_port())
+    system = await start_system(tmp, with_drift=False, limits=LIMITS, ingress_port=free_port(),
+                                colocate=colocate or False)
     results: dict[str, dict[str, Any]] = {}
     try:
         await _scenario(system, "warm-up", lambda s: asyncio.sleep(0), rate, FAULT_AT_S + 1, tmp)
@@ -244,13 +245,14 @@ def main() -> None:
     parser.add_argument("--rate", type=float, default=40.0, help="requests per second")
     parser.add_argument("--seconds", type=float, default=12.0, help="load per scenario")
     parser.add_argument("--only", nargs="*", default=[], help="scenario name fragments (healthy always runs)")
+    parser.add_argument("--colocate", default="", help="cores the ingress runs itself, e.g. limiter,cache,router")
     parser.add_argument("--load", help=argparse.SUPPRESS)
     parser.add_argument("--out", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.load:
         asyncio.run(_load(args.load, args.rate, args.seconds, Path(args.out)))
         return
-    res = asyncio.run(run(args.rate, args.seconds, args.only))
+    res = asyncio.run(run(args.rate, args.seconds, args.only, args.colocate))
     base = res["healthy"]
     print(f"\n{'scenario':<32} {'requests':>8} {'failed':>7} {'p50 ms':>8} {'p99 ms':>8} {'+p50':>7} {'+p99':>8} "
           f"{'lost':>5} {'dup':>5} {'recover s':>9}")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import time
 import uuid
@@ -226,7 +227,10 @@ class RedisLimiter:
             raise
         self._breaker.success()
         self._settle_queued()
-        return self._verdict(domain, plan, shards)
+        return self._verdict(domain, plan, shards, requests, tokens)
+
+    async def _void(self, plan: Plan, shards: list[_Shard], requests: int, tokens: int) -> None:
+        await asyncio.gather(*(self._give_back(plan, shard, requests, tokens) for shard in shards))
 
     async def _check_group(self, plan: Plan, group: Group, requests: int, tokens: int, owner: str) -> _Shard:
         entries = token_entries(plan, group, tokens)
@@ -268,7 +272,7 @@ class RedisLimiter:
             REDIS_ERRORS.inc()
             _log.warning("limiter_give_back_failed", error=repr(exc))
 
-    def _verdict(self, domain: str, plan: Plan, shards: list[_Shard]) -> Decision:
+    def _verdict(self, domain: str, plan: Plan, shards: list[_Shard], requests: int, tokens: int) -> Decision:
         matched = plan.matched
         denied = [s for s in shards if s.denied]
         paused = next((s for s in denied if s.deny_index == 0), None)
@@ -296,7 +300,9 @@ class RedisLimiter:
             )
         _counter(domain, "ok").inc()
         return Decision(allowed=True, statuses=statuses,
-                        reservation_id=reservation_id([(s.reservation, s.entries) for s in shards if s.reservation]))
+                        reservation_id=reservation_id([(s.reservation, s.entries) for s in shards if s.reservation]),
+                        # What gives it all back if the call it admitted never happens.
+                        void=functools.partial(self._void, plan, shards, requests, tokens))
 
     @staticmethod
     def _observe(domain: str, matched: Sequence[tuple[Rule, Limit]], admitted: Sequence[bool],

@@ -135,10 +135,11 @@ class Router:
         self._paused: dict[tuple[str, str], float] = {}
         # (provider, model) -> recent successful latencies (s), for hedging.
         self._latencies: dict[tuple[str, str], deque[float]] = {}
-        # (provider, model) -> whether its provider budget counts requests, as its last decision
-        # showed. ``prepare`` reserves ahead only where it does not: a request counted for a call
-        # that never happens (a hit, a refusal) could not be given back; a reservation's tokens can.
-        self._counts_requests: dict[tuple[str, str], bool] = {}
+        # (provider, model) -> whether what ``prepare`` asks ahead can be given back whole, as the
+        # target's last grant showed: its limits count no requests (a reservation's tokens can
+        # always go back), or the grant can be voided (a limiter core in this process). Else a
+        # request counted for a call that never happens (a hit, a refusal) would stay counted.
+        self._ahead: dict[tuple[str, str], bool] = {}
 
     def breaker(self, target: Target) -> RateBreaker:
         key = (target.provider, target.model)
@@ -244,8 +245,8 @@ class Router:
             [("provider", target.provider), ("model", target.model)], requests=1, tokens=tokens,
             request_id=f"{call.request_id or uuid.uuid4().hex}-{target.provider}-{uuid.uuid4().hex[:6]}",
             domain="provider")
-        if d.allowed or d.statuses:  # a pause says nothing about the limits
-            self._counts_requests[(target.provider, target.model)] = any(
+        if d.allowed:
+            self._ahead[(target.provider, target.model)] = d.void is not None or not any(
                 st.unit == "requests" for st in d.statuses)
         return d
 
@@ -302,21 +303,28 @@ class Router:
         system, messages, prompt_tokens = rendered
         if self._shaper is None:
             return Prepared(target.provider, target.model, system, messages, prompt_tokens, True, "")
-        if self._counts_requests.get((target.provider, target.model), True):
-            # Counts requests, or not known yet (the call's own check will tell): rendered only.
+        if not self._ahead.get((target.provider, target.model), False):
+            # Could not be given back whole, or not known yet (the call's own grant will tell):
+            # rendered only.
             return Prepared(target.provider, target.model, system, messages, prompt_tokens, False, "")
         try:
             d = await self._ask_budget(call, target, prompt_tokens + (plan.sampling.max_tokens or DEFAULT_MAX_TOKENS))
         except LlmgwError:
             d = None  # the call asks again and decides what a shaping outage means
-        # Refused: asked again by the call itself, which may wait or move on.
-        granted = d is not None and d.allowed
-        return Prepared(target.provider, target.model, system, messages, prompt_tokens, granted,
-                        d.reservation_id if d is not None and granted else "")
+        if d is None or not d.allowed:  # refused: asked again by the call, which may wait or move on
+            return Prepared(target.provider, target.model, system, messages, prompt_tokens, False, "")
+        return Prepared(target.provider, target.model, system, messages, prompt_tokens, True, d.reservation_id,
+                        d.void)
 
     def unprepare(self, prepared: Prepared) -> None:
-        """No call follows (a hit, a refusal, a cancel): the reservation goes back at once."""
+        """No call follows (a hit, a refusal, a cancel): the grant goes back at once."""
         if prepared.claim():
+            self._give_back(prepared)
+
+    def _give_back(self, prepared: Prepared) -> None:
+        if prepared.void is not None:
+            self._settles.spawn(prepared.void())
+        else:
             self._settle(prepared.reservation, 0)
 
     def _take_prepared(self, call: RouteCall, index: int, target: Target) -> Prepared | None:
@@ -418,23 +426,25 @@ class Router:
                           attempts=tuple(attempts), finish_reason=finish_reason, tool_calls=tool_calls)
 
     async def _slot(self, call: RouteCall, plan: _Plan, index: int, prompt_tokens: int,
-                    attempts: list[Attempt], held: str | None = None) -> tuple[_Slot, float] | None:
+                    attempts: list[Attempt], held: Prepared | None = None) -> tuple[_Slot, float] | None:
         """Everything an attempt needs before the call: its timeout, a breaker ticket and the
-        provider budget (``held``: granted already, by ``prepare``, with this reservation; given
-        back if the target is out). None: the target is out (the reason is in ``attempts``)."""
+        provider budget (``held``: granted already, by ``prepare``; given back if the target is
+        out). None: the target is out (the reason is in ``attempts``)."""
         target = plan.targets[index]
         try:
             has_next = self._has_next(plan, index)
             self._timeout(call, target, has_next)  # DeadlineExceeded before anything is taken
             ticket = self._ticket(target, plan.version, attempts)
         except BaseException:
-            self._settle(held or "", 0)
+            if held is not None:
+                self._give_back(held)
             raise
         if ticket is None:
-            self._settle(held or "", 0)
+            if held is not None:
+                self._give_back(held)
             return None
         try:
-            go, reservation = (True, held) if held is not None else await self._reserve(
+            go, reservation = (True, held.reservation) if held is not None else await self._reserve(
                 call, target, prompt_tokens, plan.sampling, attempts, may_wait=not has_next)
         except BaseException:
             self.breaker(target).release(ticket)
@@ -564,7 +574,7 @@ class Router:
         if rendered is None:
             return None
         system, messages, prompt_tokens = rendered
-        held = prepared.reservation if prepared is not None and prepared.granted else None
+        held = prepared if prepared is not None and prepared.granted else None
         for attempt_no in range(target.attempts):
             got = await self._slot(call, plan, index, prompt_tokens, attempts, held)
             held = None  # a retry asks the budget again

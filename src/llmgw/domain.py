@@ -4,7 +4,7 @@ without a server, and ``llmgw.convert`` is the one place that maps these to and 
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Coroutine, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -257,6 +257,9 @@ class Prepared:
     prompt_tokens: int
     granted: bool
     reservation: str
+    # The grant's ``Decision.void`` (a limiter core in this process): what gives back its
+    # requests too; None: only the reservation's tokens can go back.
+    void: Callable[[], Coroutine[Any, Any, None]] | None = None
     claimed: bool = False
 
     def claim(self) -> bool:
@@ -372,3 +375,6 @@ class Decision:
     limit_name: str = ""
     statuses: tuple[LimitStatus, ...] = ()
     reservation_id: str = ""
+    # In process only (a limiter core's decision; never sent over gRPC): gives back everything
+    # this admission charged, requests included — for a call that ends up not being made.
+    void: Callable[[], Coroutine[Any, Any, None]] | None = field(default=None, compare=False, repr=False)

@@ -53,10 +53,12 @@ async def _until(check: Callable[[], Awaitable[bool]], timeout_s: float = 5.0) -
         await asyncio.sleep(0.02)
 
 
-def _used(probe: RedisLimiter, provider: str, model: str) -> Callable[[], Awaitable[int]]:
+def _used(probe: RedisLimiter, provider: str, model: str, unit: str = "tokens") -> Callable[[], Awaitable[int]]:
+    """What the target's provider budget has counted in ``unit`` (the probe itself counts nothing)."""
     async def used() -> int:
-        d = await probe.check([("provider", provider), ("model", model)], tokens=0, domain="provider")
-        return DAY - d.statuses[0].remaining
+        d = await probe.check([("provider", provider), ("model", model)], requests=0, tokens=0, domain="provider")
+        (status,) = [st for st in d.statuses if st.unit == unit]
+        return status.limit - status.remaining
     return used
 
 
@@ -114,19 +116,23 @@ class TestRouterCore:
         assert done.provider == "anthropic" and len(o.calls) == 1
         await _until(lambda: _is(used, before))
 
-    async def test_a_budget_that_counts_requests_is_never_asked_ahead(self, redis: aioredis.Redis) -> None:
-        """A request counted for a call that never happens could not be given back: where the
-        provider's limits count requests, only the rendering is readied."""
-        rpm = {"provider": [{"match": {"provider": "*", "model": "*"},
-                             "limits": [{"name": "rpd", "unit": "requests", "limit": 1000, "per": "day"}]}]}
-        router, _, _, probe = self._parts(redis, rpm)
+    async def test_a_budget_that_counts_requests_gets_its_requests_back_too(self, redis: aioredis.Redis) -> None:
+        """A request counted for a call that never happens goes back with the tokens: the limiter
+        core voids the whole grant (a remote limiter can't: then only the rendering is readied,
+        see test_routing's outbound shaping with the limiter service)."""
+        both = {"provider": [{"match": {"provider": "*", "model": "*"}, "limits": [
+            {"name": "rpd", "unit": "requests", "limit": 1000, "per": "day"},
+            {"name": "tpd", "unit": "tokens", "limit": DAY, "per": "day"}]}]}
+        router, _, _, probe = self._parts(redis, both)
         await router.route(CALL)
+        calls, used = _used(probe, "openai", "gpt", "requests"), _used(probe, "openai", "gpt")
+        before = await used()
         for _ in range(3):
             prepared = await router.prepare(CALL)
-            assert prepared is not None and not prepared.granted and prepared.messages
+            assert prepared is not None and prepared.granted and prepared.void is not None
             router.unprepare(prepared)
-        d = await probe.check([("provider", "openai"), ("model", "gpt")], requests=0, domain="provider")
-        assert d.statuses[0].remaining == 999  # the one call only
+        await _until(lambda: _exactly(calls, 1))  # the one call only
+        await _until(lambda: _is(used, before))
 
 
 async def _ready(router: Router, probe: RedisLimiter) -> tuple[Prepared, Callable[[], Awaitable[int]], int]:
@@ -146,10 +152,18 @@ async def _is(read: Callable[[], Awaitable[int]], want: int) -> bool:
     return abs(await read() - want) <= SLACK
 
 
+async def _exactly(read: Callable[[], Awaitable[int]], want: int) -> bool:
+    return await read() == want
+
+
+# As the chart ships them: the provider's requests and tokens.
+PROVIDER_BOTH = {"provider": [{"match": {"provider": "*", "model": "*"}, "limits": [
+    {"name": "rpd", "unit": "requests", "limit": 100000, "per": "day"},
+    {"name": "tpd", "unit": "tokens", "limit": DAY, "per": "day"}]}]}
 LIMITS = {"domains": {"gateway": [
     {"match": {"tenant": "acme"}, "limits": [{"name": "rpd", "unit": "requests", "limit": 100000, "per": "day"}]},
     {"match": {"tenant": "globex"}, "limits": [{"name": "one", "unit": "requests", "limit": 1, "per": "day"}]}],
-    **PROVIDER_TOKENS}}
+    **PROVIDER_BOTH}}
 
 
 @pytest.fixture
@@ -172,16 +186,17 @@ def _req(text: str) -> gateway_pb2.CompleteRequest:
 
 
 async def test_hits_and_refusals_give_readied_budget_back(all_in_one: Stack, redis_url: str) -> None:
-    """Through the ingress: a miss holds its provider budget until settled to the real usage; a
-    hit answered from Redis (by another replica: nothing in its memory) and a refused request
-    leave the provider budget as they found it."""
+    """Through the ingress, with the provider's requests and tokens limited (as the chart ships):
+    a miss holds its provider budget until settled to the real usage; a hit answered from Redis
+    (by another replica: nothing in its memory) and a refused request leave it as they found it,
+    requests included."""
     from llmgw.kit.redis import connect
 
     stack = all_in_one
     redis = connect(redis_url)
     probe = RedisLimiter(redis, load_rules(stack.limits_file),  # type: ignore[attr-defined]
                          prefix=f"{stack.prefix}:rl")
-    used = _used(probe, "openai", "gpt-4o-mini")
+    used, calls = _used(probe, "openai", "gpt-4o-mini"), _used(probe, "openai", "gpt-4o-mini", "requests")
     client = Client(stack.ingress.address)
     replica = await stack.add_ingress()
     other = Client(replica.address)
@@ -203,6 +218,7 @@ async def test_hits_and_refusals_give_readied_budget_back(all_in_one: Stack, red
                 await client.complete(_req("globex again"), key="other-key")
         await asyncio.sleep(0.2)
         await _until(lambda: _is(used, real))
+        await _until(lambda: _exactly(calls, 3))  # the three misses: no hit or refusal kept a request
     finally:
         await client.close()
         await other.close()
