@@ -32,6 +32,7 @@ from aiokafka import AIOKafkaConsumer
 
 from bench._harness import LIMITS, pct
 from llmgw.demo import DEMO_KEY
+from llmgw.events import request_id_of
 from llmgw.gateway.v1 import gateway_pb2, gateway_pb2_grpc
 from llmgw.kit.embedded import LocalProcess, free_port, start_redis, start_tansu
 from llmgw.kit.kafka import REQUESTS_TOPIC, RESPONSES_TOPIC, ensure_topics
@@ -181,7 +182,8 @@ async def _count_events(bootstrap: str, ids: set[str], timeout_s: float = 30.0) 
                 batch = await consumer.getmany(timeout_ms=300)
                 records = [r for rs in batch.values() for r in rs]
                 for r in records:
-                    if r.key is not None and (k := r.key.decode()) in ids:
+                    # llm.requests is keyed by the drift segment: the request id is in the event.
+                    if (k := request_id_of(topic, r.key, r.value)) in ids:
                         seen[k] += 1
                 if records:
                     quiet_since = time.monotonic()
