@@ -118,7 +118,8 @@ async def _ingress_down(system: System, sig: int) -> None:
     _signal(p, sig)
     await asyncio.get_running_loop().run_in_executor(None, p.popen.wait, 30)
     system.procs.remove(p)
-    await system.add_ingress("ingress", colocate=False, port=p.port)
+    # Restarted as it ran: the cores it ran itself, if any (the rest of the matrix runs on it).
+    await system.add_ingress("ingress", colocate=system.ingress_env.get("COLOCATE", ""), port=p.port)
 
 
 async def _poison(system: System) -> None:
