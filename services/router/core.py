@@ -284,9 +284,9 @@ class Router:
         and reserve its provider budget. A router in the ingress's process runs this beside the
         ingress's limiter check and cache lookup, so a miss pays one round trip to Redis for all
         three (and the rendering overlaps it), not a second one after them. The budget is asked
-        ahead only for a target whose provider limits count no requests (tokens only, or none:
-        a provider's pause is still read): what a hit or a refusal did not use goes back whole.
-        None: nothing to prepare (the target is out, anything unusual: ``route`` does it all)."""
+        ahead only where what a hit or a refusal did not use can go back whole (``_ahead``);
+        elsewhere the attempt is only rendered. None: nothing to prepare (the target is out,
+        anything unusual: ``route`` does it all)."""
         try:
             plan = self._plan(call)
         except LlmgwError:
@@ -301,20 +301,18 @@ class Router:
         if rendered is None:
             return None
         system, messages, prompt_tokens = rendered
-        if self._shaper is None:
-            return Prepared(target.provider, target.model, system, messages, prompt_tokens, True, "")
-        if not self._ahead.get((target.provider, target.model), False):
-            # Could not be given back whole, or not known yet (the call's own grant will tell):
-            # rendered only.
-            return Prepared(target.provider, target.model, system, messages, prompt_tokens, False, "")
+        # Without shaping there is no budget to ask: granted as it stands.
+        ready = Prepared(target.provider, target.model, system, messages, prompt_tokens,
+                         granted=self._shaper is None, reservation="")
+        if self._shaper is None or not self._ahead.get((target.provider, target.model), False):
+            return ready  # not known yet (the call's own grant will tell), or not given back whole
         try:
             d = await self._ask_budget(call, target, prompt_tokens + (plan.sampling.max_tokens or DEFAULT_MAX_TOKENS))
         except LlmgwError:
-            d = None  # the call asks again and decides what a shaping outage means
-        if d is None or not d.allowed:  # refused: asked again by the call, which may wait or move on
-            return Prepared(target.provider, target.model, system, messages, prompt_tokens, False, "")
-        return Prepared(target.provider, target.model, system, messages, prompt_tokens, True, d.reservation_id,
-                        d.void)
+            return ready  # the call asks again and decides what a shaping outage means
+        if d.allowed:  # refused: asked again by the call, which may wait or move on
+            ready.granted, ready.reservation, ready.void = True, d.reservation_id, d.void
+        return ready
 
     def unprepare(self, prepared: Prepared) -> None:
         """No call follows (a hit, a refusal, a cancel): the grant goes back at once."""

@@ -247,8 +247,8 @@ class Prepared:
     (a router in the ingress's process only): the target's rendered prompt and whether its
     provider budget was granted (not granted: the router asks again, the normal way), with the
     reservation to settle ("" when the granted limits count only requests).
-    Whoever ``claim``s it first owns it: the router to use it, or the ingress to give the
-    reservation back when no call follows (a hit, a refusal, a cancel)."""
+    Whoever ``claim``s it first owns it: the router to use it, or the ingress to give the grant
+    back when no call follows (a hit, a refusal, a cancel)."""
 
     provider: str
     model: str
