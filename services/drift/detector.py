@@ -29,7 +29,8 @@ from numpy.typing import NDArray
 from llmgw.kit.redact import Redactor
 from llmgw.services.drift.explain import explain, projection
 from llmgw.services.drift.incidents import Debouncer
-from llmgw.services.drift.model import DetectorSettings, Input, Model, Reference, build_model
+from llmgw.services.drift.model import CUSUM, DetectorSettings, Input, Model, Reference, build_model
+from llmgw.services.drift.sequential import cusum_path
 from llmgw.services.drift.stats import MmdReference, assign, g_batch, g_test, guards, permutation_pvalue
 
 # DetectorSettings, Input and Reference live in ``model``; re-exported as the detector's vocabulary.
@@ -55,6 +56,7 @@ class _Segment:
     windows: int = 0
     unconfirmed: int = 0
     partition: int = -1  # of its newest input: where the segment lives in the input topic
+    cusum: float = 0.0  # the sequential novelty detector's running sum (sequential.py)
 
 
 class DriftDetector:
@@ -114,6 +116,7 @@ class DriftDetector:
         seg.collecting.clear()
         seg.debouncers.clear()
         seg.opened.clear()
+        seg.cusum = 0.0
         return out
 
     # ---- windows ----
@@ -127,6 +130,7 @@ class DriftDetector:
         if seg is None or seg.model is None:
             return None
         return {"reference_id": seg.model.reference.id, "windows": seg.windows, "unconfirmed": seg.unconfirmed,
+                "cusum": seg.cusum,
                 "debouncers": {name: {"above": d.above, "below": d.below, "incident": d.incident}
                                for name, d in seg.debouncers.items()},
                 "opened": seg.opened}
@@ -176,10 +180,12 @@ class DriftDetector:
             seg.recent.extend(history[-self._history_len():])
         seg.debouncers.clear()
         seg.opened = {}
+        seg.cusum = 0.0
         if state is not None and state.get("reference_id") == ref.id:
             seg.windows, seg.unconfirmed = int(state["windows"]), int(state["unconfirmed"])
+            seg.cusum = float(state.get("cusum", 0.0))  # absent in a state saved before the detector
             for name, d in state["debouncers"].items():
-                seg.debouncers[name] = Debouncer(self.settings.open_after, self.settings.close_after,
+                seg.debouncers[name] = Debouncer(self._debouncer(name).open_after, self.settings.close_after,
                                                  int(d["above"]), int(d["below"]), str(d["incident"]))
             seg.opened = {name: dict(info) for name, info in state["opened"].items()}
         return self.observe(ref.segment, waiting, sampling_rate=sampling_rate) if waiting else []
@@ -256,6 +262,13 @@ class DriftDetector:
             size = s.window * m
             if len(recent) >= size:
                 values[f"mmd@{size}"] = (model.mmd.mmd2(recent[-size:]), size)
+        if model.sequential is not None and seg.pending:
+            # The highest the sum reached in the window: a crossing mid-window counts.
+            th = model.calibration.thresholds[CUSUM]
+            path = cusum_path(seg.cusum, model.sequential.increments(recent[-len(seg.pending):], self._rng),
+                              cap=1.25 * th.upper)
+            seg.cusum = float(path[-1])
+            values[CUSUM] = (float(path.max()), th.window)
         return values, labels
 
     def _window(self, seg: _Segment, sampling_rate: float) -> list[dict[str, Any]]:
@@ -267,11 +280,13 @@ class DriftDetector:
         values, labels = self._values(seg, model)
         for name, (value, n) in values.items():
             th = model.calibration.thresholds[name]
-            deb = seg.debouncers.setdefault(name, Debouncer(self.settings.open_after, self.settings.close_after))
+            deb = seg.debouncers.setdefault(name, self._debouncer(name))
             step = deb.step(value, th.upper, th.lower)
             if step == "OPEN":
-                p = self._confirm(seg, model, name, value, n)
-                if p <= self.settings.confirm_alpha:
+                # The CUSUM is its own debouncer and its threshold already carries sessions and the
+                # reference's error; a window permutation test would only throw its power away.
+                p = None if name == CUSUM else self._confirm(seg, model, name, value, n)
+                if p is None or p <= self.settings.confirm_alpha:
                     deb.opened()
                     seg.opened[name] = {"p_value": p, "opened_at": self._clock(), "value": value}
                     self.state_changed.add(seg.name)
@@ -299,6 +314,9 @@ class DriftDetector:
             "sampling_rate": sampling_rate, "time": self._clock(),
         })
         return out
+
+    def _debouncer(self, name: str) -> Debouncer:
+        return Debouncer(1 if name == CUSUM else self.settings.open_after, self.settings.close_after)
 
     @staticmethod
     def _window_info(seg: _Segment) -> dict[str, Any]:

@@ -11,10 +11,12 @@ from numpy.typing import NDArray
 
 from llmgw.services.drift.calibrate import (
     Calibration,
+    DetectorThreshold,
     block_bootstrap_stream,
     calibrate_statistic,
     per_window_alpha,
 )
+from llmgw.services.drift.sequential import SequentialNovelty
 from llmgw.services.drift.stats import (
     Cells,
     MmdReference,
@@ -25,11 +27,13 @@ from llmgw.services.drift.stats import (
     nearest_labels,
 )
 
-__all__ = ["DetectorSettings", "Input", "Matrix", "Model", "Reference", "build_model"]
+__all__ = ["CUSUM", "DetectorSettings", "Input", "Matrix", "Model", "Reference", "build_model"]
 
 Matrix = NDArray[np.float32]
 # Reference replicates the calibration cycles through (see build_model).
 _REPLICATES = 64
+# The sequential detector's name (it has no window: its statistic is the CUSUM at each window's end).
+CUSUM = "novelty-cusum"
 
 
 @dataclass(frozen=True)
@@ -44,6 +48,12 @@ class DetectorSettings:
     # inputs keeps that noise out of the statistic.
     novelty_multiples: tuple[int, ...] = (4, 8)
     mmd_multiples: tuple[int, ...] = (1, 2)
+    # The sequential novelty detector (services/drift/sequential.py): a CUSUM of per-input bets on
+    # the distance to the k nearest reference inputs, for new topics at a few percent of traffic.
+    cusum: bool = True
+    cusum_k: int = 5
+    cusum_bets: tuple[float, ...] = (0.05, 0.1, 0.2)
+    cusum_power: float = 0.3
     # Inputs beyond this quantile of held-out distances to every centroid are "novel".
     novelty_quantile: float = 95.0
     # Share of the reference (in arrival order) the models are fitted on; the rest calibrates.
@@ -100,6 +110,7 @@ class Model:
     pool_labels: NDArray[np.int64]
     mmd: MmdReference
     calibration: Calibration
+    sequential: SequentialNovelty | None = None
 
 
 def build_model(ref: Reference, s: DetectorSettings) -> Model:
@@ -114,7 +125,7 @@ def build_model(ref: Reference, s: DetectorSettings) -> Model:
     mmd = MmdReference.of(fit)
     detectors = [*(f"topic@{s.window * m}" for m in s.topic_multiples),
                  *(f"novelty@{s.window * m}" for m in s.novelty_multiples),
-                 *(f"mmd@{s.window * m}" for m in s.mmd_multiples)]
+                 *(f"mmd@{s.window * m}" for m in s.mmd_multiples), *([CUSUM] if s.cusum else [])]
     span = (ref.times[-1] - ref.times[0]) if len(ref.times) > 1 else 0.0
     rate = (len(ref.times) - 1) / span if span > 0 else s.assumed_events_per_second
     alpha, per_month = per_window_alpha(false_alarms_per_month=s.false_alarms_per_month,
@@ -161,6 +172,16 @@ def build_model(ref: Reference, s: DetectorSettings) -> Model:
         thresholds[name] = calibrate(name, s.window * m,
                                      lambda idx: mmd.mmd2_batch(pool, idx, replicates=fit_reps),
                                      simulations=max(200, s.simulations // 2))
+    sequential = None
+    if s.cusum:
+        # Over the whole reference: each input is scored leaving its own session out, so the fit
+        # and calibration halves are not needed (and twice the neighbours sharpen the score).
+        sequential = SequentialNovelty.fit(ref.vectors, k=s.cusum_k, bets=s.cusum_bets, power=s.cusum_power,
+                                           block_len=s.block_len, alpha=alpha / s.window, rng=rng)
+        c = sequential.calibration
+        thresholds[CUSUM] = DetectorThreshold(CUSUM, s.window * max(s.novelty_multiples, default=1), c.threshold,
+                                              c.lower, c.alpha, c.null_mean, c.null_p95)
     calibration = Calibration.make(thresholds, block_len=s.block_len, simulations=s.simulations,
                                    windows_per_month=per_month)
-    return Model(ref, fit, ref.texts[:n_fit], cells, assign(cells, fit), pool, pool_labels, mmd, calibration)
+    return Model(ref, fit, ref.texts[:n_fit], cells, assign(cells, fit), pool, pool_labels, mmd, calibration,
+                 sequential)

@@ -1,0 +1,108 @@
+"""The sequential novelty detector (services/drift/sequential.py): fair bets, p-values that stay
+uniform on session-bursty traffic, a threshold that carries sessions, power on a new topic at 5 %,
+and its incidents through the detector."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from llmgw.services.drift.calibrate import per_window_alpha
+from llmgw.services.drift.detector import DetectorSettings, DriftDetector, Input
+from llmgw.services.drift.model import CUSUM
+from llmgw.services.drift.sequential import (
+    SequentialNovelty,
+    _pvalues,
+    bet_increments,
+    calibrate_cusum,
+    cusum_path,
+    knn_dissimilarity,
+    leave_session_out_scores,
+)
+from tests.drift_synth import DIM, Topics
+
+BASE = [0.4, 0.3, 0.2, 0.1, 0.0, 0.0]
+NEW = [0.38, 0.285, 0.19, 0.095, 0.05, 0.0]  # a new topic (the fifth) at 5 %
+BETS, POWER = DetectorSettings().cusum_bets, DetectorSettings().cusum_power
+# The default budget's per-input alpha: one false alarm a month, seven detectors, 1 input/s.
+ALPHA = per_window_alpha(false_alarms_per_month=1, segments=1, detectors=7, events_per_second=1.0, window=50)[0] / 50
+
+
+def _vectors(inputs: list[Input]) -> np.ndarray:
+    return np.stack([i.vector for i in inputs])
+
+
+def _close_sessions(n: int, rng: np.random.Generator, length: int = 6) -> np.ndarray:
+    """Follow-up questions: each session's inputs sit close to a session point of their own."""
+    out = []
+    while len(out) < n:
+        centre = rng.standard_normal(DIM)
+        for _ in range(length):
+            v = centre / np.linalg.norm(centre) + 0.05 * rng.standard_normal(DIM) / np.sqrt(DIM)
+            out.append(v / np.linalg.norm(v))
+    return np.asarray(out[:n], dtype=np.float32)
+
+
+def test_the_bets_are_fair_on_uniform_p_values() -> None:
+    """E[exp(bet)] = 1 for a uniform p-value: the CUSUM is a likelihood-ratio CUSUM, so its
+    run length to a false alarm is at least e^h on independent inputs."""
+    u = np.random.default_rng(0).random(1_000_000)
+    assert np.exp(bet_increments(u, BETS, POWER)).mean() == pytest.approx(1.0, abs=0.01)
+    # and it pays on small p-values, loses a little on the rest
+    assert bet_increments(np.array([0.002]), BETS, POWER)[0] > 1.0 > 0 > bet_increments(np.array([0.6]), BETS, POWER)[0]
+
+
+def test_p_values_stay_uniform_on_session_traffic_only_when_the_session_is_left_out() -> None:
+    """A reference input's own session siblings are its nearest neighbours; a fresh input has no
+    siblings in the reference. Scored with them, the reference looks closer-knit than fresh
+    traffic ever is and fresh inputs get small p-values all the time."""
+    rng = np.random.default_rng(1)
+    ref, fresh = _close_sessions(600, rng), _close_sessions(3000, rng)
+    scores = knn_dissimilarity(ref, fresh, 5)
+    kept = _pvalues(np.sort(leave_session_out_scores(ref, 5, 10)), scores, rng)
+    naive = _pvalues(np.sort(leave_session_out_scores(ref, 5, 0)), scores, rng)
+    assert 0.4 < kept.mean() < 0.6 and (kept < 0.05).mean() < 0.1
+    assert (naive < 0.05).mean() > 0.5
+
+
+def test_the_threshold_carries_runs_of_small_p_values_beyond_the_independent_bound() -> None:
+    rng = np.random.default_rng(2)
+    iid = rng.random(600)
+    bound = float(np.log(1 / ALPHA))
+    plain = calibrate_cusum(iid, alpha=ALPHA, bets=BETS, power=POWER, block_len=10, rng=rng)
+    assert plain.independent_bound == pytest.approx(bound)
+    assert plain.threshold <= bound * 1.1 and plain.decay > 0.8
+    # The same scores in runs: the high ones arrive ten at a time, as a rare topic's sessions do.
+    runs = np.sort(iid).reshape(-1, 10)[rng.permutation(60)].ravel()
+    bursty = calibrate_cusum(runs, alpha=ALPHA, bets=BETS, power=POWER, block_len=10, rng=rng)
+    assert bursty.threshold > plain.threshold * 1.3 and bursty.decay < plain.decay
+
+
+def test_a_new_topic_at_five_percent_crosses_and_stationary_traffic_does_not() -> None:
+    topics = Topics(seed=11)
+    rng = np.random.default_rng(0)
+    seq = SequentialNovelty.fit(_vectors(topics.stream(600, BASE)), k=5, bets=BETS, power=POWER, block_len=10,
+                                alpha=ALPHA, rng=rng)
+    h = seq.calibration.threshold
+    quiet = cusum_path(0.0, seq.increments(_vectors(topics.stream(6000, BASE)), rng), cap=np.inf)
+    assert quiet.max() < h
+    shifted = cusum_path(0.0, seq.increments(_vectors(topics.stream(1000, NEW)), rng), cap=np.inf)
+    assert shifted.max() >= h, (shifted.max(), h)
+
+
+def test_the_detector_opens_a_cusum_incident_that_names_the_new_topic_then_closes() -> None:
+    topics = Topics(seed=13)
+    det = DriftDetector(DetectorSettings(reference_size=600, window=50))
+    det.observe("s", topics.stream(600, BASE))
+    assert not [r for r in det.observe("s", topics.stream(2000, BASE)) if r["type"] == "incident"]
+    recs = det.observe("s", topics.stream(1500, NEW))
+    opened = [r for r in recs if r["type"] == "incident" and r["state"] == "OPEN" and r["detector"] == CUSUM]
+    assert len(opened) == 1, [r["detectors"].get(CUSUM) for r in recs if r["type"] == "window"]
+    inc = opened[0]
+    assert inc["p_value"] is None and inc["statistic"] >= inc["threshold"]
+    group = inc["clusters"][0]
+    assert group["cell"] == "new" and all("subjecte" in e for e in group["examples"])
+    back = det.observe("s", topics.stream(3000, BASE))
+    assert [r for r in back if r["type"] == "incident" and r["state"] == "CLOSED" and r["detector"] == CUSUM]
+    # Its running sum goes with the segment to the replica that takes it over.
+    assert "cusum" in (det.export_state("s") or {})
