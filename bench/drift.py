@@ -7,7 +7,10 @@ descriptions grouped by archive section (``debian``); each with its known topics
 topic and a near one — human-written, offline, not template-generated. Injections: the written
 prompt-injection, jailbreak and exfiltration cases of this repository's eval suites.
 
-    .venv/bin/python -m bench.drift [--trials 10] [--corpus stdlib|debian]
+    .venv/bin/python -m bench.drift [--trials 10] [--corpus stdlib|debian] [--reference 2000]
+
+Each stream starts with the segment's reference (``--reference`` inputs: scoring from the job's
+provisional size, then the reference grows to its full size and is refitted, as in the job).
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ import argparse
 import random
 import statistics
 import time
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import replace
 
@@ -31,7 +35,8 @@ from llmgw.services.drift.detector import DetectorSettings, DriftDetector, Input
 from llmgw.services.drift.stats import assign, g_test
 from llmgw.stack import REPO
 
-WINDOW, REFERENCE = 50, 600
+WINDOW = 50
+REFERENCE = DetectorSettings().reference_size
 
 
 def injections() -> list[str]:
@@ -69,9 +74,10 @@ def _openings(recs: list[dict[str, object]]) -> list[dict[str, object]]:
 
 
 def false_alarms(pools: dict[str, tuple[list[str], np.ndarray]], base: dict[str, float], settings: DetectorSettings,
-                 windows: int, session: int, seeds: int) -> tuple[int, float, int]:
-    """(openings, expected under the budget, naive chi-square alarms) over ``seeds`` x ``windows``."""
-    opened, expected, naive = 0, 0.0, 0
+                 windows: int, session: int, seeds: int) -> tuple[int, float, int, Counter[str]]:
+    """(openings, expected under the budget, naive chi-square alarms, openings per detector) over
+    ``seeds`` x ``windows``."""
+    opened, expected, naive, by = 0, 0.0, 0, Counter[str]()
     for seed in range(seeds):
         s = Streams(pools, seed)
         det = DriftDetector(replace(settings, seed=seed))
@@ -80,22 +86,26 @@ def false_alarms(pools: dict[str, tuple[list[str], np.ndarray]], base: dict[str,
         assert model is not None
         expected += sum(th.alpha for th in model.calibration.thresholds.values()) * windows
         stream = s.take(WINDOW * windows, base, session)
-        opened += len(_openings(det.observe("s", stream)))
+        found = _openings(det.observe("s", stream))
+        opened += len(found)
+        by.update(str(r["detector"]) for r in found)
         alpha = model.calibration.thresholds[f"topic@{WINDOW}"].alpha
         for w in range(windows):
             counts = np.bincount(assign(model.cells, np.stack([i.vector for i in stream[w * WINDOW:(w + 1) * WINDOW]])),
                                  minlength=model.cells.k + 1)
             naive += chi2.sf(g_test(model.cells.reference_counts, counts)[0], model.cells.k) < alpha
-    return opened, expected, naive
+    return opened, expected, naive, by
 
 
 def detection(pools: dict[str, tuple[list[str], np.ndarray]], base: dict[str, float],
               shifted: Callable[[Streams], list[Input]], settings: DetectorSettings, trials: int,
-              horizon: int = 20, new: str = "") -> tuple[float, float | None, str]:
+              horizon: int = 20, new: str = "") -> tuple[float, float | None, str, Counter[str]]:
     """(detection rate within ``horizon`` windows, median delay in inputs, how the first incident
-    named it) over ``trials``. Named: in how many detections the incident's first cluster is the
-    new topic's own group (``cell: "new"``) with most of its examples from the ``new`` pool."""
+    named it, which detector opened first) over ``trials``. Named: in how many detections the
+    incident's first cluster is the new topic's own group (``cell: "new"``) with most of its
+    examples from the ``new`` pool."""
     delays: list[int] = []
+    first_by = Counter[str]()
     named = 0
     new_texts = {t[:300] for t in pools[new][0]} if new else set()
     for seed in range(trials):
@@ -108,13 +118,14 @@ def detection(pools: dict[str, tuple[list[str], np.ndarray]], base: dict[str, fl
             opened = _openings(det.observe("s", stream[w * WINDOW:(w + 1) * WINDOW]))
             if opened:
                 delays.append((w + 1) * WINDOW)
+                first_by[str(opened[0]["detector"])] += 1
                 first = (opened[0].get("clusters") or [{}])[0]
                 examples = first.get("examples", [])
                 if first.get("cell") == "new" and sum(e in new_texts for e in examples) * 2 > len(examples):
                     named += 1
                 break
     return len(delays) / trials, (statistics.median(delays) if delays else None), (
-        f"{named}/{len(delays)}" if new else "-")
+        f"{named}/{len(delays)}" if new else "-"), first_by
 
 
 def throughput(embedder: SentenceEmbedder, texts: list[str]) -> tuple[float, float]:
@@ -141,7 +152,8 @@ def throughput(embedder: SentenceEmbedder, texts: list[str]) -> tuple[float, flo
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--trials", type=int, default=10)
-    ap.add_argument("--windows", type=int, default=200, help="windows per false-alarm run")
+    ap.add_argument("--windows", type=int, default=200, help="windows per false-alarm run (and seed)")
+    ap.add_argument("--reference", type=int, default=REFERENCE, help="inputs in a segment's full reference")
     ap.add_argument("--corpus", choices=sorted(CORPORA), default="stdlib",
                     help="the text (bench/drift_corpus.py): its known topics, a distinct and a near new one")
     args = ap.parse_args()
@@ -161,23 +173,29 @@ def main() -> None:
         pools[f"{k}-long"] = (v, embedder.encode(v))
 
     base = dict(corpus.known)
+    global REFERENCE
+    REFERENCE = args.reference
     strict = DetectorSettings(reference_size=REFERENCE, window=WINDOW)
     # A budget loose enough (about 1 % per window and detector) that a run can count its alarms.
     loose = replace(strict, false_alarms_per_month=strict.expected_segments * 3 * 0.01 * 30 * 24 * 3600 / WINDOW)
 
-    print(f"\nfalse alarms: {args.windows} windows x 3 seeds per row (window {WINDOW}, reference {REFERENCE})")
-    print(f"{'traffic':<22} {'budget':<8} {'openings':>9} {'expected':>9} {'naive chi2':>11}")
+    print(f"\nfalse alarms: {args.windows} windows per seed, {args.trials} seeds at the default budget and 3 at "
+          f"the loose one (window {WINDOW}, reference {REFERENCE})")
+    print(f"{'traffic':<22} {'budget':<8} {'openings':>9} {'per 2,000':>10} {'expected':>9} {'naive chi2':>11}"
+          "  by detector")
     for label, session in (("stationary (iid)", 1), ("session-bursty", 6)):
-        for name, st in (("default", strict), ("loose", loose)):
-            opened, expected, naive = false_alarms(pools, base, st, args.windows, session, 3)
-            print(f"{label:<22} {name:<8} {opened:>9} {expected:>9.3f} {naive:>11}")
+        for name, st, seeds in (("default", strict, args.trials), ("loose", loose, 3)):
+            opened, expected, naive, by = false_alarms(pools, base, st, args.windows, session, seeds)
+            per = opened / (seeds * args.windows * WINDOW) * 2000
+            print(f"{label:<22} {name:<8} {opened:>9} {per:>10.3f} {expected:>9.3f} {naive:>11}  {dict(by)}")
 
     print(f"\ndetection (default budget), {args.trials} trials, within 20 windows of the shift")
-    print(f"{'shift':<34} {'detected':>9} {'median delay (inputs)':>22} {'named (group of the new topic)':>31}")
+    print(f"{'shift':<34} {'detected':>9} {'median delay (inputs)':>22} {'named (group of the new topic)':>31}"
+          "  first detector")
 
-    def row(label: str, result: tuple[float, float | None, str]) -> None:
-        rate, delay, named = result
-        print(f"{label:<34} {rate:>9.0%} {delay if delay is not None else '-':>22} {named:>31}")
+    def row(label: str, result: tuple[float, float | None, str, Counter[str]]) -> None:
+        rate, delay, named, by = result
+        print(f"{label:<34} {rate:>9.0%} {delay if delay is not None else '-':>22} {named:>31}  {dict(by)}")
 
     row("no shift (control: false alarms)", detection(pools, base, lambda s: s.take(WINDOW * 20, base), strict,
                                                        args.trials))

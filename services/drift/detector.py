@@ -57,6 +57,8 @@ class _Segment:
     unconfirmed: int = 0
     partition: int = -1  # of its newest input: where the segment lives in the input topic
     cusum: float = 0.0  # the sequential novelty detector's running sum (sequential.py)
+    # Inputs since the provisional reference was fitted, to grow it to reference_size.
+    growing: list[Input] = field(default_factory=list)
 
 
 class DriftDetector:
@@ -114,6 +116,7 @@ class DriftDetector:
                for d in list(seg.opened)] if seg.model else []
         seg.model = build_model(ref, self.settings)
         seg.collecting.clear()
+        seg.growing.clear()
         seg.debouncers.clear()
         seg.opened.clear()
         seg.cusum = 0.0
@@ -172,7 +175,7 @@ class DriftDetector:
         # Its own provisional reference, if it filled one meanwhile, is not the segment's.
         self.new_references[:] = [r for r in self.new_references if r.segment != ref.segment]
         seg.model = build_model(ref, self.settings)
-        seg.pending, seg.recent, seg.sample = [], deque(), deque()
+        seg.pending, seg.recent, seg.sample, seg.growing = [], deque(), deque(), []
         if recent is not None:
             history = [Input(v, t, time=ts)
                        for v, t, ts in zip(recent.vectors, recent.texts, recent.times, strict=True)]
@@ -206,14 +209,11 @@ class DriftDetector:
         for item in inputs:
             if seg.model is None:
                 seg.collecting.append(item)
-                if len(seg.collecting) >= self.settings.reference_size:
-                    ref = Reference(segment, f"{segment}@{uuid.uuid4().hex[:8]}", "provisional",
-                                    np.stack([i.vector for i in seg.collecting]).astype(np.float32),
-                                    [i.text for i in seg.collecting], [i.time for i in seg.collecting])
-                    seg.model = build_model(ref, self.settings)
-                    seg.collecting.clear()
-                    self.new_references.append(ref)
+                if len(seg.collecting) >= self._first_size():
+                    self._fit_provisional(seg, seg.collecting)
+                    seg.collecting = []
                 continue
+            self._grow(seg, item)
             seg.pending.append(item)
             seg.recent.append(item)
             seg.sample.append(item)
@@ -229,9 +229,41 @@ class DriftDetector:
             out.append(self._filling(seg, sampling_rate))
         return out
 
+    def _first_size(self) -> int:
+        return min(self.settings.provisional_size, self.settings.reference_size)
+
+    def _fit_provisional(self, seg: _Segment, inputs: Sequence[Input]) -> None:
+        ref = Reference(seg.name, f"{seg.name}@{uuid.uuid4().hex[:8]}", "provisional",
+                        np.stack([i.vector for i in inputs]).astype(np.float32),
+                        [i.text for i in inputs], [i.time for i in inputs])
+        seg.model = build_model(ref, self.settings)
+        seg.cusum = 0.0
+        self.new_references.append(ref)
+
+    def _grow(self, seg: _Segment, item: Input) -> None:
+        """A provisional reference grows to ``reference_size`` with the inputs that follow it,
+        only while nothing is open: inputs seen during an incident may be the shift itself, and a
+        reference must not absorb what it should flag."""
+        model = seg.model
+        assert model is not None
+        if model.reference.status != "provisional" or len(model.reference.vectors) >= self.settings.reference_size:
+            return
+        if seg.opened:
+            seg.growing.clear()
+            return
+        seg.growing.append(item)
+        if len(model.reference.vectors) + len(seg.growing) >= self.settings.reference_size:
+            old = model.reference
+            self.new_references[:] = [r for r in self.new_references if r.segment != seg.name]
+            self._fit_provisional(seg, [
+                *(Input(v, t, time=ts) for v, t, ts in zip(old.vectors, old.texts, old.times, strict=True)),
+                *seg.growing])
+            seg.growing.clear()
+            seg.debouncers.clear()  # counts against the old thresholds
+
     def _filling(self, seg: _Segment, sampling_rate: float) -> dict[str, Any]:
         return {"schema_version": DRIFT_SCHEMA_VERSION, "type": "window", "segment": seg.name,
-                "reference": {"status": "filling", "have": len(seg.collecting), "need": self.settings.reference_size},
+                "reference": {"status": "filling", "have": len(seg.collecting), "need": self._first_size()},
                 "sampling_rate": sampling_rate, "time": self._clock()}
 
     def _current(self, seg: _Segment) -> list[Input]:

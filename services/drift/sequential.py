@@ -38,8 +38,8 @@ from numpy.typing import NDArray
 
 from llmgw.services.drift.calibrate import block_bootstrap_stream
 
-__all__ = ["CusumCalibration", "SequentialNovelty", "bet_increments", "calibrate_cusum", "cusum_path", "knn_dissimilarity",
-           "leave_session_out_scores", "top_k_mean"]
+__all__ = ["CusumCalibration", "SequentialNovelty", "bet_increments", "calibrate_cusum", "cusum_path",
+           "knn_dissimilarity", "leave_session_out_scores", "top_k_mean"]
 
 Matrix = NDArray[np.float32]
 

@@ -32,7 +32,10 @@ class DriftSettings(ServiceSettings):
     batch_seconds: float = 5.0
     # Detector windows (inputs per segment) and the reference (see docs/drift.md).
     window_size: int = 50
-    reference_size: int = 600
+    # Scoring starts at provisional_size inputs; the provisional reference grows to reference_size
+    # while no incident is open (docs/drift.md "References and baselines").
+    reference_size: int = 2000
+    provisional_size: int = 600
     block_len: int = 10
     open_after: int = 2
     close_after: int = 3
@@ -71,7 +74,8 @@ class DriftSettings(ServiceSettings):
 
     def detector(self) -> DetectorSettings:
         return DetectorSettings(
-            reference_size=self.reference_size, window=self.window_size, block_len=self.block_len,
+            reference_size=self.reference_size, provisional_size=self.provisional_size, window=self.window_size,
+            block_len=self.block_len,
             open_after=self.open_after, close_after=self.close_after,
             false_alarms_per_month=self.false_alarms_per_month, expected_segments=self.expected_segments)
 

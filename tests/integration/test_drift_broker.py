@@ -22,6 +22,7 @@ from llmgw.cli import main as cli
 from llmgw.events.v1 import events_pb2
 from llmgw.kit.embedded import free_port
 from llmgw.kit.kafka import DRIFT_METRICS_TOPIC, DRIFT_TOPIC, by_key, ensure_topics
+from llmgw.services.drift.model import CUSUM
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -120,12 +121,13 @@ async def test_stationary_stream_is_quiet_and_a_new_topic_raises_an_incident_tha
     assert incidents == [], incidents
     assert windows[0]["reference"]["status"] == "provisional"
     # A detector over the last N inputs scores from the window where N inputs are past the reference.
-    assert set(windows[0]["detectors"]) == {"topic@50", "mmd@50"}
-    assert set(windows[3]["detectors"]) == {"topic@50", "topic@200", "novelty@200", "mmd@50", "mmd@100"}
+    assert set(windows[0]["detectors"]) == {"topic@50", "mmd@50", CUSUM}
+    assert set(windows[3]["detectors"]) == {"topic@50", "topic@200", "novelty@200", "mmd@50", "mmd@100", CUSUM}
 
     await _produce(bootstrap, topic, tenant, _texts(rng, 600, 0.3), 900)
     windows, incidents = await _collect(bootstrap, segment, 24, 180)
-    opened = [i for i in incidents if i["state"] == "OPEN"]
+    # The window detectors' incidents (the sequential one has its own test below).
+    opened = [i for i in incidents if i["state"] == "OPEN" and i["detector"] != CUSUM]
     assert opened, [w["detectors"] for w in windows[12:]]
     top = opened[0]["clusters"][0]
     # The new topic's own group leads: inputs unlike the reference and like each other.
@@ -158,6 +160,28 @@ async def test_stationary_stream_is_quiet_and_a_new_topic_raises_an_incident_tha
     windows, incidents = await _collect(bootstrap, segment, 28, 120)
     assert any(i["state"] == "CLOSED" and i.get("reason") == "re-baselined" for i in incidents)
     assert windows[-1]["reference"]["status"] == "accepted"
+
+
+async def test_a_new_topic_at_a_few_percent_opens_a_sequential_incident_that_names_it(
+        drift_job: tuple[str, str]) -> None:
+    """The rare new topic: 6 % of traffic, which no window moves far; the sequential detector
+    accumulates it input by input and its incident names the topic by its own examples."""
+    topic, bootstrap = drift_job
+    tenant = f"t{uuid.uuid4().hex[:6]}"
+    segment = f"{tenant}/ask"
+    rng = random.Random(5)
+    await _produce(bootstrap, topic, tenant, _texts(rng, 300 + 300, 0.0), 0)
+    _, incidents = await _collect(bootstrap, segment, 6, 180)
+    assert incidents == [], incidents
+    await _produce(bootstrap, topic, tenant, _texts(rng, 1000, 0.06), 600)
+    windows, incidents = await _collect(bootstrap, segment, 26, 180)
+    opened = [i for i in incidents if i["state"] == "OPEN" and i["detector"] == CUSUM]
+    assert opened, [w["detectors"][CUSUM] for w in windows]
+    inc = opened[0]
+    assert inc["statistic"] >= inc["threshold"] and inc["p_value"] is None
+    group = inc["clusters"][0]
+    assert group["cell"] == "new" and group["examples"] and all(
+        any(t.split("{")[0] in e for t in _NEW) for e in group["examples"]), group
 
 
 def _ask_suite(root: Path) -> Path:

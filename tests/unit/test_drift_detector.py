@@ -132,6 +132,25 @@ class TestIncidents:
         assert det.reference("s") is sample
         assert not _incidents(det.observe("s", topics.stream(500, [0.2, 0.2, 0.1, 0.1, 0.4, 0.0])))
 
+    def test_a_provisional_reference_grows_to_its_full_size_only_while_nothing_is_open(self) -> None:
+        topics = Topics(seed=17)
+        det = _detector(reference_size=600, provisional_size=300)
+        det.observe("s", topics.stream(300, BASE))
+        first = det.reference("s")
+        assert first is not None and len(first.vectors) == 300
+        det.observe("s", topics.stream(300, BASE))
+        grown = det.reference("s")
+        assert grown is not None and len(grown.vectors) == 600 and grown.status == "provisional"
+        assert grown.id != first.id and grown.texts[:300] == first.texts
+        # The store gets the grown one (a short one not saved yet is superseded).
+        assert [r.id for r in det.new_references] == [grown.id]
+        # A shift while it is still short opens an incident: the reference does not take it in.
+        shifted = _detector(reference_size=600, provisional_size=300)
+        shifted.observe("s", topics.stream(300, BASE))
+        short = shifted.reference("s")
+        shifted.observe("s", topics.stream(600, [0.1, 0.1, 0.1, 0.1, 0.6, 0.0]))
+        assert shifted._segments["s"].opened and shifted.reference("s") is short
+
 
 class TestDebouncer:
     def test_opens_after_k_crossings_and_closes_below_the_lower_threshold(self) -> None:
