@@ -150,6 +150,7 @@ def throughput(embedder: SentenceEmbedder, texts: list[str]) -> tuple[float, flo
 
 
 def main() -> None:
+    global REFERENCE  # what every stream starts with (false_alarms, detection)
     ap = argparse.ArgumentParser()
     ap.add_argument("--trials", type=int, default=10)
     ap.add_argument("--windows", type=int, default=200, help="windows per false-alarm run (and seed)")
@@ -173,7 +174,6 @@ def main() -> None:
         pools[f"{k}-long"] = (v, embedder.encode(v))
 
     base = dict(corpus.known)
-    global REFERENCE
     REFERENCE = args.reference
     strict = DetectorSettings(reference_size=REFERENCE, window=WINDOW)
     # A budget loose enough (about 1 % per window and detector) that a run can count its alarms.
