@@ -30,3 +30,15 @@ class Topics:
                                  f"question about subject{'abcdefgh'[topic]} number {int(self.rng.integers(9))}",
                                  f"r{int(self.t)}", 0, int(self.t), self.t))
         return out[:n]
+
+
+def close_sessions(n: int, rng: np.random.Generator, length: int = 6, spread: float = 0.05) -> np.ndarray:
+    """Follow-up questions: each session's inputs sit close to a session point of their own
+    (random directions: no topics), ``length`` inputs a session, in arrival order."""
+    out: list[np.ndarray] = []
+    while len(out) < n:
+        centre = rng.standard_normal(DIM)
+        for _ in range(length):
+            v = centre / np.linalg.norm(centre) + spread * rng.standard_normal(DIM) / np.sqrt(DIM)
+            out.append(v / np.linalg.norm(v))
+    return np.asarray(out[:n], dtype=np.float32)

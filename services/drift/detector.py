@@ -391,8 +391,10 @@ class DriftDetector:
 
         first = MmdReference.of(model.fit).mmd2(recent)
         # MMD permutations refit the kernel per permutation: cap B, it's the expensive test.
+        # Block permutations: the window is a few sessions, not len(recent) independent inputs.
         return permutation_pvalue(mmd_stat, len(pooled_m), len(recent), first,
-                                  permutations=min(s.confirm_permutations, 99), rng=self._rng)
+                                  permutations=min(s.confirm_permutations, 99), rng=self._rng,
+                                  block_len=s.block_len)
 
     def _incident(self, seg: _Segment, name: str, state: str, current: list[Input], sampling_rate: float = 1.0,
                   reason: str = "") -> dict[str, Any]:

@@ -337,8 +337,24 @@ def keywords(current: list[str], reference: list[str], top: int = 5) -> list[str
 
 
 def permutation_pvalue(statistic: Callable[[NDArray[np.int64]], float], n_total: int, n_window: int,
-                       observed: float, *, permutations: int, rng: np.random.Generator) -> float:
+                       observed: float, *, permutations: int, rng: np.random.Generator, block_len: int = 1) -> float:
     """p = (1 + #{permuted >= observed}) / (1 + B): ``statistic`` gets the indices (into the pooled
-    reference + window sample) that play the window in one permutation."""
-    hits = sum(statistic(rng.permutation(n_total)[:n_window]) >= observed for _ in range(permutations))
+    reference + window sample, each in arrival order) that play the window in one permutation.
+
+    With ``block_len`` > 1 whole runs of that many consecutive inputs move together (a block
+    permutation): on conversational traffic the exchangeable units are sessions, not requests,
+    and a window of 100 inputs from a dozen sessions differs from the reference far more than
+    100 independent draws would; permuting single inputs would call that a shift."""
+    if block_len <= 1:
+        hits = sum(statistic(rng.permutation(n_total)[:n_window]) >= observed for _ in range(permutations))
+        return (1 + hits) / (1 + permutations)
+    n_ref = n_total - n_window
+    blocks = [np.arange(i, min(i + block_len, n_ref)) for i in range(0, n_ref, block_len)]
+    blocks += [np.arange(i, min(i + block_len, n_total)) for i in range(n_ref, n_total, block_len)]
+    sizes = np.array([len(b) for b in blocks])
+    hits = 0
+    for _ in range(permutations):
+        order = rng.permutation(len(blocks))
+        enough = int(np.searchsorted(np.cumsum(sizes[order]), n_window)) + 1  # blocks to cover the window
+        hits += statistic(np.concatenate([blocks[b] for b in order[:enough]])[:n_window]) >= observed
     return (1 + hits) / (1 + permutations)

@@ -14,8 +14,8 @@ from llmgw.services.drift.detector import DetectorSettings, DriftDetector
 from llmgw.services.drift.incidents import Debouncer
 from llmgw.services.drift.model import CUSUM
 from llmgw.services.drift.sampling import Shedder
-from llmgw.services.drift.stats import assign, domain_auc, g_test, keywords, permutation_pvalue
-from tests.drift_synth import DIM, Topics
+from llmgw.services.drift.stats import MmdReference, assign, domain_auc, g_test, keywords, permutation_pvalue
+from tests.drift_synth import DIM, Topics, close_sessions
 
 BASE = [0.4, 0.3, 0.2, 0.1, 0.0, 0.0]
 # A loose budget (alpha ~ 1 % per window) so a test of a few hundred windows can measure it.
@@ -70,6 +70,24 @@ class TestCalibration:
         assert w.shape == (50, 25)
         steps = np.diff(w, axis=1) % 100
         assert (steps == 1).mean() > 0.8  # mostly consecutive: 9 of 10 steps inside a block
+
+    def test_a_block_permutation_does_not_take_a_few_sessions_for_a_shift(self) -> None:
+        """A window of 96 inputs from 8 sessions of 12 close follow-ups, against a reference of
+        the same kind: permuting single inputs calls it a shift (every permuted window spans
+        dozens of sessions), permuting sessions does not."""
+        rng = np.random.default_rng(4)
+        ref, window = close_sessions(360, rng, length=12), close_sessions(96, rng, length=12)
+        pooled = np.vstack([ref, window])
+
+        def mmd(idx: np.ndarray) -> float:
+            mask = np.zeros(len(pooled), bool)
+            mask[idx] = True
+            return MmdReference.of(pooled[~mask]).mmd2(pooled[mask])
+
+        observed = MmdReference.of(ref).mmd2(window)
+        single = permutation_pvalue(mmd, len(pooled), len(window), observed, permutations=99, rng=rng)
+        blocks = permutation_pvalue(mmd, len(pooled), len(window), observed, permutations=99, rng=rng, block_len=12)
+        assert single <= 0.02 and blocks > 0.1, (single, blocks)
 
     def test_a_permutation_p_value_is_never_zero(self) -> None:
         rng = np.random.default_rng(0)

@@ -19,7 +19,7 @@ from llmgw.services.drift.sequential import (
     knn_dissimilarity,
     leave_session_out_scores,
 )
-from tests.drift_synth import DIM, Topics
+from tests.drift_synth import Topics, close_sessions
 
 BASE = [0.4, 0.3, 0.2, 0.1, 0.0, 0.0]
 NEW = [0.38, 0.285, 0.19, 0.095, 0.05, 0.0]  # a new topic (the fifth) at 5 %
@@ -30,17 +30,6 @@ ALPHA = per_window_alpha(false_alarms_per_month=1, segments=1, detectors=7, even
 
 def _vectors(inputs: list[Input]) -> np.ndarray:
     return np.stack([i.vector for i in inputs])
-
-
-def _close_sessions(n: int, rng: np.random.Generator, length: int = 6) -> np.ndarray:
-    """Follow-up questions: each session's inputs sit close to a session point of their own."""
-    out = []
-    while len(out) < n:
-        centre = rng.standard_normal(DIM)
-        for _ in range(length):
-            v = centre / np.linalg.norm(centre) + 0.05 * rng.standard_normal(DIM) / np.sqrt(DIM)
-            out.append(v / np.linalg.norm(v))
-    return np.asarray(out[:n], dtype=np.float32)
 
 
 def test_the_bets_are_fair_on_uniform_p_values() -> None:
@@ -59,7 +48,7 @@ def test_p_values_stay_uniform_on_session_traffic_only_when_the_session_is_left_
     siblings in the reference. Scored with them, the reference looks closer-knit than fresh
     traffic ever is and fresh inputs get small p-values all the time."""
     rng = np.random.default_rng(1)
-    ref, fresh = _close_sessions(600, rng), _close_sessions(3000, rng)
+    ref, fresh = close_sessions(600, rng), close_sessions(3000, rng)
     scores = knn_dissimilarity(ref, fresh, 5)
     kept = _pvalues(np.sort(leave_session_out_scores(ref, 5, 10)), scores, rng)
     naive = _pvalues(np.sort(leave_session_out_scores(ref, 5, 0)), scores, rng)
