@@ -91,7 +91,10 @@ class Rule(_Strict):
         for key in value:
             if key not in DESCRIPTOR_KEYS:
                 raise ValueError(f"unknown descriptor key {key!r}; expected one of {', '.join(DESCRIPTOR_KEYS)}")
-        return value
+        # Keys in one order whatever order they were written in: the bucket key is made from
+        # them, and rules on the same keys override each other; a re-sorted file (or two
+        # replicas fed differently ordered copies) must count in the same buckets.
+        return dict(sorted(value.items()))
 
     def applies(self, descriptor: Mapping[str, str]) -> bool:
         return all(

@@ -315,3 +315,24 @@ async def test_a_lease_charged_ahead_and_left_to_expire_does_not_stop_charging_a
     waited = await steady(80)
     assert not any(waited[25:])
     await lim.close()
+
+
+async def test_the_order_of_a_rules_match_keys_changes_neither_its_buckets_nor_its_overrides(
+        redis: aioredis.Redis) -> None:
+    """The same rules re-saved with their keys in another order (a YAML tool that sorts keys, a
+    second replica fed another copy) count in the same buckets, and a per-value override written
+    in one order still replaces the wildcard rule written in the other."""
+    rpm = {"name": "rpm", "unit": "requests", "limit": 3, "per": "minute"}
+    prefix = f"t-{uuid.uuid4().hex[:8]}"
+    written = RedisLimiter(redis, parse_rules({"domains": {"provider": [
+        {"match": {"provider": "openai", "model": "*"}, "limits": [rpm]}]}}), prefix=prefix)
+    resaved = RedisLimiter(redis, parse_rules({"domains": {"provider": [
+        {"match": {"model": "*", "provider": "openai"}, "limits": [rpm]}]}}), prefix=prefix)
+    desc = [("provider", "openai"), ("model", "gpt-4o")]
+    assert [(await written.check(desc, domain="provider")).allowed for _ in range(2)] == [True, True]
+    assert [(await resaved.check(desc, domain="provider")).allowed for _ in range(2)] == [True, False]
+
+    rules = parse_rules({"domains": {"provider": [
+        {"match": {"provider": "*", "model": "*"}, "limits": [{**rpm, "name": "default", "limit": 1}]},
+        {"match": {"model": "gpt-4o", "provider": "openai"}, "limits": [{**rpm, "name": "gpt-4o", "limit": 100}]}]}})
+    assert [limit.name for _, limit in rules.matching("provider", dict(desc))] == ["gpt-4o"]
