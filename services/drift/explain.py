@@ -57,7 +57,7 @@ def explain(model: Model, win: Matrix, texts: list[str], *, examples: int, redac
     # A 5 % topic is 2-5 inputs of a 50-100 window, too few to be seen as a group: the pool is
     # the newest few hundred inputs (docs/drift.md has what each size finds).
     vectors, pool_texts = pool if pool is not None else (win, texts)
-    group = new_group(model.fit, vectors, pool_texts)
+    group = new_group(model.neighbourhood, vectors, pool_texts)
     if group is not None:
         members = [pool_texts[i] for i in group.members]
         in_group = set(members)

@@ -16,6 +16,7 @@ from llmgw.services.drift.calibrate import (
     calibrate_statistic,
     per_window_alpha,
 )
+from llmgw.services.drift.naming import Neighbourhood
 from llmgw.services.drift.sequential import SequentialNovelty
 from llmgw.services.drift.stats import (
     Cells,
@@ -116,6 +117,11 @@ class Model:
     mmd: MmdReference
     calibration: Calibration
     sequential: SequentialNovelty | None = None
+
+    @functools.cached_property
+    def neighbourhood(self) -> Neighbourhood:
+        """The fit part's neighbour statistics for naming a new topic (once per reference)."""
+        return Neighbourhood.of(self.fit)
 
 
 def build_model(ref: Reference, s: DetectorSettings) -> Model:

@@ -21,9 +21,11 @@ from dataclasses import dataclass
 import numpy as np
 from numpy.typing import NDArray
 
-from llmgw.services.drift.model import Matrix
+from llmgw.services.drift.stats import top_k_mean
 
-__all__ = ["NewGroup", "new_group"]
+Matrix = NDArray[np.float32]
+
+__all__ = ["Neighbourhood", "NewGroup", "new_group"]
 
 
 @dataclass(frozen=True)
@@ -32,31 +34,45 @@ class NewGroup:
     reference_share: float  # share of the reference as close to the group's centre (what it had of it)
 
 
-def _top_mean(sim: NDArray[np.float32], k: int) -> NDArray[np.float32]:
-    k = min(k, sim.shape[1])
-    return np.partition(sim, sim.shape[1] - k, axis=1)[:, -k:].mean(axis=1)
+@dataclass(frozen=True)
+class Neighbourhood:
+    """What ``new_group`` needs of a reference, computed once per reference (an incident asks for
+    it at every record it writes)."""
+
+    reference: Matrix  # distinct rows
+    k: int
+    novel_below: float
+    tight: float
+
+    @classmethod
+    def of(cls, reference: Matrix, *, k: int = 5, isolated_share: float = 0.05,
+           tight_quantile: float = 0.25) -> Neighbourhood:
+        # Repeated inputs (the same question asked again) once, or "nearest neighbour" means "itself".
+        reference = np.unique(reference, axis=0)
+        if len(reference) < k + 2:
+            return cls(reference, k, -np.inf, np.inf)
+        ref_sim = reference @ reference.T
+        np.fill_diagonal(ref_sim, -np.inf)
+        novel_below = float(np.quantile(top_k_mean(ref_sim, k), isolated_share))
+        # "As close as the same topic": a reference input's similarity to its nearest neighbour.
+        tight = float(np.quantile(ref_sim.max(axis=1), tight_quantile))
+        return cls(reference, k, novel_below, tight)
 
 
-def new_group(reference: Matrix, window: Matrix, texts: list[str], *, k: int = 5, isolated_share: float = 0.05,
-              tight_quantile: float = 0.25, min_size: int = 3) -> NewGroup | None:
+def new_group(reference: Matrix | Neighbourhood, window: Matrix, texts: list[str], *,
+              min_size: int = 3) -> NewGroup | None:
     """The largest tight group of window inputs unlike the reference, or None (fewer than
     ``min_size`` distinct inputs in it). Vectors are unit-length (cosine = dot product)."""
-    # Repeated inputs (the same question asked again) once, or "nearest neighbour" means "itself".
-    reference = np.unique(reference, axis=0)
+    near = reference if isinstance(reference, Neighbourhood) else Neighbourhood.of(reference)
+    reference, k, novel_below, tight = near.reference, near.k, near.novel_below, near.tight
     if len(reference) < k + 2 or len(window) < min_size:
         return None
-    ref_sim = reference @ reference.T
-    np.fill_diagonal(ref_sim, -np.inf)
-    ref_close = _top_mean(ref_sim, k)
-    novel_below = float(np.quantile(ref_close, isolated_share))
-    # "As close as the same topic": a reference input's similarity to its nearest neighbour.
-    tight = float(np.quantile(ref_sim.max(axis=1), tight_quantile))
     first: dict[str, int] = {}  # a session asking again counts once: each text's first index
     for i, t in enumerate(texts):
         first.setdefault(t, i)
     distinct = list(first.values())
     win = window[distinct]
-    novel = np.flatnonzero(_top_mean(win @ reference.T, k) < novel_below)
+    novel = np.flatnonzero(top_k_mean(win @ reference.T, k) < novel_below)
     if len(novel) < min_size:
         return None
     # Close pairs: as close as the same topic (``tight``), or closer to each other than either is

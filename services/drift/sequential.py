@@ -37,17 +37,12 @@ import numpy as np
 from numpy.typing import NDArray
 
 from llmgw.services.drift.calibrate import block_bootstrap_stream
+from llmgw.services.drift.stats import top_k_mean
 
 __all__ = ["CusumCalibration", "SequentialNovelty", "bet_increments", "calibrate_cusum", "cusum_path",
-           "knn_dissimilarity", "leave_session_out_scores", "top_k_mean"]
+           "knn_dissimilarity", "leave_session_out_scores"]
 
 Matrix = NDArray[np.float32]
-
-
-def top_k_mean(sim: NDArray[np.float32], k: int) -> NDArray[np.float32]:
-    """Row-wise mean of the ``k`` largest entries (the similarity to the ``k`` nearest)."""
-    k = max(1, min(k, sim.shape[1]))
-    return np.partition(sim, sim.shape[1] - k, axis=1)[:, -k:].mean(axis=1)
 
 
 def knn_dissimilarity(reference: Matrix, x: Matrix, k: int) -> NDArray[np.float64]:

@@ -193,6 +193,12 @@ def guards(reference_texts: list[str], window_texts: list[str]) -> dict[str, dic
 # ---- fixed-bandwidth MMD² against one reference, batched for calibration ----
 
 
+def top_k_mean(sim: NDArray[np.float32], k: int) -> NDArray[np.float32]:
+    """Row-wise mean of the ``k`` largest entries (the similarity to the ``k`` nearest)."""
+    k = max(1, min(k, sim.shape[1]))
+    return np.partition(sim, sim.shape[1] - k, axis=1)[:, -k:].mean(axis=1)
+
+
 def _sq_dists(a: NDArray[np.float64], b: NDArray[np.float64]) -> NDArray[np.float64]:
     return np.maximum(np.sum(a * a, axis=1)[:, None] + np.sum(b * b, axis=1)[None, :] - 2.0 * a @ b.T, 0.0)
 

@@ -47,6 +47,8 @@ def test_drift_tail_formats_incidents_readably() -> None:
     det = DriftDetector(DetectorSettings(reference_size=300, window=50, simulations=500))
     det.observe("t/r/p/production", topics.stream(300, [0.4, 0.3, 0.2, 0.1, 0, 0]))
     recs = det.observe("t/r/p/production", topics.stream(800, [0.2, 0.2, 0.1, 0.1, 0.4, 0]))
-    line = format_record(next(r for r in recs if r["type"] == "incident" and r["detector"].startswith("novelty")))
+    rec = next(r for r in recs if r["type"] == "incident" and r["detector"].startswith("novelty"))
+    line = format_record(rec)
     assert HEADER.split()[:4] == ["time", "incident", "state", "segment"]
-    assert "OPEN" in line and "novelty@" in line and "novel" in line and "subjecte" in line
+    # The whole detector name (novelty-cusum is the longest), and the new topic's own group.
+    assert "OPEN" in line and f" {rec['detector']} " in line and "new" in line and "subjecte" in line

@@ -17,7 +17,7 @@ from llmgw.kit.kafka import DRIFT_METRICS_TOPIC, DRIFT_TOPIC
 
 __all__ = ["HEADER", "add_parser", "format_record"]
 
-HEADER = (f"{'time':<8} {'incident':<12} {'state':<6} {'segment':<30} {'detector':<11} {'stat/thr':>9} {'p':>6}  "
+HEADER = (f"{'time':<8} {'incident':<12} {'state':<6} {'segment':<30} {'detector':<13} {'stat/thr':>9} {'p':>6}  "
           "what changed")
 
 
@@ -34,7 +34,7 @@ def format_record(rec: dict[str, Any]) -> str:
     ratio = rec["statistic"] / rec["threshold"] if rec["threshold"] else 0.0
     p = f"{rec['p_value']:.3f}" if rec.get("p_value") is not None else "-"
     return (f"{time.strftime('%H:%M:%S', time.localtime(rec['time'])):<8} {rec['incident_id'][:12]:<12} "
-            f"{rec['state']:<6} {rec['segment'][:30]:<30} {rec['detector'][:11]:<11} {ratio:>8.2f}x {p:>6}  {top}")
+            f"{rec['state']:<6} {rec['segment'][:30]:<30} {rec['detector'][:13]:<13} {ratio:>8.2f}x {p:>6}  {top}")
 
 
 async def _tail(args: argparse.Namespace) -> int:
