@@ -109,16 +109,24 @@ async def _collect(bootstrap: str, segment: str, until: int, timeout_s: float) -
     return windows, incidents
 
 
+async def _quiet_start(bootstrap: str, topic: str, *, seed: int,
+                       windows: int) -> tuple[str, str, random.Random, list[dict]]:  # type: ignore[type-arg]
+    """A new segment's reference (300 inputs) and ``windows`` scored windows of the same traffic,
+    which open nothing: (tenant, segment, the stream's rng, the window records)."""
+    tenant = f"t{uuid.uuid4().hex[:6]}"
+    segment = f"{tenant}/ask"
+    rng = random.Random(seed)
+    await _produce(bootstrap, topic, tenant, _texts(rng, 300 + 50 * windows, 0.0), 0)
+    scored, incidents = await _collect(bootstrap, segment, windows, 180)
+    assert incidents == [], incidents
+    return tenant, segment, rng, scored
+
+
 async def test_stationary_stream_is_quiet_and_a_new_topic_raises_an_incident_that_names_it(
     drift_job: tuple[str, str], redis_url: str, capsys: pytest.CaptureFixture[str], tmp_path: Path
 ) -> None:
     topic, bootstrap = drift_job
-    tenant = f"t{uuid.uuid4().hex[:6]}"
-    segment = f"{tenant}/ask"
-    rng = random.Random(11)
-    await _produce(bootstrap, topic, tenant, _texts(rng, 300 + 600, 0.0), 0)
-    windows, incidents = await _collect(bootstrap, segment, 12, 180)
-    assert incidents == [], incidents
+    tenant, segment, rng, windows = await _quiet_start(bootstrap, topic, seed=11, windows=12)
     assert windows[0]["reference"]["status"] == "provisional"
     # A detector over the last N inputs scores from the window where N inputs are past the reference.
     assert set(windows[0]["detectors"]) == {"topic@50", "mmd@50", CUSUM}
@@ -167,12 +175,7 @@ async def test_a_new_topic_at_a_few_percent_opens_a_sequential_incident_that_nam
     """The rare new topic: 6 % of traffic, which no window moves far; the sequential detector
     accumulates it input by input and its incident names the topic by its own examples."""
     topic, bootstrap = drift_job
-    tenant = f"t{uuid.uuid4().hex[:6]}"
-    segment = f"{tenant}/ask"
-    rng = random.Random(5)
-    await _produce(bootstrap, topic, tenant, _texts(rng, 300 + 300, 0.0), 0)
-    _, incidents = await _collect(bootstrap, segment, 6, 180)
-    assert incidents == [], incidents
+    tenant, segment, rng, _ = await _quiet_start(bootstrap, topic, seed=5, windows=6)
     await _produce(bootstrap, topic, tenant, _texts(rng, 1000, 0.06), 600)
     windows, incidents = await _collect(bootstrap, segment, 26, 180)
     opened = [i for i in incidents if i["state"] == "OPEN" and i["detector"] == CUSUM]
