@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+
 import grpc
 import pytest
 import structlog
@@ -42,3 +45,24 @@ async def test_one_request_id_per_rpc_for_the_servicer_and_its_logs(given: str) 
     finally:
         await channel.close()
         await running.stop(0)
+
+
+async def test_stop_returns_when_a_readiness_probe_swallows_the_cancel() -> None:
+    """A probe built on a client library that catches CancelledError (and answers anyway) must not
+    keep the health loop, and so stop(), alive: a CI run hung 300 s in a stack's teardown."""
+    probing = asyncio.Event()
+
+    async def swallowing() -> bool:
+        probing.set()
+        with contextlib.suppress(asyncio.CancelledError):  # what the library does: the cancel is gone
+            await asyncio.sleep(0.3)
+        return True
+
+    running = await start_server(GrpcService("swallow", [(_Ids(), limiter_pb2_grpc.add_LimiterServicer_to_server,
+                                                          SERVICE_NAME)], swallowing, probe_interval_s=0.2))
+    await asyncio.sleep(0.5)
+    probing.clear()
+    await probing.wait()  # stop() lands while the probe runs
+    stopping = asyncio.create_task(running.stop(grace=0.1))
+    done, _ = await asyncio.wait({stopping}, timeout=10)
+    assert done, "stop() still waiting for the health loop"

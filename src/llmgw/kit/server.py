@@ -8,7 +8,6 @@ running, and turns NOT_SERVING on SIGTERM before the server drains and stops.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import signal
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
@@ -267,7 +266,9 @@ class RunningServer:
     async def _follow_probe(self) -> None:
         # Health tells the truth while running: a lost Redis or broker turns it NOT_SERVING.
         last: bool | None = None
-        while True:
+        # Ends on _stopped too, not only on a cancel: a probe whose client library catches
+        # CancelledError and answers anyway swallows stop()'s cancel (a CI teardown hung 300 s).
+        while not self._stopped:
             try:
                 # asyncio.timeout, not wait_for: on 3.11 wait_for can swallow a cancel and the
                 # probe loop would outlive stop().
@@ -289,8 +290,9 @@ class RunningServer:
         self._stopped = True
         if self._watch is not None:
             self._watch.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._watch
+            # Never past one more probe and its pause (see _follow_probe), and without swallowing
+            # a cancel of stop() itself (awaiting the task under suppress(CancelledError) did).
+            await asyncio.wait({self._watch}, timeout=2 * max(1.0, self.service.probe_interval_s) + 1.0)
         await self.health.enter_graceful_shutdown()
         SERVING.labels(self.service.name).set(0)
         await self.server.stop(grace)
