@@ -177,8 +177,7 @@ class DriftDetector:
         seg.model = build_model(ref, self.settings)
         seg.pending, seg.recent, seg.sample, seg.growing = [], deque(), deque(), []
         if recent is not None:
-            history = [Input(v, t, time=ts)
-                       for v, t, ts in zip(recent.vectors, recent.texts, recent.times, strict=True)]
+            history = recent.inputs()
             seg.sample.extend(history[-self.settings.reference_size:])
             seg.recent.extend(history[-self._history_len():])
         seg.debouncers.clear()
@@ -188,7 +187,7 @@ class DriftDetector:
             seg.windows, seg.unconfirmed = int(state["windows"]), int(state["unconfirmed"])
             seg.cusum = float(state.get("cusum", 0.0))  # absent in a state saved before the detector
             for name, d in state["debouncers"].items():
-                seg.debouncers[name] = Debouncer(self._debouncer(name).open_after, self.settings.close_after,
+                seg.debouncers[name] = Debouncer(self._open_after(name), self.settings.close_after,
                                                  int(d["above"]), int(d["below"]), str(d["incident"]))
             seg.opened = {name: dict(info) for name, info in state["opened"].items()}
         return self.observe(ref.segment, waiting, sampling_rate=sampling_rate) if waiting else []
@@ -253,11 +252,8 @@ class DriftDetector:
             return
         seg.growing.append(item)
         if len(model.reference.vectors) + len(seg.growing) >= self.settings.reference_size:
-            old = model.reference
             self.new_references[:] = [r for r in self.new_references if r.segment != seg.name]
-            self._fit_provisional(seg, [
-                *(Input(v, t, time=ts) for v, t, ts in zip(old.vectors, old.texts, old.times, strict=True)),
-                *seg.growing])
+            self._fit_provisional(seg, [*model.reference.inputs(), *seg.growing])
             seg.growing.clear()
             seg.debouncers.clear()  # counts against the old thresholds
 
@@ -312,7 +308,7 @@ class DriftDetector:
         values, labels = self._values(seg, model)
         for name, (value, n) in values.items():
             th = model.calibration.thresholds[name]
-            deb = seg.debouncers.setdefault(name, self._debouncer(name))
+            deb = seg.debouncers.setdefault(name, Debouncer(self._open_after(name), self.settings.close_after))
             step = deb.step(value, th.upper, th.lower)
             if step == "OPEN":
                 # The CUSUM is its own debouncer and its threshold already carries sessions and the
@@ -347,8 +343,9 @@ class DriftDetector:
         })
         return out
 
-    def _debouncer(self, name: str) -> Debouncer:
-        return Debouncer(1 if name == CUSUM else self.settings.open_after, self.settings.close_after)
+    def _open_after(self, name: str) -> int:
+        """Windows above the threshold that open an incident: the CUSUM is its own debounce."""
+        return 1 if name == CUSUM else self.settings.open_after
 
     @staticmethod
     def _window_info(seg: _Segment) -> dict[str, Any]:

@@ -20,6 +20,7 @@ from llmgw.services.drift.naming import Neighbourhood
 from llmgw.services.drift.sequential import SequentialNovelty
 from llmgw.services.drift.stats import (
     Cells,
+    Matrix,
     MmdReference,
     assign,
     fit_cells,
@@ -30,7 +31,6 @@ from llmgw.services.drift.stats import (
 
 __all__ = ["CUSUM", "DetectorSettings", "Input", "Matrix", "Model", "Reference", "build_model"]
 
-Matrix = NDArray[np.float32]
 # Reference replicates the calibration cycles through (see build_model).
 _REPLICATES = 64
 # The sequential detector's name (it has no window: its statistic is the CUSUM at each window's end).
@@ -102,6 +102,10 @@ class Reference:
     created_at: float = field(default_factory=time.time)
     accepted_by: str = ""
     accepted_at: float = 0.0
+
+    def inputs(self) -> list[Input]:
+        """Its inputs again, in arrival order (as history, or to grow it)."""
+        return [Input(v, t, time=ts) for v, t, ts in zip(self.vectors, self.texts, self.times, strict=True)]
 
 
 @dataclass

@@ -19,11 +19,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-from numpy.typing import NDArray
 
-from llmgw.services.drift.stats import top_k_mean
-
-Matrix = NDArray[np.float32]
+from llmgw.services.drift.stats import Matrix, top_k_mean
 
 __all__ = ["Neighbourhood", "NewGroup", "new_group"]
 

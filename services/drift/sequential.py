@@ -37,12 +37,10 @@ import numpy as np
 from numpy.typing import NDArray
 
 from llmgw.services.drift.calibrate import block_bootstrap_stream
-from llmgw.services.drift.stats import top_k_mean
+from llmgw.services.drift.stats import Matrix, top_k_mean
 
 __all__ = ["CusumCalibration", "SequentialNovelty", "bet_increments", "calibrate_cusum", "cusum_path",
            "knn_dissimilarity", "leave_session_out_scores"]
-
-Matrix = NDArray[np.float32]
 
 
 def knn_dissimilarity(reference: Matrix, x: Matrix, k: int) -> NDArray[np.float64]:

@@ -47,6 +47,12 @@ def centroid_cosine_distance(reference: Matrix, window: Matrix) -> float:
     return float(1.0 - np.dot(centroid(reference), centroid(window)))
 
 
+def top_k_mean(sim: NDArray[np.float32], k: int) -> NDArray[np.float32]:
+    """Row-wise mean of the ``k`` largest entries (the similarity to the ``k`` nearest)."""
+    k = max(1, min(k, sim.shape[1]))
+    return np.partition(sim, sim.shape[1] - k, axis=1)[:, -k:].mean(axis=1)
+
+
 def mean_max_similarity(reference: Matrix, window: Matrix) -> float:
     """Average over window rows of the cosine similarity to the nearest reference row: low values
     mean inputs unlike anything in the reference (novelty)."""
@@ -191,12 +197,6 @@ def guards(reference_texts: list[str], window_texts: list[str]) -> dict[str, dic
 
 
 # ---- fixed-bandwidth MMD² against one reference, batched for calibration ----
-
-
-def top_k_mean(sim: NDArray[np.float32], k: int) -> NDArray[np.float32]:
-    """Row-wise mean of the ``k`` largest entries (the similarity to the ``k`` nearest)."""
-    k = max(1, min(k, sim.shape[1]))
-    return np.partition(sim, sim.shape[1] - k, axis=1)[:, -k:].mean(axis=1)
 
 
 def _sq_dists(a: NDArray[np.float64], b: NDArray[np.float64]) -> NDArray[np.float64]:
