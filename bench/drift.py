@@ -36,7 +36,6 @@ from llmgw.services.drift.stats import assign, g_test
 from llmgw.stack import REPO
 
 WINDOW = 50
-REFERENCE = DetectorSettings().reference_size
 
 
 def injections() -> list[str]:
@@ -81,7 +80,7 @@ def false_alarms(pools: dict[str, tuple[list[str], np.ndarray]], base: dict[str,
     for seed in range(seeds):
         s = Streams(pools, seed)
         det = DriftDetector(replace(settings, seed=seed))
-        det.observe("s", s.take(REFERENCE, base, session))
+        det.observe("s", s.take(settings.reference_size, base, session))
         model = det._segments["s"].model
         assert model is not None
         expected += sum(th.alpha for th in model.calibration.thresholds.values()) * windows
@@ -111,7 +110,7 @@ def detection(pools: dict[str, tuple[list[str], np.ndarray]], base: dict[str, fl
     for seed in range(trials):
         s = Streams(pools, 1000 + seed)
         det = DriftDetector(replace(settings, seed=seed))
-        det.observe("s", s.take(REFERENCE, base))
+        det.observe("s", s.take(settings.reference_size, base))
         det.observe("s", s.take(WINDOW * 4, base))
         stream = shifted(s)[: WINDOW * horizon]
         for w in range(horizon):
@@ -128,16 +127,17 @@ def detection(pools: dict[str, tuple[list[str], np.ndarray]], base: dict[str, fl
         f"{named}/{len(delays)}" if new else "-"), first_by
 
 
-def throughput(embedder: SentenceEmbedder, texts: list[str], timed: int = 2048) -> tuple[float, float]:
+def throughput(embedder: SentenceEmbedder, texts: list[str], settings: DetectorSettings,
+               timed: int = 2048) -> tuple[float, float]:
     """(raw embedding texts/s, job events/s through process_window), interleaved in one run, in the
     steady state: the segments' references are filled and fitted first (a one-time cost of a few
     seconds per segment, untimed), then ``timed`` events are timed."""
-    warm = REFERENCE + 2 * WINDOW
+    warm = settings.reference_size + 2 * WINDOW
     texts = [texts[i % len(texts)] for i in range(warm + timed)]
     events = [events_pb2.RequestEvent(request_id=f"r{i}", tenant="acme", route="default", prompt="ask",
                                       label="production", variables={"q": t}, time=float(i)).SerializeToString()
               for i, t in enumerate(texts)]
-    batch = Batch(embedder, DriftDetector(DetectorSettings(reference_size=REFERENCE, window=WINDOW)))
+    batch = Batch(embedder, DriftDetector(settings))
     for start in range(0, warm, 64):
         process_window(events[start:min(start + 64, warm)], batch)
     raw_s, job_s = 0.0, 0.0
@@ -156,11 +156,11 @@ def throughput(embedder: SentenceEmbedder, texts: list[str], timed: int = 2048) 
 
 
 def main() -> None:
-    global REFERENCE  # what every stream starts with (false_alarms, detection)
     ap = argparse.ArgumentParser()
     ap.add_argument("--trials", type=int, default=10)
     ap.add_argument("--windows", type=int, default=200, help="windows per false-alarm run (and seed)")
-    ap.add_argument("--reference", type=int, default=REFERENCE, help="inputs in a segment's full reference")
+    ap.add_argument("--reference", type=int, default=DetectorSettings().reference_size,
+                    help="inputs in a segment's full reference")
     ap.add_argument("--corpus", choices=sorted(CORPORA), default="stdlib",
                     help="the text (bench/drift_corpus.py): its known topics, a distinct and a near new one")
     args = ap.parse_args()
@@ -180,13 +180,12 @@ def main() -> None:
         pools[f"{k}-long"] = (v, embedder.encode(v))
 
     base = dict(corpus.known)
-    REFERENCE = args.reference
-    strict = DetectorSettings(reference_size=REFERENCE, window=WINDOW)
+    strict = DetectorSettings(reference_size=args.reference, window=WINDOW)
     # A budget loose enough (about 1 % per window and detector) that a run can count its alarms.
     loose = replace(strict, false_alarms_per_month=strict.expected_segments * 3 * 0.01 * 30 * 24 * 3600 / WINDOW)
 
     print(f"\nfalse alarms: {args.windows} windows per seed, {args.trials} seeds at the default budget and 3 at "
-          f"the loose one (window {WINDOW}, reference {REFERENCE})")
+          f"the loose one (window {WINDOW}, reference {args.reference})")
     print(f"{'traffic':<22} {'budget':<8} {'openings':>9} {'per 2,000':>10} {'expected':>9} {'naive chi2':>11}"
           "  by detector")
     for label, session in (("stationary (iid)", 1), ("session-bursty", 6)):
@@ -219,7 +218,7 @@ def main() -> None:
 
     sample = [t for ts in texts.values() for t in ts]
     random.Random(0).shuffle(sample)
-    raw, job = throughput(embedder, sample)
+    raw, job = throughput(embedder, sample, strict)
     print(f"\nthroughput: raw embedding {raw:.0f} texts/s, drift job {job:.0f} events/s "
           f"-> {job / raw:.2f}x (target >= 0.8)")
 
