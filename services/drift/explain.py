@@ -9,20 +9,19 @@ from typing import Any
 import numpy as np
 
 from llmgw.services.drift.model import Matrix, Model
-from llmgw.services.drift.naming import new_group
+from llmgw.services.drift.naming import NewGroup
 from llmgw.services.drift.stats import assign, domain_auc, g_test, keywords, nearest_distances
 
 __all__ = ["explain", "projection"]
 
 
 def explain(model: Model, win: Matrix, texts: list[str], *, examples: int, redact: Callable[[str], str], seed: int,
-            novel_first: bool = False, pool: tuple[Matrix, list[str]] | None = None
+            novel_first: bool = False, new: tuple[NewGroup, list[str]] | None = None
             ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
-    """Effect sizes and the clusters that moved most. First, when the recent inputs (``pool``,
-    else the window) hold one, the group of inputs unlike the reference and like each other
-    (``cell: "new"``, see ``naming``): the new topic itself, named by its own words and examples;
-    then the reference's cells (a novelty incident leads with the novel cell: that is what its
-    detector measured)."""
+    """Effect sizes and the clusters that moved most. First, when the detector found one (``new``:
+    the group and the recent inputs its members index, see ``naming``), the new topic itself
+    (``cell: "new"``), named by its own words and examples; then the reference's cells (a novelty
+    incident leads with the novel cell: that is what its detector measured)."""
     cells = model.cells
     labels = assign(cells, win)
     dists = nearest_distances(cells, win)
@@ -54,17 +53,14 @@ def explain(model: Model, win: Matrix, texts: list[str], *, examples: int, redac
             "keywords": keywords(described, ref_texts),
             "examples": [redact(t)[:300] for t in mine[: examples]],
         })
-    # A 5 % topic is 2-5 inputs of a 50-100 window, too few to be seen as a group: the pool is
-    # the newest few hundred inputs (docs/drift.md has what each size finds).
-    vectors, pool_texts = pool if pool is not None else (win, texts)
-    group = new_group(model.neighbourhood, vectors, pool_texts)
-    if group is not None:
+    if new is not None:
+        group, pool_texts = new
         members = [pool_texts[i] for i in group.members]
         in_group = set(members)
         share = sum(t in in_group for t in pool_texts) / len(pool_texts)
         n_ref = max(1, cells.reference_counts.sum())
         clusters.insert(0, {
-            "cell": "new", "size": len(members), "of": len(pool_texts),
+            "cell": "new", "basis": group.basis, "size": len(members), "of": len(pool_texts),
             "reference_share": round(group.reference_share, 4), "current_share": round(share, 4),
             "lift": round(share / max(group.reference_share, 0.5 / n_ref), 2),
             "keywords": keywords(members, model.fit_texts),

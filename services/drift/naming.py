@@ -12,6 +12,12 @@ each other than either is to anything in the reference. The group starts at the 
 the most close pairs and takes every novel input reached through close pairs; fewer than
 ``min_size`` is no group (on stationary traffic pairs of outliers do form; threes did not).
 Defaults chosen on the two benchmark corpora (figures in docs/drift.md).
+
+The sequential detector has a better witness than any grouping: the inputs that carried its
+evidence (``evidence_group``). Its sum climbs on inputs with small p-values and falls back to
+zero on ordinary traffic, so the inputs since it last left zero with a small p-value are, in the
+benchmark, nearly all the new topic's — even when they are too few, or too spread out in the
+embedding (a topic of varied texts), for the close-pair rule to link three of them.
 """
 
 from __future__ import annotations
@@ -19,16 +25,18 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+from numpy.typing import NDArray
 
 from llmgw.services.drift.stats import Matrix, top_k_mean
 
-__all__ = ["Neighbourhood", "NewGroup", "new_group"]
+__all__ = ["Neighbourhood", "NewGroup", "evidence_group", "new_group"]
 
 
 @dataclass(frozen=True)
 class NewGroup:
-    members: list[int]  # indices into the window, most central first
+    members: list[int]  # indices into the window, most central (or most novel) first
     reference_share: float  # share of the reference as close to the group's centre (what it had of it)
+    basis: str = "group"  # "group": linked by close pairs; "evidence": what moved the sequential detector
 
 
 @dataclass(frozen=True)
@@ -97,3 +105,19 @@ def new_group(reference: Matrix | Neighbourhood, window: Matrix, texts: list[str
     # What the reference had of this topic: its inputs as close to the centre as the group's least central member.
     floor = float((win[group] @ centre).min())
     return NewGroup([distinct[i] for i in order], float(np.mean(reference @ centre >= floor)))
+
+
+def evidence_group(pvalues: NDArray[np.float64], texts: list[str], *, p_max: float,
+                   min_size: int = 3) -> NewGroup | None:
+    """The inputs (``texts``: the sequential detector's run, oldest first) whose conformal p-value
+    is at most ``p_max``, most novel first, repeated texts once; None when fewer than
+    ``min_size``. What the reference had of them is ``p_max`` by construction: its own inputs,
+    scored the same way, fall at or below ``p_max`` that often."""
+    first: dict[str, int] = {}
+    for i in np.argsort(pvalues, kind="stable"):
+        if pvalues[i] > p_max:
+            break
+        first.setdefault(texts[i], int(i))
+    if len(first) < min_size:
+        return None
+    return NewGroup(list(first.values()), p_max, "evidence")

@@ -147,10 +147,13 @@ class SequentialNovelty:
         cal = calibrate_cusum(scores, alpha=alpha, bets=bets, power=power, block_len=block_len, rng=rng)
         return cls(reference, np.sort(scores), k, bets, power, cal)
 
+    def pvalues(self, x: Matrix, rng: np.random.Generator) -> NDArray[np.float64]:
+        """Each input's conformal p-value (in order): small when it is far from the reference."""
+        return _pvalues(self.null_scores, knn_dissimilarity(self.reference, x, self.k), rng)
+
     def increments(self, x: Matrix, rng: np.random.Generator) -> NDArray[np.float64]:
         """Each input's bet (in order)."""
-        u = _pvalues(self.null_scores, knn_dissimilarity(self.reference, x, self.k), rng)
-        return bet_increments(u, self.bets, self.power)
+        return bet_increments(self.pvalues(x, rng), self.bets, self.power)
 
 
 def cusum_path(start: float, increments: NDArray[np.float64], cap: float) -> NDArray[np.float64]:
