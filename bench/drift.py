@@ -8,6 +8,7 @@ topic and a near one — human-written, offline, not template-generated. Injecti
 prompt-injection, jailbreak and exfiltration cases of this repository's eval suites.
 
     .venv/bin/python -m bench.drift [--trials 10] [--corpus stdlib|debian] [--reference 2000]
+                                    [--only false-alarms|detection|throughput ...]
 
 Each stream starts with the segment's reference (``--reference`` inputs: scoring from the job's
 provisional size, then the reference grows to its full size and is refitted, as in the job).
@@ -26,7 +27,7 @@ from dataclasses import replace
 import numpy as np
 from scipy.stats import chi2
 
-from bench.drift_corpus import CORPORA, load
+from bench.drift_corpus import CORPORA, Corpus, load
 from llmgw.evals.suite import load_suite
 from llmgw.events.v1 import events_pb2
 from llmgw.kit.embed import SentenceEmbedder
@@ -36,6 +37,7 @@ from llmgw.services.drift.stats import assign, g_test
 from llmgw.stack import REPO
 
 WINDOW = 50
+SECTIONS = ("false-alarms", "detection", "throughput")
 
 
 def injections() -> list[str]:
@@ -163,6 +165,8 @@ def main() -> None:
                     help="inputs in a segment's full reference")
     ap.add_argument("--corpus", choices=sorted(CORPORA), default="stdlib",
                     help="the text (bench/drift_corpus.py): its known topics, a distinct and a near new one")
+    ap.add_argument("--only", nargs="+", choices=SECTIONS, default=list(SECTIONS),
+                    help="run these sections only (e.g. detection after a change to how incidents are named)")
     args = ap.parse_args()
     corpus = CORPORA[args.corpus]
     known, new, near = list(corpus.known), corpus.distinct, corpus.near
@@ -184,6 +188,20 @@ def main() -> None:
     # A budget loose enough (about 1 % per window and detector) that a run can count its alarms.
     loose = replace(strict, false_alarms_per_month=strict.expected_segments * 3 * 0.01 * 30 * 24 * 3600 / WINDOW)
 
+    if "false-alarms" in args.only:
+        print_false_alarms(pools, base, strict, loose, args)
+    if "detection" in args.only:
+        print_detection(pools, base, strict, args.trials, corpus)
+    if "throughput" in args.only:
+        sample = [t for ts in texts.values() for t in ts]
+        random.Random(0).shuffle(sample)
+        raw, job = throughput(embedder, sample, strict)
+        print(f"\nthroughput: raw embedding {raw:.0f} texts/s, drift job {job:.0f} events/s "
+              f"-> {job / raw:.2f}x (target >= 0.8)")
+
+
+def print_false_alarms(pools: dict[str, tuple[list[str], np.ndarray]], base: dict[str, float],
+                       strict: DetectorSettings, loose: DetectorSettings, args: argparse.Namespace) -> None:
     print(f"\nfalse alarms: {args.windows} windows per seed, {args.trials} seeds at the default budget and 3 at "
           f"the loose one (window {WINDOW}, reference {args.reference})")
     print(f"{'traffic':<22} {'budget':<8} {'openings':>9} {'per 2,000':>10} {'expected':>9} {'naive chi2':>11}"
@@ -194,7 +212,11 @@ def main() -> None:
             per = opened / (seeds * args.windows * WINDOW) * 2000
             print(f"{label:<22} {name:<8} {opened:>9} {per:>10.3f} {expected:>9.3f} {naive:>11}  {dict(by)}")
 
-    print(f"\ndetection (default budget), {args.trials} trials, within 20 windows of the shift")
+
+def print_detection(pools: dict[str, tuple[list[str], np.ndarray]], base: dict[str, float],
+                    strict: DetectorSettings, trials: int, corpus: Corpus) -> None:
+    new, near = corpus.distinct, corpus.near
+    print(f"\ndetection (default budget), {trials} trials, within 20 windows of the shift")
     print(f"{'shift':<34} {'detected':>9} {'median delay (inputs)':>22} {'named (group of the new topic)':>31}"
           "  first detector")
 
@@ -203,24 +225,19 @@ def main() -> None:
         print(f"{label:<34} {rate:>9.0%} {delay if delay is not None else '-':>22} {named:>31}  {dict(by)}")
 
     row("no shift (control: false alarms)", detection(pools, base, lambda s: s.take(WINDOW * 20, base), strict,
-                                                       args.trials))
+                                                       trials))
     for topic, kind in ((new, "new topic"), (near, "near new topic")):
         for share in (0.02, 0.05, 0.10, 0.20):
             mix = {**{k: v * (1 - share) for k, v in base.items()}, topic: share}
             row(f"{kind} at {share:.0%}", detection(pools, base, lambda s, m=mix: s.take(WINDOW * 20, m), strict,
-                                                     args.trials, new=topic))
+                                                     trials, new=topic))
     long_mix = {f"{k}-long": v for k, v in base.items()}
     row("length/format (3 sentences each)", detection(pools, base, lambda s: s.take(WINDOW * 20, long_mix), strict,
-                                                       args.trials))
+                                                       trials))
     inj_mix = {**{k: v * 0.9 for k, v in base.items()}, "injection": 0.1}
     row("prompt-injection burst (10 %)", detection(pools, base, lambda s: s.take(WINDOW * 20, inj_mix, session=3),
-                                                    strict, args.trials, new="injection"))
+                                                    strict, trials, new="injection"))
 
-    sample = [t for ts in texts.values() for t in ts]
-    random.Random(0).shuffle(sample)
-    raw, job = throughput(embedder, sample, strict)
-    print(f"\nthroughput: raw embedding {raw:.0f} texts/s, drift job {job:.0f} events/s "
-          f"-> {job / raw:.2f}x (target >= 0.8)")
 
 
 if __name__ == "__main__":

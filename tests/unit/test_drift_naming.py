@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from bench.drift_corpus import CORPORA, load
-from llmgw.services.drift.naming import new_group
+from llmgw.services.drift.naming import evidence_group, new_group
 
 DEBIAN = CORPORA["debian"]
 
@@ -61,3 +61,13 @@ def test_repeated_questions_neither_make_a_group_nor_hide_one(embedder: Any) -> 
     texts = known * 5 + new * 2
     group = new_group(reference, embedder.encode(texts), texts)
     assert group is not None and {texts[i] for i in group.members} == set(new)
+
+
+def test_the_evidence_group_is_the_run_inputs_below_the_p_value_most_novel_first() -> None:
+    u = np.array([0.5, 0.01, 0.3, 0.002, 0.01, 0.019, 0.021, 0.0005])
+    texts = ["a", "b", "c", "d", "b", "e", "f", "g"]
+    group = evidence_group(u, texts, p_max=0.02)
+    assert group is not None and group.basis == "evidence" and group.reference_share == 0.02
+    # most novel first; "b" asked twice counts once; 0.021 is past the cut
+    assert [texts[i] for i in group.members] == ["g", "d", "b", "e"]
+    assert evidence_group(u, texts, p_max=0.005) is None  # two inputs are no group

@@ -97,3 +97,28 @@ def test_the_detector_opens_a_cusum_incident_that_names_the_new_topic_then_close
     assert [r for r in back if r["type"] == "incident" and r["state"] == "CLOSED" and r["detector"] == CUSUM]
     # Its running sum goes with the segment to the replica that takes it over.
     assert "cusum" in (det.export_state("s") or {})
+
+
+def test_a_new_kind_of_input_too_varied_to_form_a_group_is_named_by_the_inputs_that_carried_the_evidence() -> None:
+    """Inputs each unlike the reference *and* unlike each other (a new topic of varied texts, seen
+    early) link no close pairs, so no group forms among the recent inputs; the sequential
+    detector's incident still names them: the inputs of its run with small p-values."""
+    topics = Topics(seed=17)
+    rng = np.random.default_rng(3)
+    det = DriftDetector(DetectorSettings(reference_size=600, window=50))
+    det.observe("s", topics.stream(1100, BASE))
+    stream = topics.stream(1500, BASE)
+    # Each half-way between a known topic and a direction of its own: far from the reference's
+    # inputs (small p-values), yet closer to them than to one another (no close pairs).
+    for at in sorted(rng.choice(len(stream), 120, replace=False), reverse=True):
+        centre = topics.centers[int(rng.integers(4))]
+        own = rng.standard_normal(centre.shape[0])
+        own -= (own @ centre) * centre
+        v = 0.5 * centre + np.sqrt(0.75) * own / np.linalg.norm(own)
+        stream.insert(int(at), Input(v.astype(np.float32), f"scattered question {at}"))
+    opened = [r for r in det.observe("s", stream)
+              if r["type"] == "incident" and r["state"] == "OPEN" and r["detector"] == CUSUM]
+    assert opened, "the sequential detector did not open"
+    group = opened[0]["clusters"][0]
+    assert group["cell"] == "new" and group["basis"] == "evidence", (group.get("examples"), group.get("size"))
+    assert len(group["examples"]) == 4 and all(e.startswith("scattered") for e in group["examples"])
