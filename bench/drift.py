@@ -37,7 +37,9 @@ from llmgw.services.drift.stats import assign, g_test
 from llmgw.stack import REPO
 
 WINDOW = 50
-SECTIONS = ("false-alarms", "detection", "throughput")
+SECTIONS = ("false-alarms", "detection", "bound", "throughput")
+# p-value bins for the information bound (finer where a new topic's p-values sit).
+_BOUND_EDGES = np.array([0, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0])
 
 
 def injections() -> list[str]:
@@ -129,6 +131,27 @@ def detection(pools: dict[str, tuple[list[str], np.ndarray]], base: dict[str, fl
         f"{named}/{len(delays)}" if new else "-"), first_by
 
 
+def information_bound(pools: dict[str, tuple[list[str], np.ndarray]], base: dict[str, float], topic: str,
+                      share: float, settings: DetectorSettings, seeds: int) -> tuple[float, float]:
+    """(KL in nats per input, h) for the sequential detector's per-input p-value when ``share``
+    of independent inputs come from ``topic``: the new topic's p-value distribution is taken
+    from its whole pool (binned), so KL is what an oracle knowing it exactly could gain per
+    input. By Lorden's bound no detector of this score alone, at this false-alarm rate
+    (``h = ln(1/alpha)``), has a mean delay much below h / KL on independent arrivals."""
+    width = np.diff(_BOUND_EDGES)
+    kls, h = [], 0.0
+    for seed in range(seeds):
+        det = DriftDetector(replace(settings, seed=seed))
+        det.observe("s", Streams(pools, 2000 + seed).take(settings.reference_size, base, session=1))
+        model = det._segments["s"].model
+        assert model is not None and model.sequential is not None
+        u = model.sequential.pvalues(pools[topic][1], np.random.default_rng(seed))
+        mixed = (1 - share) * width + share * np.histogram(u, _BOUND_EDGES)[0] / len(u)
+        kls.append(float(np.sum(mixed * np.log(mixed / width))))
+        h = model.sequential.calibration.independent_bound
+    return statistics.mean(kls), h
+
+
 def throughput(embedder: SentenceEmbedder, texts: list[str], settings: DetectorSettings,
                timed: int = 2048) -> tuple[float, float]:
     """(raw embedding texts/s, job events/s through process_window), interleaved in one run, in the
@@ -192,6 +215,15 @@ def main() -> None:
         print_false_alarms(pools, base, strict, loose, args)
     if "detection" in args.only:
         print_detection(pools, base, strict, args.trials, corpus)
+    if "bound" in args.only:
+        print(f"\ninformation bound: the per-input score's KL per input when the share comes from the topic "
+              f"(independent arrivals, {min(args.trials, 3)} references); no detector of that score alone "
+              "has a mean delay much below h / KL")
+        print(f"{'topic':<26} {'share':>6} {'KL (nats/input)':>16} {'h':>6} {'h / KL (inputs)':>16}")
+        for topic, kind in ((corpus.distinct, "distinct"), (corpus.near, "near")):
+            for share in (0.05, 0.10):
+                kl, h = information_bound(pools, base, topic, share, strict, min(args.trials, 3))
+                print(f"{f'{kind} ({topic})':<26} {share:>6.0%} {kl:>16.4f} {h:>6.1f} {h / kl:>16.0f}")
     if "throughput" in args.only:
         sample = [t for ts in texts.values() for t in ts]
         random.Random(0).shuffle(sample)

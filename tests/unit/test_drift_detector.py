@@ -10,7 +10,7 @@ import pytest
 from scipy.stats import chi2
 
 from llmgw.services.drift.calibrate import block_bootstrap_windows, per_window_alpha, tail_quantile
-from llmgw.services.drift.detector import DetectorSettings, DriftDetector
+from llmgw.services.drift.detector import DetectorSettings, DriftDetector, Input
 from llmgw.services.drift.incidents import Debouncer
 from llmgw.services.drift.model import CUSUM
 from llmgw.services.drift.sampling import Shedder
@@ -88,6 +88,22 @@ class TestCalibration:
         single = permutation_pvalue(mmd, len(pooled), len(window), observed, permutations=99, rng=rng)
         blocks = permutation_pvalue(mmd, len(pooled), len(window), observed, permutations=99, rng=rng, block_len=12)
         assert single <= 0.02 and blocks > 0.1, (single, blocks)
+
+    @pytest.mark.parametrize(("block_len", "confirmed"), [(12, False), (1, True)])
+    def test_the_detector_confirms_an_mmd_crossing_by_permuting_sessions(self, block_len: int,
+                                                                         confirmed: bool) -> None:
+        """The same as above through the detector's own confirmation: a window of a few fresh
+        sessions is no shift when whole sessions (``block_len``) are permuted; permuting single
+        inputs (``block_len`` 1) would confirm it."""
+        rng = np.random.default_rng(4)
+        det = _detector(reference_size=720, provisional_size=720, block_len=block_len, cusum=False)
+        det.observe("s", [Input(v, f"r{i}") for i, v in enumerate(close_sessions(720, rng, length=12))])
+        det.observe("s", [Input(v, f"w{i}") for i, v in enumerate(close_sessions(100, rng, length=12))])
+        seg = det._segments["s"]
+        assert seg.model is not None
+        window = np.stack([i.vector for i in list(seg.recent)[-100:]])
+        p = det._confirm(seg, seg.model, "mmd@100", seg.model.mmd.mmd2(window), 100)
+        assert (p <= 0.02) if confirmed else (p > 0.1), p
 
     def test_a_permutation_p_value_is_never_zero(self) -> None:
         rng = np.random.default_rng(0)
