@@ -14,7 +14,15 @@ from llmgw.services.drift.detector import DetectorSettings, DriftDetector, Input
 from llmgw.services.drift.incidents import Debouncer
 from llmgw.services.drift.model import CUSUM
 from llmgw.services.drift.sampling import Shedder
-from llmgw.services.drift.stats import MmdReference, assign, domain_auc, g_test, keywords, permutation_pvalue
+from llmgw.services.drift.stats import (
+    MmdReference,
+    assign,
+    domain_auc,
+    g_batch,
+    g_test,
+    keywords,
+    permutation_pvalue,
+)
 from tests.drift_synth import DIM, Topics, close_sessions
 
 BASE = [0.4, 0.3, 0.2, 0.1, 0.0, 0.0]
@@ -52,6 +60,33 @@ class TestCalibration:
                                        minlength=model.cells.k + 1))[0], model.cells.k) < alpha
             for w in (topics.stream(50, BASE) for _ in range(100)))
         assert naive > 30
+
+    @pytest.mark.parametrize("seed", [2, 5])
+    def test_window_thresholds_at_the_default_budget_hold_on_bursty_traffic(self, seed: int) -> None:
+        """At the strict default budget (about 2e-6 per window and detector) the thresholds are
+        extrapolated far past what the simulation sees. With the G and MMD tails allowed to
+        end (a GPD fit of negative shape) and topic@200 fitted on 25 excesses, these two
+        references put thresholds below live traffic's 99.9th percentile: 5 and 8 openings in
+        1,000 windows, where four detectors' budget is 0.01."""
+        topics = Topics(seed=seed)
+        det = _detector(reference_size=600, provisional_size=600, cusum=False, seed=seed)
+        det.observe("s", topics.stream(600, BASE, session=6))
+        model = det._segments["s"].model
+        assert model is not None
+        live = np.stack([i.vector for i in topics.stream(50 * 1000, BASE, session=6)])
+        labels = assign(model.cells, live)
+        opened = {}
+        for name in ("topic@50", "topic@200", "mmd@50", "mmd@100"):
+            th = model.calibration.thresholds[name]
+            ends = np.arange(th.window, len(live) + 1, 50)
+            if name.startswith("topic"):
+                counts = np.stack([np.bincount(labels[e - th.window:e], minlength=model.cells.k + 1) for e in ends])
+                values = g_batch(model.cells.reference_counts, counts)
+            else:
+                values = np.array([model.mmd.mmd2(live[e - th.window:e]) for e in ends])
+            # Opening takes open_after (2) windows in a row above the threshold.
+            opened[name] = int((np.minimum(values[1:], values[:-1]) > th.upper).sum())
+        assert sum(opened.values()) <= 1, opened
 
     def test_alpha_splits_the_monthly_budget_across_segments_and_detectors(self) -> None:
         alpha, per_month = per_window_alpha(false_alarms_per_month=1, segments=10, detectors=3,
