@@ -74,15 +74,14 @@ def block_bootstrap_windows(n_pool: int, window: int, count: int, block_len: int
     return idx.reshape(count, blocks * block_len)[:, :window]
 
 
-def tail_quantile(null: NDArray[np.float64], alpha: float, *, min_shape: float = -0.5) -> float:
+def tail_quantile(null: NDArray[np.float64], alpha: float) -> float:
     """The 1-alpha quantile of a null sample. Below what the simulation can see (alpha < 5/n) it
     extrapolates by peaks over threshold: a generalized Pareto distribution fitted to the
-    excesses over the 95th percentile. Its shape adapts to the statistic: a light, bounded tail
-    (a novelty share) does not get the long tail an exponential would give it, which would set
-    the threshold needlessly high and cost power; a heavy one keeps it. The shape is clipped to
-    [``min_shape``, 0.5], where the fit on a few hundred excesses is stable. A statistic with no
-    upper bound (a G-statistic, MMD²) takes ``min_shape=0``: a bounded fit there only says the
-    simulation saw no larger value, and its end point sat below what live traffic reaches."""
+    excesses over the 95th percentile, its shape clipped to [0, 0.5]: a heavy tail keeps its
+    weight (up to where the fit on a few hundred excesses is stable), and no tail is taken to
+    end. A negative shape puts an end point just past the largest simulated value, which says
+    only that the simulation saw nothing larger: on session-bursty streams it put the MMD,
+    G and novelty-share thresholds below live traffic's 99.9th percentile (docs/drift.md)."""
     null = np.sort(np.asarray(null, dtype=np.float64))
     n = len(null)
     if alpha * n >= 5:
@@ -95,7 +94,7 @@ def tail_quantile(null: NDArray[np.float64], alpha: float, *, min_shape: float =
     from scipy.stats import genpareto
 
     shape, _, scale = genpareto.fit(excess, floc=0.0)
-    shape = float(np.clip(shape, min_shape, 0.5))
+    shape = float(np.clip(shape, 0.0, 0.5))
     if abs(shape) < 1e-6:
         return u + float(scale) * float(np.log(0.05 / alpha))
     return u + float(scale) / shape * ((0.05 / alpha) ** shape - 1.0)
@@ -108,7 +107,7 @@ def block_bootstrap_stream(n_pool: int, length: int, block_len: int, rng: np.ran
 
 def calibrate_statistic(name: str, window: int, statistic: Callable[[NDArray[np.int64]], NDArray[np.float64]],
                         n_pool: int, *, alpha: float, block_len: int, simulations: int, step: int,
-                        open_after: int, rng: np.random.Generator, min_shape: float = -0.5) -> DetectorThreshold:
+                        open_after: int, rng: np.random.Generator) -> DetectorThreshold:
     """Thresholds for one detector from ``simulations`` consecutive null windows.
 
     The windows are cut from one simulated stream, every ``step`` events, exactly as live windows
@@ -123,6 +122,6 @@ def calibrate_statistic(name: str, window: int, statistic: Callable[[NDArray[np.
     null = statistic(idx)
     k = max(1, open_after)
     debounced = np.lib.stride_tricks.sliding_window_view(null, k).min(axis=1) if len(null) >= k else null
-    upper = tail_quantile(debounced, alpha, min_shape=min_shape)
+    upper = tail_quantile(debounced, alpha)
     return DetectorThreshold(name, window, round(upper, 8), round(float(np.quantile(null, 0.9)), 8), alpha,
                              round(float(null.mean()), 8), round(float(np.quantile(null, 0.95)), 8))

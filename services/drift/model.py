@@ -176,17 +176,17 @@ def build_model(ref: Reference, s: DetectorSettings) -> Model:
     calibrate = functools.partial(calibrate_statistic, n_pool=len(pool), alpha=alpha, block_len=s.block_len,
                                   step=s.window, open_after=s.open_after, rng=rng)
     thresholds = {f"topic@{s.window * m}": calibrate(f"topic@{s.window * m}", s.window * m, topic_null,
-                                                     simulations=s.simulations, min_shape=0.0)
+                                                     simulations=s.simulations)
                   for m in s.topic_multiples}
     for m in s.novelty_multiples:
         name = f"novelty@{s.window * m}"
         thresholds[name] = calibrate(name, s.window * m, lambda idx: novel(idx).mean(axis=1),
-                                     simulations=s.simulations // m)
+                                     simulations=s.simulations)
     for m in s.mmd_multiples:
         name = f"mmd@{s.window * m}"
         thresholds[name] = calibrate(name, s.window * m,
                                      lambda idx: mmd.mmd2_batch(pool, idx, replicates=fit_reps),
-                                     simulations=max(200, s.simulations // 2), min_shape=0.0)
+                                     simulations=max(200, s.simulations // 2))
     sequential = None
     if s.cusum:
         # Over the whole reference: each input is scored leaving its own session out, so the fit

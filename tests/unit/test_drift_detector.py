@@ -64,10 +64,10 @@ class TestCalibration:
     @pytest.mark.parametrize("seed", [2, 5])
     def test_window_thresholds_at_the_default_budget_hold_on_bursty_traffic(self, seed: int) -> None:
         """At the strict default budget (about 2e-6 per window and detector) the thresholds are
-        extrapolated far past what the simulation sees. With the G and MMD tails allowed to
-        end (a GPD fit of negative shape) and topic@200 fitted on 25 excesses, these two
-        references put thresholds below live traffic's 99.9th percentile: 5 and 8 openings in
-        1,000 windows, where four detectors' budget is 0.01."""
+        extrapolated far past what the simulation sees. With the tails allowed to end (a GPD fit
+        of negative shape) and the longer windows fitted on a quarter of the simulations, these
+        two references put thresholds below live traffic's 99.9th percentile: 5 and 8 openings
+        of the topic and MMD windows in 1,000 windows, where six detectors' budget is 0.015."""
         topics = Topics(seed=seed)
         det = _detector(reference_size=600, provisional_size=600, cusum=False, seed=seed)
         det.observe("s", topics.stream(600, BASE, session=6))
@@ -76,10 +76,12 @@ class TestCalibration:
         live = np.stack([i.vector for i in topics.stream(50 * 1000, BASE, session=6)])
         labels = assign(model.cells, live)
         opened = {}
-        for name in ("topic@50", "topic@200", "mmd@50", "mmd@100"):
+        for name in ("topic@50", "topic@200", "novelty@200", "novelty@400", "mmd@50", "mmd@100"):
             th = model.calibration.thresholds[name]
             ends = np.arange(th.window, len(live) + 1, 50)
-            if name.startswith("topic"):
+            if name.startswith("novelty"):
+                values = np.array([(labels[e - th.window:e] == model.cells.k).mean() for e in ends])
+            elif name.startswith("topic"):
                 counts = np.stack([np.bincount(labels[e - th.window:e], minlength=model.cells.k + 1) for e in ends])
                 values = g_batch(model.cells.reference_counts, counts)
             else:
