@@ -8,7 +8,7 @@ topic and a near one — human-written, offline, not template-generated. Injecti
 prompt-injection, jailbreak and exfiltration cases of this repository's eval suites.
 
     .venv/bin/python -m bench.drift [--trials 10] [--corpus stdlib|debian] [--reference 2000]
-                                    [--only false-alarms|detection|throughput ...]
+                                    [--only false-alarms|detection|bound|throughput ...]
 
 Each stream starts with the segment's reference (``--reference`` inputs: scoring from the job's
 provisional size, then the reference grows to its full size and is refitted, as in the job).
@@ -216,14 +216,7 @@ def main() -> None:
     if "detection" in args.only:
         print_detection(pools, base, strict, args.trials, corpus)
     if "bound" in args.only:
-        print(f"\ninformation bound: the per-input score's KL per input when the share comes from the topic "
-              f"(independent arrivals, {min(args.trials, 3)} references); no detector of that score alone "
-              "has a mean delay much below h / KL")
-        print(f"{'topic':<26} {'share':>6} {'KL (nats/input)':>16} {'h':>6} {'h / KL (inputs)':>16}")
-        for topic, kind in ((corpus.distinct, "distinct"), (corpus.near, "near")):
-            for share in (0.05, 0.10):
-                kl, h = information_bound(pools, base, topic, share, strict, min(args.trials, 3))
-                print(f"{f'{kind} ({topic})':<26} {share:>6.0%} {kl:>16.4f} {h:>6.1f} {h / kl:>16.0f}")
+        print_bound(pools, base, strict, min(args.trials, 3), corpus)
     if "throughput" in args.only:
         sample = [t for ts in texts.values() for t in ts]
         random.Random(0).shuffle(sample)
@@ -243,6 +236,18 @@ def print_false_alarms(pools: dict[str, tuple[list[str], np.ndarray]], base: dic
             opened, expected, naive, by = false_alarms(pools, base, st, args.windows, session, seeds)
             per = opened / (seeds * args.windows * WINDOW) * 2000
             print(f"{label:<22} {name:<8} {opened:>9} {per:>10.3f} {expected:>9.3f} {naive:>11}  {dict(by)}")
+
+
+def print_bound(pools: dict[str, tuple[list[str], np.ndarray]], base: dict[str, float],
+                strict: DetectorSettings, references: int, corpus: Corpus) -> None:
+    print(f"\ninformation bound: the per-input score's KL per input when the share comes from the topic "
+          f"(independent arrivals, {references} references); no detector of that score alone "
+          "has a mean delay much below h / KL")
+    print(f"{'topic':<26} {'share':>6} {'KL (nats/input)':>16} {'h':>6} {'h / KL (inputs)':>16}")
+    for topic, kind in ((corpus.distinct, "distinct"), (corpus.near, "near")):
+        for share in (0.05, 0.10):
+            kl, h = information_bound(pools, base, topic, share, strict, references)
+            print(f"{f'{kind} ({topic})':<26} {share:>6.0%} {kl:>16.4f} {h:>6.1f} {h / kl:>16.0f}")
 
 
 def print_detection(pools: dict[str, tuple[list[str], np.ndarray]], base: dict[str, float],

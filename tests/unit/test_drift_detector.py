@@ -63,11 +63,11 @@ class TestCalibration:
 
     @pytest.mark.parametrize("seed", [2, 5])
     def test_window_thresholds_at_the_default_budget_hold_on_bursty_traffic(self, seed: int) -> None:
-        """At the strict default budget (about 2e-6 per window and detector) the thresholds are
+        """At the strict default budget (3.2e-6 per window and detector here) the thresholds are
         extrapolated far past what the simulation sees. With the tails allowed to end (a GPD fit
         of negative shape) and the longer windows fitted on a quarter of the simulations, these
         two references put thresholds below live traffic's 99.9th percentile: 5 and 8 openings
-        of the topic and MMD windows in 1,000 windows, where six detectors' budget is 0.015."""
+        of the topic and MMD windows in 1,000 windows, where six detectors' budget is 0.019."""
         topics = Topics(seed=seed)
         det = _detector(reference_size=600, provisional_size=600, cusum=False, seed=seed)
         det.observe("s", topics.stream(600, BASE, session=6))
