@@ -145,7 +145,7 @@ def information_bound(pools: dict[str, tuple[list[str], np.ndarray]], base: dict
         det.observe("s", Streams(pools, 2000 + seed).take(settings.reference_size, base, session=1))
         model = det._segments["s"].model
         assert model is not None and model.sequential is not None
-        u = model.sequential.pvalues(pools[topic][1], np.random.default_rng(seed))
+        u = model.sequential.pvalues(pools[topic][1], np.random.default_rng(seed))[0]  # the distance score
         mixed = (1 - share) * width + share * np.histogram(u, _BOUND_EDGES)[0] / len(u)
         kls.append(float(np.sum(mixed * np.log(mixed / width))))
         h = model.sequential.calibration.independent_bound

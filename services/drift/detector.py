@@ -61,10 +61,18 @@ class _Segment:
     windows: int = 0
     unconfirmed: int = 0
     partition: int = -1  # of its newest input: where the segment lives in the input topic
-    cusum: float = 0.0  # the sequential novelty detector's running sum (sequential.py)
-    run: int = 0  # inputs since that sum last left zero: the ones that carried its evidence
+    # The sequential novelty detector's running sums, one per statistic (sequential.py), and for
+    # each the inputs since it last left zero: the ones that carried its evidence.
+    cusum: list[float] = field(default_factory=list)
+    run: list[int] = field(default_factory=list)
     # Inputs since the provisional reference was fitted, to grow it to reference_size.
     growing: list[Input] = field(default_factory=list)
+
+
+def _run_after(path: NDArray[np.float64], run: int) -> int:
+    """Inputs since a sum last left zero, after its ``path`` through a window (``run`` before it)."""
+    zeros = np.flatnonzero(path == 0.0)
+    return len(path) - 1 - int(zeros[-1]) if len(zeros) else run + len(path)
 
 
 class DriftDetector:
@@ -125,7 +133,7 @@ class DriftDetector:
         seg.growing.clear()
         seg.debouncers.clear()
         seg.opened.clear()
-        seg.cusum, seg.run = 0.0, 0
+        seg.cusum, seg.run = [], []
         return out
 
     # ---- windows ----
@@ -188,11 +196,12 @@ class DriftDetector:
             seg.recent.extend(history[-self._history_len():])
         seg.debouncers.clear()
         seg.opened = {}
-        seg.cusum, seg.run = 0.0, 0
+        seg.cusum, seg.run = [], []
         if state is not None and state.get("reference_id") == ref.id:
             seg.windows, seg.unconfirmed = int(state["windows"]), int(state["unconfirmed"])
-            seg.cusum = float(state.get("cusum", 0.0))  # absent in a state saved before the detector
-            seg.run = int(state.get("run", 0))
+            # A state saved before the detector has no sums, one saved before pairs a single one.
+            seg.cusum = [float(v) for v in np.atleast_1d(state.get("cusum", []))]
+            seg.run = [int(v) for v in np.atleast_1d(state.get("run", []))]
             for name, d in state["debouncers"].items():
                 seg.debouncers[name] = Debouncer(self._open_after(name), self.settings.close_after,
                                                  int(d["above"]), int(d["below"]), str(d["incident"]))
@@ -243,7 +252,7 @@ class DriftDetector:
                         np.stack([i.vector for i in inputs]).astype(np.float32),
                         [i.text for i in inputs], [i.time for i in inputs])
         seg.model = build_model(ref, self.settings)
-        seg.cusum, seg.run = 0.0, 0
+        seg.cusum, seg.run = [], []
         self.new_references.append(ref)
 
     def _grow(self, seg: _Segment, item: Input) -> None:
@@ -300,13 +309,23 @@ class DriftDetector:
         if model.sequential is not None and seg.pending:
             # The highest the sum reached in the window: a crossing mid-window counts.
             th = model.calibration.thresholds[CUSUM]
-            path = cusum_path(seg.cusum, model.sequential.increments(recent[-len(seg.pending):], self._rng),
-                              cap=1.25 * th.upper)
-            seg.cusum = float(path[-1])
-            zeros = np.flatnonzero(path == 0.0)
-            seg.run = len(path) - 1 - int(zeros[-1]) if len(zeros) else seg.run + len(path)
-            values[CUSUM] = (float(path.max()), th.window)
+            incs = model.sequential.increments(recent[-len(seg.pending):], self._rng,
+                                               self._before(seg, len(seg.pending), model.sequential.history_len()))
+            if len(seg.cusum) != len(incs) or len(seg.run) != len(incs):  # new, or saved by another version
+                seg.cusum, seg.run = [0.0] * len(incs), [0] * len(incs)
+            paths = [cusum_path(start, row, cap=1.25 * th.upper)
+                     for start, row in zip(seg.cusum, incs, strict=True)]
+            seg.run = [_run_after(path, run) for path, run in zip(paths, seg.run, strict=True)]
+            seg.cusum = [float(path[-1]) for path in paths]
+            values[CUSUM] = (max(float(path.max()) for path in paths), th.window)
         return values, labels
+
+    @staticmethod
+    def _before(seg: _Segment, tail: int, n: int) -> NDArray[np.float32] | None:
+        """The ``n`` inputs before the newest ``tail`` ones (fewer just after a reference; None
+        when there are none: the sequential detector then scores distance alone)."""
+        older = list(seg.sample)[-(tail + n):-tail] if n else []
+        return np.stack([i.vector for i in older]) if older else None
 
     def _window(self, seg: _Segment, sampling_rate: float) -> list[dict[str, Any]]:
         model = seg.model
@@ -411,12 +430,15 @@ class DriftDetector:
         Otherwise, or when the run is too short (just after a hand-over), the group among the
         newest ``_NAMING_POOL`` (a 5 % topic is 2-5 inputs of a 50-100 window, too few to be seen
         as a group)."""
-        if name == CUSUM and model.sequential is not None and seg.run > 0:
-            run = list(seg.sample)[-min(seg.run, _NAMING_POOL):]
+        # The sum that is highest carried the alarm; its run and its p-values name it.
+        lead = int(np.argmax(seg.cusum)) if seg.cusum and len(seg.run) == len(seg.cusum) else -1
+        if name == CUSUM and model.sequential is not None and lead >= 0 and seg.run[lead] > 0:
+            run = list(seg.sample)[-min(seg.run[lead], _NAMING_POOL):]
             texts, vectors = [i.text for i in run], np.stack([i.vector for i in run])
-            found = new_group(model.neighbourhood, vectors, texts) or evidence_group(
-                model.sequential.pvalues(vectors, np.random.default_rng(self.settings.seed)), texts,
-                p_max=_EVIDENCE_P)
+            before = self._before(seg, len(run), model.sequential.history_len())
+            pvalues = model.sequential.pvalues(vectors, np.random.default_rng(self.settings.seed), before)
+            found = new_group(model.neighbourhood, vectors, texts) or evidence_group(pvalues[lead], texts,
+                                                                                    p_max=_EVIDENCE_P)
             if found is not None:
                 return found, texts
         recent = list(seg.sample)[-_NAMING_POOL:]

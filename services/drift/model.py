@@ -60,6 +60,10 @@ class DetectorSettings:
     # Chosen on the benchmark's two corpora (docs/drift.md); any fair mixture keeps the guarantee.
     cusum_bets: tuple[float, ...] = (0.1, 0.2, 0.4)
     cusum_power: float = 0.2
+    # Pairs (sequential.py): each input's statistic also asks whether recent inputs outside its
+    # session are closer to it than the reference is; inputs of a new topic resemble each other.
+    # The live inputs looked at, before an input's session (0: distance alone).
+    cusum_pair_window: int = 400
     # Inputs beyond this quantile of held-out distances to every centroid are "novel".
     novelty_quantile: float = 95.0
     # Share of the reference (in arrival order) the models are fitted on; the rest calibrates.
@@ -192,7 +196,8 @@ def build_model(ref: Reference, s: DetectorSettings) -> Model:
         # Over the whole reference: each input is scored leaving its own session out, so the fit
         # and calibration halves are not needed (and twice the neighbours sharpen the score).
         sequential = SequentialNovelty.fit(ref.vectors, k=s.cusum_k, bets=s.cusum_bets, power=s.cusum_power,
-                                           block_len=s.block_len, alpha=alpha / s.window, rng=rng)
+                                           block_len=s.block_len, alpha=alpha / s.window, rng=rng,
+                                           window=s.cusum_pair_window)
         c = sequential.calibration
         thresholds[CUSUM] = DetectorThreshold(CUSUM, s.window * max(s.novelty_multiples, default=1), c.threshold,
                                               c.lower, c.alpha, c.null_mean, c.null_p95)

@@ -40,7 +40,11 @@ from llmgw.services.drift.calibrate import block_bootstrap_stream
 from llmgw.services.drift.stats import Matrix, top_k_mean
 
 __all__ = ["CusumCalibration", "SequentialNovelty", "bet_increments", "calibrate_cusum", "cusum_path",
-           "knn_dissimilarity", "leave_session_out_scores"]
+           "knn_dissimilarity", "leave_session_out_scores", "live_margins", "session_out_margins"]
+
+# A repeat (a retry, a template filled in the same way) is not a second input of a topic: pairs
+# this similar count for neither side of a margin.
+_DUPLICATE = 0.98
 
 
 def knn_dissimilarity(reference: Matrix, x: Matrix, k: int) -> NDArray[np.float64]:
@@ -59,6 +63,50 @@ def leave_session_out_scores(reference: Matrix, k: int, block_len: int) -> NDArr
     sim[near] = -np.inf
     # A tiny reference (a demo's) has fewer than k inputs outside a session: use what there is.
     return 1.0 - top_k_mean(sim, max(1, min(k, n - 2 * gap - 1))).astype(np.float64)
+
+
+def _nearest(sim: NDArray[np.float32], allowed: NDArray[np.bool_]) -> NDArray[np.float64]:
+    """Row-wise highest similarity among the allowed columns, repeats left out (-1 when none)."""
+    return np.where(allowed & (sim < _DUPLICATE), sim, -1.0).max(axis=1, initial=-1.0).astype(np.float64)
+
+
+def session_out_margins(reference: Matrix, window: int, block_len: int) -> NDArray[np.float64]:
+    """Each reference input's pair margin as live traffic would give it (``live_margins``): its
+    nearest among the ``window`` inputs before its session (in arrival order, circularly) minus its
+    nearest among the rest of the reference (all but that window and its own session). The rest is
+    ``window`` inputs smaller than a live input's reference, which only makes these margins larger:
+    the null errs towards fewer alarms."""
+    n = len(reference)
+    sim = reference @ reference.T
+    lag = (np.arange(n)[:, None] - np.arange(n)[None, :]) % n
+    before = (lag > block_len) & (lag <= block_len + window)
+    rest = (lag > block_len + window) & (lag < n - block_len)
+    return _nearest(sim, before) - _nearest(sim, rest)
+
+
+def live_margins(reference: Matrix, history: Matrix, x: Matrix, window: int, block_len: int) -> NDArray[np.float64]:
+    """Each row of ``x``'s pair margin: its nearest among the ``window`` live inputs before its own
+    session (the ``block_len`` inputs just before it are taken for its session) minus its nearest
+    reference input. ``history`` holds the inputs before ``x``, newest last."""
+    stream = np.vstack([history, x]) if len(history) else x
+    lag = (len(history) + np.arange(len(x)))[:, None] - np.arange(len(stream))[None, :]
+    before = (lag > block_len) & (lag <= block_len + window)
+    everywhere = np.ones((len(x), len(reference)), dtype=bool)
+    return _nearest(x @ stream.T, before) - _nearest(x @ reference.T, everywhere)
+
+
+def _tail_share(sorted_null: NDArray[np.float64], v: NDArray[np.float64], *, own: bool = False
+                ) -> NDArray[np.float64]:
+    """(null values >= v, plus one) / (n + 1): a rank p-value; ``own`` when ``v`` are the null's
+    own values (each already counts itself)."""
+    n = len(sorted_null)
+    return (n - np.searchsorted(sorted_null, v, side="left") + (0 if own else 1)) / (n + 1)
+
+
+def _fisher(score_p: NDArray[np.float64], margin_p: NDArray[np.float64]) -> NDArray[np.float64]:
+    """Fisher's combination: large when both are smallish (a new topic's inputs are somewhat far
+    and somewhat paired), which neither shows alone at 5 % of traffic."""
+    return -np.log(score_p) - np.log(margin_p)
 
 
 def bet_increments(u: NDArray[np.float64], bets: tuple[float, ...], power: float) -> NDArray[np.float64]:
@@ -83,7 +131,7 @@ class CusumCalibration:
     threshold: float  # h
     lower: float  # S below it for close_after windows closes an incident (the null's 90th percentile)
     alpha: float  # per-input false-alarm probability h was chosen for
-    independent_bound: float  # ln(1/alpha): h for independent inputs with uniform p-values
+    independent_bound: float  # ln(m/alpha): h for m sums over independent inputs with uniform p-values
     decay: float  # fitted d ln(alarm rate) / dh in the simulation (1 for independent inputs)
     null_mean: float
     null_p95: float
@@ -94,27 +142,30 @@ def calibrate_cusum(scores: NDArray[np.float64], *, alpha: float, bets: tuple[fl
                     length: int = 8000) -> CusumCalibration:
     """The CUSUM threshold for a per-input false-alarm probability ``alpha`` (module docstring):
     ``replicates`` simulated streams of ``length`` inputs, each scored against its own replicate
-    of the reference's scores (``scores`` in arrival order)."""
-    n = len(scores)
-    bound = float(np.log(1.0 / alpha))
+    of the reference's scores (``scores`` in arrival order). With several statistics per input
+    (``scores`` of shape (statistics, n)), one CUSUM runs on each and an alarm is any of them
+    reaching ``h``: they are simulated on the same inputs, so their dependence is in the rate."""
+    stats = np.atleast_2d(np.asarray(scores, dtype=np.float64))
+    m, n = stats.shape
+    bound = float(np.log(m / alpha))  # a union bound over the m sums
     if n < 4:
         return CusumCalibration(bound, bound / 4, alpha, bound, 1.0, 0.0, 0.0)
-    incs = np.empty((replicates, length))
+    incs = np.empty((replicates, m, length))
     for r in range(replicates):
-        cal = np.sort(scores[block_bootstrap_stream(n, n, block_len, rng)])
-        live = scores[block_bootstrap_stream(n, length, block_len, rng)]
-        incs[r] = bet_increments(_pvalues(cal, live, rng), bets, power)
+        cal, live = block_bootstrap_stream(n, n, block_len, rng), block_bootstrap_stream(n, length, block_len, rng)
+        for i in range(m):
+            incs[r, i] = bet_increments(_pvalues(np.sort(stats[i, cal]), stats[i, live], rng), bets, power)
     grid = np.arange(1.0, max(bound, 2.0) + 0.5, 0.5)
-    s = np.zeros((replicates, len(grid) + 1))  # the last column never restarts: the null's level
+    s = np.zeros((replicates, m, len(grid) + 1))  # the last column never restarts: the null's level
     alarms = np.zeros(len(grid))
     level = np.empty((length, replicates))
     top = np.r_[grid, np.inf]
     for t in range(length):
-        s = np.maximum(s + incs[:, t, None], 0.0)
-        hit = s >= top
+        s = np.maximum(s + incs[:, :, t, None], 0.0)
+        hit = (s >= top).any(axis=1)  # (replicates, grid + 1): any sum crossed
         alarms += hit[:, :-1].sum(axis=0)
-        s[hit] = 0.0
-        level[t] = s[:, -1]
+        s[np.broadcast_to(hit[:, None, :], s.shape)] = 0.0
+        level[t] = s[:, :, -1].max(axis=1)
     rate = alarms / (replicates * length)
     # The alarm rate decays exponentially in h: fit where the simulation has counted enough alarms.
     seen = alarms >= 20
@@ -131,7 +182,8 @@ def calibrate_cusum(scores: NDArray[np.float64], *, alpha: float, bets: tuple[fl
 
 @dataclass(frozen=True)
 class SequentialNovelty:
-    """A reference's kNN scorer, null scores and CUSUM calibration."""
+    """A reference's kNN scorer, null scores and CUSUM calibration; with a pair ``window`` a second
+    statistic per input, distance and pair margin combined (module docstring, "Pairs")."""
 
     reference: Matrix
     null_scores: NDArray[np.float64]  # sorted
@@ -139,21 +191,55 @@ class SequentialNovelty:
     bets: tuple[float, ...]
     power: float
     calibration: CusumCalibration
+    window: int = 0
+    block_len: int = 0
+    null_margins: NDArray[np.float64] | None = None  # sorted
+    null_combined: NDArray[np.float64] | None = None  # sorted
 
     @classmethod
     def fit(cls, reference: Matrix, *, k: int, bets: tuple[float, ...], power: float, block_len: int, alpha: float,
-            rng: np.random.Generator) -> SequentialNovelty:
+            rng: np.random.Generator, window: int = 0) -> SequentialNovelty:
         scores = leave_session_out_scores(reference, k, block_len)
-        cal = calibrate_cusum(scores, alpha=alpha, bets=bets, power=power, block_len=block_len, rng=rng)
-        return cls(reference, np.sort(scores), k, bets, power, cal)
+        # The pair window needs a reference with room for it, its session and a rest to compare
+        # against (a demo's reference has none: distance alone).
+        window = min(window, (len(reference) - 2 * block_len) // 3)
+        if window < 2:
+            cal = calibrate_cusum(scores, alpha=alpha, bets=bets, power=power, block_len=block_len, rng=rng)
+            return cls(reference, np.sort(scores), k, bets, power, cal)
+        margins = session_out_margins(reference, window, block_len)
+        null_scores, null_margins = np.sort(scores), np.sort(margins)
+        combined = _fisher(_tail_share(null_scores, scores, own=True), _tail_share(null_margins, margins, own=True))
+        cal = calibrate_cusum(np.vstack([scores, combined]), alpha=alpha, bets=bets, power=power,
+                              block_len=block_len, rng=rng)
+        return cls(reference, null_scores, k, bets, power, cal, window, block_len, null_margins, np.sort(combined))
 
-    def pvalues(self, x: Matrix, rng: np.random.Generator) -> NDArray[np.float64]:
-        """Each input's conformal p-value (in order): small when it is far from the reference."""
-        return _pvalues(self.null_scores, knn_dissimilarity(self.reference, x, self.k), rng)
+    @property
+    def statistics(self) -> int:
+        """How many sums run: distance, and distance with pairs when there is a pair window."""
+        return 1 if self.null_combined is None else 2
 
-    def increments(self, x: Matrix, rng: np.random.Generator) -> NDArray[np.float64]:
-        """Each input's bet (in order)."""
-        return bet_increments(self.pvalues(x, rng), self.bets, self.power)
+    def history_len(self) -> int:
+        """How many inputs before a batch ``pvalues`` looks at."""
+        return 0 if self.null_combined is None else self.window + self.block_len
+
+    def pvalues(self, x: Matrix, rng: np.random.Generator, history: Matrix | None = None) -> NDArray[np.float64]:
+        """Each input's conformal p-values, one row per statistic (inputs in order): small when
+        it is far from the reference; in the second row, also when the recent inputs outside its
+        session (``history``: the ``history_len()`` inputs before ``x``, newest last) are closer to
+        it than the reference is. Each row is uniform on traffic like the reference."""
+        scores = knn_dissimilarity(self.reference, x, self.k)
+        rows = [_pvalues(self.null_scores, scores, rng)]
+        if self.null_margins is not None and self.null_combined is not None:
+            before = history if history is not None else x[:0]
+            margins = live_margins(self.reference, before, x, self.window, self.block_len)
+            combined = _fisher(_tail_share(self.null_scores, scores), _tail_share(self.null_margins, margins))
+            rows.append(_pvalues(self.null_combined, combined, rng))
+        return np.vstack(rows)
+
+    def increments(self, x: Matrix, rng: np.random.Generator, history: Matrix | None = None) -> NDArray[np.float64]:
+        """Each input's bet, one row per statistic (inputs in order)."""
+        p = self.pvalues(x, rng, history)
+        return np.vstack([bet_increments(row, self.bets, self.power) for row in p])
 
 
 def cusum_path(start: float, increments: NDArray[np.float64], cap: float) -> NDArray[np.float64]:

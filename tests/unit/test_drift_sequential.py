@@ -75,9 +75,9 @@ def test_a_new_topic_at_five_percent_crosses_and_stationary_traffic_does_not() -
     seq = SequentialNovelty.fit(_vectors(topics.stream(600, BASE)), k=5, bets=BETS, power=POWER, block_len=10,
                                 alpha=ALPHA, rng=rng)
     h = seq.calibration.threshold
-    quiet = cusum_path(0.0, seq.increments(_vectors(topics.stream(6000, BASE)), rng), cap=np.inf)
+    quiet = cusum_path(0.0, seq.increments(_vectors(topics.stream(6000, BASE)), rng)[0], cap=np.inf)
     assert quiet.max() < h
-    shifted = cusum_path(0.0, seq.increments(_vectors(topics.stream(1000, NEW)), rng), cap=np.inf)
+    shifted = cusum_path(0.0, seq.increments(_vectors(topics.stream(1000, NEW)), rng)[0], cap=np.inf)
     assert shifted.max() >= h, (shifted.max(), h)
 
 
