@@ -18,6 +18,7 @@ from llmgw.services.drift.sequential import (
     cusum_path,
     knn_dissimilarity,
     leave_session_out_scores,
+    live_margins,
 )
 from tests.drift_synth import Topics, close_sessions
 
@@ -67,6 +68,60 @@ def test_the_threshold_carries_runs_of_small_p_values_beyond_the_independent_bou
     runs = np.sort(iid).reshape(-1, 10)[rng.permutation(60)].ravel()
     bursty = calibrate_cusum(runs, alpha=ALPHA, bets=BETS, power=POWER, block_len=10, rng=rng)
     assert bursty.threshold > plain.threshold * 1.3 and bursty.decay < plain.decay
+
+
+def _next_topic(topics: Topics, n: int, share: float, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """Stationary traffic with a new topic next to the first at ``share``: its centre 0.7 from the
+    first topic's, its inputs tight around it (0.3, the known topics' 0.6). Each of its inputs is
+    only somewhat far from the reference; they are much closer to one another. The stream, and
+    which of its inputs are the new topic's."""
+    live = _vectors(topics.stream(n, BASE))
+    dim = live.shape[1]
+    own = rng.standard_normal(dim)
+    centre = topics.centers[0] + 0.7 * own / np.linalg.norm(own)
+    new = rng.random(n) < share
+    for i in np.flatnonzero(new):
+        v = centre + 0.3 * rng.standard_normal(dim) / np.sqrt(dim)
+        live[i] = v / np.linalg.norm(v)
+    return live, new
+
+
+def test_pair_p_values_stay_uniform_on_session_traffic() -> None:
+    """The pair statistic's null is the reference's own inputs against the window before their
+    session: on fresh traffic like it (sessions of a topic in a row), its p-values are uniform."""
+    topics = Topics(seed=21)
+    seq = SequentialNovelty.fit(_vectors(topics.stream(1200, BASE)), k=5, bets=BETS, power=POWER, block_len=10,
+                                alpha=ALPHA, rng=np.random.default_rng(0), window=300)
+    assert seq.statistics == 2 and seq.history_len() == 310
+    fresh = _vectors(topics.stream(4000, BASE))
+    p = seq.pvalues(fresh[310:], np.random.default_rng(1), history=fresh[:310])
+    assert p.shape == (2, 4000 - 310)
+    for row in p:
+        assert 0.42 < row.mean() < 0.58 and (row < 0.05).mean() < 0.08, (row.mean(), (row < 0.05).mean())
+
+
+def test_a_close_knit_new_topic_is_found_with_its_pairs_not_by_its_distance_alone() -> None:
+    """Fails without pairs: a new topic at 5 % whose inputs are only somewhat far from the
+    reference (distance alone stays far below its threshold) but close to one another."""
+    topics, rng = Topics(seed=23), np.random.default_rng(123)
+    ref = _vectors(topics.stream(2000, BASE))
+    live, new = _next_topic(topics, 3000, 0.05, rng)
+    alone = SequentialNovelty.fit(ref, k=5, bets=BETS, power=POWER, block_len=10, alpha=ALPHA,
+                                  rng=np.random.default_rng(0))
+    paired = SequentialNovelty.fit(ref, k=5, bets=BETS, power=POWER, block_len=10, alpha=ALPHA,
+                                   rng=np.random.default_rng(0), window=400)
+    assert alone.statistics == 1
+    top_alone = cusum_path(0.0, alone.increments(live, np.random.default_rng(1))[0], cap=np.inf).max()
+    assert top_alone < alone.calibration.threshold
+    incs = paired.increments(live, np.random.default_rng(1))
+    distance, pairs = (cusum_path(0.0, row, cap=np.inf).max() for row in incs)
+    assert distance < paired.calibration.threshold <= pairs, (distance, pairs, paired.calibration.threshold)
+    # What carried it: the new inputs' distances are only somewhat small, their pair margins
+    # are past what the reference's own inputs show.
+    later = new & (np.arange(len(live)) >= 1000)
+    assert np.median(paired.pvalues(live, np.random.default_rng(2))[0][later]) > 0.02
+    margins = live_margins(ref, live[:0], live, 400, 10)
+    assert np.median(margins[later]) > np.quantile(paired.null_margins, 0.95)
 
 
 def test_a_new_topic_at_five_percent_crosses_and_stationary_traffic_does_not() -> None:
