@@ -26,7 +26,22 @@ another block-bootstrap replicate of the reference — counts the alarms at a gr
 fits the exponential decay of the alarm rate in ``h`` and extrapolates it to ``alpha``; the
 threshold is the larger of that and the independent-input bound.
 
-Pure numpy; the detector (``detector``) keeps one ``S`` per segment.
+**Pairs.** At 5 % of traffic, a new topic's inputs are often only somewhat far from the
+reference one by one (on MiniLM's Debian descriptions about 1,600 inputs of the distance alone
+before any detector of it could decide). What sets them apart is that they resemble each other.
+Each input's **pair margin** is its nearest among the ``window`` live inputs before its session
+minus its nearest reference input (repeats, similarity >= 0.98, count for neither): positive when
+something recent is closer to it than anything the reference holds. Its null is the reference's
+own inputs, each against the ``window`` reference inputs before its session and the rest of the
+reference (``session_out_margins``). The margin alone is weak on real text; combined with the
+distance by Fisher's rule (``-ln p_distance - ln p_margin``, ranked against the reference's own
+combinations: a conformal p-value again) it catches inputs that are somewhat far *and* somewhat
+paired. A second CUSUM runs on it beside the distance's own (which keeps the inputs that are
+far but unpaired: a new kind of varied texts); an alarm is either reaching ``h``, calibrated on
+both at once (``calibrate_cusum`` with two statistics: the same simulated inputs feed both sums,
+and the independent-input bound becomes ``ln(2/alpha)``).
+
+Pure numpy; the detector (``detector``) keeps one ``S`` per statistic and segment.
 """
 
 from __future__ import annotations

@@ -41,6 +41,8 @@ class DriftSettings(ServiceSettings):
     close_after: int = 3
     false_alarms_per_month: float = 1.0
     expected_segments: int = 1
+    # The sequential detector's pair window (docs/drift.md "novelty-cusum"); 0: distance alone.
+    cusum_pair_window: int = 400
     # Segments: any of tenant, route, prompt, label, joined with '/'; the global segment is '*'.
     # The ingress's REQUEST_EVENTS_KEY_BY must be these fields or a subset (one segment, one partition).
     segment_by: str = "tenant,route,prompt,label"
@@ -77,7 +79,8 @@ class DriftSettings(ServiceSettings):
             reference_size=self.reference_size, provisional_size=self.provisional_size, window=self.window_size,
             block_len=self.block_len,
             open_after=self.open_after, close_after=self.close_after,
-            false_alarms_per_month=self.false_alarms_per_month, expected_segments=self.expected_segments)
+            false_alarms_per_month=self.false_alarms_per_month, expected_segments=self.expected_segments,
+            cusum_pair_window=self.cusum_pair_window)
 
     def segment_fields(self) -> tuple[str, ...]:
         return tuple(f.strip() for f in self.segment_by.split(",") if f.strip())
