@@ -322,8 +322,9 @@ class DriftDetector:
 
     @staticmethod
     def _before(seg: _Segment, tail: int, n: int) -> NDArray[np.float32] | None:
-        """The ``n`` inputs before the newest ``tail`` ones (fewer just after a reference; None
-        when there are none: the sequential detector then scores distance alone)."""
+        """The ``n`` inputs before the newest ``tail`` ones: the sequential detector's pair window
+        (fewer just after a hand-over; None when there are none: the batch's own inputs are then
+        all the window it has)."""
         older = list(seg.sample)[-(tail + n):-tail] if n else []
         return np.stack([i.vector for i in older]) if older else None
 
