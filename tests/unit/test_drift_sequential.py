@@ -177,3 +177,23 @@ def test_a_new_kind_of_input_too_varied_to_form_a_group_is_named_by_the_inputs_t
     group = opened[0]["clusters"][0]
     assert group["cell"] == "new" and group["basis"] == "evidence", (group.get("examples"), group.get("size"))
     assert len(group["examples"]) == 4 and all(e.startswith("scattered") for e in group["examples"])
+
+
+def test_each_sum_goes_to_the_replica_that_takes_the_segment_over_and_an_older_state_still_adopts() -> None:
+    topics = Topics(seed=29)
+    first = DriftDetector(DetectorSettings(reference_size=600, window=50))
+    first.observe("s", topics.stream(600, BASE))
+    first.observe("s", topics.stream(500, NEW))
+    ref, state = first.reference("s"), first.export_state("s")
+    (recent,) = first.recent_samples({"s"})
+    assert ref is not None and state is not None
+    assert len(state["cusum"]) == len(state["run"]) == 2 and max(state["cusum"]) > 0, state["cusum"]
+    second = DriftDetector(DetectorSettings(reference_size=600, window=50))
+    second.adopt(ref, recent, state)
+    assert (second.export_state("s") or {})["cusum"] == state["cusum"]
+    # A state saved before pairs holds one sum: adopted, the sums start over at the next window.
+    older = DriftDetector(DetectorSettings(reference_size=600, window=50))
+    older.adopt(ref, recent, {**state, "cusum": 3.0, "run": 40})
+    recs = older.observe("s", topics.stream(50, BASE))
+    assert [r for r in recs if r["type"] == "window"]
+    assert len((older.export_state("s") or {})["cusum"]) == 2
