@@ -65,7 +65,11 @@ _DUPLICATE = 0.98
 def knn_dissimilarity(reference: Matrix, x: Matrix, k: int) -> NDArray[np.float64]:
     """One minus the mean cosine similarity of each row of ``x`` to its ``k`` nearest reference
     rows (unit vectors)."""
-    return 1.0 - top_k_mean(x @ reference.T, k).astype(np.float64)
+    return _dissimilarity(x @ reference.T, k)
+
+
+def _dissimilarity(reference_sim: Matrix, k: int) -> NDArray[np.float64]:
+    return 1.0 - top_k_mean(reference_sim, k).astype(np.float64)
 
 
 def leave_session_out_scores(reference: Matrix, k: int, block_len: int) -> NDArray[np.float64]:
@@ -80,9 +84,11 @@ def leave_session_out_scores(reference: Matrix, k: int, block_len: int) -> NDArr
     return 1.0 - top_k_mean(sim, max(1, min(k, n - 2 * gap - 1))).astype(np.float64)
 
 
-def _nearest(sim: NDArray[np.float32], allowed: NDArray[np.bool_]) -> NDArray[np.float64]:
-    """Row-wise highest similarity among the allowed columns, repeats left out (-1 when none)."""
-    return np.where(allowed & (sim < _DUPLICATE), sim, -1.0).max(axis=1, initial=-1.0).astype(np.float64)
+def _nearest(sim: NDArray[np.float32], allowed: NDArray[np.bool_] | None = None) -> NDArray[np.float64]:
+    """Row-wise highest similarity among the allowed columns (all by default), repeats left out
+    (-1 when none)."""
+    keep = sim < _DUPLICATE if allowed is None else allowed & (sim < _DUPLICATE)
+    return np.where(keep, sim, -1.0).max(axis=1, initial=-1.0).astype(np.float64)
 
 
 def session_out_margins(reference: Matrix, window: int, block_len: int) -> NDArray[np.float64]:
@@ -99,15 +105,16 @@ def session_out_margins(reference: Matrix, window: int, block_len: int) -> NDArr
     return _nearest(sim, before) - _nearest(sim, rest)
 
 
-def live_margins(reference: Matrix, history: Matrix, x: Matrix, window: int, block_len: int) -> NDArray[np.float64]:
+def live_margins(reference_sim: Matrix, history: Matrix, x: Matrix, window: int, block_len: int
+                 ) -> NDArray[np.float64]:
     """Each row of ``x``'s pair margin: its nearest among the ``window`` live inputs before its own
     session (the ``block_len`` inputs just before it are taken for its session) minus its nearest
-    reference input. ``history`` holds the inputs before ``x``, newest last."""
+    reference input (``reference_sim``: ``x`` against the reference, which the distance scores
+    use too). ``history`` holds the inputs before ``x``, newest last."""
     stream = np.vstack([history, x]) if len(history) else x
     lag = (len(history) + np.arange(len(x)))[:, None] - np.arange(len(stream))[None, :]
     before = (lag > block_len) & (lag <= block_len + window)
-    everywhere = np.ones((len(x), len(reference)), dtype=bool)
-    return _nearest(x @ stream.T, before) - _nearest(x @ reference.T, everywhere)
+    return _nearest(x @ stream.T, before) - _nearest(reference_sim)
 
 
 def _tail_share(sorted_null: NDArray[np.float64], v: NDArray[np.float64], *, own: bool = False
@@ -242,11 +249,12 @@ class SequentialNovelty:
         it is far from the reference; in the second row, also when the recent inputs outside its
         session (``history``: the ``history_len()`` inputs before ``x``, newest last) are closer to
         it than the reference is. Each row is uniform on traffic like the reference."""
-        scores = knn_dissimilarity(self.reference, x, self.k)
+        sim = x @ self.reference.T  # once for the distance and the margin
+        scores = _dissimilarity(sim, self.k)
         rows = [_pvalues(self.null_scores, scores, rng)]
         if self.null_margins is not None and self.null_combined is not None:
             before = history if history is not None else x[:0]
-            margins = live_margins(self.reference, before, x, self.window, self.block_len)
+            margins = live_margins(sim, before, x, self.window, self.block_len)
             combined = _fisher(_tail_share(self.null_scores, scores), _tail_share(self.null_margins, margins))
             rows.append(_pvalues(self.null_combined, combined, rng))
         return np.vstack(rows)

@@ -120,7 +120,7 @@ def test_a_close_knit_new_topic_is_found_with_its_pairs_not_by_its_distance_alon
     # are past what the reference's own inputs show.
     later = new & (np.arange(len(live)) >= 1000)
     assert np.median(paired.pvalues(live, np.random.default_rng(2))[0][later]) > 0.02
-    margins = live_margins(ref, live[:0], live, 400, 10)
+    margins = live_margins(live @ ref.T, live[:0], live, 400, 10)
     assert np.median(margins[later]) > np.quantile(paired.null_margins, 0.95)
 
 
