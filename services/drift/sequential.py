@@ -54,7 +54,7 @@ from numpy.typing import NDArray
 from llmgw.services.drift.calibrate import block_bootstrap_stream
 from llmgw.services.drift.stats import Matrix, top_k_mean
 
-__all__ = ["CusumCalibration", "SequentialNovelty", "bet_increments", "calibrate_cusum", "cusum_path",
+__all__ = ["CusumCalibration", "PairNull", "SequentialNovelty", "bet_increments", "calibrate_cusum", "cusum_path",
            "knn_dissimilarity", "leave_session_out_scores", "live_margins", "session_out_margins"]
 
 # A repeat (a retry, a template filled in the same way) is not a second input of a topic: pairs
@@ -203,6 +203,17 @@ def calibrate_cusum(scores: NDArray[np.float64], *, alpha: float, bets: tuple[fl
 
 
 @dataclass(frozen=True)
+class PairNull:
+    """What the pair statistic needs besides the distance's: its window and the reference's own
+    margins and combinations (both sorted)."""
+
+    window: int
+    block_len: int
+    margins: NDArray[np.float64]
+    combined: NDArray[np.float64]
+
+
+@dataclass(frozen=True)
 class SequentialNovelty:
     """A reference's kNN scorer, null scores and CUSUM calibration; with a pair ``window`` a second
     statistic per input, distance and pair margin combined (module docstring, "Pairs")."""
@@ -213,10 +224,7 @@ class SequentialNovelty:
     bets: tuple[float, ...]
     power: float
     calibration: CusumCalibration
-    window: int = 0
-    block_len: int = 0
-    null_margins: NDArray[np.float64] | None = None  # sorted
-    null_combined: NDArray[np.float64] | None = None  # sorted
+    pairs: PairNull | None = None  # None: distance alone
 
     @classmethod
     def fit(cls, reference: Matrix, *, k: int, bets: tuple[float, ...], power: float, block_len: int, alpha: float,
@@ -233,16 +241,17 @@ class SequentialNovelty:
         combined = _fisher(_tail_share(null_scores, scores, own=True), _tail_share(null_margins, margins, own=True))
         cal = calibrate_cusum(np.vstack([scores, combined]), alpha=alpha, bets=bets, power=power,
                               block_len=block_len, rng=rng)
-        return cls(reference, null_scores, k, bets, power, cal, window, block_len, null_margins, np.sort(combined))
+        return cls(reference, null_scores, k, bets, power, cal,
+                   PairNull(window, block_len, null_margins, np.sort(combined)))
 
     @property
     def statistics(self) -> int:
         """How many sums run: distance, and distance with pairs when there is a pair window."""
-        return 1 if self.null_combined is None else 2
+        return 1 if self.pairs is None else 2
 
     def history_len(self) -> int:
         """How many inputs before a batch ``pvalues`` looks at."""
-        return 0 if self.null_combined is None else self.window + self.block_len
+        return 0 if self.pairs is None else self.pairs.window + self.pairs.block_len
 
     def pvalues(self, x: Matrix, rng: np.random.Generator, history: Matrix | None = None) -> NDArray[np.float64]:
         """Each input's conformal p-values, one row per statistic (inputs in order): small when
@@ -252,11 +261,11 @@ class SequentialNovelty:
         sim = x @ self.reference.T  # once for the distance and the margin
         scores = _dissimilarity(sim, self.k)
         rows = [_pvalues(self.null_scores, scores, rng)]
-        if self.null_margins is not None and self.null_combined is not None:
+        if (pairs := self.pairs) is not None:
             before = history if history is not None else x[:0]
-            margins = live_margins(sim, before, x, self.window, self.block_len)
-            combined = _fisher(_tail_share(self.null_scores, scores), _tail_share(self.null_margins, margins))
-            rows.append(_pvalues(self.null_combined, combined, rng))
+            margins = live_margins(sim, before, x, pairs.window, pairs.block_len)
+            combined = _fisher(_tail_share(self.null_scores, scores), _tail_share(pairs.margins, margins))
+            rows.append(_pvalues(pairs.combined, combined, rng))
         return np.vstack(rows)
 
     def increments(self, x: Matrix, rng: np.random.Generator, history: Matrix | None = None) -> NDArray[np.float64]:

@@ -121,7 +121,8 @@ def test_a_close_knit_new_topic_is_found_with_its_pairs_not_by_its_distance_alon
     later = new & (np.arange(len(live)) >= 1000)
     assert np.median(paired.pvalues(live, np.random.default_rng(2))[0][later]) > 0.02
     margins = live_margins(live @ ref.T, live[:0], live, 400, 10)
-    assert np.median(margins[later]) > np.quantile(paired.null_margins, 0.95)
+    assert paired.pairs is not None
+    assert np.median(margins[later]) > np.quantile(paired.pairs.margins, 0.95)
 
 
 def test_a_new_topic_at_five_percent_crosses_and_stationary_traffic_does_not() -> None:
