@@ -29,14 +29,19 @@ threshold is the larger of that and the independent-input bound.
 **Pairs.** At 5 % of traffic, a new topic's inputs are often only somewhat far from the
 reference one by one (on MiniLM's Debian descriptions about 1,600 inputs of the distance alone
 before any detector of it could decide). What sets them apart is that they resemble each other.
-Each input's **pair margin** is its nearest among the ``window`` live inputs before its session
-minus its nearest reference input (repeats, similarity >= 0.98, count for neither): positive when
-something recent is closer to it than anything the reference holds. Its null is the reference's
-own inputs, each against the ``window`` reference inputs before its session and the rest of the
-reference (``session_out_margins``). The margin alone is weak on real text; combined with the
-distance by Fisher's rule (``-ln p_distance - ln p_margin``, ranked against the reference's own
-combinations: a conformal p-value again) it catches inputs that are somewhat far *and* somewhat
-paired. A second CUSUM runs on it beside the distance's own (which keeps the inputs that are
+Each input's **pair statistic** counts how many of its ``k`` nearest inputs (repeats, similarity
+>= 0.98, count for neither) are among the ``window`` live inputs before its session rather than
+in the reference: a new topic's inputs find their own earlier inputs there, an ordinary input
+mostly the reference's (which holds several times as many). The margin (its nearest recent minus
+its nearest reference similarity) orders equal counts. A count keeps its weight when the
+reference holds a few inputs of the topic (a rare topic grown common) or one stray look-alike,
+which take a single-nearest margin to zero. Its null is the reference's own inputs, each against
+the ``window`` reference inputs before its session and the rest of the reference
+(``session_out_pairs``); a live input is compared with a fixed subset of the reference as large
+as that rest, so both meet the same numbers of each. The pair statistic alone is weak on real
+text; combined with the distance by Fisher's rule (``-ln p_distance - ln p_pairs``, ranked
+against the reference's own combinations: a conformal p-value again) it catches inputs that are
+somewhat far *and* somewhat paired. A second CUSUM runs on it beside the distance's own (which keeps the inputs that are
 far but unpaired: a new kind of varied texts); an alarm is either reaching ``h``, calibrated on
 both at once (``calibrate_cusum`` with two statistics: the same simulated inputs feed both sums,
 and the independent-input bound becomes ``ln(2/alpha)``).
@@ -55,10 +60,10 @@ from llmgw.services.drift.calibrate import block_bootstrap_stream
 from llmgw.services.drift.stats import Matrix, top_k_mean
 
 __all__ = ["CusumCalibration", "PairNull", "SequentialNovelty", "bet_increments", "calibrate_cusum", "cusum_path",
-           "knn_dissimilarity", "leave_session_out_scores", "live_margins", "session_out_margins"]
+           "knn_dissimilarity", "leave_session_out_scores", "live_pairs", "rest_size", "session_out_pairs"]
 
 # A repeat (a retry, a template filled in the same way) is not a second input of a topic: pairs
-# this similar count for neither side of a margin.
+# this similar count for neither side of a pair statistic.
 _DUPLICATE = 0.98
 
 
@@ -84,37 +89,56 @@ def leave_session_out_scores(reference: Matrix, k: int, block_len: int) -> NDArr
     return 1.0 - top_k_mean(sim, max(1, min(k, n - 2 * gap - 1))).astype(np.float64)
 
 
-def _nearest(sim: NDArray[np.float32], allowed: NDArray[np.bool_] | None = None) -> NDArray[np.float64]:
-    """Row-wise highest similarity among the allowed columns (all by default), repeats left out
-    (-1 when none)."""
+def _repeats_out(sim: NDArray[np.float32], allowed: NDArray[np.bool_] | None = None) -> NDArray[np.float64]:
+    """``sim`` with the columns not allowed, and repeats, at -inf (they count for neither side)."""
     keep = sim < _DUPLICATE if allowed is None else allowed & (sim < _DUPLICATE)
-    return np.where(keep, sim, -1.0).max(axis=1, initial=-1.0).astype(np.float64)
+    return np.where(keep, sim, -np.inf).astype(np.float64)
 
 
-def session_out_margins(reference: Matrix, window: int, block_len: int) -> NDArray[np.float64]:
-    """Each reference input's pair margin as live traffic would give it (``live_margins``): its
-    nearest among the ``window`` inputs before its session (in arrival order, circularly) minus its
-    nearest among the rest of the reference (all but that window and its own session). The rest is
-    ``window`` inputs smaller than a live input's reference, which only makes these margins larger:
-    the null errs towards fewer alarms."""
+def _pair_counts(recent: NDArray[np.float64], reference: NDArray[np.float64], k: int) -> NDArray[np.float64]:
+    """Each row's pair statistic from its similarities to the recent inputs before its session
+    and to the reference (-inf: not a candidate): how many of its ``k`` nearest are recent ones,
+    plus 0.49 x (its nearest recent minus its nearest reference similarity), which orders equal
+    counts and never outweighs one."""
+    both = np.concatenate([recent, reference], axis=1)
+    k = max(1, min(k, both.shape[1]))
+    top = np.argpartition(-both, k - 1, axis=1)[:, :k]
+    count = ((top < recent.shape[1]) & np.isfinite(np.take_along_axis(both, top, axis=1))).sum(axis=1)
+    nearest = [np.maximum(m.max(axis=1, initial=-1.0), -1.0) for m in (recent, reference)]
+    return count + 0.49 * (nearest[0] - nearest[1])
+
+
+def session_out_pairs(reference: Matrix, window: int, block_len: int, k: int) -> NDArray[np.float64]:
+    """Each reference input's pair statistic as live traffic would give it (``live_pairs``): its
+    ``k`` nearest among the ``window`` inputs before its session (in arrival order, circularly)
+    and the rest of the reference (all but that window and its own session: ``rest_size``
+    inputs, as many as a live input is compared with)."""
     n = len(reference)
     sim = reference @ reference.T
     lag = (np.arange(n)[:, None] - np.arange(n)[None, :]) % n
     before = (lag > block_len) & (lag <= block_len + window)
     rest = (lag > block_len + window) & (lag < n - block_len)
-    return _nearest(sim, before) - _nearest(sim, rest)
+    return _pair_counts(_repeats_out(sim[before].reshape(n, window)),
+                        _repeats_out(sim[rest].reshape(n, rest_size(n, window, block_len))), k)
 
 
-def live_margins(reference_sim: Matrix, history: Matrix, x: Matrix, window: int, block_len: int
-                 ) -> NDArray[np.float64]:
-    """Each row of ``x``'s pair margin: its nearest among the ``window`` live inputs before its own
-    session (the ``block_len`` inputs just before it are taken for its session) minus its nearest
-    reference input (``reference_sim``: ``x`` against the reference, which the distance scores
-    use too). ``history`` holds the inputs before ``x``, newest last."""
+def rest_size(n: int, window: int, block_len: int) -> int:
+    """How many reference inputs a reference input's pair statistic is taken against (the rest)."""
+    return n - 2 * block_len - window - 1
+
+
+def live_pairs(reference_sim: Matrix, history: Matrix, x: Matrix, window: int, block_len: int, k: int
+               ) -> NDArray[np.float64]:
+    """Each row of ``x``'s pair statistic: its ``k`` nearest among the ``window`` live inputs
+    before its own session (the ``block_len`` inputs just before it are taken for its session)
+    and the reference inputs of ``reference_sim`` (``x`` against a ``rest_size`` subset of the
+    reference: the share of recent inputs among the nearest depends on how many there are of
+    each, so a live input meets the same numbers as the null's). ``history`` holds the inputs
+    before ``x``, newest last."""
     stream = np.vstack([history, x]) if len(history) else x
     lag = (len(history) + np.arange(len(x)))[:, None] - np.arange(len(stream))[None, :]
     before = (lag > block_len) & (lag <= block_len + window)
-    return _nearest(x @ stream.T, before) - _nearest(reference_sim)
+    return _pair_counts(_repeats_out(x @ stream.T, before), _repeats_out(reference_sim), k)
 
 
 def _tail_share(sorted_null: NDArray[np.float64], v: NDArray[np.float64], *, own: bool = False
@@ -125,10 +149,10 @@ def _tail_share(sorted_null: NDArray[np.float64], v: NDArray[np.float64], *, own
     return (n - np.searchsorted(sorted_null, v, side="left") + (0 if own else 1)) / (n + 1)
 
 
-def _fisher(score_p: NDArray[np.float64], margin_p: NDArray[np.float64]) -> NDArray[np.float64]:
+def _fisher(score_p: NDArray[np.float64], pair_p: NDArray[np.float64]) -> NDArray[np.float64]:
     """Fisher's combination: large when both are smallish (a new topic's inputs are somewhat far
     and somewhat paired), which neither shows alone at 5 % of traffic."""
-    return -np.log(score_p) - np.log(margin_p)
+    return -np.log(score_p) - np.log(pair_p)
 
 
 def bet_increments(u: NDArray[np.float64], bets: tuple[float, ...], power: float) -> NDArray[np.float64]:
@@ -204,19 +228,22 @@ def calibrate_cusum(scores: NDArray[np.float64], *, alpha: float, bets: tuple[fl
 
 @dataclass(frozen=True)
 class PairNull:
-    """What the pair statistic needs besides the distance's: its window and the reference's own
-    margins and combinations (both sorted)."""
+    """What the pair statistic needs besides the distance's: its window and ``k``, the reference
+    inputs a live input is compared with (``rest_size`` of them), and the reference's own pair
+    statistics and combinations (both sorted)."""
 
     window: int
     block_len: int
-    margins: NDArray[np.float64]
+    k: int
+    rest: NDArray[np.int64]
+    values: NDArray[np.float64]
     combined: NDArray[np.float64]
 
 
 @dataclass(frozen=True)
 class SequentialNovelty:
     """A reference's kNN scorer, null scores and CUSUM calibration; with a pair ``window`` a second
-    statistic per input, distance and pair margin combined (module docstring, "Pairs")."""
+    statistic per input, distance and pair statistic combined (module docstring, "Pairs")."""
 
     reference: Matrix
     null_scores: NDArray[np.float64]  # sorted
@@ -228,7 +255,7 @@ class SequentialNovelty:
 
     @classmethod
     def fit(cls, reference: Matrix, *, k: int, bets: tuple[float, ...], power: float, block_len: int, alpha: float,
-            rng: np.random.Generator, window: int = 0) -> SequentialNovelty:
+            rng: np.random.Generator, window: int = 0, pair_k: int = 10) -> SequentialNovelty:
         scores = leave_session_out_scores(reference, k, block_len)
         # The pair window needs a reference with room for it, its session and a rest to compare
         # against (a demo's reference has none: distance alone).
@@ -236,13 +263,14 @@ class SequentialNovelty:
         if window < 2:
             cal = calibrate_cusum(scores, alpha=alpha, bets=bets, power=power, block_len=block_len, rng=rng)
             return cls(reference, np.sort(scores), k, bets, power, cal)
-        margins = session_out_margins(reference, window, block_len)
-        null_scores, null_margins = np.sort(scores), np.sort(margins)
-        combined = _fisher(_tail_share(null_scores, scores, own=True), _tail_share(null_margins, margins, own=True))
+        paired = session_out_pairs(reference, window, block_len, pair_k)
+        null_scores, null_paired = np.sort(scores), np.sort(paired)
+        combined = _fisher(_tail_share(null_scores, scores, own=True), _tail_share(null_paired, paired, own=True))
         cal = calibrate_cusum(np.vstack([scores, combined]), alpha=alpha, bets=bets, power=power,
                               block_len=block_len, rng=rng)
+        rest = np.sort(rng.permutation(len(reference))[:rest_size(len(reference), window, block_len)])
         return cls(reference, null_scores, k, bets, power, cal,
-                   PairNull(window, block_len, null_margins, np.sort(combined)))
+                   PairNull(window, block_len, pair_k, rest, null_paired, np.sort(combined)))
 
     @property
     def statistics(self) -> int:
@@ -255,16 +283,17 @@ class SequentialNovelty:
 
     def pvalues(self, x: Matrix, rng: np.random.Generator, history: Matrix | None = None) -> NDArray[np.float64]:
         """Each input's conformal p-values, one row per statistic (inputs in order): small when
-        it is far from the reference; in the second row, also when the recent inputs outside its
-        session (``history``: the ``history_len()`` inputs before ``x``, newest last) are closer to
-        it than the reference is. Each row is uniform on traffic like the reference."""
-        sim = x @ self.reference.T  # once for the distance and the margin
+        it is far from the reference; in the second row, also when many of its nearest inputs are
+        recent ones outside its session (``history``: the ``history_len()`` inputs before ``x``,
+        newest last) rather than reference ones. Each row is uniform on traffic like the
+        reference."""
+        sim = x @ self.reference.T  # once for the distance and the pairs
         scores = _dissimilarity(sim, self.k)
         rows = [_pvalues(self.null_scores, scores, rng)]
         if (pairs := self.pairs) is not None:
             before = history if history is not None else x[:0]
-            margins = live_margins(sim, before, x, pairs.window, pairs.block_len)
-            combined = _fisher(_tail_share(self.null_scores, scores), _tail_share(pairs.margins, margins))
+            paired = live_pairs(sim[:, pairs.rest], before, x, pairs.window, pairs.block_len, pairs.k)
+            combined = _fisher(_tail_share(self.null_scores, scores), _tail_share(pairs.values, paired))
             rows.append(_pvalues(pairs.combined, combined, rng))
         return np.vstack(rows)
 

@@ -18,7 +18,7 @@ from llmgw.services.drift.sequential import (
     cusum_path,
     knn_dissimilarity,
     leave_session_out_scores,
-    live_margins,
+    live_pairs,
 )
 from tests.drift_synth import Topics, close_sessions
 
@@ -116,13 +116,28 @@ def test_a_close_knit_new_topic_is_found_with_its_pairs_not_by_its_distance_alon
     incs = paired.increments(live, np.random.default_rng(1))
     distance, pairs = (cusum_path(0.0, row, cap=np.inf).max() for row in incs)
     assert distance < paired.calibration.threshold <= pairs, (distance, pairs, paired.calibration.threshold)
-    # What carried it: the new inputs' distances are only somewhat small, their pair margins
+    # What carried it: the new inputs' distances are only somewhat small, their pair statistics
     # are past what the reference's own inputs show.
     later = new & (np.arange(len(live)) >= 1000)
     assert np.median(paired.pvalues(live, np.random.default_rng(2))[0][later]) > 0.02
-    margins = live_margins(live @ ref.T, live[:0], live, 400, 10)
     assert paired.pairs is not None
-    assert np.median(margins[later]) > np.quantile(paired.pairs.margins, 0.95)
+    stat = live_pairs(live @ ref[paired.pairs.rest].T, live[:0], live, 400, 10, paired.pairs.k)
+    assert np.median(stat[later]) > np.quantile(paired.pairs.values, 0.95)
+
+
+def test_a_rare_topic_grown_common_is_found_by_counting_its_recent_neighbours() -> None:
+    """Fails with a single-nearest pair margin: the reference holds a rare topic (1 % of it) that
+    grows to 5 %. Its inputs' nearest reference input is often one of its own, which takes the
+    margin (nearest recent minus nearest reference) to about zero; most of their ten nearest are
+    still recent ones, which the count sees."""
+    topics = Topics(seed=34)
+    ref = _vectors(topics.stream(2000, [0.4, 0.3, 0.2, 0.09, 0.01, 0.0]))
+    live = _vectors(topics.stream(1500, NEW))
+    seq = SequentialNovelty.fit(ref, k=5, bets=BETS, power=POWER, block_len=10, alpha=ALPHA,
+                                rng=np.random.default_rng(0), window=400)
+    distance, pairs = (cusum_path(0.0, row, cap=np.inf).max() for row in seq.increments(live, np.random.default_rng(1)))
+    # (with the margin instead of the count: pairs 33.7 against h 53.1)
+    assert distance < seq.calibration.threshold <= pairs, (distance, pairs, seq.calibration.threshold)
 
 
 def test_a_new_topic_at_five_percent_crosses_and_stationary_traffic_does_not() -> None:
