@@ -43,6 +43,8 @@ class DriftSettings(ServiceSettings):
     expected_segments: int = 1
     # The sequential detector's pair window (docs/drift.md "novelty-cusum"); 0: distance alone.
     cusum_pair_window: int = 400
+    # How many nearest inputs the pair statistic counts recent ones among.
+    cusum_pair_k: int = 10
     # Segments: any of tenant, route, prompt, label, joined with '/'; the global segment is '*'.
     # The ingress's REQUEST_EVENTS_KEY_BY must be these fields or a subset (one segment, one partition).
     segment_by: str = "tenant,route,prompt,label"
@@ -80,7 +82,7 @@ class DriftSettings(ServiceSettings):
             block_len=self.block_len,
             open_after=self.open_after, close_after=self.close_after,
             false_alarms_per_month=self.false_alarms_per_month, expected_segments=self.expected_segments,
-            cusum_pair_window=self.cusum_pair_window)
+            cusum_pair_window=self.cusum_pair_window, cusum_pair_k=self.cusum_pair_k)
 
     def segment_fields(self) -> tuple[str, ...]:
         return tuple(f.strip() for f in self.segment_by.split(",") if f.strip())

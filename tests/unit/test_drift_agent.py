@@ -109,10 +109,13 @@ def test_the_drift_job_reaches_a_secured_kafka_and_keeps_its_data_dir_absolute()
         broker_credentials(DriftSettings(kafka_security_protocol="TLS13"))
 
 
-def test_the_pair_window_is_a_setting_of_the_job() -> None:
-    """CUSUM_PAIR_WINDOW reaches the detector; 0 leaves the sequential detector on distance alone."""
+def test_the_pair_window_and_count_are_settings_of_the_job() -> None:
+    """CUSUM_PAIR_WINDOW and CUSUM_PAIR_K reach the detector; a window of 0 leaves the sequential
+    detector on distance alone."""
     from llmgw.kit.settings import load_settings
     from llmgw.services.drift.settings import DriftSettings
 
     assert DriftSettings().detector().cusum_pair_window == 400
     assert load_settings(DriftSettings, {"CUSUM_PAIR_WINDOW": "0"}).detector().cusum_pair_window == 0
+    assert DriftSettings().detector().cusum_pair_k == 10
+    assert load_settings(DriftSettings, {"CUSUM_PAIR_K": "20"}).detector().cusum_pair_k == 20
