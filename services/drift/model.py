@@ -65,7 +65,7 @@ class DetectorSettings:
     # The live inputs looked at, before an input's session (0: distance alone).
     cusum_pair_window: int = 400
     # How many nearest inputs (recent and reference together) the pair statistic counts in.
-    cusum_pair_k: int = 10
+    cusum_pair_k: int = 5
     # Inputs beyond this quantile of held-out distances to every centroid are "novel".
     novelty_quantile: float = 95.0
     # Share of the reference (in arrival order) the models are fitted on; the rest calibrates.

@@ -255,7 +255,7 @@ class SequentialNovelty:
 
     @classmethod
     def fit(cls, reference: Matrix, *, k: int, bets: tuple[float, ...], power: float, block_len: int, alpha: float,
-            rng: np.random.Generator, window: int = 0, pair_k: int = 10) -> SequentialNovelty:
+            rng: np.random.Generator, window: int = 0, pair_k: int = 5) -> SequentialNovelty:
         scores = leave_session_out_scores(reference, k, block_len)
         # The pair window needs a reference with room for it, its session and a rest to compare
         # against (a demo's reference has none: distance alone).

@@ -44,7 +44,7 @@ class DriftSettings(ServiceSettings):
     # The sequential detector's pair window (docs/drift.md "novelty-cusum"); 0: distance alone.
     cusum_pair_window: int = 400
     # How many nearest inputs the pair statistic counts recent ones among.
-    cusum_pair_k: int = 10
+    cusum_pair_k: int = 5
     # Segments: any of tenant, route, prompt, label, joined with '/'; the global segment is '*'.
     # The ingress's REQUEST_EVENTS_KEY_BY must be these fields or a subset (one segment, one partition).
     segment_by: str = "tenant,route,prompt,label"
