@@ -117,5 +117,5 @@ def test_the_pair_window_and_count_are_settings_of_the_job() -> None:
 
     assert DriftSettings().detector().cusum_pair_window == 400
     assert load_settings(DriftSettings, {"CUSUM_PAIR_WINDOW": "0"}).detector().cusum_pair_window == 0
-    assert DriftSettings().detector().cusum_pair_k == 10
+    assert DriftSettings().detector().cusum_pair_k == 5
     assert load_settings(DriftSettings, {"CUSUM_PAIR_K": "20"}).detector().cusum_pair_k == 20
