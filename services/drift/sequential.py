@@ -41,10 +41,10 @@ the ``window`` reference inputs before its session and the rest of the reference
 as that rest, so both meet the same numbers of each. The pair statistic alone is weak on real
 text; combined with the distance by Fisher's rule (``-ln p_distance - ln p_pairs``, ranked
 against the reference's own combinations: a conformal p-value again) it catches inputs that are
-somewhat far *and* somewhat paired. A second CUSUM runs on it beside the distance's own (which keeps the inputs that are
-far but unpaired: a new kind of varied texts); an alarm is either reaching ``h``, calibrated on
-both at once (``calibrate_cusum`` with two statistics: the same simulated inputs feed both sums,
-and the independent-input bound becomes ``ln(2/alpha)``).
+somewhat far *and* somewhat paired. A second CUSUM runs on it beside the distance's own (which
+keeps the inputs that are far but unpaired: a new kind of varied texts); an alarm is either
+reaching ``h``, calibrated on both at once (``calibrate_cusum`` with two statistics: the same
+simulated inputs feed both sums, and the independent-input bound becomes ``ln(2/alpha)``).
 
 Pure numpy; the detector (``detector``) keeps one ``S`` per statistic and segment.
 """
@@ -104,8 +104,13 @@ def _pair_counts(recent: NDArray[np.float64], reference: NDArray[np.float64], k:
     k = max(1, min(k, both.shape[1]))
     top = np.argpartition(-both, k - 1, axis=1)[:, :k]
     count = ((top < recent.shape[1]) & np.isfinite(np.take_along_axis(both, top, axis=1))).sum(axis=1)
-    nearest = [np.maximum(m.max(axis=1, initial=-1.0), -1.0) for m in (recent, reference)]
+    nearest = [m.max(axis=1, initial=-1.0) for m in (recent, reference)]  # -1: no candidate
     return count + 0.49 * (nearest[0] - nearest[1])
+
+
+def rest_size(n: int, window: int, block_len: int) -> int:
+    """How many reference inputs a reference input's pair statistic is taken against (the rest)."""
+    return n - 2 * block_len - window - 1
 
 
 def session_out_pairs(reference: Matrix, window: int, block_len: int, k: int) -> NDArray[np.float64]:
@@ -120,11 +125,6 @@ def session_out_pairs(reference: Matrix, window: int, block_len: int, k: int) ->
     rest = (lag > block_len + window) & (lag < n - block_len)
     return _pair_counts(_repeats_out(sim[before].reshape(n, window)),
                         _repeats_out(sim[rest].reshape(n, rest_size(n, window, block_len))), k)
-
-
-def rest_size(n: int, window: int, block_len: int) -> int:
-    """How many reference inputs a reference input's pair statistic is taken against (the rest)."""
-    return n - 2 * block_len - window - 1
 
 
 def live_pairs(reference_sim: Matrix, history: Matrix, x: Matrix, window: int, block_len: int, k: int
