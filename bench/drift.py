@@ -8,7 +8,7 @@ topic and a near one — human-written, offline, not template-generated. Injecti
 prompt-injection, jailbreak and exfiltration cases of this repository's eval suites.
 
     .venv/bin/python -m bench.drift [--trials 10] [--corpus stdlib|debian] [--reference 2000]
-                                    [--only false-alarms|detection|bound|throughput ...]
+                                    [--only false-alarms|detection|bound|calibration|throughput ...]
 
 Each stream starts with the segment's reference (``--reference`` inputs: scoring from the job's
 provisional size, then the reference grows to its full size and is refitted, as in the job).
@@ -33,11 +33,12 @@ from llmgw.events.v1 import events_pb2
 from llmgw.kit.embed import SentenceEmbedder
 from llmgw.services.drift.app import Batch, process_window
 from llmgw.services.drift.detector import DetectorSettings, DriftDetector, Input
+from llmgw.services.drift.sequential import bet_increments, cusum_path
 from llmgw.services.drift.stats import assign, g_test
 from llmgw.stack import REPO
 
 WINDOW = 50
-SECTIONS = ("false-alarms", "detection", "bound", "throughput")
+SECTIONS = ("false-alarms", "detection", "bound", "calibration", "throughput")
 # p-value bins for the information bound (finer where a new topic's p-values sit).
 _BOUND_EDGES = np.array([0, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0])
 
@@ -133,13 +134,13 @@ def detection(pools: dict[str, tuple[list[str], np.ndarray]], base: dict[str, fl
 
 def information_bound(pools: dict[str, tuple[list[str], np.ndarray]], base: dict[str, float], topic: str,
                       share: float, settings: DetectorSettings, seeds: int) -> tuple[float, float]:
-    """(KL in nats per input, h) for the sequential detector's per-input p-value when ``share``
-    of independent inputs come from ``topic``: the new topic's p-value distribution is taken
-    from its whole pool (binned), so KL is what an oracle knowing it exactly could gain per
-    input. By Lorden's bound no detector of this score alone, at this false-alarm rate
+    """(KL in nats per input, h), both averaged over the references, for the sequential
+    detector's per-input p-value when ``share`` of independent inputs come from ``topic``: the new
+    topic's p-value distribution is taken from its whole pool (binned), so KL is what an oracle
+    knowing it exactly could gain per input. By Lorden's bound no detector of this score alone, at this false-alarm rate
     (``h = ln(1/alpha)``), has a mean delay much below h / KL on independent arrivals."""
     width = np.diff(_BOUND_EDGES)
-    kls, h = [], 0.0
+    kls, hs = [], []
     for seed in range(seeds):
         det = DriftDetector(replace(settings, seed=seed))
         det.observe("s", Streams(pools, 2000 + seed).take(settings.reference_size, base, session=1))
@@ -148,8 +149,42 @@ def information_bound(pools: dict[str, tuple[list[str], np.ndarray]], base: dict
         u = model.sequential.pvalues(pools[topic][1], np.random.default_rng(seed))[0]  # the distance score
         mixed = (1 - share) * width + share * np.histogram(u, _BOUND_EDGES)[0] / len(u)
         kls.append(float(np.sum(mixed * np.log(mixed / width))))
-        h = model.sequential.calibration.independent_bound
-    return statistics.mean(kls), h
+        hs.append(model.sequential.calibration.independent_bound)
+    return statistics.mean(kls), statistics.mean(hs)
+
+
+def calibration(pools: dict[str, tuple[list[str], np.ndarray]], base: dict[str, float], settings: DetectorSettings,
+                session: int, seeds: int, length: int = 10_000, chunk: int = 500) -> list[dict[str, float]]:
+    """Per statistic of the sequential detector on stationary traffic (``seeds`` streams of
+    ``length`` inputs after the reference): the share of p-values below 0.01 and 0.001 (uniform
+    p-values: 1 % and 0.1 %), and each stream's highest sum over its threshold (no restart, no
+    cap). A share above nominal is evidence the threshold's simulation misses (it assumes the
+    p-values uniform); the highest sum shows what that costs."""
+    rows: list[list[np.ndarray]] = []
+    tops: list[list[float]] = []
+    for seed in range(seeds):
+        s = Streams(pools, seed)
+        reference = s.take(settings.reference_size, base, session)
+        det = DriftDetector(replace(settings, seed=seed))
+        det.observe("s", reference)
+        model = det._segments["s"].model
+        assert model is not None and model.sequential is not None
+        seq, rng = model.sequential, np.random.default_rng(seed)
+        vectors = np.stack([i.vector for i in [*reference, *s.take(length, base, session)]])
+        start, back = len(reference), seq.history_len()
+        p = np.hstack([seq.pvalues(vectors[t:t + chunk], rng, vectors[max(0, t - back):t])
+                       for t in range(start, len(vectors), chunk)])
+        h = seq.calibration.threshold
+        tops.append([float(cusum_path(0.0, bet_increments(row, seq.bets, seq.power), np.inf).max()) / h
+                     for row in p])
+        rows.append(list(p))
+    out = []
+    for i in range(len(rows[0])):
+        u = np.concatenate([r[i] for r in rows])
+        highest = [t[i] for t in tops]
+        out.append({"below_0.01": float((u < 0.01).mean()), "below_0.001": float((u < 0.001).mean()),
+                    "top_median": statistics.median(highest), "top_max": max(highest)})
+    return out
 
 
 def throughput(embedder: SentenceEmbedder, texts: list[str], settings: DetectorSettings,
@@ -217,6 +252,8 @@ def main() -> None:
         print_detection(pools, base, strict, args.trials, corpus)
     if "bound" in args.only:
         print_bound(pools, base, strict, min(args.trials, 3), corpus)
+    if "calibration" in args.only:
+        print_calibration(pools, base, strict, min(args.trials, 5))
     if "throughput" in args.only:
         sample = [t for ts in texts.values() for t in ts]
         random.Random(0).shuffle(sample)
@@ -248,6 +285,19 @@ def print_bound(pools: dict[str, tuple[list[str], np.ndarray]], base: dict[str, 
         for share in (0.05, 0.10):
             kl, h = information_bound(pools, base, topic, share, strict, references)
             print(f"{f'{kind} ({topic})':<26} {share:>6.0%} {kl:>16.4f} {h:>6.1f} {h / kl:>16.0f}")
+
+
+def print_calibration(pools: dict[str, tuple[list[str], np.ndarray]], base: dict[str, float],
+                      strict: DetectorSettings, seeds: int) -> None:
+    print(f"\ncalibration: the sequential detector's p-values on stationary traffic ({seeds} streams of "
+          "10,000 inputs per row; uniform: 1 % below 0.01, 0.1 % below 0.001), and each stream's highest "
+          "sum over its h (no restart)")
+    print(f"{'traffic':<22} {'statistic':<18} {'< 0.01':>8} {'< 0.001':>8} {'highest / h (median, max)':>27}")
+    for label, session in (("stationary (iid)", 1), ("session-bursty", 6)):
+        for name, row in zip(("distance", "distance + pairs"), calibration(pools, base, strict, session, seeds),
+                             strict=False):
+            print(f"{label:<22} {name:<18} {row['below_0.01']:>8.2%} {row['below_0.001']:>8.2%} "
+                  f"{row['top_median']:>18.2f}, {row['top_max']:.2f}")
 
 
 def print_detection(pools: dict[str, tuple[list[str], np.ndarray]], base: dict[str, float],

@@ -77,14 +77,15 @@ def _dissimilarity(reference_sim: Matrix, k: int) -> NDArray[np.float64]:
     return 1.0 - top_k_mean(reference_sim, k).astype(np.float64)
 
 
-def leave_session_out_scores(reference: Matrix, k: int, block_len: int) -> NDArray[np.float64]:
+def leave_session_out_scores(reference: Matrix, k: int, block_len: int, sim: Matrix | None = None
+                             ) -> NDArray[np.float64]:
     """Each reference input's score against the rest of the reference less its own session (the
-    ``block_len`` inputs either side of it in arrival order), in arrival order."""
-    sim = reference @ reference.T
+    ``block_len`` inputs either side of it in arrival order), in arrival order. ``sim``: the
+    reference's similarity to itself, when the caller has it already."""
     n = len(reference)
     gap = max(0, min(block_len, (n - k - 1) // 2))
     near = np.abs(np.arange(n)[:, None] - np.arange(n)[None, :]) <= gap
-    sim[near] = -np.inf
+    sim = np.where(near, np.float32(-np.inf), reference @ reference.T if sim is None else sim)
     # A tiny reference (a demo's) has fewer than k inputs outside a session: use what there is.
     return 1.0 - top_k_mean(sim, max(1, min(k, n - 2 * gap - 1))).astype(np.float64)
 
@@ -113,13 +114,15 @@ def rest_size(n: int, window: int, block_len: int) -> int:
     return n - 2 * block_len - window - 1
 
 
-def session_out_pairs(reference: Matrix, window: int, block_len: int, k: int) -> NDArray[np.float64]:
+def session_out_pairs(reference: Matrix, window: int, block_len: int, k: int, sim: Matrix | None = None
+                      ) -> NDArray[np.float64]:
     """Each reference input's pair statistic as live traffic would give it (``live_pairs``): its
     ``k`` nearest among the ``window`` inputs before its session (in arrival order, circularly)
     and the rest of the reference (all but that window and its own session: ``rest_size``
-    inputs, as many as a live input is compared with)."""
+    inputs, as many as a live input is compared with). ``sim`` as for
+    ``leave_session_out_scores``."""
     n = len(reference)
-    sim = reference @ reference.T
+    sim = reference @ reference.T if sim is None else sim
     lag = (np.arange(n)[:, None] - np.arange(n)[None, :]) % n
     before = (lag > block_len) & (lag <= block_len + window)
     rest = (lag > block_len + window) & (lag < n - block_len)
@@ -256,14 +259,15 @@ class SequentialNovelty:
     @classmethod
     def fit(cls, reference: Matrix, *, k: int, bets: tuple[float, ...], power: float, block_len: int, alpha: float,
             rng: np.random.Generator, window: int = 0, pair_k: int = 5) -> SequentialNovelty:
-        scores = leave_session_out_scores(reference, k, block_len)
+        sim = reference @ reference.T  # once, for the distance's null and the pairs'
+        scores = leave_session_out_scores(reference, k, block_len, sim)
         # The pair window needs a reference with room for it, its session and a rest to compare
         # against (a demo's reference has none: distance alone).
         window = min(window, (len(reference) - 2 * block_len) // 3)
         if window < 2:
             cal = calibrate_cusum(scores, alpha=alpha, bets=bets, power=power, block_len=block_len, rng=rng)
             return cls(reference, np.sort(scores), k, bets, power, cal)
-        paired = session_out_pairs(reference, window, block_len, pair_k)
+        paired = session_out_pairs(reference, window, block_len, pair_k, sim)
         null_scores, null_paired = np.sort(scores), np.sort(paired)
         combined = _fisher(_tail_share(null_scores, scores, own=True), _tail_share(null_paired, paired, own=True))
         cal = calibrate_cusum(np.vstack([scores, combined]), alpha=alpha, bets=bets, power=power,
@@ -291,11 +295,21 @@ class SequentialNovelty:
         scores = _dissimilarity(sim, self.k)
         rows = [_pvalues(self.null_scores, scores, rng)]
         if (pairs := self.pairs) is not None:
-            before = history if history is not None else x[:0]
-            paired = live_pairs(sim[:, pairs.rest], before, x, pairs.window, pairs.block_len, pairs.k)
+            paired = self._pair_statistics(sim, x, history)
             combined = _fisher(_tail_share(self.null_scores, scores), _tail_share(pairs.values, paired))
             rows.append(_pvalues(pairs.combined, combined, rng))
         return np.vstack(rows)
+
+    def pair_statistics(self, x: Matrix, history: Matrix | None = None) -> NDArray[np.float64]:
+        """Each input's pair statistic (``live_pairs``; ``history`` as for ``pvalues``)."""
+        return self._pair_statistics(x @ self.reference.T, x, history)
+
+    def _pair_statistics(self, sim: Matrix, x: Matrix, history: Matrix | None) -> NDArray[np.float64]:
+        pairs = self.pairs
+        if pairs is None:
+            raise ValueError("fitted without a pair window")
+        before = history if history is not None else x[:0]
+        return live_pairs(sim[:, pairs.rest], before, x, pairs.window, pairs.block_len, pairs.k)
 
     def increments(self, x: Matrix, rng: np.random.Generator, history: Matrix | None = None) -> NDArray[np.float64]:
         """Each input's bet, one row per statistic (inputs in order)."""

@@ -19,7 +19,6 @@ from llmgw.services.drift.sequential import (
     cusum_path,
     knn_dissimilarity,
     leave_session_out_scores,
-    live_pairs,
 )
 from tests.drift_synth import Topics, close_sessions
 
@@ -122,7 +121,7 @@ def test_a_close_knit_new_topic_is_found_with_its_pairs_not_by_its_distance_alon
     later = new & (np.arange(len(live)) >= 1000)
     assert np.median(paired.pvalues(live, np.random.default_rng(2))[0][later]) > 0.02
     assert paired.pairs is not None
-    stat = live_pairs(live @ ref[paired.pairs.rest].T, live[:0], live, 400, 10, paired.pairs.k)
+    stat = paired.pair_statistics(live)
     assert np.median(stat[later]) > np.quantile(paired.pairs.values, 0.95)
 
 
@@ -139,7 +138,7 @@ def test_a_rare_topic_grown_common_keeps_its_pair_evidence() -> None:
     seq = SequentialNovelty.fit(ref, k=5, bets=BETS, power=POWER, block_len=10, alpha=ALPHA,
                                 rng=np.random.default_rng(0), window=400, pair_k=PAIR_K)
     assert seq.pairs is not None
-    stat = live_pairs(live @ ref[seq.pairs.rest].T, live[:0], live, 400, 10, seq.pairs.k)
+    stat = seq.pair_statistics(live)
     p = _tail_share(seq.pairs.values, stat)
     assert np.median(p[grown]) < 0.02 and np.median(p[~grown]) > 0.4, (np.median(p[grown]), np.median(p[~grown]))
 
