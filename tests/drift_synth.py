@@ -42,3 +42,19 @@ def close_sessions(n: int, rng: np.random.Generator, length: int = 6, spread: fl
             v = centre / np.linalg.norm(centre) + spread * rng.standard_normal(DIM) / np.sqrt(DIM)
             out.append(v / np.linalg.norm(v))
     return np.asarray(out[:n], dtype=np.float32)
+
+
+def rare_bursts(topics: Topics, rare: np.ndarray, n: int, mix: list[float], rng: np.random.Generator,
+                every: int = 40, size: int = 6, spread: float = 0.3) -> np.ndarray:
+    """Stationary traffic in which rare kinds of input come in bursts: ``topics``' sessions, and
+    every ``every``-``3 * every`` inputs ``size`` look-alikes of one of the ``rare`` directions
+    within sixty inputs (a thread several users take up for a while), in arrival order."""
+    v = np.stack([i.vector for i in topics.stream(n, mix)])
+    t = int(rng.integers(every))
+    while t < n:
+        centre = rare[int(rng.integers(len(rare)))]
+        for j in rng.choice(np.arange(t, min(n, t + 60)), size=min(size, n - t), replace=False):
+            x = centre + spread * rng.standard_normal(DIM) / np.sqrt(DIM)
+            v[j] = x / np.linalg.norm(x)
+        t += int(rng.integers(every, 3 * every))
+    return v.astype(np.float32)
