@@ -41,7 +41,9 @@ the ``window`` reference inputs before its session and the rest of the reference
 as that rest, so both meet the same numbers of each. The pair statistic alone is weak on real
 text; combined with the distance by Fisher's rule (``-ln p_distance - ln p_pairs``, ranked
 against the reference's own combinations: a conformal p-value again) it catches inputs that are
-somewhat far *and* somewhat paired. A second CUSUM runs on it beside the distance's own (which
+somewhat far *and* somewhat paired. That distance is taken against the same rest (for a
+reference input, its window left out: ``session_out_pairs``), so recent look-alikes leave an
+input far in the null as they do live. A second CUSUM runs on it beside the distance's own (which
 keeps the inputs that are far but unpaired: a new kind of varied texts); an alarm is either
 reaching ``h``, calibrated on both at once (``calibrate_cusum`` with two statistics: the same
 simulated inputs feed both sums, and the independent-input bound becomes ``ln(2/alpha)``).

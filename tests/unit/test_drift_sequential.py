@@ -105,7 +105,7 @@ def test_combinations_stay_calibrated_when_rare_kinds_of_input_come_in_bursts() 
     reference: where rare kinds of input come in bursts (a few look-alikes within sixty inputs),
     a live input's look-alikes are recent, not in the reference, so they pair it and leave it
     far; a reference input's, in the window before it, would pair it and bring it near. The null
-    then lacks the inputs both paired and far that such traffic brings (2.2 % of p-values below
+    then lacks the inputs both paired and far that such traffic brings (2.1 % of p-values below
     0.002 that way, against 0.2 % for uniform ones)."""
     pooled = []
     for seed in range(3):
