@@ -137,8 +137,9 @@ def information_bound(pools: dict[str, tuple[list[str], np.ndarray]], base: dict
     """(KL in nats per input, h), both averaged over the references, for the sequential
     detector's per-input p-value when ``share`` of independent inputs come from ``topic``: the new
     topic's p-value distribution is taken from its whole pool (binned), so KL is what an oracle
-    knowing it exactly could gain per input. By Lorden's bound no detector of this score alone, at this false-alarm rate
-    (``h = ln(1/alpha)``), has a mean delay much below h / KL on independent arrivals."""
+    knowing it exactly could gain per input. By Lorden's bound no detector of this score alone,
+    at this false-alarm rate (``h = ln(1/alpha)``), has a mean delay much below h / KL on
+    independent arrivals."""
     width = np.diff(_BOUND_EDGES)
     kls, hs = [], []
     for seed in range(seeds):

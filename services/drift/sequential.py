@@ -116,8 +116,8 @@ def rest_size(n: int, window: int, block_len: int) -> int:
     return n - 2 * block_len - window - 1
 
 
-def session_out_pairs(reference: Matrix, window: int, block_len: int, k: int, sim: Matrix | None = None,
-                      score_k: int = 5) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
+def session_out_pairs(reference: Matrix, window: int, block_len: int, k: int, sim: Matrix | None = None, *,
+                      score_k: int) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
     """Each reference input's pair statistic as live traffic would give it (``live_pairs``): its
     ``k`` nearest among the ``window`` inputs before its session (in arrival order, circularly)
     and the rest of the reference (all but that window and its own session: ``rest_size``
@@ -277,7 +277,7 @@ class SequentialNovelty:
         if window < 2:
             cal = calibrate_cusum(scores, alpha=alpha, bets=bets, power=power, block_len=block_len, rng=rng)
             return cls(reference, np.sort(scores), k, bets, power, cal)
-        paired, rest_scores = session_out_pairs(reference, window, block_len, pair_k, sim, k)
+        paired, rest_scores = session_out_pairs(reference, window, block_len, pair_k, sim, score_k=k)
         null_rest, null_paired = np.sort(rest_scores), np.sort(paired)
         combined = _fisher(_tail_share(null_rest, rest_scores, own=True), _tail_share(null_paired, paired, own=True))
         cal = calibrate_cusum(np.vstack([scores, combined]), alpha=alpha, bets=bets, power=power,
