@@ -9,6 +9,7 @@ prompt-injection, jailbreak and exfiltration cases of this repository's eval sui
 
     .venv/bin/python -m bench.drift [--trials 10] [--corpus stdlib|debian] [--reference 2000]
                                     [--only false-alarms|detection|bound|calibration|throughput ...]
+                                    [--set cusum_pair_k=7 ...]
 
 Each stream starts with the segment's reference (``--reference`` inputs: scoring from the job's
 provisional size, then the reference grows to its full size and is refitted, as in the job).
@@ -216,6 +217,22 @@ def throughput(embedder: SentenceEmbedder, texts: list[str], settings: DetectorS
     return timed / raw_s, timed / job_s
 
 
+def _setting(text: str) -> tuple[str, object]:
+    """``FIELD=VALUE`` for --set, the value parsed as the field's own type."""
+    name, _, value = text.partition("=")
+    default = getattr(DetectorSettings(), name, None)
+    if default is None or not value:
+        raise argparse.ArgumentTypeError(f"not FIELD=VALUE with a DetectorSettings field: {text!r}")
+    try:
+        if isinstance(default, bool):
+            return name, value.lower() in ("1", "true", "yes", "on")
+        if isinstance(default, tuple):  # e.g. cusum_bets=0.1,0.2
+            return name, tuple(type(default[0])(v) for v in value.split(","))
+        return name, type(default)(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{name} takes a {type(default).__name__}: {value!r}") from None
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--trials", type=int, default=10)
@@ -226,6 +243,8 @@ def main() -> None:
                     help="the text (bench/drift_corpus.py): its known topics, a distinct and a near new one")
     ap.add_argument("--only", nargs="+", choices=SECTIONS, default=list(SECTIONS),
                     help="run these sections only (e.g. detection after a change to how incidents are named)")
+    ap.add_argument("--set", nargs="+", default=[], metavar="FIELD=VALUE", type=_setting,
+                    help="measure a detector setting other than its default, e.g. cusum_pair_k=7")
     args = ap.parse_args()
     corpus = CORPORA[args.corpus]
     known, new, near = list(corpus.known), corpus.distinct, corpus.near
@@ -243,7 +262,9 @@ def main() -> None:
         pools[f"{k}-long"] = (v, embedder.encode(v))
 
     base = dict(corpus.known)
-    strict = DetectorSettings(reference_size=args.reference, window=WINDOW)
+    strict = DetectorSettings(**{"reference_size": args.reference, "window": WINDOW, **dict(args.set)})
+    if args.set:
+        print("settings: " + ", ".join(f"{k}={v}" for k, v in args.set))
     # A budget loose enough (about 1 % per window and detector) that a run can count its alarms.
     loose = replace(strict, false_alarms_per_month=strict.expected_segments * 3 * 0.01 * 30 * 24 * 3600 / WINDOW)
 
