@@ -34,6 +34,7 @@ from llmgw.events.v1 import events_pb2
 from llmgw.kit.embed import SentenceEmbedder
 from llmgw.services.drift.app import Batch, process_window
 from llmgw.services.drift.detector import DetectorSettings, DriftDetector, Input
+from llmgw.services.drift.model import CUSUM
 from llmgw.services.drift.sequential import bet_increments, cusum_path
 from llmgw.services.drift.stats import assign, g_test
 from llmgw.stack import REPO
@@ -89,7 +90,9 @@ def false_alarms(pools: dict[str, tuple[list[str], np.ndarray]], base: dict[str,
         det.observe("s", s.take(settings.reference_size, base, session))
         model = det._segments["s"].model
         assert model is not None
-        expected += sum(th.alpha for th in model.calibration.thresholds.values()) * windows
+        # A window detector's alpha is per window, the sequential detector's per input.
+        expected += sum(th.alpha * (WINDOW if name == CUSUM else 1)
+                        for name, th in model.calibration.thresholds.items()) * windows
         stream = s.take(WINDOW * windows, base, session)
         found = _openings(det.observe("s", stream))
         opened += len(found)
