@@ -66,9 +66,6 @@ class DetectorSettings:
     cusum_pair_window: int = 400
     # How many nearest inputs (recent and reference together) the pair statistic counts in.
     cusum_pair_k: int = 5
-    # The sequential detector's share of the false-alarm budget; the window detectors split the
-    # rest evenly (any split that sums to the budget keeps it: weighted Bonferroni).
-    cusum_budget_share: float = 1 / 7
     # Inputs beyond this quantile of held-out distances to every centroid are "novel".
     novelty_quantile: float = 95.0
     # Share of the reference (in arrival order) the models are fitted on; the rest calibrates.
@@ -152,12 +149,9 @@ def build_model(ref: Reference, s: DetectorSettings) -> Model:
                  *(f"mmd@{s.window * m}" for m in s.mmd_multiples), *([CUSUM] if s.cusum else [])]
     span = (ref.times[-1] - ref.times[0]) if len(ref.times) > 1 else 0.0
     rate = (len(ref.times) - 1) / span if span > 0 else s.assumed_events_per_second
-    share = min(max(s.cusum_budget_share, 0.01), 0.99) if s.cusum else 0.0
-    budget = functools.partial(per_window_alpha, segments=s.expected_segments, events_per_second=rate,
-                               window=s.window)
-    alpha, per_month = budget(false_alarms_per_month=s.false_alarms_per_month * (1 - share),
-                              detectors=len(detectors) - int(s.cusum))
-    cusum_alpha = budget(false_alarms_per_month=s.false_alarms_per_month * share, detectors=1)[0] / s.window
+    alpha, per_month = per_window_alpha(false_alarms_per_month=s.false_alarms_per_month,
+                                        segments=s.expected_segments, detectors=len(detectors),
+                                        events_per_second=rate, window=s.window)
     rng = np.random.default_rng(s.seed)
     pool_labels = assign(cells, pool)
     k1 = cells.k + 1
@@ -204,7 +198,7 @@ def build_model(ref: Reference, s: DetectorSettings) -> Model:
         # Over the whole reference: each input is scored leaving its own session out, so the fit
         # and calibration halves are not needed (and twice the neighbours sharpen the score).
         sequential = SequentialNovelty.fit(ref.vectors, k=s.cusum_k, bets=s.cusum_bets, power=s.cusum_power,
-                                           block_len=s.block_len, alpha=cusum_alpha, rng=rng,
+                                           block_len=s.block_len, alpha=alpha / s.window, rng=rng,
                                            window=s.cusum_pair_window, pair_k=s.cusum_pair_k)
         c = sequential.calibration
         thresholds[CUSUM] = DetectorThreshold(CUSUM, s.window * max(s.novelty_multiples, default=1), c.threshold,
