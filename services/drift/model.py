@@ -66,6 +66,8 @@ class DetectorSettings:
     cusum_pair_window: int = 400
     # How many nearest inputs (recent and reference together) the pair statistic counts in.
     cusum_pair_k: int = 5
+    # A second pair window with a sum of its own (0: none). Exploratory, measured with bench.drift --set.
+    cusum_pair_window2: int = 0
     # Inputs beyond this quantile of held-out distances to every centroid are "novel".
     novelty_quantile: float = 95.0
     # Share of the reference (in arrival order) the models are fitted on; the rest calibrates.
@@ -199,7 +201,8 @@ def build_model(ref: Reference, s: DetectorSettings) -> Model:
         # and calibration halves are not needed (and twice the neighbours sharpen the score).
         sequential = SequentialNovelty.fit(ref.vectors, k=s.cusum_k, bets=s.cusum_bets, power=s.cusum_power,
                                            block_len=s.block_len, alpha=alpha / s.window, rng=rng,
-                                           window=s.cusum_pair_window, pair_k=s.cusum_pair_k)
+                                           window=s.cusum_pair_window, pair_k=s.cusum_pair_k,
+                                           more_windows=(s.cusum_pair_window2,) if s.cusum_pair_window2 else ())
         c = sequential.calibration
         thresholds[CUSUM] = DetectorThreshold(CUSUM, s.window * max(s.novelty_multiples, default=1), c.threshold,
                                               c.lower, c.alpha, c.null_mean, c.null_p95)

@@ -265,10 +265,13 @@ class SequentialNovelty:
     power: float
     calibration: CusumCalibration
     pairs: PairNull | None = None  # None: distance alone
+    # Further pair windows, a sum each (exploratory: DetectorSettings.cusum_pair_window2).
+    more_pairs: tuple[PairNull, ...] = ()
 
     @classmethod
     def fit(cls, reference: Matrix, *, k: int, bets: tuple[float, ...], power: float, block_len: int, alpha: float,
-            rng: np.random.Generator, window: int = 0, pair_k: int = 5) -> SequentialNovelty:
+            rng: np.random.Generator, window: int = 0, pair_k: int = 5, more_windows: tuple[int, ...] = ()
+            ) -> SequentialNovelty:
         sim = reference @ reference.T  # once, for the distance's null and the pairs'
         scores = leave_session_out_scores(reference, k, block_len, sim)
         # The pair window needs a reference with room for it, its session and a rest to compare
@@ -277,23 +280,30 @@ class SequentialNovelty:
         if window < 2:
             cal = calibrate_cusum(scores, alpha=alpha, bets=bets, power=power, block_len=block_len, rng=rng)
             return cls(reference, np.sort(scores), k, bets, power, cal)
-        paired, rest_scores = session_out_pairs(reference, window, block_len, pair_k, sim, score_k=k)
-        null_rest, null_paired = np.sort(rest_scores), np.sort(paired)
-        combined = _fisher(_tail_share(null_rest, rest_scores, own=True), _tail_share(null_paired, paired, own=True))
-        cal = calibrate_cusum(np.vstack([scores, combined]), alpha=alpha, bets=bets, power=power,
+        windows = [window, *(w for w in more_windows if 2 <= w <= (len(reference) - 2 * block_len) // 3)]
+        nulls, combos = [], []
+        for w in windows:
+            paired, rest_scores = session_out_pairs(reference, w, block_len, pair_k, sim, score_k=k)
+            null_rest, null_paired = np.sort(rest_scores), np.sort(paired)
+            combined = _fisher(_tail_share(null_rest, rest_scores, own=True),
+                               _tail_share(null_paired, paired, own=True))
+            rest = np.sort(rng.permutation(len(reference))[:rest_size(len(reference), w, block_len)])
+            nulls.append(PairNull(w, block_len, pair_k, rest, null_rest, null_paired, np.sort(combined)))
+            combos.append(combined)
+        cal = calibrate_cusum(np.vstack([scores, *combos]), alpha=alpha, bets=bets, power=power,
                               block_len=block_len, rng=rng)
-        rest = np.sort(rng.permutation(len(reference))[:rest_size(len(reference), window, block_len)])
-        return cls(reference, np.sort(scores), k, bets, power, cal,
-                   PairNull(window, block_len, pair_k, rest, null_rest, null_paired, np.sort(combined)))
+        return cls(reference, np.sort(scores), k, bets, power, cal, nulls[0], tuple(nulls[1:]))
 
     @property
     def statistics(self) -> int:
         """How many sums run: distance, and distance with pairs when there is a pair window."""
-        return 1 if self.pairs is None else 2
+        return 1 if self.pairs is None else 2 + len(self.more_pairs)
 
     def history_len(self) -> int:
         """How many inputs before a batch ``pvalues`` looks at."""
-        return 0 if self.pairs is None else self.pairs.window + self.pairs.block_len
+        if self.pairs is None:
+            return 0
+        return max(p.window for p in (self.pairs, *self.more_pairs)) + self.pairs.block_len
 
     def pvalues(self, x: Matrix, rng: np.random.Generator, history: Matrix | None = None) -> NDArray[np.float64]:
         """Each input's conformal p-values, one row per statistic (inputs in order): small when
@@ -304,9 +314,9 @@ class SequentialNovelty:
         sim = x @ self.reference.T  # once for the distance and the pairs
         scores = _dissimilarity(sim, self.k)
         rows = [_pvalues(self.null_scores, scores, rng)]
-        if (pairs := self.pairs) is not None:
+        for pairs in (self.pairs, *self.more_pairs) if self.pairs is not None else ():
             rest_sim = sim[:, pairs.rest]
-            paired = self._pair_statistics(rest_sim, x, history)
+            paired = self._pair_statistics(rest_sim, x, history, pairs)
             combined = _fisher(_tail_share(pairs.scores, _dissimilarity(rest_sim, self.k)),
                                _tail_share(pairs.values, paired))
             rows.append(_pvalues(pairs.combined, combined, rng))
@@ -318,11 +328,14 @@ class SequentialNovelty:
             raise ValueError("fitted without a pair window")
         return self._pair_statistics(x @ self.reference[self.pairs.rest].T, x, history)
 
-    def _pair_statistics(self, rest_sim: Matrix, x: Matrix, history: Matrix | None) -> NDArray[np.float64]:
+    def _pair_statistics(self, rest_sim: Matrix, x: Matrix, history: Matrix | None,
+                         pairs: PairNull | None = None) -> NDArray[np.float64]:
         """``rest_sim``: ``x`` against the reference inputs it is compared with (``PairNull.rest``)."""
-        pairs = self.pairs
+        pairs = pairs or self.pairs
         assert pairs is not None
         before = history if history is not None else x[:0]
+        if len(before) > pairs.window + pairs.block_len:
+            before = before[len(before) - pairs.window - pairs.block_len:]
         return live_pairs(rest_sim, before, x, pairs.window, pairs.block_len, pairs.k)
 
     def increments(self, x: Matrix, rng: np.random.Generator, history: Matrix | None = None) -> NDArray[np.float64]:
