@@ -66,7 +66,8 @@ class DetectorSettings:
     cusum_pair_window: int = 400
     # How many nearest inputs (recent and reference together) the pair statistic counts in.
     cusum_pair_k: int = 5
-    # A second pair window with a sum of its own (0: none). Exploratory, measured with bench.drift --set.
+    # A second pair window with a sum of its own (0: none): shorter, it finds a new topic at 10 %
+    # or more sooner; measured, not the default yet (docs/benchmarks.md, session 22).
     cusum_pair_window2: int = 0
     # Inputs beyond this quantile of held-out distances to every centroid are "novel".
     novelty_quantile: float = 95.0

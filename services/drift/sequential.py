@@ -265,7 +265,8 @@ class SequentialNovelty:
     power: float
     calibration: CusumCalibration
     pairs: PairNull | None = None  # None: distance alone
-    # Further pair windows, a sum each (exploratory: DetectorSettings.cusum_pair_window2).
+    # Further pair windows, a sum each (DetectorSettings.cusum_pair_window2): each its own rest
+    # and null; the calibration runs every sum at once.
     more_pairs: tuple[PairNull, ...] = ()
 
     @classmethod

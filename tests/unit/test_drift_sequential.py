@@ -86,16 +86,19 @@ def _next_topic(topics: Topics, n: int, share: float, rng: np.random.Generator) 
     return live, new
 
 
-def test_pair_p_values_stay_uniform_on_session_traffic() -> None:
+@pytest.mark.parametrize("more_windows", [(), (150,)])
+def test_pair_p_values_stay_uniform_on_session_traffic(more_windows: tuple[int, ...]) -> None:
     """The pair statistic's null is the reference's own inputs against the window before their
-    session: on fresh traffic like it (sessions of a topic in a row), its p-values are uniform."""
+    session: on fresh traffic like it (sessions of a topic in a row), its p-values are uniform,
+    a second, shorter pair window's as well (each window its own rest and null)."""
     topics = Topics(seed=21)
     seq = SequentialNovelty.fit(_vectors(topics.stream(1200, BASE)), k=5, bets=BETS, power=POWER, block_len=10,
-                                alpha=ALPHA, rng=np.random.default_rng(0), window=300)
-    assert seq.statistics == 2 and seq.history_len() == 310
+                                alpha=ALPHA, rng=np.random.default_rng(0), window=300, more_windows=more_windows)
+    rows = 2 + len(more_windows)
+    assert seq.statistics == rows and seq.history_len() == 310
     fresh = _vectors(topics.stream(4000, BASE))
     p = seq.pvalues(fresh[310:], np.random.default_rng(1), history=fresh[:310])
-    assert p.shape == (2, 4000 - 310)
+    assert p.shape == (rows, 4000 - 310)
     for row in p:
         assert 0.42 < row.mean() < 0.58 and (row < 0.05).mean() < 0.08, (row.mean(), (row < 0.05).mean())
 
