@@ -282,18 +282,19 @@ class SequentialNovelty:
             cal = calibrate_cusum(scores, alpha=alpha, bets=bets, power=power, block_len=block_len, rng=rng)
             return cls(reference, np.sort(scores), k, bets, power, cal)
         windows = [window, *(w for w in more_windows if 2 <= w <= (len(reference) - 2 * block_len) // 3)]
-        nulls, combos = [], []
+        nulls = []  # (window, distances against the rest, pair statistics, combinations), sorted
         for w in windows:
             paired, rest_scores = session_out_pairs(reference, w, block_len, pair_k, sim, score_k=k)
             null_rest, null_paired = np.sort(rest_scores), np.sort(paired)
-            combined = _fisher(_tail_share(null_rest, rest_scores, own=True),
-                               _tail_share(null_paired, paired, own=True))
-            rest = np.sort(rng.permutation(len(reference))[:rest_size(len(reference), w, block_len)])
-            nulls.append(PairNull(w, block_len, pair_k, rest, null_rest, null_paired, np.sort(combined)))
-            combos.append(combined)
-        cal = calibrate_cusum(np.vstack([scores, *combos]), alpha=alpha, bets=bets, power=power,
+            nulls.append((w, null_rest, null_paired, _fisher(_tail_share(null_rest, rest_scores, own=True),
+                                                             _tail_share(null_paired, paired, own=True))))
+        cal = calibrate_cusum(np.vstack([scores, *(c for *_, c in nulls)]), alpha=alpha, bets=bets, power=power,
                               block_len=block_len, rng=rng)
-        return cls(reference, np.sort(scores), k, bets, power, cal, nulls[0], tuple(nulls[1:]))
+        # Each window's rest is drawn after the calibration (the one-window draws as before).
+        made = [PairNull(w, block_len, pair_k,
+                         np.sort(rng.permutation(len(reference))[:rest_size(len(reference), w, block_len)]),
+                         null_rest, null_paired, np.sort(combined)) for w, null_rest, null_paired, combined in nulls]
+        return cls(reference, np.sort(scores), k, bets, power, cal, made[0], tuple(made[1:]))
 
     @property
     def statistics(self) -> int:
