@@ -91,7 +91,7 @@ def false_alarms(pools: dict[str, tuple[list[str], np.ndarray]], base: dict[str,
         model = det._segments["s"].model
         assert model is not None
         # A window detector's alpha is per window, the sequential detector's per input.
-        expected += sum(th.alpha * (WINDOW if name == CUSUM else 1)
+        expected += sum(th.alpha * (settings.window if name == CUSUM else 1)
                         for name, th in model.calibration.thresholds.items()) * windows
         stream = s.take(WINDOW * windows, base, session)
         found = _openings(det.observe("s", stream))

@@ -277,11 +277,12 @@ class SequentialNovelty:
         scores = leave_session_out_scores(reference, k, block_len, sim)
         # The pair window needs a reference with room for it, its session and a rest to compare
         # against (a demo's reference has none: distance alone).
-        window = min(window, (len(reference) - 2 * block_len) // 3)
+        room = (len(reference) - 2 * block_len) // 3
+        window = min(window, room)
         if window < 2:
             cal = calibrate_cusum(scores, alpha=alpha, bets=bets, power=power, block_len=block_len, rng=rng)
             return cls(reference, np.sort(scores), k, bets, power, cal)
-        windows = [window, *(w for w in more_windows if 2 <= w <= (len(reference) - 2 * block_len) // 3)]
+        windows = [window, *(w for w in more_windows if 2 <= w <= room)]
         nulls = []  # (window, distances against the rest, pair statistics, combinations), sorted
         for w in windows:
             paired, rest_scores = session_out_pairs(reference, w, block_len, pair_k, sim, score_k=k)
@@ -298,7 +299,7 @@ class SequentialNovelty:
 
     @property
     def statistics(self) -> int:
-        """How many sums run: distance, and distance with pairs when there is a pair window."""
+        """How many sums run: distance, and distance with pairs for each pair window."""
         return 1 if self.pairs is None else 2 + len(self.more_pairs)
 
     def history_len(self) -> int:
@@ -318,7 +319,7 @@ class SequentialNovelty:
         rows = [_pvalues(self.null_scores, scores, rng)]
         for pairs in (self.pairs, *self.more_pairs) if self.pairs is not None else ():
             rest_sim = sim[:, pairs.rest]
-            paired = self._pair_statistics(rest_sim, x, history, pairs)
+            paired = self._pair_statistics(pairs, rest_sim, x, history)
             combined = _fisher(_tail_share(pairs.scores, _dissimilarity(rest_sim, self.k)),
                                _tail_share(pairs.values, paired))
             rows.append(_pvalues(pairs.combined, combined, rng))
@@ -328,14 +329,15 @@ class SequentialNovelty:
         """Each input's pair statistic (``live_pairs``; ``history`` as for ``pvalues``)."""
         if self.pairs is None:
             raise ValueError("fitted without a pair window")
-        return self._pair_statistics(x @ self.reference[self.pairs.rest].T, x, history)
+        return self._pair_statistics(self.pairs, x @ self.reference[self.pairs.rest].T, x, history)
 
-    def _pair_statistics(self, rest_sim: Matrix, x: Matrix, history: Matrix | None,
-                         pairs: PairNull | None = None) -> NDArray[np.float64]:
-        """``rest_sim``: ``x`` against the reference inputs it is compared with (``PairNull.rest``)."""
-        pairs = pairs or self.pairs
-        assert pairs is not None
+    @staticmethod
+    def _pair_statistics(pairs: PairNull, rest_sim: Matrix, x: Matrix, history: Matrix | None
+                         ) -> NDArray[np.float64]:
+        """``rest_sim``: ``x`` against the reference inputs it is compared with (``pairs.rest``)."""
         before = history if history is not None else x[:0]
+        # history_len() is the longest window's: a shorter window needs only its own tail (live_pairs
+        # would mask the rest out after computing its similarities).
         if len(before) > pairs.window + pairs.block_len:
             before = before[len(before) - pairs.window - pairs.block_len:]
         return live_pairs(rest_sim, before, x, pairs.window, pairs.block_len, pairs.k)

@@ -112,8 +112,8 @@ def test_the_drift_job_reaches_a_secured_kafka_and_keeps_its_data_dir_absolute()
 
 
 def test_the_pair_window_and_count_are_settings_of_the_job() -> None:
-    """CUSUM_PAIR_WINDOW, CUSUM_PAIR_K and CUSUM_PAIR_WINDOW2 reach the detector; a window of 0 leaves the sequential
-    detector on distance alone."""
+    """CUSUM_PAIR_WINDOW, CUSUM_PAIR_K and CUSUM_PAIR_WINDOW2 reach the detector; a window of 0
+    leaves the sequential detector on distance alone."""
     from llmgw.kit.settings import load_settings
     from llmgw.services.drift.settings import DriftSettings
 
