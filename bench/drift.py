@@ -35,7 +35,7 @@ from llmgw.kit.embed import SentenceEmbedder
 from llmgw.services.drift.app import Batch, process_window
 from llmgw.services.drift.detector import DetectorSettings, DriftDetector, Input
 from llmgw.services.drift.model import CUSUM
-from llmgw.services.drift.sequential import bet_increments, cusum_path
+from llmgw.services.drift.sequential import cusum_path
 from llmgw.services.drift.stats import assign, g_test
 from llmgw.stack import REPO
 
@@ -180,8 +180,7 @@ def calibration(pools: dict[str, tuple[list[str], np.ndarray]], base: dict[str, 
         p = np.hstack([seq.pvalues(vectors[t:t + chunk], rng, vectors[max(0, t - back):t])
                        for t in range(start, len(vectors), chunk)])
         h = seq.calibration.threshold
-        tops.append([float(cusum_path(0.0, bet_increments(row, seq.bets, seq.power), np.inf).max()) / h
-                     for row in p])
+        tops.append([float(cusum_path(0.0, row, np.inf).max()) / h for row in seq.betting.increments(p)[0]])
         rows.append(list(p))
     out = []
     for i in range(len(rows[0])):

@@ -65,6 +65,8 @@ class _Segment:
     # each the inputs since it last left zero: the ones that carried its evidence.
     cusum: list[float] = field(default_factory=list)
     run: list[int] = field(default_factory=list)
+    # For session-aware bets, each sum's belief that the newest input is in a new topic's session.
+    belief: list[float] = field(default_factory=list)
     # Inputs since the provisional reference was fitted, to grow it to reference_size.
     growing: list[Input] = field(default_factory=list)
 
@@ -133,7 +135,7 @@ class DriftDetector:
         seg.growing.clear()
         seg.debouncers.clear()
         seg.opened.clear()
-        seg.cusum, seg.run = [], []
+        seg.cusum, seg.run, seg.belief = [], [], []
         return out
 
     # ---- windows ----
@@ -147,7 +149,7 @@ class DriftDetector:
         if seg is None or seg.model is None:
             return None
         return {"reference_id": seg.model.reference.id, "windows": seg.windows, "unconfirmed": seg.unconfirmed,
-                "cusum": seg.cusum, "run": seg.run,
+                "cusum": seg.cusum, "run": seg.run, "belief": seg.belief,
                 "debouncers": {name: {"above": d.above, "below": d.below, "incident": d.incident}
                                for name, d in seg.debouncers.items()},
                 "opened": seg.opened}
@@ -196,12 +198,13 @@ class DriftDetector:
             seg.recent.extend(history[-self._history_len():])
         seg.debouncers.clear()
         seg.opened = {}
-        seg.cusum, seg.run = [], []
+        seg.cusum, seg.run, seg.belief = [], [], []
         if state is not None and state.get("reference_id") == ref.id:
             seg.windows, seg.unconfirmed = int(state["windows"]), int(state["unconfirmed"])
             # A state saved before the detector has no sums, one saved before pairs a single one.
             seg.cusum = [float(v) for v in np.atleast_1d(state.get("cusum", []))]
             seg.run = [int(v) for v in np.atleast_1d(state.get("run", []))]
+            seg.belief = [float(v) for v in np.atleast_1d(state.get("belief", []))]
             for name, d in state["debouncers"].items():
                 seg.debouncers[name] = Debouncer(self._open_after(name), self.settings.close_after,
                                                  int(d["above"]), int(d["below"]), str(d["incident"]))
@@ -252,7 +255,7 @@ class DriftDetector:
                         np.stack([i.vector for i in inputs]).astype(np.float32),
                         [i.text for i in inputs], [i.time for i in inputs])
         seg.model = build_model(ref, self.settings)
-        seg.cusum, seg.run = [], []
+        seg.cusum, seg.run, seg.belief = [], [], []
         self.new_references.append(ref)
 
     def _grow(self, seg: _Segment, item: Input) -> None:
@@ -309,10 +312,21 @@ class DriftDetector:
         if model.sequential is not None and seg.pending:
             # The highest the sum reached in the window: a crossing mid-window counts.
             th = model.calibration.thresholds[CUSUM]
-            incs = model.sequential.increments(recent[-len(seg.pending):], self._rng,
-                                               self._before(seg, len(seg.pending), model.sequential.history_len()))
+            before = self._before(seg, len(seg.pending), model.sequential.history_len())
+            if len(seg.belief) != model.sequential.statistics:  # new, or saved by an earlier version
+                seg.belief = [0.0] * model.sequential.statistics
+            incs, belief = model.sequential.increments(recent[-len(seg.pending):], self._rng, before,
+                                                       np.array(seg.belief))
+            seg.belief = [float(v) for v in belief]
             if len(seg.cusum) != len(incs) or len(seg.run) != len(incs):  # new, or saved by another version
                 seg.cusum, seg.run = [0.0] * len(incs), [0] * len(incs)
+            if CUSUM in seg.opened and model.sequential.session_len:
+                # Session-aware sums drift down slowly on ordinary traffic (about 0.006 nats per
+                # input: at 5 % an input is most likely not the topic's whether it goes on or not),
+                # so while the incident is open each input also pays close_drift: a topic that
+                # goes on keeps the sum up, one that stopped lets it fall to the closing level in
+                # a few hundred inputs. Opening is untouched (it happens before any of this).
+                incs = incs - self.settings.cusum_close_drift
             paths = [cusum_path(start, row, cap=1.25 * th.upper)
                      for start, row in zip(seg.cusum, incs, strict=True)]
             seg.run = [_run_after(path, run) for path, run in zip(paths, seg.run, strict=True)]

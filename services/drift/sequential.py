@@ -61,8 +61,9 @@ from numpy.typing import NDArray
 from llmgw.services.drift.calibrate import block_bootstrap_stream
 from llmgw.services.drift.stats import Matrix, top_k_mean
 
-__all__ = ["CusumCalibration", "PairNull", "SequentialNovelty", "bet_increments", "calibrate_cusum", "cusum_path",
-           "knn_dissimilarity", "leave_session_out_scores", "live_pairs", "rest_size", "session_out_pairs"]
+__all__ = ["Betting", "CusumCalibration", "PairNull", "SequentialNovelty", "bet_increments", "calibrate_cusum",
+           "cusum_path", "knn_dissimilarity", "leave_session_out_scores", "live_pairs", "rest_size",
+           "session_increments", "session_out_pairs"]
 
 # A repeat (a retry, a template filled in the same way) is not a second input of a topic: pairs
 # this similar count for neither side of a pair statistic.
@@ -175,6 +176,55 @@ def bet_increments(u: NDArray[np.float64], bets: tuple[float, ...], power: float
     return np.log((1.0 - e + e * power * u[None, :] ** (power - 1.0)).mean(axis=0))
 
 
+def session_increments(u: NDArray[np.float64], *, power: float, session_len: int, share: float,
+                       belief: NDArray[np.float64] | float = 0.0) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
+    """Session-aware bets (module docstring, "Sessions"): each row of ``u`` (rows, inputs) is a
+    stream of p-values; the log-likelihood ratio of each input under a two-state hidden Markov
+    model (in a new topic's session: ``u`` has density ``power·u^(power-1)``; otherwise uniform),
+    whose sessions last ``session_len`` inputs on average and start so that ``share`` of the
+    inputs are in one. ``belief``: each row's probability of being in such a session before its
+    first input (0: not). Returns the increments and each row's belief after its last input.
+
+    The prediction is made before the input is seen, so each increment's exponential has mean 1
+    for a uniform ``u`` whatever came before: the running sum is a likelihood-ratio CUSUM as the
+    mixture bets' is. What it adds: a run of small p-values counts for more than as many
+    scattered ones, since a new topic's inputs come in sessions (a user asks several questions
+    on one subject); the dilution a rare topic pays (at 5 % of traffic an input is most likely
+    not from it) is paid about once per session, not once per input."""
+    u = np.clip(np.atleast_2d(np.asarray(u, dtype=np.float64)), 1e-12, 1.0)
+    stay = 1.0 - 1.0 / max(session_len, 2)
+    enter = share * (1.0 - stay) / (1.0 - share)
+    alternative = power * u ** (power - 1.0)
+    pi = np.broadcast_to(np.asarray(belief, dtype=np.float64), u.shape[:1]).copy()
+    out = np.empty_like(u)
+    for t in range(u.shape[1]):
+        ahead = pi * stay + (1.0 - pi) * enter
+        ratio = 1.0 - ahead + ahead * alternative[:, t]
+        out[:, t] = np.log(ratio)
+        pi = ahead * alternative[:, t] / ratio
+    return out, pi
+
+
+@dataclass(frozen=True)
+class Betting:
+    """How p-values become CUSUM increments: per-input mixture bets (``session_len`` 0: each
+    input on its own, ``bet_increments``) or session-aware ones (``session_increments``)."""
+
+    bets: tuple[float, ...]
+    power: float
+    session_len: int = 0
+    share: float = 0.05
+
+    def increments(self, u: NDArray[np.float64], belief: NDArray[np.float64] | None = None
+                   ) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
+        """``u`` (rows, inputs) -> (increments, each row's belief after them; zeros for mixture bets)."""
+        u = np.atleast_2d(u)
+        if self.session_len:
+            return session_increments(u, power=self.power, session_len=self.session_len, share=self.share,
+                                      belief=0.0 if belief is None else belief)
+        return np.vstack([bet_increments(row, self.bets, self.power) for row in u]), np.zeros(len(u))
+
+
 def _pvalues(sorted_null: NDArray[np.float64], scores: NDArray[np.float64],
              rng: np.random.Generator) -> NDArray[np.float64]:
     """Conformal p-values with ties broken at random: P(null >= score), uniform under the null."""
@@ -197,22 +247,24 @@ class CusumCalibration:
 
 def calibrate_cusum(scores: NDArray[np.float64], *, alpha: float, bets: tuple[float, ...], power: float,
                     block_len: int, rng: np.random.Generator, replicates: int = 64,
-                    length: int = 8000) -> CusumCalibration:
+                    length: int = 8000, session_len: int = 0, share: float = 0.05) -> CusumCalibration:
     """The CUSUM threshold for a per-input false-alarm probability ``alpha`` (module docstring):
     ``replicates`` simulated streams of ``length`` inputs, each scored against its own replicate
     of the reference's scores (``scores`` in arrival order). With several statistics per input
     (``scores`` of shape (statistics, n)), one CUSUM runs on each and an alarm is any of them
-    reaching ``h``: they are simulated on the same inputs, so their dependence is in the rate."""
+    reaching ``h``: they are simulated on the same inputs, so their dependence is in the rate.
+    ``session_len``, ``share``: the betting rule (``Betting``), simulated as it runs live."""
     stats = np.atleast_2d(np.asarray(scores, dtype=np.float64))
     m, n = stats.shape
     bound = float(np.log(m / alpha))  # a union bound over the m sums
     if n < 4:
         return CusumCalibration(bound, bound / 4, alpha, bound, 1.0, 0.0, 0.0)
-    incs = np.empty((replicates, m, length))
+    u = np.empty((replicates, m, length))
     for r in range(replicates):
         cal, live = block_bootstrap_stream(n, n, block_len, rng), block_bootstrap_stream(n, length, block_len, rng)
         for i in range(m):
-            incs[r, i] = bet_increments(_pvalues(np.sort(stats[i, cal]), stats[i, live], rng), bets, power)
+            u[r, i] = _pvalues(np.sort(stats[i, cal]), stats[i, live], rng)
+    incs = Betting(bets, power, session_len, share).increments(u.reshape(replicates * m, length))[0].reshape(u.shape)
     grid = np.arange(1.0, max(bound, 2.0) + 0.5, 0.5)
     s = np.zeros((replicates, m, len(grid) + 1))  # the last column never restarts: the null's level
     alarms = np.zeros(len(grid))
@@ -268,11 +320,14 @@ class SequentialNovelty:
     # Further pair windows, a sum each (DetectorSettings.cusum_pair_window2): each its own rest
     # and null; the calibration runs every sum at once.
     more_pairs: tuple[PairNull, ...] = ()
+    # Session-aware bets (``Betting``; 0: per-input mixture bets).
+    session_len: int = 0
+    share: float = 0.05
 
     @classmethod
     def fit(cls, reference: Matrix, *, k: int, bets: tuple[float, ...], power: float, block_len: int, alpha: float,
-            rng: np.random.Generator, window: int = 0, pair_k: int = 5, more_windows: tuple[int, ...] = ()
-            ) -> SequentialNovelty:
+            rng: np.random.Generator, window: int = 0, pair_k: int = 5, more_windows: tuple[int, ...] = (),
+            session_len: int = 0, share: float = 0.05) -> SequentialNovelty:
         sim = reference @ reference.T  # once, for the distance's null and the pairs'
         scores = leave_session_out_scores(reference, k, block_len, sim)
         # The pair window needs a reference with room for it, its session and a rest to compare
@@ -280,8 +335,9 @@ class SequentialNovelty:
         room = (len(reference) - 2 * block_len) // 3
         window = min(window, room)
         if window < 2:
-            cal = calibrate_cusum(scores, alpha=alpha, bets=bets, power=power, block_len=block_len, rng=rng)
-            return cls(reference, np.sort(scores), k, bets, power, cal)
+            cal = calibrate_cusum(scores, alpha=alpha, bets=bets, power=power, block_len=block_len, rng=rng,
+                                  session_len=session_len, share=share)
+            return cls(reference, np.sort(scores), k, bets, power, cal, session_len=session_len, share=share)
         windows = [window, *(w for w in more_windows if 2 <= w <= room)]
         nulls = []  # (window, distances against the rest, pair statistics, combinations), sorted
         for w in windows:
@@ -290,12 +346,12 @@ class SequentialNovelty:
             nulls.append((w, null_rest, null_paired, _fisher(_tail_share(null_rest, rest_scores, own=True),
                                                              _tail_share(null_paired, paired, own=True))))
         cal = calibrate_cusum(np.vstack([scores, *(c for *_, c in nulls)]), alpha=alpha, bets=bets, power=power,
-                              block_len=block_len, rng=rng)
+                              block_len=block_len, rng=rng, session_len=session_len, share=share)
         # Each window's rest is drawn after the calibration (the one-window draws as before).
         made = [PairNull(w, block_len, pair_k,
                          np.sort(rng.permutation(len(reference))[:rest_size(len(reference), w, block_len)]),
                          null_rest, null_paired, np.sort(combined)) for w, null_rest, null_paired, combined in nulls]
-        return cls(reference, np.sort(scores), k, bets, power, cal, made[0], tuple(made[1:]))
+        return cls(reference, np.sort(scores), k, bets, power, cal, made[0], tuple(made[1:]), session_len, share)
 
     @property
     def statistics(self) -> int:
@@ -342,10 +398,15 @@ class SequentialNovelty:
             before = before[len(before) - pairs.window - pairs.block_len:]
         return live_pairs(rest_sim, before, x, pairs.window, pairs.block_len, pairs.k)
 
-    def increments(self, x: Matrix, rng: np.random.Generator, history: Matrix | None = None) -> NDArray[np.float64]:
-        """Each input's bet, one row per statistic (inputs in order)."""
-        p = self.pvalues(x, rng, history)
-        return np.vstack([bet_increments(row, self.bets, self.power) for row in p])
+    @property
+    def betting(self) -> Betting:
+        return Betting(self.bets, self.power, self.session_len, self.share)
+
+    def increments(self, x: Matrix, rng: np.random.Generator, history: Matrix | None = None,
+                   belief: NDArray[np.float64] | None = None) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
+        """Each input's bet, one row per statistic (inputs in order), and each statistic's belief
+        after them (``Betting``; ``belief``: the one after the inputs before ``x``, None: zeros)."""
+        return self.betting.increments(self.pvalues(x, rng, history), belief)
 
 
 def cusum_path(start: float, increments: NDArray[np.float64], cap: float) -> NDArray[np.float64]:

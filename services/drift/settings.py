@@ -47,6 +47,9 @@ class DriftSettings(ServiceSettings):
     cusum_pair_k: int = 5
     # A second, shorter pair window with a sum of its own (0: none; docs/drift.md "Still open").
     cusum_pair_window2: int = 0
+    # Session-aware bets: a new topic's sessions last about this many inputs (0: each input bet on
+    # alone; docs/drift.md "novelty-cusum").
+    cusum_session_len: int = 5
     # Segments: any of tenant, route, prompt, label, joined with '/'; the global segment is '*'.
     # The ingress's REQUEST_EVENTS_KEY_BY must be these fields or a subset (one segment, one partition).
     segment_by: str = "tenant,route,prompt,label"
@@ -85,7 +88,7 @@ class DriftSettings(ServiceSettings):
             open_after=self.open_after, close_after=self.close_after,
             false_alarms_per_month=self.false_alarms_per_month, expected_segments=self.expected_segments,
             cusum_pair_window=self.cusum_pair_window, cusum_pair_k=self.cusum_pair_k,
-            cusum_pair_window2=self.cusum_pair_window2)
+            cusum_pair_window2=self.cusum_pair_window2, cusum_session_len=self.cusum_session_len)
 
     def segment_fields(self) -> tuple[str, ...]:
         return tuple(f.strip() for f in self.segment_by.split(",") if f.strip())

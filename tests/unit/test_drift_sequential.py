@@ -136,9 +136,9 @@ def test_a_close_knit_new_topic_is_found_with_its_pairs_not_by_its_distance_alon
     paired = SequentialNovelty.fit(ref, k=5, bets=BETS, power=POWER, block_len=10, alpha=ALPHA,
                                    rng=np.random.default_rng(0), window=400)
     assert alone.statistics == 1
-    top_alone = cusum_path(0.0, alone.increments(live, np.random.default_rng(1))[0], cap=np.inf).max()
+    top_alone = cusum_path(0.0, alone.increments(live, np.random.default_rng(1))[0][0], cap=np.inf).max()
     assert top_alone < alone.calibration.threshold
-    incs = paired.increments(live, np.random.default_rng(1))
+    incs, _ = paired.increments(live, np.random.default_rng(1))
     distance, pairs = (cusum_path(0.0, row, cap=np.inf).max() for row in incs)
     assert distance < paired.calibration.threshold <= pairs, (distance, pairs, paired.calibration.threshold)
     # What carried it: the new inputs' distances are only somewhat small, their pair statistics
@@ -174,9 +174,9 @@ def test_a_new_topic_at_five_percent_crosses_and_stationary_traffic_does_not() -
     seq = SequentialNovelty.fit(_vectors(topics.stream(600, BASE)), k=5, bets=BETS, power=POWER, block_len=10,
                                 alpha=ALPHA, rng=rng)
     h = seq.calibration.threshold
-    quiet = cusum_path(0.0, seq.increments(_vectors(topics.stream(6000, BASE)), rng)[0], cap=np.inf)
+    quiet = cusum_path(0.0, seq.increments(_vectors(topics.stream(6000, BASE)), rng)[0][0], cap=np.inf)
     assert quiet.max() < h
-    shifted = cusum_path(0.0, seq.increments(_vectors(topics.stream(1000, NEW)), rng)[0], cap=np.inf)
+    shifted = cusum_path(0.0, seq.increments(_vectors(topics.stream(1000, NEW)), rng)[0][0], cap=np.inf)
     assert shifted.max() >= h, (shifted.max(), h)
 
 
