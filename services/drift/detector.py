@@ -42,7 +42,7 @@ DRIFT_SCHEMA_VERSION = 2
 # few hundred hold 10-20 of its inputs.
 _NAMING_POOL = 400
 # The sequential detector's incidents are named by the inputs that carried its evidence: those of
-# its current run (since its sum last left zero) with a p-value at most this (naming.evidence_group).
+# its current run (since its sum last left its floor) with a p-value at most this (naming.evidence_group).
 # At 0.02 they were 85-100 % the new topic's in the benchmark; at 0.05 ordinary outliers crept in.
 _EVIDENCE_P = 0.02
 
@@ -62,7 +62,8 @@ class _Segment:
     unconfirmed: int = 0
     partition: int = -1  # of its newest input: where the segment lives in the input topic
     # The sequential novelty detector's running sums, one per statistic (sequential.py), and for
-    # each the inputs since it last left zero: the ones that carried its evidence.
+    # each the inputs since it last left its floor (zero; a session-aware sum's lower threshold):
+    # the ones that carried its evidence.
     cusum: list[float] = field(default_factory=list)
     run: list[int] = field(default_factory=list)
     # For session-aware bets, each sum's belief that the newest input is in a new topic's session.
@@ -71,10 +72,11 @@ class _Segment:
     growing: list[Input] = field(default_factory=list)
 
 
-def _run_after(path: NDArray[np.float64], run: int) -> int:
-    """Inputs since a sum last left zero, after its ``path`` through a window (``run`` before it)."""
-    zeros = np.flatnonzero(path == 0.0)
-    return len(path) - 1 - int(zeros[-1]) if len(zeros) else run + len(path)
+def _run_after(path: NDArray[np.float64], run: int, floor: float = 0.0) -> int:
+    """Inputs since a sum was last at or below ``floor``, after its ``path`` through a window
+    (``run`` before it)."""
+    low = np.flatnonzero(path <= floor)
+    return len(path) - 1 - int(low[-1]) if len(low) else run + len(path)
 
 
 class DriftDetector:
@@ -329,7 +331,11 @@ class DriftDetector:
                 incs = incs - self.settings.cusum_close_drift
             paths = [cusum_path(start, row, cap=1.25 * th.upper)
                      for start, row in zip(seg.cusum, incs, strict=True)]
-            seg.run = [_run_after(path, run) for path, run in zip(paths, seg.run, strict=True)]
+            # A session-aware sum seldom falls back to zero on ordinary traffic (it falls slowly):
+            # its run starts where it last was at ordinary traffic's level (the lower threshold),
+            # else it would reach back hundreds of inputs past where the evidence began.
+            floor = th.lower if model.sequential.session_len else 0.0
+            seg.run = [_run_after(path, run, floor) for path, run in zip(paths, seg.run, strict=True)]
             seg.cusum = [float(path[-1]) for path in paths]
             values[CUSUM] = (max(float(path.max()) for path in paths), th.window)
         return values, labels
@@ -440,7 +446,7 @@ class DriftDetector:
                    ) -> tuple[NewGroup, list[str]] | None:
         """The new topic's inputs among the recent ones, and the inputs they were found among
         (``naming``). The sequential detector looks in its run first (the inputs since its sum
-        last left zero): the group of novel inputs linked by close pairs there, else, when too few
+        last left its floor): the group of novel inputs linked by close pairs there, else, when too few
         are linked (a topic of varied texts, caught early), the inputs that carried its evidence.
         Otherwise, or when the run is too short (just after a hand-over), the group among the
         newest ``_NAMING_POOL`` (a 5 % topic is 2-5 inputs of a 50-100 window, too few to be seen

@@ -15,7 +15,8 @@ Defaults chosen on the two benchmark corpora (figures in docs/drift.md).
 
 The sequential detector has a better witness than any grouping: the inputs that carried its
 evidence (``evidence_group``). Its sum climbs on inputs with small p-values and falls back to
-zero on ordinary traffic, so the inputs since it last left zero with a small p-value are, in the
+its floor on ordinary traffic (zero; a session-aware sum, which falls slowly, its lower threshold),
+so the inputs since it last left that floor with a small p-value are, in the
 benchmark, nearly all the new topic's — even when they are too few, or too spread out in the
 embedding (a topic of varied texts), for the close-pair rule to link three of them.
 """

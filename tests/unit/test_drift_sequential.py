@@ -19,12 +19,14 @@ from llmgw.services.drift.sequential import (
     cusum_path,
     knn_dissimilarity,
     leave_session_out_scores,
+    session_increments,
 )
 from tests.drift_synth import DIM, Topics, close_sessions, rare_bursts
 
 BASE = [0.4, 0.3, 0.2, 0.1, 0.0, 0.0]
 NEW = [0.38, 0.285, 0.19, 0.095, 0.05, 0.0]  # a new topic (the fifth) at 5 %
 BETS, POWER, PAIR_K = DetectorSettings().cusum_bets, DetectorSettings().cusum_power, DetectorSettings().cusum_pair_k
+SESSION = 5  # session-aware bets' mean session length (CUSUM_SESSION_LEN; the default, 0, is mixture bets)
 # The default budget's per-input alpha: one false alarm a month, seven detectors, 1 input/s.
 ALPHA = per_window_alpha(false_alarms_per_month=1, segments=1, detectors=7, events_per_second=1.0, window=50)[0] / 50
 
@@ -44,6 +46,54 @@ def test_the_bets_are_fair_on_uniform_p_values() -> None:
     assert bet_increments(np.array([0.002]), BETS, POWER)[0] > 1.0 > 0 > bet_increments(np.array([0.6]), BETS, POWER)[0]
 
 
+@pytest.mark.parametrize("belief", [0.0, 0.3, 0.95])
+def test_session_bets_are_fair_whatever_came_before(belief: float) -> None:
+    """Each session-aware increment is a likelihood ratio whose prediction is made before the
+    input is seen: E[exp(increment)] = 1 for a uniform p-value whatever the belief it starts
+    from, so the sum is a likelihood-ratio CUSUM as the mixture bets' is."""
+    v = (np.arange(200_000) + 0.5) / 200_000
+    u = v ** (1 / POWER)  # as above: du = v^(1/a - 1) / a dv
+    incs, _ = session_increments(u[:, None], power=POWER, session_len=SESSION, share=0.05,
+                                 belief=np.full(len(u), belief))
+    mean = (np.exp(incs[:, 0]) * u / v / POWER).mean()
+    # p-values are clipped at 1e-12 (the grid's first 0.4 % of v): a shade under 1, never over.
+    assert 1.0 - 4e-3 < mean < 1.0 + 1e-4, mean
+
+
+def _session_stream(rng: np.random.Generator, n: int, share: float) -> np.ndarray:
+    """p-values of a stream in sessions of 1-9 inputs; a new topic's sessions (``share`` of the
+    inputs) bring p-values only somewhat small (u = w^3: below 0.01 a fifth of the time), the
+    rest uniform."""
+    out: list[float] = []
+    while len(out) < n:
+        new = rng.random() < share
+        out += list(rng.random(int(rng.integers(1, 10))) ** (3 if new else 1))
+    return np.asarray(out[:n])
+
+
+def test_session_bets_find_a_topic_that_comes_in_sessions_sooner() -> None:
+    """Fails with per-input mixture bets alone: a new topic's inputs come in sessions, and a run
+    of somewhat small p-values counts for more than as many scattered ones when the bets expect
+    sessions (the dilution a 5 % topic pays is paid about once per session, not per input).
+    Both thresholds calibrated the same way on the same null; the mixture bets' sum is also
+    slower to cross on most streams."""
+    rng = np.random.default_rng(5)
+    null = rng.random(2000)
+    h = {n: calibrate_cusum(null, alpha=ALPHA, bets=BETS, power=POWER, block_len=10, rng=np.random.default_rng(0),
+                            session_len=n).threshold for n in (0, SESSION)}
+    first: dict[int, list[int]] = {0: [], SESSION: []}
+    for _ in range(20):
+        u = _session_stream(rng, 3000, 0.05)[None, :]
+        mixture = cusum_path(0.0, bet_increments(u[0], BETS, POWER), cap=np.inf)
+        session = cusum_path(0.0, session_increments(u, power=POWER, session_len=SESSION, share=0.05)[0][0],
+                             cap=np.inf)
+        for n, path in ((0, mixture), (SESSION, session)):
+            crossed = np.flatnonzero(path >= h[n])
+            first[n].append(int(crossed[0]) if len(crossed) else 3000)
+    assert np.median(first[SESSION]) < 0.8 * np.median(first[0]), first
+    assert sum(a < b for a, b in zip(first[SESSION], first[0], strict=True)) >= 14, first
+
+
 def test_p_values_stay_uniform_on_session_traffic_only_when_the_session_is_left_out() -> None:
     """A reference input's own session siblings are its nearest neighbours; a fresh input has no
     siblings in the reference. Scored with them, the reference looks closer-knit than fresh
@@ -61,13 +111,16 @@ def test_the_threshold_carries_runs_of_small_p_values_beyond_the_independent_bou
     rng = np.random.default_rng(2)
     iid = rng.random(600)
     bound = float(np.log(1 / ALPHA))
-    plain = calibrate_cusum(iid, alpha=ALPHA, bets=BETS, power=POWER, block_len=10, rng=rng)
-    assert plain.independent_bound == pytest.approx(bound)
-    assert plain.threshold <= bound * 1.1 and plain.decay > 0.8
-    # The same scores in runs: the high ones arrive ten at a time, as a rare topic's sessions do.
-    runs = np.sort(iid).reshape(-1, 10)[rng.permutation(60)].ravel()
-    bursty = calibrate_cusum(runs, alpha=ALPHA, bets=BETS, power=POWER, block_len=10, rng=rng)
-    assert bursty.threshold > plain.threshold * 1.3 and bursty.decay < plain.decay
+    for session_len in (0, SESSION):  # mixture bets, and session-aware ones
+        plain = calibrate_cusum(iid, alpha=ALPHA, bets=BETS, power=POWER, block_len=10, rng=rng,
+                                session_len=session_len)
+        assert plain.independent_bound == pytest.approx(bound)
+        assert plain.threshold <= bound * 1.1 and plain.decay > 0.8
+        # The same scores in runs: the high ones arrive ten at a time, as a rare topic's sessions do.
+        runs = np.sort(iid).reshape(-1, 10)[rng.permutation(60)].ravel()
+        bursty = calibrate_cusum(runs, alpha=ALPHA, bets=BETS, power=POWER, block_len=10, rng=rng,
+                                 session_len=session_len)
+        assert bursty.threshold > plain.threshold * 1.3 and bursty.decay < plain.decay, (session_len, bursty)
 
 
 def _next_topic(topics: Topics, n: int, share: float, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
@@ -180,9 +233,14 @@ def test_a_new_topic_at_five_percent_crosses_and_stationary_traffic_does_not() -
     assert shifted.max() >= h, (shifted.max(), h)
 
 
-def test_the_detector_opens_a_cusum_incident_that_names_the_new_topic_then_closes() -> None:
+@pytest.mark.parametrize("session_len", [0, SESSION])
+def test_the_detector_opens_a_cusum_incident_that_names_the_new_topic_then_closes(session_len: int) -> None:
+    """Opens once while the topic goes on, names it, and closes once it stops, with mixture bets
+    and with session-aware ones: a session-aware sum falls too slowly on ordinary traffic to close
+    within 3,000 inputs without the close drift an open incident's sum pays
+    (``cusum_close_drift``)."""
     topics = Topics(seed=13)
-    det = DriftDetector(DetectorSettings(reference_size=600, window=50))
+    det = DriftDetector(DetectorSettings(reference_size=600, window=50, cusum_session_len=session_len))
     det.observe("s", topics.stream(600, BASE))
     assert not [r for r in det.observe("s", topics.stream(2000, BASE)) if r["type"] == "incident"]
     recs = det.observe("s", topics.stream(1500, NEW))
@@ -235,9 +293,11 @@ def test_each_sum_goes_to_the_replica_that_takes_the_segment_over_and_an_older_s
     second = DriftDetector(DetectorSettings(reference_size=600, window=50))
     second.adopt(ref, recent, state)
     assert (second.export_state("s") or {})["cusum"] == state["cusum"]
+    # and each session-aware sum's belief with it
+    assert len(state["belief"]) == 2 and (second.export_state("s") or {})["belief"] == state["belief"]
     # A state saved before pairs holds one sum: adopted, the sums start over at the next window.
     older = DriftDetector(DetectorSettings(reference_size=600, window=50))
-    older.adopt(ref, recent, {**state, "cusum": 3.0, "run": 40})
+    older.adopt(ref, recent, {k: v for k, v in {**state, "cusum": 3.0, "run": 40}.items() if k != "belief"})
     recs = older.observe("s", topics.stream(50, BASE))
     assert [r for r in recs if r["type"] == "window"]
     assert len((older.export_state("s") or {})["cusum"]) == 2
