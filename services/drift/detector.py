@@ -322,7 +322,7 @@ class DriftDetector:
             seg.belief = [float(v) for v in belief]
             if len(seg.cusum) != len(incs) or len(seg.run) != len(incs):  # new, or saved by another version
                 seg.cusum, seg.run = [0.0] * len(incs), [0] * len(incs)
-            if CUSUM in seg.opened and model.sequential.session_len:
+            if CUSUM in seg.opened and model.sequential.betting.session_len:
                 # Session-aware sums drift down slowly on ordinary traffic (about 0.006 nats per
                 # input: at 5 % an input is most likely not the topic's whether it goes on or not),
                 # so while the incident is open each input also pays close_drift: a topic that
@@ -334,7 +334,7 @@ class DriftDetector:
             # A session-aware sum seldom falls back to zero on ordinary traffic (it falls slowly):
             # its run starts where it last was at ordinary traffic's level (the lower threshold),
             # else it would reach back hundreds of inputs past where the evidence began.
-            floor = th.lower if model.sequential.session_len else 0.0
+            floor = th.lower if model.sequential.betting.session_len else 0.0
             seg.run = [_run_after(path, run, floor) for path, run in zip(paths, seg.run, strict=True)]
             seg.cusum = [float(path[-1]) for path in paths]
             values[CUSUM] = (max(float(path.max()) for path in paths), th.window)

@@ -260,15 +260,14 @@ class CusumCalibration:
     null_p95: float
 
 
-def calibrate_cusum(scores: NDArray[np.float64], *, alpha: float, bets: tuple[float, ...], power: float,
-                    block_len: int, rng: np.random.Generator, replicates: int = 64,
-                    length: int = 8000, session_len: int = 0, share: float = 0.05) -> CusumCalibration:
+def calibrate_cusum(scores: NDArray[np.float64], *, alpha: float, betting: Betting, block_len: int,
+                    rng: np.random.Generator, replicates: int = 64, length: int = 8000) -> CusumCalibration:
     """The CUSUM threshold for a per-input false-alarm probability ``alpha`` (module docstring):
     ``replicates`` simulated streams of ``length`` inputs, each scored against its own replicate
     of the reference's scores (``scores`` in arrival order). With several statistics per input
     (``scores`` of shape (statistics, n)), one CUSUM runs on each and an alarm is any of them
     reaching ``h``: they are simulated on the same inputs, so their dependence is in the rate.
-    ``session_len``, ``share``: the betting rule (``Betting``), simulated as it runs live."""
+    ``betting`` is simulated as it runs live."""
     stats = np.atleast_2d(np.asarray(scores, dtype=np.float64))
     m, n = stats.shape
     bound = float(np.log(m / alpha))  # a union bound over the m sums
@@ -279,7 +278,6 @@ def calibrate_cusum(scores: NDArray[np.float64], *, alpha: float, bets: tuple[fl
         cal, live = block_bootstrap_stream(n, n, block_len, rng), block_bootstrap_stream(n, length, block_len, rng)
         for i in range(m):
             u[r, i] = _pvalues(np.sort(stats[i, cal]), stats[i, live], rng)
-    betting = Betting(bets, power, session_len, share)
     incs = betting.increments(u.reshape(replicates * m, length))[0].reshape(u.shape)
     grid = np.arange(1.0, max(bound, 2.0) + 0.5, 0.5)
     s = np.zeros((replicates, m, len(grid) + 1))  # the last column never restarts: the null's level
@@ -332,21 +330,18 @@ class SequentialNovelty:
     reference: Matrix
     null_scores: NDArray[np.float64]  # sorted
     k: int
-    bets: tuple[float, ...]
-    power: float
+    betting: Betting
     calibration: CusumCalibration
     pairs: PairNull | None = None  # None: distance alone
     # Further pair windows, a sum each (DetectorSettings.cusum_pair_window2): each its own rest
     # and null; the calibration runs every sum at once.
     more_pairs: tuple[PairNull, ...] = ()
-    # Session-aware bets (``Betting``; 0: per-input mixture bets).
-    session_len: int = 0
-    share: float = 0.05
 
     @classmethod
     def fit(cls, reference: Matrix, *, k: int, bets: tuple[float, ...], power: float, block_len: int, alpha: float,
             rng: np.random.Generator, window: int = 0, pair_k: int = 5, more_windows: tuple[int, ...] = (),
             session_len: int = 0, share: float = 0.05) -> SequentialNovelty:
+        betting = Betting(bets, power, session_len, share)
         sim = reference @ reference.T  # once, for the distance's null and the pairs'
         scores = leave_session_out_scores(reference, k, block_len, sim)
         # The pair window needs a reference with room for it, its session and a rest to compare
@@ -354,9 +349,8 @@ class SequentialNovelty:
         room = (len(reference) - 2 * block_len) // 3
         window = min(window, room)
         if window < 2:
-            cal = calibrate_cusum(scores, alpha=alpha, bets=bets, power=power, block_len=block_len, rng=rng,
-                                  session_len=session_len, share=share)
-            return cls(reference, np.sort(scores), k, bets, power, cal, session_len=session_len, share=share)
+            cal = calibrate_cusum(scores, alpha=alpha, betting=betting, block_len=block_len, rng=rng)
+            return cls(reference, np.sort(scores), k, betting, cal)
         windows = [window, *(w for w in more_windows if 2 <= w <= room)]
         nulls = []  # (window, distances against the rest, pair statistics, combinations), sorted
         for w in windows:
@@ -364,13 +358,13 @@ class SequentialNovelty:
             null_rest, null_paired = np.sort(rest_scores), np.sort(paired)
             nulls.append((w, null_rest, null_paired, _fisher(_tail_share(null_rest, rest_scores, own=True),
                                                              _tail_share(null_paired, paired, own=True))))
-        cal = calibrate_cusum(np.vstack([scores, *(c for *_, c in nulls)]), alpha=alpha, bets=bets, power=power,
-                              block_len=block_len, rng=rng, session_len=session_len, share=share)
+        cal = calibrate_cusum(np.vstack([scores, *(c for *_, c in nulls)]), alpha=alpha, betting=betting,
+                              block_len=block_len, rng=rng)
         # Each window's rest is drawn after the calibration (the one-window draws as before).
         made = [PairNull(w, block_len, pair_k,
                          np.sort(rng.permutation(len(reference))[:rest_size(len(reference), w, block_len)]),
                          null_rest, null_paired, np.sort(combined)) for w, null_rest, null_paired, combined in nulls]
-        return cls(reference, np.sort(scores), k, bets, power, cal, made[0], tuple(made[1:]), session_len, share)
+        return cls(reference, np.sort(scores), k, betting, cal, made[0], tuple(made[1:]))
 
     @property
     def statistics(self) -> int:
@@ -416,10 +410,6 @@ class SequentialNovelty:
         if len(before) > pairs.window + pairs.block_len:
             before = before[len(before) - pairs.window - pairs.block_len:]
         return live_pairs(rest_sim, before, x, pairs.window, pairs.block_len, pairs.k)
-
-    @property
-    def betting(self) -> Betting:
-        return Betting(self.bets, self.power, self.session_len, self.share)
 
     def increments(self, x: Matrix, rng: np.random.Generator, history: Matrix | None = None,
                    belief: NDArray[np.float64] | None = None) -> tuple[NDArray[np.float64], NDArray[np.float64]]:

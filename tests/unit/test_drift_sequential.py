@@ -11,6 +11,7 @@ from llmgw.services.drift.calibrate import per_window_alpha
 from llmgw.services.drift.detector import DetectorSettings, DriftDetector, Input
 from llmgw.services.drift.model import CUSUM
 from llmgw.services.drift.sequential import (
+    Betting,
     SequentialNovelty,
     _pvalues,
     _tail_share,
@@ -79,8 +80,8 @@ def test_session_bets_find_a_topic_that_comes_in_sessions_sooner() -> None:
     slower to cross on most streams."""
     rng = np.random.default_rng(5)
     null = rng.random(2000)
-    h = {n: calibrate_cusum(null, alpha=ALPHA, bets=BETS, power=POWER, block_len=10, rng=np.random.default_rng(0),
-                            session_len=n).threshold for n in (0, SESSION)}
+    h = {n: calibrate_cusum(null, alpha=ALPHA, betting=Betting(BETS, POWER, n), block_len=10,
+                            rng=np.random.default_rng(0)).threshold for n in (0, SESSION)}
     first: dict[int, list[int]] = {0: [], SESSION: []}
     for _ in range(20):
         u = _session_stream(rng, 3000, 0.05)[None, :]
@@ -112,14 +113,13 @@ def test_the_threshold_carries_runs_of_small_p_values_beyond_the_independent_bou
     iid = rng.random(600)
     bound = float(np.log(1 / ALPHA))
     for session_len in (0, SESSION):  # mixture bets, and session-aware ones
-        plain = calibrate_cusum(iid, alpha=ALPHA, bets=BETS, power=POWER, block_len=10, rng=rng,
-                                session_len=session_len)
+        plain = calibrate_cusum(iid, alpha=ALPHA, betting=Betting(BETS, POWER, session_len), block_len=10, rng=rng)
         assert plain.independent_bound == pytest.approx(bound)
         assert plain.threshold <= bound * 1.1 and plain.decay > 0.8
         # The same scores in runs: the high ones arrive ten at a time, as a rare topic's sessions do.
         runs = np.sort(iid).reshape(-1, 10)[rng.permutation(60)].ravel()
-        bursty = calibrate_cusum(runs, alpha=ALPHA, bets=BETS, power=POWER, block_len=10, rng=rng,
-                                 session_len=session_len)
+        bursty = calibrate_cusum(runs, alpha=ALPHA, betting=Betting(BETS, POWER, session_len), block_len=10,
+                                 rng=rng)
         assert bursty.threshold > plain.threshold * 1.3 and bursty.decay < plain.decay, (session_len, bursty)
 
 
