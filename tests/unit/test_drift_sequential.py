@@ -256,6 +256,24 @@ def test_the_detector_opens_a_cusum_incident_that_names_the_new_topic_then_close
     assert "cusum" in (det.export_state("s") or {})
 
 
+def test_session_aware_bets_wait_for_the_full_reference() -> None:
+    """A provisional reference (a few dozen sessions) holds each known topic at a share some
+    points off the traffic's; a session-aware sum forgets slowly and adds that up (the Debian
+    benchmark's bursty stream opened on one: docs/drift.md). Its sums bet input by input until
+    the reference is full, then session-aware."""
+    topics = Topics(seed=31)
+    det = DriftDetector(DetectorSettings(reference_size=900, provisional_size=300, window=50,
+                                         cusum_session_len=SESSION))
+    det.observe("s", topics.stream(300, BASE))
+    provisional = det._segments["s"].model
+    assert provisional is not None and provisional.sequential is not None
+    assert provisional.reference.status == "provisional" and provisional.sequential.betting.session_len == 0
+    det.observe("s", topics.stream(700, BASE))
+    full = det._segments["s"].model
+    assert full is not None and full.sequential is not None and len(full.reference.vectors) == 900
+    assert full.sequential.betting.session_len == SESSION
+
+
 def test_a_new_kind_of_input_too_varied_to_form_a_group_is_named_by_the_inputs_that_carried_the_evidence() -> None:
     """Inputs each unlike the reference *and* unlike each other (a new topic of varied texts, seen
     early) link no close pairs, so no group forms among the recent inputs; the sequential
