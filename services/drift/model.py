@@ -71,9 +71,9 @@ class DetectorSettings:
     cusum_pair_window2: int = 0
     # Session-aware bets (sequential.py "Sessions"): a new topic's inputs come in sessions of about
     # this many (0: each input bet on alone, the mixture bets above), and the share of traffic the
-    # bets are tuned for. Not the default yet: they find far more (docs/benchmarks.md, session 23)
-    # but add up the pairs' lasting p-value excess on one bursty Debian stream into an opening.
-    cusum_session_len: int = 0
+    # bets are tuned for; on a full reference only (_session_len). They find far more than
+    # mixture bets at the same false-alarm level (docs/benchmarks.md, sessions 23 and 24).
+    cusum_session_len: int = 5
     cusum_session_share: float = 0.05
     # What each input costs a session-aware sum while its incident is open (detector.py).
     cusum_close_drift: float = 0.03

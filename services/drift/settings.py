@@ -47,9 +47,9 @@ class DriftSettings(ServiceSettings):
     cusum_pair_k: int = 5
     # A second, shorter pair window with a sum of its own (0: none; docs/drift.md "Still open").
     cusum_pair_window2: int = 0
-    # Session-aware bets: a new topic's sessions last about this many inputs, e.g. 5 (0: each input
-    # bet on alone, the default; docs/drift.md "novelty-cusum").
-    cusum_session_len: int = 0
+    # Session-aware bets: a new topic's sessions last about this many inputs (0: each input bet on
+    # alone, the mixture bets; docs/drift.md "novelty-cusum").
+    cusum_session_len: int = 5
     # Segments: any of tenant, route, prompt, label, joined with '/'; the global segment is '*'.
     # The ingress's REQUEST_EVENTS_KEY_BY must be these fields or a subset (one segment, one partition).
     segment_by: str = "tenant,route,prompt,label"

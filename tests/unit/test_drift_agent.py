@@ -124,5 +124,5 @@ def test_the_pair_window_and_count_are_settings_of_the_job() -> None:
     assert load_settings(DriftSettings, {"CUSUM_PAIR_K": "20"}).detector().cusum_pair_k == 20
     assert DriftSettings().detector().cusum_pair_window2 == 0
     assert load_settings(DriftSettings, {"CUSUM_PAIR_WINDOW2": "200"}).detector().cusum_pair_window2 == 200
-    assert DriftSettings().detector().cusum_session_len == 0
-    assert load_settings(DriftSettings, {"CUSUM_SESSION_LEN": "5"}).detector().cusum_session_len == 5
+    assert DriftSettings().detector().cusum_session_len == 5
+    assert load_settings(DriftSettings, {"CUSUM_SESSION_LEN": "0"}).detector().cusum_session_len == 0

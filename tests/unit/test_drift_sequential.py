@@ -27,7 +27,7 @@ from tests.drift_synth import DIM, Topics, close_sessions, rare_bursts
 BASE = [0.4, 0.3, 0.2, 0.1, 0.0, 0.0]
 NEW = [0.38, 0.285, 0.19, 0.095, 0.05, 0.0]  # a new topic (the fifth) at 5 %
 BETS, POWER, PAIR_K = DetectorSettings().cusum_bets, DetectorSettings().cusum_power, DetectorSettings().cusum_pair_k
-SESSION = 5  # session-aware bets' mean session length (CUSUM_SESSION_LEN; the default, 0, is mixture bets)
+SESSION = 5  # session-aware bets' mean session length (CUSUM_SESSION_LEN, the default; 0 is mixture bets)
 # The default budget's per-input alpha: one false alarm a month, seven detectors, 1 input/s.
 ALPHA = per_window_alpha(false_alarms_per_month=1, segments=1, detectors=7, events_per_second=1.0, window=50)[0] / 50
 
