@@ -150,7 +150,7 @@ def _session_len(s: DetectorSettings, reference_size: int) -> int:
     sessions) holds each known topic at a share some points off the traffic's, its pair window
     is short, and a session-aware sum, which forgets slowly, adds that up: on the benchmark's
     session-bursty Debian stream (seed 9) the pairs sum opened on a provisional reference
-    (docs/drift.md). Mixture bets forget ten times faster and stay quiet there."""
+    (docs/benchmarks.md, session 24). Mixture bets forget ten times faster and stay quiet there."""
     return s.cusum_session_len if reference_size >= s.reference_size else 0
 
 
