@@ -392,6 +392,10 @@ def print_detection(pools: dict[str, tuple[list[str], np.ndarray]], base: dict[s
     long_mix = {f"{k}-long": v for k, v in base.items()}
     row("length/format (3 sentences each)", detection(pools, base, lambda s: s.take(WINDOW * 20, long_mix), strict,
                                                        trials))
+    # The same, in a tenth of the sessions only (the length detector's share case).
+    some_long = {**{k: v * 0.9 for k, v in base.items()}, **{f"{k}-long": v * 0.1 for k, v in base.items()}}
+    row("longer inputs (10 % of sessions)", detection(pools, base, lambda s: s.take(WINDOW * 20, some_long), strict,
+                                                      trials))
     inj_mix = {**{k: v * 0.9 for k, v in base.items()}, "injection": 0.1}
     row("prompt-injection burst (10 %)", detection(pools, base, lambda s: s.take(WINDOW * 20, inj_mix, session=3),
                                                     strict, trials, new="injection"))

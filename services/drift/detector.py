@@ -27,9 +27,20 @@ import numpy as np
 from numpy.typing import NDArray
 
 from llmgw.kit.redact import Redactor
+from llmgw.services.drift.calibrate import DetectorThreshold
 from llmgw.services.drift.explain import explain, projection
 from llmgw.services.drift.incidents import Debouncer
-from llmgw.services.drift.model import CUSUM, DetectorSettings, Input, Model, Reference, build_model
+from llmgw.services.drift.length import DIRECTIONS
+from llmgw.services.drift.model import (
+    CUSUM,
+    LENGTH,
+    SEQUENTIAL,
+    DetectorSettings,
+    Input,
+    Model,
+    Reference,
+    build_model,
+)
 from llmgw.services.drift.naming import NewGroup, evidence_group, new_group
 from llmgw.services.drift.sequential import cusum_path
 from llmgw.services.drift.stats import MmdReference, assign, g_batch, g_test, guards, permutation_pvalue
@@ -68,8 +79,15 @@ class _Segment:
     run: list[int] = field(default_factory=list)
     # For session-aware bets, each sum's belief that the newest input is in a new topic's session.
     belief: list[float] = field(default_factory=list)
+    # The length detector's sums (longer, shorter) and their beliefs (length.py).
+    length_sums: list[float] = field(default_factory=list)
+    length_belief: list[float] = field(default_factory=list)
     # Inputs since the provisional reference was fitted, to grow it to reference_size.
     growing: list[Input] = field(default_factory=list)
+
+    def reset_sums(self) -> None:
+        """The sequential detectors start over (a new reference: new thresholds)."""
+        self.cusum, self.run, self.belief, self.length_sums, self.length_belief = [], [], [], [], []
 
 
 def _run_after(path: NDArray[np.float64], run: int, floor: float = 0.0) -> int:
@@ -137,7 +155,7 @@ class DriftDetector:
         seg.growing.clear()
         seg.debouncers.clear()
         seg.opened.clear()
-        seg.cusum, seg.run, seg.belief = [], [], []
+        seg.reset_sums()
         return out
 
     # ---- windows ----
@@ -152,6 +170,7 @@ class DriftDetector:
             return None
         return {"reference_id": seg.model.reference.id, "windows": seg.windows, "unconfirmed": seg.unconfirmed,
                 "cusum": seg.cusum, "run": seg.run, "belief": seg.belief,
+                "length_cusum": seg.length_sums, "length_belief": seg.length_belief,
                 "debouncers": {name: {"above": d.above, "below": d.below, "incident": d.incident}
                                for name, d in seg.debouncers.items()},
                 "opened": seg.opened}
@@ -200,13 +219,16 @@ class DriftDetector:
             seg.recent.extend(history[-self._history_len():])
         seg.debouncers.clear()
         seg.opened = {}
-        seg.cusum, seg.run, seg.belief = [], [], []
+        seg.reset_sums()
         if state is not None and state.get("reference_id") == ref.id:
             seg.windows, seg.unconfirmed = int(state["windows"]), int(state["unconfirmed"])
             # A state saved before the detector has no sums, one saved before pairs a single one.
             seg.cusum = [float(v) for v in np.atleast_1d(state.get("cusum", []))]
             seg.run = [int(v) for v in np.atleast_1d(state.get("run", []))]
             seg.belief = [float(v) for v in np.atleast_1d(state.get("belief", []))]
+            # A state saved before the length detector has none: its sums start at the next window.
+            seg.length_sums = [float(v) for v in state.get("length_cusum", [])]
+            seg.length_belief = [float(v) for v in state.get("length_belief", [])]
             for name, d in state["debouncers"].items():
                 seg.debouncers[name] = Debouncer(self._open_after(name), self.settings.close_after,
                                                  int(d["above"]), int(d["below"]), str(d["incident"]))
@@ -257,7 +279,7 @@ class DriftDetector:
                         np.stack([i.vector for i in inputs]).astype(np.float32),
                         [i.text for i in inputs], [i.time for i in inputs])
         seg.model = build_model(ref, self.settings)
-        seg.cusum, seg.run, seg.belief = [], [], []
+        seg.reset_sums()
         self.new_references.append(ref)
 
     def _grow(self, seg: _Segment, item: Input) -> None:
@@ -322,15 +344,7 @@ class DriftDetector:
             seg.belief = [float(v) for v in belief]
             if len(seg.cusum) != len(incs) or len(seg.run) != len(incs):  # new, or saved by another version
                 seg.cusum, seg.run = [0.0] * len(incs), [0] * len(incs)
-            if CUSUM in seg.opened and model.sequential.betting.session_len:
-                # Session-aware sums drift down slowly on ordinary traffic (about 0.006 nats per
-                # input: at 5 % an input is most likely not the topic's whether it goes on or not),
-                # so while the incident is open each input also pays close_drift: a topic that
-                # goes on keeps the sum up, one that stopped lets it fall to the closing level in
-                # a few hundred inputs. Opening is untouched (it happens before any of this).
-                incs = incs - self.settings.cusum_close_drift
-            paths = [cusum_path(start, row, cap=1.25 * th.upper)
-                     for start, row in zip(seg.cusum, incs, strict=True)]
+            paths = self._advance(seg.cusum, incs, th, CUSUM in seg.opened, model.sequential.betting.session_len)
             # A session-aware sum seldom falls back to zero on ordinary traffic (it falls slowly):
             # its run starts where it last was at ordinary traffic's level (the lower threshold),
             # else it would reach back hundreds of inputs past where the evidence began.
@@ -338,7 +352,32 @@ class DriftDetector:
             seg.run = [_run_after(path, run, floor) for path, run in zip(paths, seg.run, strict=True)]
             seg.cusum = [float(path[-1]) for path in paths]
             values[CUSUM] = (max(float(path.max()) for path in paths), th.window)
+        if model.length is not None and seg.pending:
+            th = model.calibration.thresholds[LENGTH]
+            if len(seg.length_belief) != model.length.statistics:
+                seg.length_belief = [0.0] * model.length.statistics
+            incs, belief = model.length.increments([i.text for i in seg.pending], self._rng,
+                                                   np.array(seg.length_belief))
+            seg.length_belief = [float(v) for v in belief]
+            if len(seg.length_sums) != len(incs):
+                seg.length_sums = [0.0] * len(incs)
+            paths = self._advance(seg.length_sums, incs, th, LENGTH in seg.opened, model.length.betting.session_len)
+            seg.length_sums = [float(path[-1]) for path in paths]
+            values[LENGTH] = (max(float(path.max()) for path in paths), th.window)
         return values, labels
+
+    def _advance(self, sums: list[float], incs: NDArray[np.float64], th: DetectorThreshold, is_open: bool,
+                 session_len: int) -> list[NDArray[np.float64]]:
+        """A sequential detector's sums through a window's increments: each sum's path."""
+        if is_open and session_len:
+            # Session-aware sums drift down slowly on ordinary traffic (about 0.006 nats per
+            # input: at 5 % an input is most likely not the topic's whether it goes on or not),
+            # so while the incident is open each input also pays close_drift: a shift that
+            # goes on keeps the sum up, one that stopped lets it fall to the closing level in
+            # a few hundred inputs. Opening is untouched (it happens before any of this).
+            incs = incs - self.settings.cusum_close_drift
+        # Capped so an incident can close once the shift stops (cusum_path).
+        return [cusum_path(start, row, cap=1.25 * th.upper) for start, row in zip(sums, incs, strict=True)]
 
     @staticmethod
     def _before(seg: _Segment, tail: int, n: int) -> NDArray[np.float32] | None:
@@ -362,7 +401,7 @@ class DriftDetector:
             if step == "OPEN":
                 # The CUSUM is its own debouncer and its threshold already carries sessions and the
                 # reference's error; a window permutation test would only throw its power away.
-                p = None if name == CUSUM else self._confirm(seg, model, name, value, n)
+                p = None if name in SEQUENTIAL else self._confirm(seg, model, name, value, n)
                 if p is None or p <= self.settings.confirm_alpha:
                     deb.opened()
                     seg.opened[name] = {"p_value": p, "opened_at": self._clock(), "value": value}
@@ -394,7 +433,7 @@ class DriftDetector:
 
     def _open_after(self, name: str) -> int:
         """Windows above the threshold that open an incident: the CUSUM is its own debounce."""
-        return 1 if name == CUSUM else self.settings.open_after
+        return 1 if name in SEQUENTIAL else self.settings.open_after
 
     @staticmethod
     def _window_info(seg: _Segment) -> dict[str, Any]:
@@ -441,6 +480,17 @@ class DriftDetector:
         return permutation_pvalue(mmd_stat, len(pooled_m), len(recent), first,
                                   permutations=min(s.confirm_permutations, 99), rng=self._rng,
                                   block_len=s.block_len)
+
+    def _length_summary(self, seg: _Segment, model: Model, texts: list[str]) -> dict[str, Any]:
+        """Which way the inputs moved (the higher sum's), the median length before and now, and
+        the window's inputs furthest that way (redacted)."""
+        assert model.length is not None
+        sums = seg.length_sums or [0.0] * len(DIRECTIONS)
+        lead = int(np.argmax(sums))
+        order = sorted(range(len(texts)), key=lambda i: len(texts[i]), reverse=lead == 0)
+        return {"direction": DIRECTIONS[lead], "reference_median_chars": round(model.length.median_chars(), 1),
+                "current_median_chars": float(np.median([len(t) for t in texts])) if texts else 0.0,
+                "examples": [self._redact(texts[i]) for i in order[:self.settings.examples]]}
 
     def _new_group(self, seg: _Segment, model: Model, name: str, current: list[Input]
                    ) -> tuple[NewGroup, list[str]] | None:
@@ -489,9 +539,14 @@ class DriftDetector:
         if reason:
             rec["reason"] = reason
         if len(win) >= 2 and state != "CLOSED":
+            # A length incident names no new topic: its inputs are the reference's kinds, said longer
+            # or shorter (the clusters still say which kinds moved).
+            new = None if name == LENGTH else self._new_group(seg, model, name, current)
             rec["effect"], rec["clusters"] = explain(
                 model, win, texts, examples=self.settings.examples, redact=self._redact, seed=self.settings.seed,
-                novel_first=name.startswith("novelty"), new=self._new_group(seg, model, name, current))
+                novel_first=name.startswith("novelty"), new=new)
             rec["guards"] = guards(model.fit_texts, texts)
+            if name == LENGTH and model.length is not None:
+                rec["length"] = self._length_summary(seg, model, texts)
             rec["projection"] = projection(model.fit, win)
         return rec

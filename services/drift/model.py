@@ -16,8 +16,9 @@ from llmgw.services.drift.calibrate import (
     calibrate_statistic,
     per_window_alpha,
 )
+from llmgw.services.drift.length import SequentialLength
 from llmgw.services.drift.naming import Neighbourhood
-from llmgw.services.drift.sequential import SequentialNovelty
+from llmgw.services.drift.sequential import Betting, SequentialNovelty
 from llmgw.services.drift.stats import (
     Cells,
     Matrix,
@@ -29,12 +30,16 @@ from llmgw.services.drift.stats import (
     nearest_labels,
 )
 
-__all__ = ["CUSUM", "DetectorSettings", "Input", "Matrix", "Model", "Reference", "build_model"]
+__all__ = ["CUSUM", "LENGTH", "SEQUENTIAL", "DetectorSettings", "Input", "Matrix", "Model", "Reference", "build_model"]
 
 # Reference replicates the calibration cycles through (see build_model).
 _REPLICATES = 64
 # The sequential detector's name (it has no window: its statistic is the CUSUM at each window's end).
 CUSUM = "novelty-cusum"
+# The sequential length detector (services/drift/length.py): inputs longer or shorter than the reference's.
+LENGTH = "length-cusum"
+# Detectors that are their own debouncer and need no confirmation (their thresholds carry sessions).
+SEQUENTIAL = frozenset({CUSUM, LENGTH})
 
 
 @dataclass(frozen=True)
@@ -77,6 +82,9 @@ class DetectorSettings:
     cusum_session_share: float = 0.05
     # What each input costs a session-aware sum while its incident is open (detector.py).
     cusum_close_drift: float = 0.03
+    # The sequential length detector (length.py): a CUSUM each for inputs longer and shorter than
+    # the reference's, on the same bets as the novelty detector's.
+    length_cusum: bool = True
     # Inputs beyond this quantile of held-out distances to every centroid are "novel".
     novelty_quantile: float = 95.0
     # Share of the reference (in arrival order) the models are fitted on; the rest calibrates.
@@ -138,6 +146,7 @@ class Model:
     mmd: MmdReference
     calibration: Calibration
     sequential: SequentialNovelty | None = None
+    length: SequentialLength | None = None
 
     @functools.cached_property
     def neighbourhood(self) -> Neighbourhood:
@@ -166,7 +175,8 @@ def build_model(ref: Reference, s: DetectorSettings) -> Model:
     mmd = MmdReference.of(fit)
     detectors = [*(f"topic@{s.window * m}" for m in s.topic_multiples),
                  *(f"novelty@{s.window * m}" for m in s.novelty_multiples),
-                 *(f"mmd@{s.window * m}" for m in s.mmd_multiples), *([CUSUM] if s.cusum else [])]
+                 *(f"mmd@{s.window * m}" for m in s.mmd_multiples), *([CUSUM] if s.cusum else []),
+                 *([LENGTH] if s.length_cusum else [])]
     span = (ref.times[-1] - ref.times[0]) if len(ref.times) > 1 else 0.0
     rate = (len(ref.times) - 1) / span if span > 0 else s.assumed_events_per_second
     alpha, per_month = per_window_alpha(false_alarms_per_month=s.false_alarms_per_month,
@@ -226,7 +236,15 @@ def build_model(ref: Reference, s: DetectorSettings) -> Model:
         c = sequential.calibration
         thresholds[CUSUM] = DetectorThreshold(CUSUM, s.window * max(s.novelty_multiples, default=1), c.threshold,
                                               c.lower, c.alpha, c.null_mean, c.null_p95)
+    length = None
+    if s.length_cusum:
+        length = SequentialLength.fit(ref.texts, block_len=s.block_len, alpha=alpha / s.window, rng=rng,
+                                      betting=Betting(s.cusum_bets, s.cusum_power, _session_len(s, len(ref.texts)),
+                                                      s.cusum_session_share))
+        c = length.calibration
+        thresholds[LENGTH] = DetectorThreshold(LENGTH, s.window, c.threshold, c.lower, c.alpha, c.null_mean,
+                                               c.null_p95)
     calibration = Calibration.make(thresholds, block_len=s.block_len, simulations=s.simulations,
                                    windows_per_month=per_month)
     return Model(ref, fit, ref.texts[:n_fit], cells, assign(cells, fit), pool, pool_labels, mmd, calibration,
-                 sequential)
+                 sequential, length)

@@ -77,8 +77,8 @@ from llmgw.services.drift.calibrate import block_bootstrap_stream
 from llmgw.services.drift.stats import Matrix, top_k_mean
 
 __all__ = ["Betting", "CusumCalibration", "PairNull", "SequentialNovelty", "bet_increments", "calibrate_cusum",
-           "cusum_path", "knn_dissimilarity", "leave_session_out_scores", "live_pairs", "rest_size",
-           "session_increments", "session_out_pairs"]
+           "conformal_pvalues", "cusum_path", "knn_dissimilarity", "leave_session_out_scores", "live_pairs",
+           "rest_size", "session_increments", "session_out_pairs"]
 
 # A repeat (a retry, a template filled in the same way) is not a second input of a topic: pairs
 # this similar count for neither side of a pair statistic.
@@ -240,7 +240,7 @@ class Betting:
         return np.vstack([bet_increments(row, self.bets, self.power) for row in u]), np.zeros(len(u))
 
 
-def _pvalues(sorted_null: NDArray[np.float64], scores: NDArray[np.float64],
+def conformal_pvalues(sorted_null: NDArray[np.float64], scores: NDArray[np.float64],
              rng: np.random.Generator) -> NDArray[np.float64]:
     """Conformal p-values with ties broken at random: P(null >= score), uniform under the null."""
     n = len(sorted_null)
@@ -277,7 +277,7 @@ def calibrate_cusum(scores: NDArray[np.float64], *, alpha: float, betting: Betti
     for r in range(replicates):
         cal, live = block_bootstrap_stream(n, n, block_len, rng), block_bootstrap_stream(n, length, block_len, rng)
         for i in range(m):
-            u[r, i] = _pvalues(np.sort(stats[i, cal]), stats[i, live], rng)
+            u[r, i] = conformal_pvalues(np.sort(stats[i, cal]), stats[i, live], rng)
     incs = betting.increments(u.reshape(replicates * m, length))[0].reshape(u.shape)
     grid = np.arange(1.0, max(bound, 2.0) + 0.5, 0.5)
     s = np.zeros((replicates, m, len(grid) + 1))  # the last column never restarts: the null's level
@@ -385,13 +385,13 @@ class SequentialNovelty:
         reference."""
         sim = x @ self.reference.T  # once for the distance and the pairs
         scores = _dissimilarity(sim, self.k)
-        rows = [_pvalues(self.null_scores, scores, rng)]
+        rows = [conformal_pvalues(self.null_scores, scores, rng)]
         for pairs in (self.pairs, *self.more_pairs) if self.pairs is not None else ():
             rest_sim = sim[:, pairs.rest]
             paired = self._pair_statistics(pairs, rest_sim, x, history)
             combined = _fisher(_tail_share(pairs.scores, _dissimilarity(rest_sim, self.k)),
                                _tail_share(pairs.values, paired))
-            rows.append(_pvalues(pairs.combined, combined, rng))
+            rows.append(conformal_pvalues(pairs.combined, combined, rng))
         return np.vstack(rows)
 
     def pair_statistics(self, x: Matrix, history: Matrix | None = None) -> NDArray[np.float64]:

@@ -22,7 +22,7 @@ from llmgw.cli import main as cli
 from llmgw.events.v1 import events_pb2
 from llmgw.kit.embedded import free_port
 from llmgw.kit.kafka import DRIFT_METRICS_TOPIC, DRIFT_TOPIC, by_key, ensure_topics
-from llmgw.services.drift.model import CUSUM
+from llmgw.services.drift.model import CUSUM, LENGTH, SEQUENTIAL
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -129,13 +129,13 @@ async def test_stationary_stream_is_quiet_and_a_new_topic_raises_an_incident_tha
     tenant, segment, rng, windows = await _quiet_start(bootstrap, topic, seed=11, windows=12)
     assert windows[0]["reference"]["status"] == "provisional"
     # A detector over the last N inputs scores from the window where N inputs are past the reference.
-    assert set(windows[0]["detectors"]) == {"topic@50", "mmd@50", CUSUM}
-    assert set(windows[3]["detectors"]) == {"topic@50", "topic@200", "novelty@200", "mmd@50", "mmd@100", CUSUM}
+    assert set(windows[0]["detectors"]) == {"topic@50", "mmd@50", CUSUM, LENGTH}
+    assert set(windows[3]["detectors"]) == {"topic@50", "topic@200", "novelty@200", "mmd@50", "mmd@100", CUSUM, LENGTH}
 
     await _produce(bootstrap, topic, tenant, _texts(rng, 600, 0.3), 900)
     windows, incidents = await _collect(bootstrap, segment, 24, 180)
     # The window detectors' incidents (the sequential one has its own test below).
-    opened = [i for i in incidents if i["state"] == "OPEN" and i["detector"] != CUSUM]
+    opened = [i for i in incidents if i["state"] == "OPEN" and i["detector"] not in SEQUENTIAL]
     assert opened, [w["detectors"] for w in windows[12:]]
     top = opened[0]["clusters"][0]
     # The new topic's own group leads: inputs unlike the reference and like each other.

@@ -13,10 +13,10 @@ from llmgw.services.drift.model import CUSUM
 from llmgw.services.drift.sequential import (
     Betting,
     SequentialNovelty,
-    _pvalues,
     _tail_share,
     bet_increments,
     calibrate_cusum,
+    conformal_pvalues,
     cusum_path,
     knn_dissimilarity,
     leave_session_out_scores,
@@ -102,8 +102,8 @@ def test_p_values_stay_uniform_on_session_traffic_only_when_the_session_is_left_
     rng = np.random.default_rng(1)
     ref, fresh = close_sessions(600, rng), close_sessions(3000, rng)
     scores = knn_dissimilarity(ref, fresh, 5)
-    kept = _pvalues(np.sort(leave_session_out_scores(ref, 5, 10)), scores, rng)
-    naive = _pvalues(np.sort(leave_session_out_scores(ref, 5, 0)), scores, rng)
+    kept = conformal_pvalues(np.sort(leave_session_out_scores(ref, 5, 10)), scores, rng)
+    naive = conformal_pvalues(np.sort(leave_session_out_scores(ref, 5, 0)), scores, rng)
     assert 0.4 < kept.mean() < 0.6 and (kept < 0.05).mean() < 0.1
     assert (naive < 0.05).mean() > 0.5
 

@@ -7,7 +7,7 @@ from llmgw.events.v1 import events_pb2
 from llmgw.gateway.v1 import gateway_pb2
 from llmgw.services.drift.app import GLOBAL_SEGMENT, Batch, process_window
 from llmgw.services.drift.detector import DetectorSettings, DriftDetector
-from llmgw.services.drift.model import CUSUM
+from llmgw.services.drift.model import CUSUM, LENGTH
 from llmgw.services.drift.stats import (
     assign,
     centroid,
@@ -77,7 +77,7 @@ class TestWindowProcessing:
         recs = process_window([_event(i, "weather") for i in range(8, 12)], _batch(det))
         windows = [r for r in recs if r["type"] == "window"]
         assert {r["segment"] for r in windows} == {GLOBAL_SEGMENT, SEG}
-        assert all(set(r["detectors"]) == {"topic@4", "mmd@4", CUSUM} and r["calibration_id"].startswith("cal-")
+        assert all(set(r["detectors"]) == {"topic@4", "mmd@4", CUSUM, LENGTH} and r["calibration_id"].startswith("cal-")
                    for r in windows)
 
     def test_undecodable_records_are_skipped_not_fatal(self) -> None:
