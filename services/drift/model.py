@@ -238,9 +238,13 @@ def build_model(ref: Reference, s: DetectorSettings) -> Model:
                                               c.lower, c.alpha, c.null_mean, c.null_p95)
     length = None
     if s.length_cusum:
+        # Mixture bets, input by input: a change of length is most often one of how a segment's
+        # traffic is sent (a client, a template) rather than a rare kind of session, and a session
+        # of a long-winded known topic, all of its inputs in the reference's upper tail, would
+        # carry a session-aware sum far (the null's own runs then set h high; the simulation
+        # still takes sessions into account for these bets).
         length = SequentialLength.fit(ref.texts, block_len=s.block_len, alpha=alpha / s.window, rng=rng,
-                                      betting=Betting(s.cusum_bets, s.cusum_power, _session_len(s, len(ref.texts)),
-                                                      s.cusum_session_share))
+                                      betting=Betting(s.cusum_bets, s.cusum_power))
         c = length.calibration
         thresholds[LENGTH] = DetectorThreshold(LENGTH, s.window, c.threshold, c.lower, c.alpha, c.null_mean,
                                                c.null_p95)

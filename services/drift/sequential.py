@@ -261,13 +261,15 @@ class CusumCalibration:
 
 
 def calibrate_cusum(scores: NDArray[np.float64], *, alpha: float, betting: Betting, block_len: int,
-                    rng: np.random.Generator, replicates: int = 64, length: int = 8000) -> CusumCalibration:
+                    rng: np.random.Generator, replicates: int = 64, length: int = 8000, floor: float = 0.0
+                    ) -> CusumCalibration:
     """The CUSUM threshold for a per-input false-alarm probability ``alpha`` (module docstring):
     ``replicates`` simulated streams of ``length`` inputs, each scored against its own replicate
     of the reference's scores (``scores`` in arrival order). With several statistics per input
     (``scores`` of shape (statistics, n)), one CUSUM runs on each and an alarm is any of them
     reaching ``h``: they are simulated on the same inputs, so their dependence is in the rate.
-    ``betting`` is simulated as it runs live."""
+    ``betting`` is simulated as it runs live, and p-values below ``floor`` are taken as ``floor``
+    (as a detector that floors its own does)."""
     stats = np.atleast_2d(np.asarray(scores, dtype=np.float64))
     m, n = stats.shape
     bound = float(np.log(m / alpha))  # a union bound over the m sums
@@ -277,7 +279,7 @@ def calibrate_cusum(scores: NDArray[np.float64], *, alpha: float, betting: Betti
     for r in range(replicates):
         cal, live = block_bootstrap_stream(n, n, block_len, rng), block_bootstrap_stream(n, length, block_len, rng)
         for i in range(m):
-            u[r, i] = conformal_pvalues(np.sort(stats[i, cal]), stats[i, live], rng)
+            u[r, i] = np.maximum(conformal_pvalues(np.sort(stats[i, cal]), stats[i, live], rng), floor)
     incs = betting.increments(u.reshape(replicates * m, length))[0].reshape(u.shape)
     grid = np.arange(1.0, max(bound, 2.0) + 0.5, 0.5)
     s = np.zeros((replicates, m, len(grid) + 1))  # the last column never restarts: the null's level

@@ -22,9 +22,14 @@ HEADER = (f"{'time':<8} {'incident':<12} {'state':<6} {'segment':<30} {'detector
 
 
 def format_record(rec: dict[str, Any]) -> str:
-    """One incident record as a table row: the top drifting cluster with its keywords and an example."""
+    """One incident record as a table row: the top drifting cluster with its keywords and an example
+    (a length incident: which way, the median lengths and an example)."""
     top = ""
-    if rec.get("clusters"):
+    if length := rec.get("length"):
+        example = (length["examples"][0] if length["examples"] else "")[:50]
+        top = (f"{length['direction']}: median {length['reference_median_chars']:.0f}->"
+               f"{length['current_median_chars']:.0f} chars e.g. {example!r}")
+    elif rec.get("clusters"):
         c = rec["clusters"][0]
         example = (c["examples"][0] if c["examples"] else "")[:50]
         top = (f"{c['cell']} {c['reference_share']:.0%}->{c['current_share']:.0%} "
