@@ -50,6 +50,9 @@ class DriftSettings(ServiceSettings):
     # Session-aware bets: a new topic's sessions last about this many inputs (0: each input bet on
     # alone, the mixture bets; docs/drift.md "novelty-cusum").
     cusum_session_len: int = 5
+    # The sequential length detector (docs/drift.md "length-cusum"): inputs longer or shorter than
+    # the reference's.
+    length_cusum: bool = True
     # Segments: any of tenant, route, prompt, label, joined with '/'; the global segment is '*'.
     # The ingress's REQUEST_EVENTS_KEY_BY must be these fields or a subset (one segment, one partition).
     segment_by: str = "tenant,route,prompt,label"
@@ -88,7 +91,8 @@ class DriftSettings(ServiceSettings):
             open_after=self.open_after, close_after=self.close_after,
             false_alarms_per_month=self.false_alarms_per_month, expected_segments=self.expected_segments,
             cusum_pair_window=self.cusum_pair_window, cusum_pair_k=self.cusum_pair_k,
-            cusum_pair_window2=self.cusum_pair_window2, cusum_session_len=self.cusum_session_len)
+            cusum_pair_window2=self.cusum_pair_window2, cusum_session_len=self.cusum_session_len,
+            length_cusum=self.length_cusum)
 
     def segment_fields(self) -> tuple[str, ...]:
         return tuple(f.strip() for f in self.segment_by.split(",") if f.strip())
