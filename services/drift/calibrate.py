@@ -54,12 +54,14 @@ class Calibration:
                    "cal-" + hashlib.sha256(body.encode()).hexdigest()[:10])
 
 
-def per_window_alpha(*, false_alarms_per_month: float, segments: int, detectors: int,
+def per_window_alpha(*, false_alarms_per_month: float, segments: int, detectors: float,
                      events_per_second: float, window: int) -> tuple[float, float]:
     """(alpha per window and detector, windows per month): the month's false-alarm budget split
-    evenly across segments and detectors (Bonferroni: valid whatever their dependence)."""
+    evenly across segments and detectors (Bonferroni: valid whatever their dependence).
+    ``detectors`` counts shares: a detector given a fraction of one (``model.build_model``)
+    counts that fraction and runs at that fraction of the alpha (weighted Bonferroni)."""
     windows_per_month = max(1.0, events_per_second * SECONDS_PER_MONTH / max(1, window))
-    alpha = false_alarms_per_month / max(1, segments) / max(1, detectors) / windows_per_month
+    alpha = false_alarms_per_month / max(1, segments) / max(1.0, detectors) / windows_per_month
     return min(0.5, alpha), windows_per_month
 
 

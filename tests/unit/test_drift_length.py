@@ -9,6 +9,7 @@ from pathlib import Path
 
 import jsonschema
 import numpy as np
+import pytest
 
 from llmgw.commands.drift import format_record
 from llmgw.services.drift.calibrate import per_window_alpha
@@ -20,8 +21,9 @@ from tests.drift_synth import Topics
 
 BASE = [0.4, 0.3, 0.2, 0.1, 0.0, 0.0]
 SETTINGS = DetectorSettings(reference_size=600, window=50)
-ALPHA = per_window_alpha(false_alarms_per_month=1.0, segments=1, detectors=8, events_per_second=1.0,
-                         window=50)[0] / 50
+# The length detector's alpha: a tenth of one detector's share (DetectorSettings.length_budget).
+ALPHA = 0.1 * per_window_alpha(false_alarms_per_month=1.0, segments=1, detectors=7.1, events_per_second=1.0,
+                               window=50)[0] / 50
 BETTING = Betting(SETTINGS.cusum_bets, SETTINGS.cusum_power)  # as build_model fits it
 SCHEMA = json.loads((Path(__file__).resolve().parents[2] / "docs" / "schemas" / "llm.drift.schema.json").read_text())
 
@@ -124,3 +126,20 @@ def test_a_state_saved_before_the_length_detector_adopts_and_its_sums_start_over
     older.adopt(ref, recent, {k: v for k, v in state.items() if not k.startswith("length")})
     assert [r for r in older.observe("s", _worded(topics.stream(50, BASE), rng)) if r["type"] == "window"]
     assert len((older.export_state("s") or {})["length_cusum"]) == 2
+
+
+def test_the_length_detector_takes_a_tenth_of_a_detector_share_of_the_budget() -> None:
+    """Weighted Bonferroni: its alpha a tenth of the novelty CUSUM's, whose own share shrinks by
+    a seventy-first, not by an eighth (a whole share would raise its h by ln(8/7))."""
+    topics, rng = Topics(seed=59), np.random.default_rng(4)
+    det = DriftDetector(SETTINGS)
+    det.observe("s", _worded(topics.stream(600, BASE), rng))
+    model = det._segments["s"].model
+    assert model is not None
+    th = model.calibration.thresholds
+    assert th[LENGTH].alpha == pytest.approx(0.1 * th[CUSUM].alpha)
+    alone = DriftDetector(replace(SETTINGS, length_cusum=False))
+    alone.observe("s", _worded(Topics(seed=59).stream(600, BASE), np.random.default_rng(4)))
+    assert alone._segments["s"].model is not None
+    assert th[CUSUM].alpha == pytest.approx(alone._segments["s"].model.calibration.thresholds[CUSUM].alpha * 7 / 7.1)
+    assert LENGTH not in alone._segments["s"].model.calibration.thresholds
