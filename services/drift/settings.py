@@ -53,6 +53,8 @@ class DriftSettings(ServiceSettings):
     # The sequential length detector (docs/drift.md "length-cusum"): inputs longer or shorter than
     # the reference's.
     length_cusum: bool = True
+    # Its share of the false-alarm budget, in detectors' shares (docs/drift.md "Calibration").
+    length_budget: float = 0.1
     # Segments: any of tenant, route, prompt, label, joined with '/'; the global segment is '*'.
     # The ingress's REQUEST_EVENTS_KEY_BY must be these fields or a subset (one segment, one partition).
     segment_by: str = "tenant,route,prompt,label"
@@ -92,7 +94,7 @@ class DriftSettings(ServiceSettings):
             false_alarms_per_month=self.false_alarms_per_month, expected_segments=self.expected_segments,
             cusum_pair_window=self.cusum_pair_window, cusum_pair_k=self.cusum_pair_k,
             cusum_pair_window2=self.cusum_pair_window2, cusum_session_len=self.cusum_session_len,
-            length_cusum=self.length_cusum)
+            length_cusum=self.length_cusum, length_budget=self.length_budget)
 
     def segment_fields(self) -> tuple[str, ...]:
         return tuple(f.strip() for f in self.segment_by.split(",") if f.strip())

@@ -112,9 +112,9 @@ def test_the_drift_job_reaches_a_secured_kafka_and_keeps_its_data_dir_absolute()
 
 
 def test_the_pair_window_and_count_are_settings_of_the_job() -> None:
-    """CUSUM_PAIR_WINDOW, CUSUM_PAIR_K, CUSUM_PAIR_WINDOW2, CUSUM_SESSION_LEN and LENGTH_CUSUM reach
-    the detector; a window of 0 leaves the sequential detector on distance alone, a session length
-    of 0 on per-input mixture bets."""
+    """CUSUM_PAIR_WINDOW, CUSUM_PAIR_K, CUSUM_PAIR_WINDOW2, CUSUM_SESSION_LEN, LENGTH_CUSUM and
+    LENGTH_BUDGET reach the detector; a window of 0 leaves the sequential detector on distance
+    alone, a session length of 0 on per-input mixture bets."""
     from llmgw.kit.settings import load_settings
     from llmgw.services.drift.settings import DriftSettings
 
@@ -128,3 +128,4 @@ def test_the_pair_window_and_count_are_settings_of_the_job() -> None:
     assert load_settings(DriftSettings, {"CUSUM_SESSION_LEN": "0"}).detector().cusum_session_len == 0
     assert DriftSettings().detector().length_cusum is True
     assert load_settings(DriftSettings, {"LENGTH_CUSUM": "false"}).detector().length_cusum is False
+    assert load_settings(DriftSettings, {"LENGTH_BUDGET": "0.5"}).detector().length_budget == 0.5
