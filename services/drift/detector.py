@@ -105,6 +105,9 @@ class DriftDetector:
         self._redact = redact or Redactor().for_tenant("")
         self._clock = clock
         self._rng = np.random.default_rng(self.settings.seed)
+        # The length detector's ties are broken from a stream of its own: turning it on or off
+        # leaves every other detector's draws (and so its decisions) as they were.
+        self._length_rng = np.random.default_rng([self.settings.seed, 1])
         self.new_references: list[Reference] = []
         # Segments whose open incidents changed since the job last saved them (see handoff).
         self.state_changed: set[str] = set()
@@ -356,7 +359,7 @@ class DriftDetector:
             th = model.calibration.thresholds[LENGTH]
             if len(seg.length_belief) != model.length.statistics:
                 seg.length_belief = [0.0] * model.length.statistics
-            incs, belief = model.length.increments([i.text for i in seg.pending], self._rng,
+            incs, belief = model.length.increments([i.text for i in seg.pending], self._length_rng,
                                                    np.array(seg.length_belief))
             seg.length_belief = [float(v) for v in belief]
             if len(seg.length_sums) != len(incs):

@@ -143,3 +143,17 @@ def test_the_length_detector_takes_a_tenth_of_a_detector_share_of_the_budget() -
     assert alone._segments["s"].model is not None
     assert th[CUSUM].alpha == pytest.approx(alone._segments["s"].model.calibration.thresholds[CUSUM].alpha * 7 / 7.1)
     assert LENGTH not in alone._segments["s"].model.calibration.thresholds
+
+
+def test_turning_the_length_detector_on_leaves_the_other_detectors_decisions_as_they_were() -> None:
+    """Its random tie-breaks come from a stream of its own: the novelty CUSUM's sums and the
+    windows' statistics are the same to the bit with it on or off."""
+    def run(on: bool) -> list[dict[str, object]]:
+        topics, rng = Topics(seed=61), np.random.default_rng(5)
+        det = DriftDetector(replace(SETTINGS, length_cusum=on, length_budget=1e-9))
+        out = det.observe("s", _worded(topics.stream(600, BASE), rng))
+        out += det.observe("s", _worded(topics.stream(800, [0.3, 0.2, 0.2, 0.1, 0.2, 0.0]), rng))
+        return [{k: v for k, v in r["detectors"].items() if k != LENGTH} for r in out if r["type"] == "window"]
+
+    with_length, without = run(True), run(False)
+    assert with_length == without and any(CUSUM in d for d in without)
