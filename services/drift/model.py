@@ -88,8 +88,8 @@ class DetectorSettings:
     # Its share of the false-alarm budget, in detectors' shares (weighted Bonferroni). A tenth: a
     # change of length worth an incident is a strong one (a whole format change crosses in a few
     # dozen inputs; a tenth of the alpha adds ln 10 = 2.3 nats, two inputs or so), while a whole
-    # share taken from the others raised the novelty CUSUM's h by ln(8/7) and lost a run of
-    # Debian's distinct topic at 5 % (docs/benchmarks.md, session 25).
+    # share would raise every other detector's threshold (the novelty CUSUM's h by ln(8/7) = 0.13
+    # nats; with a tenth, 0.014).
     length_budget: float = 0.1
     # Inputs beyond this quantile of held-out distances to every centroid are "novel".
     novelty_quantile: float = 95.0
