@@ -39,6 +39,11 @@ DIRECTIONS = ("longer", "shorter")
 TAIL = 10
 
 
+def _floor(n: int) -> float:
+    """The smallest p-value against a reference of ``n`` lengths (``TAIL``): live and simulated alike."""
+    return TAIL / (n + 1)
+
+
 def log_lengths(texts: Sequence[str]) -> NDArray[np.float64]:
     """log(1 + characters) of each text."""
     return np.log1p(np.fromiter((len(t) for t in texts), dtype=np.float64, count=len(texts)))
@@ -58,7 +63,7 @@ class SequentialLength:
             rng: np.random.Generator) -> SequentialLength:
         x = log_lengths(texts)
         cal = calibrate_cusum(np.vstack([x, -x]), alpha=alpha, betting=betting, block_len=block_len, rng=rng,
-                              floor=TAIL / (len(x) + 1))
+                              floor=_floor(len(x)))
         return cls(np.sort(x), betting, cal)
 
     def pvalues(self, texts: Sequence[str], rng: np.random.Generator) -> NDArray[np.float64]:
@@ -66,7 +71,7 @@ class SequentialLength:
         (second); each uniform on traffic like the reference, above its floor (``TAIL``)."""
         x = log_lengths(texts)
         u = np.vstack([conformal_pvalues(self.null, x, rng), conformal_pvalues(-self.null[::-1], -x, rng)])
-        return np.maximum(u, TAIL / (len(self.null) + 1))
+        return np.maximum(u, _floor(len(self.null)))
 
     def increments(self, texts: Sequence[str], rng: np.random.Generator, belief: NDArray[np.float64] | None = None
                    ) -> tuple[NDArray[np.float64], NDArray[np.float64]]:

@@ -83,7 +83,7 @@ class DetectorSettings:
     # What each input costs a session-aware sum while its incident is open (detector.py).
     cusum_close_drift: float = 0.03
     # The sequential length detector (length.py): a CUSUM each for inputs longer and shorter than
-    # the reference's, on the same bets as the novelty detector's.
+    # the reference's, on the novelty detector's mixture bets (build_model says why not session-aware).
     length_cusum: bool = True
     # Its share of the false-alarm budget, in detectors' shares (weighted Bonferroni). A tenth: a
     # change of length worth an incident is a strong one (a whole format change crosses in a few

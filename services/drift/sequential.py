@@ -241,7 +241,7 @@ class Betting:
 
 
 def conformal_pvalues(sorted_null: NDArray[np.float64], scores: NDArray[np.float64],
-             rng: np.random.Generator) -> NDArray[np.float64]:
+                      rng: np.random.Generator) -> NDArray[np.float64]:
     """Conformal p-values with ties broken at random: P(null >= score), uniform under the null."""
     n = len(sorted_null)
     above = n - np.searchsorted(sorted_null, scores, side="right")
